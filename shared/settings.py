@@ -1,0 +1,64 @@
+"""The one settings object every service and tool reads its configuration from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = PROJECT_ROOT / ".flourish"
+
+LOCAL_DATABASE_URL = "postgresql+asyncpg://flourish:flourish@127.0.0.1:15432/flourish"
+LOCAL_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+
+
+class Settings(BaseSettings):
+    """Kernel settings. Environment variables win; names without a prefix are the ones trust IT
+    already expects (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS); the rest carry FLOURISH_."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOURISH_", extra="ignore")
+
+    database_url: str = Field(default=LOCAL_DATABASE_URL, validation_alias="DATABASE_URL")
+    kafka_bootstrap_servers: str = Field(
+        default=LOCAL_KAFKA_BOOTSTRAP, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
+    )
+    state_dir: Path = STATE_DIR
+
+    # Auth: where the public keys that sign bearer tokens come from. A URL (an OIDC provider's
+    # JWKS endpoint) or a local file (the dev issuer's); the local dev issuer is the default.
+    jwks_url: str | None = None
+    jwks_path: Path | None = None  # default: the dev issuer's, under state_dir
+    token_issuer: str = "flourish-dev"
+    token_audience: str = "flourish"
+
+    # Kafka topics are "<prefix><context>"; a test run or a second platform on one cluster
+    # takes a prefix of its own.
+    topic_prefix: str = "flourish."
+
+    # Kernel behaviour.
+    relay_batch_size: int = 500
+    relay_poll_interval_s: float = 0.5
+    consumer_max_attempts: int = 5
+    consumer_backoff_base_s: float = 0.2
+    consumer_backoff_max_s: float = 5.0
+
+    # Telemetry.
+    otlp_endpoint: str | None = None
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _dev_issuer_beside_state(self) -> Settings:
+        if self.jwks_path is None:
+            self.jwks_path = self.state_dir / "dev-issuer" / "jwks.json"
+        return self
+
+    @property
+    def sync_database_url(self) -> str:
+        """The same server for tools that speak libpq directly (asyncpg, psql)."""
+        return self.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def get_settings() -> Settings:
+    return Settings()
