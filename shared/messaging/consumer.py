@@ -1,0 +1,204 @@
+"""Idempotent consumers: each event's effect happens once, a bad message never stops a partition.
+
+A batch of records is applied in one transaction that also writes each event id to the
+consumer's inbox; an event already in the inbox is skipped, so a redelivered event has its
+effect once. When the batch fails, its events are applied one by one, each retried with
+backoff; one that still fails, and any record that is not a valid event, goes to the consumer's
+dead-letter topic and the partition moves on. A failure of PostgreSQL or Kafka themselves is not
+the message's fault: it is never dead-lettered, the batch is handed back (FastStream seeks the
+partition back) and comes again once they are back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, decode
+from shared.events.registry import Event
+from shared.messaging.producer import KafkaPublisher, OutgoingRecord
+from shared.messaging.topics import dead_letter_topic
+from shared.store.db import is_transient
+from shared.store.tables import KernelTables
+from shared.telemetry import consumer_retries, dead_lettered, messages_consumed, messaging_span
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
+
+
+class ConsumerPaused(Exception):
+    """PostgreSQL or Kafka is unavailable: the batch must come again, nothing was skipped."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 5
+    backoff_base_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        # Exponential backoff with full jitter, so replicas that failed together retry apart.
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+
+
+class IdempotentConsumer:
+    def __init__(
+        self,
+        name: str,
+        engine: AsyncEngine,
+        tables: KernelTables,
+        handlers: Mapping[type[Event], Handler],
+        publisher: KafkaPublisher,
+        retry: RetryPolicy | None = None,
+        topic_prefix: str = TOPIC_PREFIX,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.handlers = dict(handlers)
+        self.publisher = publisher
+        self.retry = retry or RetryPolicy()
+        self.dead_letter_topic = dead_letter_topic(name, topic_prefix)
+        self._consecutive_pauses = 0
+        inbox = f'"{tables.schema}".inbox'
+        self._claim_sql = text(
+            f"""
+            INSERT INTO {inbox} (consumer, event_id)
+            SELECT :consumer, id FROM unnest(CAST(:ids AS uuid[])) AS id
+            ON CONFLICT DO NOTHING
+            RETURNING event_id
+            """
+        )
+
+    async def process(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """Handle a batch from one poll. Returns once every record is applied, skipped or
+        dead-lettered; raises ConsumerPaused if the batch must be delivered again."""
+        try:
+            applicable, rejected = self._decode(records)
+            if applicable:
+                await self._apply(applicable)
+            for record, reason in rejected:
+                await self._dead_letter(record, reason, attempts=0)
+        except Exception as error:
+            if not (isinstance(error, ConsumerPaused) or _must_wait(error)):
+                raise
+            self._consecutive_pauses += 1
+            log.warning("consumer paused", extra={"consumer": self.name, "error_type": type(error).__name__})
+            # Back off before the batch is redelivered, rather than spin against a dead server.
+            await asyncio.sleep(self.retry.delay(min(self._consecutive_pauses, 6)) + 0.1)
+            raise ConsumerPaused(type(error).__name__) from error
+        self._consecutive_pauses = 0
+
+    def _decode(
+        self, records: Sequence[ConsumerRecord[Any, Any]]
+    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], Envelope]], list[tuple[ConsumerRecord[Any, Any], str]]]:
+        applicable: list[tuple[ConsumerRecord[Any, Any], Envelope]] = []
+        rejected: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        for record in records:
+            try:
+                envelope = decode(record.headers, record.value)
+            except InvalidMessage as error:
+                rejected.append((record, error.reason))
+                continue
+            if type(envelope.data) in self.handlers:
+                applicable.append((record, envelope))
+            else:
+                messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
+        return applicable, rejected
+
+    async def _apply(self, batch: list[tuple[ConsumerRecord[Any, Any], Envelope]]) -> None:
+        try:
+            await self._apply_in_one_transaction([envelope for _, envelope in batch])
+            return
+        except Exception as error:
+            if _must_wait(error):
+                raise
+        # Something in the batch failed: find it by applying the events one at a time.
+        for record, envelope in batch:
+            await self._apply_with_retries(record, envelope)
+
+    async def _apply_in_one_transaction(self, envelopes: list[Envelope]) -> None:
+        async with self.engine.begin() as conn:
+            fresh = await self._claim(conn, [envelope.id for envelope in envelopes])
+            for envelope in envelopes:
+                if envelope.id in fresh:
+                    fresh.discard(envelope.id)  # the same event twice in one batch counts once
+                    await self._handle(conn, envelope)
+                    outcome = "applied"
+                else:
+                    outcome = "duplicate"
+                messages_consumed.add(1, {"consumer": self.name, "outcome": outcome, "event_type": envelope.type})
+
+    async def _apply_with_retries(self, record: ConsumerRecord[Any, Any], envelope: Envelope) -> None:
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                await self._apply_in_one_transaction([envelope])
+                return
+            except Exception as error:
+                if _must_wait(error):
+                    raise
+                failure = type(error).__name__
+                log.warning(
+                    "event failed",
+                    extra={"consumer": self.name, "event_id": str(envelope.id), "event_type": envelope.type,
+                           "error_type": failure, "attempt": attempt},
+                )
+            if attempt < self.retry.max_attempts:
+                consumer_retries.add(1, {"consumer": self.name})
+                await asyncio.sleep(self.retry.delay(attempt))
+        await self._dead_letter(record, f"handler failed: {failure}", attempts=self.retry.max_attempts)
+
+    async def _handle(self, conn: AsyncConnection, envelope: Envelope) -> None:
+        handler = self.handlers[type(envelope.data)]
+        with messaging_span(
+            f"{self.name} process",
+            SpanKind.CONSUMER,
+            envelope.traceparent,
+            envelope.tracestate,
+            **{"messaging.system": "kafka", "messaging.consumer.group.name": self.name,
+               "cloudevents.event_id": str(envelope.id), "cloudevents.event_type": envelope.type},
+        ):
+            await handler(conn, envelope)
+
+    async def _claim(self, conn: AsyncConnection, event_ids: list[UUID]) -> set[UUID]:
+        result = await conn.execute(self._claim_sql, {"consumer": self.name, "ids": event_ids})
+        return {row[0] for row in result}
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str, attempts: int) -> None:
+        # The original bytes and headers, untouched, so the message can be replayed as it was.
+        # The reason names a header, a field or an exception type: never a value.
+        headers = [(name, value or b"") for name, value in (record.headers or ())]
+        headers += [
+            ("flourish_dlq_reason", reason.encode()),
+            ("flourish_dlq_consumer", self.name.encode()),
+            ("flourish_dlq_source_topic", record.topic.encode()),
+            ("flourish_dlq_source_partition", str(record.partition).encode()),
+            ("flourish_dlq_source_offset", str(record.offset).encode()),
+            ("flourish_dlq_attempts", str(attempts).encode()),
+        ]
+        await self.publisher.send(
+            OutgoingRecord(topic=self.dead_letter_topic, key=record.key or b"", value=record.value or b"", headers=headers)
+        )
+        dead_lettered.add(1, {"consumer": self.name})
+        messages_consumed.add(1, {"consumer": self.name, "outcome": "dead_lettered"})
+        log.warning(
+            "message dead-lettered",
+            extra={"consumer": self.name, "topic": record.topic, "partition": record.partition,
+                   "offset": record.offset, "reason": reason},
+        )
+
+
+def _must_wait(error: BaseException) -> bool:
+    """PostgreSQL or Kafka is away: not the message's fault, so wait rather than dead-letter."""
+    return is_transient(error) or isinstance(error, KafkaError)

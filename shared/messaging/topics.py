@@ -1,0 +1,45 @@
+"""The Kafka topics the platform uses, and creating them where no operator has (local, tests)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.events.envelope import TOPIC_PREFIX, topic_for
+
+CONTEXTS = ("assessment", "planning", "consent", "reporting", "audit")
+DEFAULT_PARTITIONS = 6
+
+
+def dead_letter_topic(consumer: str, prefix: str = TOPIC_PREFIX) -> str:
+    """Each consumer has its own dead-letter topic, so a replay reaches only the consumer that failed."""
+    return f"{prefix}dlq.{consumer}"
+
+
+def platform_topics(prefix: str = TOPIC_PREFIX) -> list[str]:
+    return [topic_for(context, prefix) for context in CONTEXTS]
+
+
+async def ensure_topics(
+    bootstrap_servers: str, topics: Iterable[str], partitions: int = DEFAULT_PARTITIONS
+) -> None:
+    """Create the topics that do not exist yet. In production Strimzi's KafkaTopic resources
+    own them (deploy/k8s); this is for the local stack and tests."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name=name, num_partitions=partitions, replication_factor=1)
+            for name in dict.fromkeys(topics)
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:
+                pass  # another service created it first
+    finally:
+        await admin.close()

@@ -1,0 +1,1 @@
+"""The event store, the transactional outbox and its relay, on PostgreSQL."""

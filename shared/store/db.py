@@ -1,0 +1,39 @@
+"""Database engines: one async SQLAlchemy engine per service, on asyncpg."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.settings import Settings
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def create_engine(settings: Settings, *, pool_size: int = 10) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        json_serializer=_dumps,
+        json_deserializer=orjson.loads,
+    )
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures of the database or network rather than of the message: waiting and
+    trying again will fix them, so they must never send a message to the dead-letter topic."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(error, (OSError, ConnectionError, TimeoutError, InterfaceError, OperationalError)):
+        return True
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    name = type(error).__name__
+    # asyncpg's own connection errors, when they surface unwrapped.
+    return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}

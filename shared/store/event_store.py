@@ -1,0 +1,243 @@
+"""The event store: streams of events with versions, optimistic concurrency and a global position.
+
+Appending writes the events and their outbox rows in the caller's transaction, so an event is
+published if and only if it was committed. Appends in one schema take a transaction-scoped
+advisory lock: global positions then follow commit order, and a reader that has seen position N
+can never later find an event below N (the trade-off: appends to one service's store are
+serialised, which a school's write rates allow many times over; see bench/).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import orjson
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.events.envelope import Envelope
+from shared.events.registry import model_for
+from shared.store.tables import KernelTables
+
+ANY_VERSION: int | None = None
+NO_STREAM = 0
+
+
+class StreamVersionConflict(Exception):
+    """Someone else appended to the stream since the writer read it: reload, decide again."""
+
+    def __init__(self, stream_id: str, expected: int | None, actual: int | None) -> None:
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual if actual is not None else 'unknown'}, "
+            f"the writer expected {expected}"
+        )
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    position: int
+    stream_id: str
+    stream_version: int
+    envelope: Envelope
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class PendingAppend:
+    """What one stream gets in a batched append."""
+
+    stream_id: str
+    envelopes: Sequence[Envelope]
+    expected_version: int | None = ANY_VERSION
+
+
+class EventStore:
+    def __init__(self, tables: KernelTables) -> None:
+        self.tables = tables
+        schema = _identifier(tables.schema)
+        self._lock_key = f"flourish.append.{tables.schema}"
+        self._insert_sql = text(
+            f"""
+            WITH appended AS (
+              INSERT INTO "{schema}".events
+                (event_id, stream_id, stream_version, event_type, trust_id, academy_id, data, metadata)
+              SELECT e.event_id, e.stream_id, e.stream_version, e.event_type, e.trust_id,
+                     e.academy_id, e.data::jsonb, e.metadata::jsonb
+              FROM unnest(CAST(:event_ids AS uuid[]), CAST(:stream_ids AS text[]),
+                          CAST(:versions AS int[]), CAST(:types AS text[]),
+                          CAST(:trust_ids AS uuid[]), CAST(:academy_ids AS uuid[]),
+                          CAST(:datas AS text[]), CAST(:metadatas AS text[]))
+                   WITH ORDINALITY
+                   AS e(event_id, stream_id, stream_version, event_type, trust_id, academy_id,
+                        data, metadata, n)
+              ORDER BY e.n
+              RETURNING event_id, global_position
+            )
+            INSERT INTO "{schema}".outbox (event_id, global_position)
+            SELECT event_id, global_position FROM appended
+            """
+        )
+        self._versions_sql = text(
+            f"""
+            SELECT stream_id, max(stream_version) FROM "{schema}".events
+            WHERE stream_id = ANY(CAST(:stream_ids AS text[])) GROUP BY stream_id
+            """
+        )
+        self._notify_sql = text("SELECT pg_notify(:channel, '')")
+
+    async def append(
+        self,
+        conn: AsyncConnection,
+        stream_id: str,
+        envelopes: Sequence[Envelope],
+        expected_version: int | None = ANY_VERSION,
+    ) -> int:
+        """Append to one stream; returns its new version."""
+        versions = await self.append_batch(conn, [PendingAppend(stream_id, envelopes, expected_version)])
+        return versions[stream_id]
+
+    async def append_batch(
+        self, conn: AsyncConnection, appends: Sequence[PendingAppend]
+    ) -> dict[str, int]:
+        """Append to many streams in one statement (a whole class's ratings, say), all or nothing.
+
+        Must run inside the caller's transaction. Raises StreamVersionConflict when a stream is
+        not at the version its writer expected, or when a concurrent writer won the race.
+        """
+        appends = [a for a in appends if a.envelopes]
+        if not appends:
+            return {}
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": self._lock_key})
+        current = await self._current_versions(conn, {a.stream_id for a in appends})
+        rows = _Rows()
+        new_versions: dict[str, int] = {}
+        for pending in appends:
+            version = new_versions.get(pending.stream_id, current.get(pending.stream_id, 0))
+            if pending.expected_version is not None and pending.expected_version != version:
+                raise StreamVersionConflict(pending.stream_id, pending.expected_version, version)
+            for envelope in pending.envelopes:
+                version += 1
+                rows.add(pending.stream_id, version, envelope)
+            new_versions[pending.stream_id] = version
+        try:
+            await conn.execute(self._insert_sql, rows.params())
+        except IntegrityError as error:
+            if "events_stream_version_key" in str(error.orig):
+                raise StreamVersionConflict(appends[0].stream_id, appends[0].expected_version, None) from None
+            raise
+        await conn.execute(self._notify_sql, {"channel": self.tables.notify_channel})
+        return new_versions
+
+    async def read_stream(
+        self, conn: AsyncConnection, stream_id: str, after_version: int = 0
+    ) -> list[RecordedEvent]:
+        events = self.tables.events
+        result = await conn.execute(
+            select(events)
+            .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
+            .order_by(events.c.stream_version)
+        )
+        return [_recorded(row) for row in result.mappings()]
+
+    async def read_all(
+        self, conn: AsyncConnection, after_position: int = 0, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Everything committed after a position, in order: the source for rebuilding read models."""
+        events = self.tables.events
+        result = await conn.execute(
+            select(events)
+            .where(events.c.global_position > after_position)
+            .order_by(events.c.global_position)
+            .limit(limit)
+        )
+        return [_recorded(row) for row in result.mappings()]
+
+    async def stream_version(self, conn: AsyncConnection, stream_id: str) -> int:
+        return (await self._current_versions(conn, {stream_id})).get(stream_id, 0)
+
+    async def _current_versions(self, conn: AsyncConnection, stream_ids: Iterable[str]) -> dict[str, int]:
+        result = await conn.execute(self._versions_sql, {"stream_ids": list(stream_ids)})
+        return {stream_id: version for stream_id, version in result.all()}
+
+
+class _Rows:
+    """Column arrays for the unnest() insert: one round trip for any number of events."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {
+            name: []
+            for name in ("event_ids", "stream_ids", "versions", "types", "trust_ids", "academy_ids", "datas", "metadatas")
+        }
+
+    def add(self, stream_id: str, version: int, envelope: Envelope) -> None:
+        c = self.columns
+        c["event_ids"].append(envelope.id)
+        c["stream_ids"].append(stream_id)
+        c["versions"].append(version)
+        c["types"].append(envelope.type)
+        c["trust_ids"].append(envelope.trust_id)
+        c["academy_ids"].append(envelope.academy_id)
+        c["datas"].append(envelope.data.model_dump_json())
+        c["metadatas"].append(orjson.dumps(envelope_metadata(envelope, stream_id)).decode())
+
+    def params(self) -> dict[str, list[Any]]:
+        return self.columns
+
+
+def envelope_metadata(envelope: Envelope, stream_id: str) -> dict[str, str | None]:
+    """What the events table keeps beside the data: the CloudEvents attributes and trace context."""
+    return {
+        "partition_key": envelope.subject or stream_id,
+        "subject": envelope.subject,
+        "source": envelope.source,
+        "time": envelope.time.isoformat(),
+        "correlation_id": str(envelope.correlation_id),
+        "causation_id": str(envelope.causation_id) if envelope.causation_id else None,
+        "traceparent": envelope.traceparent,
+        "tracestate": envelope.tracestate,
+    }
+
+
+def envelope_from_row(
+    event_id: UUID, event_type: str, trust_id: UUID, academy_id: UUID, data: Any, metadata: dict[str, Any]
+) -> Envelope:
+    model = model_for(event_type)
+    return Envelope(
+        data=model.model_validate(data),
+        id=event_id,
+        trust_id=trust_id,
+        academy_id=academy_id,
+        source=metadata["source"],
+        time=datetime.fromisoformat(metadata["time"]),
+        correlation_id=UUID(metadata["correlation_id"]),
+        causation_id=UUID(metadata["causation_id"]) if metadata.get("causation_id") else None,
+        traceparent=metadata.get("traceparent"),
+        tracestate=metadata.get("tracestate"),
+    )
+
+
+def _recorded(row: Any) -> RecordedEvent:
+    envelope = envelope_from_row(
+        row["event_id"], row["event_type"], row["trust_id"], row["academy_id"], row["data"], row["metadata"]
+    )
+    return RecordedEvent(
+        position=row["global_position"],
+        stream_id=row["stream_id"],
+        stream_version=row["stream_version"],
+        envelope=envelope,
+        recorded_at=row["recorded_at"],
+    )
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum() or not name[0].isalpha():
+        raise ValueError(f"{name!r} is not a safe schema name")
+    return name

@@ -1,0 +1,185 @@
+"""The outbox relay: publishes committed events to Kafka, in order, surviving a crash anywhere.
+
+It reads the oldest outbox rows, sends them with the idempotent producer, waits for every
+acknowledgement, and only then deletes the rows. A crash before the delete sends the same events
+again on restart (consumers' inboxes drop the copies); a crash before the acknowledgement leaves
+the rows in place. Nothing committed is lost. One relay per schema publishes at a time (a
+PostgreSQL advisory lock elects it), so a pupil's events reach Kafka in the order they were
+committed even when the service runs many replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from opentelemetry.trace import SpanKind
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.events.envelope import TOPIC_PREFIX, WireAttributes, topic_for
+from shared.events.registry import model_for
+from shared.messaging.producer import KafkaPublisher, OutgoingRecord
+from shared.store.tables import KernelTables
+from shared.telemetry import current_trace_headers, messaging_span, outbox_publish_failures, outbox_published
+
+log = logging.getLogger(__name__)
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        tables: KernelTables,
+        publisher: KafkaPublisher,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 0.5,
+        topic_prefix: str = TOPIC_PREFIX,
+    ) -> None:
+        self.topic_prefix = topic_prefix
+        self.engine = engine
+        self.tables = tables
+        self.publisher = publisher
+        self.batch_size = batch_size
+        self.poll_interval_s = poll_interval_s
+        schema = tables.schema
+        self._leader_key = f"flourish.relay.{schema}"
+        self._pending_sql = text(
+            f"""
+            SELECT o.event_id, e.event_type, e.trust_id, e.academy_id, e.data, e.metadata
+            FROM "{schema}".outbox o JOIN "{schema}".events e ON e.event_id = o.event_id
+            ORDER BY o.global_position
+            LIMIT :limit
+            """
+        )
+        self._delete_sql = text(f'DELETE FROM "{schema}".outbox WHERE event_id = ANY(:ids)')
+        self._wake = asyncio.Event()
+        self.is_leader = False
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of the oldest unpublished events; returns how many."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(self._pending_sql, {"limit": self.batch_size})).all()
+            if not rows:
+                return 0
+            records = [self._record(row) for row in rows]
+            try:
+                await self.publisher.send_all(records)
+            except Exception:
+                outbox_publish_failures.add(1, {"schema": self.tables.schema})
+                raise
+            await conn.execute(self._delete_sql, {"ids": [row.event_id for row in rows]})
+            await conn.commit()
+        for record in records:
+            outbox_published.add(1, {"topic": record.topic})
+        return len(rows)
+
+    async def drain(self) -> int:
+        """Publish until the outbox is empty (tools and tests; the service runs ``run``)."""
+        total = 0
+        while count := await self.publish_pending():
+            total += count
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until stopped: be the leader, publish, sleep until NOTIFY or the poll interval."""
+        backoff = self.poll_interval_s
+        while not stop.is_set():
+            try:
+                await self._lead_and_publish(stop)
+                backoff = self.poll_interval_s
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # Kafka or PostgreSQL away: the rows wait in the outbox.
+                log.warning(
+                    "outbox relay paused", extra={"error_type": type(error).__name__, "schema": self.tables.schema}
+                )
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _lead_and_publish(self, stop: asyncio.Event) -> None:
+        async with self.engine.connect() as leader:
+            elected = await leader.scalar(
+                text("SELECT pg_try_advisory_lock(hashtext(:key))"), {"key": self._leader_key}
+            )
+            await leader.commit()
+            if not elected:
+                self.is_leader = False
+                await _sleep_or_stop(stop, self.poll_interval_s * 4)
+                return
+            self.is_leader = True
+            raw = (await leader.get_raw_connection()).driver_connection
+            await raw.add_listener(self.tables.notify_channel, self._on_notify)
+            try:
+                while not stop.is_set():
+                    self._wake.clear()
+                    if await self.publish_pending() >= self.batch_size:
+                        continue
+                    await _wait_either(self._wake, stop, self.poll_interval_s)
+                    # The lock lives as long as this connection: check it still does.
+                    await leader.execute(text("SELECT 1"))
+            finally:
+                self.is_leader = False
+                await raw.remove_listener(self.tables.notify_channel, self._on_notify)
+                await leader.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": self._leader_key})
+
+    def _on_notify(self, *_: Any) -> None:
+        self._wake.set()
+
+    def _record(self, row: Any) -> OutgoingRecord:
+        meta = row.metadata
+        attributes = WireAttributes(
+            id=str(row.event_id),
+            type=row.event_type,
+            source=meta["source"],
+            time=meta["time"],
+            trust_id=str(row.trust_id),
+            academy_id=str(row.academy_id),
+            correlation_id=meta["correlation_id"],
+            causation_id=meta.get("causation_id"),
+            subject=meta.get("subject"),
+            partition_key=meta["partition_key"],
+            traceparent=meta.get("traceparent"),
+            tracestate=meta.get("tracestate"),
+        )
+        topic = topic_for(model_for(row.event_type).context, self.topic_prefix)
+        if attributes.traceparent:
+            attributes = self._with_producer_span(attributes, topic)
+        return OutgoingRecord(
+            topic=topic,
+            key=attributes.partition_key.encode(),
+            value=orjson.dumps(row.data),
+            headers=attributes.headers(),
+        )
+
+    @staticmethod
+    def _with_producer_span(attributes: WireAttributes, topic: str) -> WireAttributes:
+        # The trace the command ran in continues through this send into every consumer.
+        with messaging_span(
+            f"{topic} publish",
+            SpanKind.PRODUCER,
+            attributes.traceparent,
+            attributes.tracestate,
+            **{"messaging.system": "kafka", "messaging.destination.name": topic, "cloudevents.event_type": attributes.type},
+        ):
+            traceparent, tracestate = current_trace_headers()
+        return WireAttributes(**{**attributes.__dict__, "traceparent": traceparent, "tracestate": tracestate})
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except TimeoutError:
+        pass
+
+
+async def _wait_either(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
+    waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,79 @@
+"""The kernel's tables, created in each service's own schema: events, outbox, inbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+@dataclass(frozen=True)
+class KernelTables:
+    schema: str
+    events: Table
+    outbox: Table
+    inbox: Table
+
+    @property
+    def notify_channel(self) -> str:
+        """The LISTEN/NOTIFY channel that wakes this schema's outbox relay."""
+        return f"flourish_outbox_{self.schema}"
+
+
+def kernel_tables(metadata: MetaData) -> KernelTables:
+    """Add the kernel's tables to a service's metadata (whose ``schema`` names the service)."""
+    if not metadata.schema:
+        raise ValueError("a service's MetaData must name its schema")
+    events = Table(
+        "events",
+        metadata,
+        # The global position: commit order, because appends take the schema's append lock.
+        Column("global_position", BigInteger, Identity(always=True), primary_key=True),
+        Column("event_id", Uuid, nullable=False),
+        Column("stream_id", Text, nullable=False),
+        Column("stream_version", Integer, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("trust_id", Uuid, nullable=False),
+        Column("academy_id", Uuid, nullable=False),
+        Column("data", JSONB, nullable=False),
+        Column("metadata", JSONB, nullable=False),
+        Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        UniqueConstraint("event_id", name="events_event_id_key"),
+        # Optimistic concurrency: two writers at the same version cannot both commit.
+        UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
+        Index("events_tenant_idx", "trust_id", "academy_id"),
+    )
+    outbox = Table(
+        "outbox",
+        metadata,
+        # An event waiting to be published. It names the event; the event row holds the payload.
+        Column("event_id", Uuid, primary_key=True),
+        Column("global_position", BigInteger, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Index("outbox_position_idx", "global_position"),
+    )
+    inbox = Table(
+        "inbox",
+        metadata,
+        # Events a consumer has applied, written in the same transaction as their effect.
+        Column("consumer", Text, nullable=False),
+        Column("event_id", Uuid, nullable=False),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("consumer", "event_id", name="inbox_pkey"),
+    )
+    return KernelTables(schema=metadata.schema, events=events, outbox=outbox, inbox=inbox)

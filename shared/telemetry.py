@@ -1,0 +1,147 @@
+"""OpenTelemetry for every service: traces that follow an event across Kafka, and the metrics
+the ops dashboards read. Nothing here ever records personal data: spans and metrics carry event
+types, topics, pseudonymous ids and counts only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+tracer = trace.get_tracer("flourish")
+meter = metrics.get_meter("flourish")
+
+# Instruments are created against the API's proxy provider, so they work whichever provider the
+# process installs later (the service's Prometheus reader, or none in unit tests).
+events_appended = meter.create_counter(
+    "flourish_events_appended", unit="{event}", description="Events appended to an event store"
+)
+outbox_published = meter.create_counter(
+    "flourish_outbox_published", unit="{event}", description="Outbox events published to Kafka"
+)
+outbox_publish_failures = meter.create_counter(
+    "flourish_outbox_publish_failures", description="Relay batches that Kafka did not acknowledge"
+)
+outbox_backlog = meter.create_up_down_counter(
+    "flourish_outbox_backlog", unit="{event}", description="Events committed but not yet published"
+)
+messages_consumed = meter.create_counter(
+    "flourish_messages_consumed",
+    unit="{message}",
+    description="Messages a consumer finished, by outcome (applied, duplicate, ignored, dead_lettered)",
+)
+consumer_retries = meter.create_counter(
+    "flourish_consumer_retries", description="Attempts a consumer made again after a failure"
+)
+dead_lettered = meter.create_counter(
+    "flourish_dead_lettered", unit="{message}", description="Messages sent to a dead-letter topic"
+)
+
+
+http_request_duration = meter.create_histogram(
+    "flourish_http_request_duration", unit="s", description="API requests by route, method and status"
+)
+
+
+def current_trace_headers() -> tuple[str | None, str | None]:
+    """The W3C traceparent/tracestate of the active span, to store beside an event."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+def context_from(traceparent: str | None, tracestate: str | None) -> Context | None:
+    if not traceparent:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _propagator.extract(carrier)
+
+
+@contextmanager
+def messaging_span(
+    name: str, kind: SpanKind, traceparent: str | None, tracestate: str | None, **attributes: str | int
+) -> Iterator[Span]:
+    """A producer or consumer span that continues the trace the event was written in."""
+    with tracer.start_as_current_span(
+        name, context=context_from(traceparent, tracestate), kind=kind, attributes=attributes
+    ) as span:
+        yield span
+
+
+def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
+    """Install the SDK tracer provider once per process (a second call keeps the first)."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": f"flourish-{service}"}))
+    if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    trace.set_tracer_provider(provider)
+
+
+def configure_metrics(service: str) -> None:
+    """Expose every instrument on Prometheus' registry, which /metrics serves."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        return
+    provider = MeterProvider(
+        resource=Resource.create({"service.name": f"flourish-{service}"}),
+        metric_readers=[PrometheusMetricReader()],
+    )
+    metrics.set_meter_provider(provider)
+
+
+class TracingMiddleware:
+    """A server span and a duration metric for every HTTP request (pure ASGI, so streaming and
+    lifespan pass through untouched). The span continues a caller's W3C trace context, and is
+    the parent of everything the request does, the events it appends included."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())}
+        parent = context_from(headers.get("traceparent"), headers.get("tracestate"))
+        method = scope["method"]
+        status = {"code": 500}
+
+        async def send_with_status(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        with tracer.start_as_current_span(f"{method}", context=parent, kind=SpanKind.SERVER) as span:
+            try:
+                await self.app(scope, receive, send_with_status)
+            finally:
+                # The route template, never the path: paths hold pupil ids.
+                route = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.request.method", method)
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status["code"])
+                http_request_duration.record(
+                    time.perf_counter() - started,
+                    {"method": method, "route": route, "status": str(status["code"])},
+                )
