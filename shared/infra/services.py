@@ -1,0 +1,134 @@
+"""The four services as local processes: start them detached, wait until ready, stop them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from shared.infra import (
+    ComponentStatus,
+    InfraError,
+    cmdline_contains,
+    process_alive,
+    progress,
+    read_pid,
+    stop_process,
+    tail,
+)
+from shared.settings import PROJECT_ROOT, Settings
+
+SERVICES: dict[str, int] = {"assessment": 8101, "planning": 8102, "consent": 8103, "reporting": 8104}
+READY_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class ServiceProcess:
+    name: str
+    port: int
+    folder: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.folder / f"{self.name}.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.folder / f"{self.name}.log"
+
+    @property
+    def module(self) -> str:
+        return f"services.{self.name}.app:app"
+
+
+def service_processes(settings: Settings) -> list[ServiceProcess]:
+    folder = settings.state_dir / "services"
+    return [ServiceProcess(name, port, folder) for name, port in SERVICES.items()]
+
+
+def start_services(settings: Settings, environment: dict[str, str]) -> list[ServiceProcess]:
+    """Start every service that is not running, then wait for all of them to be ready."""
+    processes = service_processes(settings)
+    for process in processes:
+        if _running_pid(process) is None:
+            _spawn(process, environment)
+    for process in processes:
+        _wait_ready(process)
+    return processes
+
+
+def stop_services(settings: Settings) -> list[str]:
+    stopped = []
+    for process in service_processes(settings):
+        pid = _running_pid(process)
+        if pid is not None:
+            stop_process(pid, timeout=20)
+            stopped.append(process.name)
+        process.pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def services_status(settings: Settings) -> list[ComponentStatus]:
+    statuses = []
+    for process in service_processes(settings):
+        pid = _running_pid(process)
+        healthy = pid is not None and _ready(process)
+        statuses.append(
+            ComponentStatus(process.name, process.url, managed=True, pid=pid, running=pid is not None, healthy=healthy)
+        )
+    return statuses
+
+
+def _spawn(process: ServiceProcess, environment: dict[str, str]) -> None:
+    process.folder.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", process.module,
+        "--host", "127.0.0.1", "--port", str(process.port), "--no-access-log",
+    ]
+    with process.log_file.open("ab") as log:
+        child = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, **environment},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    process.pid_file.write_text(f"{child.pid}\n")
+    progress(process.name, f"started pid {child.pid} on {process.url}")
+
+
+def _wait_ready(process: ServiceProcess) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        pid = _running_pid(process)
+        if pid is None:
+            raise InfraError(f"{process.name} exited during start-up\n{tail(process.log_file)}")
+        if _ready(process):
+            return
+        time.sleep(0.3)
+    raise InfraError(f"{process.name} was not ready after {READY_TIMEOUT_S:.0f}s\n{tail(process.log_file)}")
+
+
+def _ready(process: ServiceProcess) -> bool:
+    try:
+        return httpx.get(f"{process.url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _running_pid(process: ServiceProcess) -> int | None:
+    pid = read_pid(process.pid_file)
+    if pid is not None and process_alive(pid) and cmdline_contains(pid, process.module):
+        return pid
+    return None

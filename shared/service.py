@@ -1,0 +1,223 @@
+"""The one way to build a Flourish service: a FastAPI app and a FastStream Kafka broker in one
+process, whose lifespan migrates the service's schema, starts its consumers and runs its outbox
+relay, and which serves health, readiness, metrics, OpenAPI and AsyncAPI."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from faststream.specification.asyncapi.site import get_asyncapi_html
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.events.envelope import topic_for
+from shared.events.registry import Event, registered_types
+from shared.logs import configure_logging
+from shared.messaging.consumer import Handler, IdempotentConsumer, RetryPolicy
+from shared.messaging.producer import KafkaPublisher
+from shared.messaging.subscription import subscribe
+from shared.messaging.topics import CONTEXTS, ensure_topics
+from shared.auth import Auth, Principal, TokenVerifier
+from shared.problems import ConcurrencyConflict, Problem, ServiceUnavailable, install_problem_handlers
+from shared.settings import Settings
+from shared.store.db import create_engine
+from shared.store.event_store import EventStore, StreamVersionConflict
+from shared.store.migrations import upgrade
+from shared.store.outbox import OutboxRelay
+from shared.store.tables import KernelTables
+from shared.telemetry import TracingMiddleware, configure_metrics, configure_tracing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer group of this service: which contexts' topics it reads, what it does per event."""
+
+    name: str
+    contexts: Sequence[str]
+    handlers: Mapping[type[Event], Handler]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    metadata: MetaData
+    tables: KernelTables
+    migrations: Path
+    description: str
+    routers: Sequence[APIRouter] = ()
+    consumers: Sequence[ConsumerSpec] = ()
+    domain_errors: Mapping[type[Exception], Any] = field(default_factory=dict)
+
+
+class Runtime:
+    """What a running service holds: its database, event store, Kafka clients and relay."""
+
+    def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings)
+        self.store = EventStore(spec.tables)
+        self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}")
+        self.relay = OutboxRelay(
+            self.engine,
+            spec.tables,
+            self.publisher,
+            batch_size=settings.relay_batch_size,
+            poll_interval_s=settings.relay_poll_interval_s,
+            topic_prefix=settings.topic_prefix,
+        )
+        self.auth = Auth(TokenVerifier(settings))
+        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}")
+        retry = RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_base_s, settings.consumer_backoff_max_s)
+        self.consumers = [
+            IdempotentConsumer(
+                f"{spec.name}.{consumer.name}", self.engine, spec.tables, consumer.handlers, self.publisher,
+                retry=retry, topic_prefix=settings.topic_prefix,
+            )
+            for consumer in spec.consumers
+        ]
+        for consumer, consumer_spec in zip(self.consumers, spec.consumers, strict=True):
+            topics = [topic_for(context, settings.topic_prefix) for context in consumer_spec.contexts]
+            subscribe(self.broker, consumer, topics)
+        self._document_published_events()
+        self._stop = asyncio.Event()
+        self._relay_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await upgrade(self.engine, self.spec.migrations, self.settings)
+        prefix = self.settings.topic_prefix
+        await ensure_topics(
+            self.settings.kafka_bootstrap_servers,
+            [topic_for(context, prefix) for context in CONTEXTS] + [c.dead_letter_topic for c in self.consumers],
+        )
+        await self.publisher.start()
+        await self.broker.start()
+        self._relay_task = asyncio.create_task(self.relay.run(self._stop), name=f"{self.spec.name}-outbox-relay")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._relay_task is not None:
+            await asyncio.wait_for(self._relay_task, timeout=10)
+        await self.broker.stop()
+        await self.publisher.stop()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = type(error).__name__
+        checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "unreachable"
+        checks["relay"] = "leader" if self.relay.is_leader else "standby"
+        return checks
+
+    def _document_published_events(self) -> None:
+        # The relay sends with the plain producer; these publishers exist so that AsyncAPI shows
+        # every event this service publishes, with its schema, on its topic.
+        for event_type, model in sorted(registered_types().items()):
+            if model.context == self.spec.name:
+                self.broker.publisher(
+                    topic_for(model.context, self.settings.topic_prefix),
+                    title=event_type,
+                    schema=model,
+                    description=(model.__doc__ or event_type).strip(),
+                )
+
+
+def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(spec.name, settings.log_level)
+    configure_tracing(spec.name, settings.otlp_endpoint)
+    configure_metrics(spec.name)
+    runtime = Runtime(spec, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        log.info("service started", extra={"service": spec.name})
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=f"Flourish {spec.name}", description=spec.description, version="0.1.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_problem_handlers(app, {StreamVersionConflict: _concurrency_problem, **spec.domain_errors})
+    app.add_middleware(TracingMiddleware)
+    app.include_router(_operations_router(runtime))
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def _concurrency_problem(error: Exception) -> Problem:
+    return ConcurrencyConflict("the record changed since it was read; reload it and try again")
+
+
+def runtime_of(request: Request) -> Runtime:
+    """FastAPI dependency: the running service's database, store and clients."""
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def _operations_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": runtime.spec.name}
+
+    @router.get("/readyz", summary="Readiness: PostgreSQL and Kafka answer")
+    async def readyz() -> dict[str, Any]:
+        checks = await runtime.readiness()
+        if checks["database"] != "ok" or checks["kafka"] != "ok":
+            raise ServiceUnavailable("not ready", extras={"checks": checks})
+        return {"status": "ready", "checks": checks}
+
+    @router.get("/whoami", summary="Who the bearer token says the caller is, and their scope")
+    async def whoami(principal: Principal = Depends(runtime.auth.principal)) -> dict[str, Any]:
+        return {
+            "subject": principal.subject,
+            "roles": sorted(principal.roles),
+            "trust_id": str(principal.trust_id),
+            "academy_ids": sorted(str(a) for a in principal.academy_ids),
+            "trust_wide": principal.trust_wide,
+        }
+
+    @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    def specification() -> Any:
+        return AsyncAPI(
+            runtime.broker,
+            title=f"Flourish {runtime.spec.name} events",
+            version="0.1.0",
+            description=runtime.spec.description,
+        ).to_specification()
+
+    @router.get("/asyncapi.json", summary="AsyncAPI document of the events", include_in_schema=False)
+    async def asyncapi_json() -> JSONResponse:
+        return JSONResponse(specification().to_jsonable())
+
+    @router.get("/asyncapi", summary="AsyncAPI docs", include_in_schema=False)
+    async def asyncapi_html() -> HTMLResponse:
+        return HTMLResponse(get_asyncapi_html(specification(), try_it_out_path=None))
+
+    return router
