@@ -1,0 +1,80 @@
+"""One real stack for the whole run: the Kafka broker and PostgreSQL server the project starts
+itself (or those DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS name). Each test gets its own schema and
+its own topics, so tests never see each other's data."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import MetaData, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.messaging.producer import KafkaPublisher
+from shared.settings import Settings
+from shared.store.db import create_engine
+from shared.store.tables import KernelTables, kernel_tables
+
+# Spans from every test land here, so a test can follow a trace across a Kafka hop.
+SPANS = InMemorySpanExporter()
+_provider = TracerProvider()
+_provider.add_span_processor(SimpleSpanProcessor(SPANS))
+trace.set_tracer_provider(_provider)
+
+
+@pytest.fixture(scope="session")
+def stack_settings() -> Settings:
+    from shared.infra.stack import ensure_stack
+
+    endpoints = ensure_stack()
+    return Settings(
+        database_url=endpoints.database_url,
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        consumer_backoff_base_s=0.01,
+        consumer_backoff_max_s=0.05,
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(stack_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(stack_settings, pool_size=5)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def publisher(stack_settings: Settings) -> AsyncIterator[KafkaPublisher]:
+    publisher = KafkaPublisher(stack_settings.kafka_bootstrap_servers, client_id="flourish-tests")
+    await publisher.start()
+    yield publisher
+    await publisher.stop()
+
+
+@pytest.fixture
+async def kernel(engine: AsyncEngine) -> AsyncIterator[KernelTables]:
+    """A fresh schema with the kernel's tables, dropped after the test."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    metadata = MetaData(schema=schema)
+    tables = kernel_tables(metadata)
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        await conn.run_sync(metadata.create_all)
+    yield tables
+    async with engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture
+def topic_prefix() -> str:
+    return f"test.{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    SPANS.clear()
+    return SPANS

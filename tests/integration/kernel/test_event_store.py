@@ -1,0 +1,99 @@
+"""The event store on the real PostgreSQL: versions, concurrency, positions, tenancy."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from shared.store.event_store import NO_STREAM, EventStore, PendingAppend, StreamVersionConflict
+from tests.integration.kernel.helpers import ACADEMY, TRUST, observation
+
+
+async def test_two_writers_racing_on_one_stream_exactly_one_wins(engine, kernel):
+    store = EventStore(kernel)
+    stream = f"pupil-{uuid.uuid4()}"
+    start = asyncio.Event()
+
+    async def writer() -> str:
+        async with engine.begin() as conn:
+            await start.wait()
+            await store.append(conn, stream, [observation()], expected_version=NO_STREAM)
+        return "won"
+
+    tasks = [asyncio.create_task(writer()) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    start.set()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert sorted(type(o).__name__ if isinstance(o, Exception) else o for o in outcomes) == [
+        "StreamVersionConflict",
+        "won",
+    ]
+    async with engine.connect() as conn:
+        assert await store.stream_version(conn, stream) == 1
+
+
+async def test_a_stale_expected_version_is_a_clear_conflict_and_writes_nothing(engine, kernel):
+    store = EventStore(kernel)
+    async with engine.begin() as conn:
+        await store.append(conn, "s", [observation(), observation()], expected_version=NO_STREAM)
+
+    with pytest.raises(StreamVersionConflict, match="stream 's' is at version 2, the writer expected 1"):
+        async with engine.begin() as conn:
+            await store.append(conn, "s", [observation()], expected_version=1)
+
+    async with engine.connect() as conn:
+        assert [e.stream_version for e in await store.read_stream(conn, "s")] == [1, 2]
+        assert await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".outbox')) == 2
+
+
+async def test_read_stream_and_read_all_return_what_was_appended_in_order(engine, kernel):
+    store = EventStore(kernel)
+    first, second, third = observation(), observation(), observation()
+    async with engine.begin() as conn:
+        await store.append_batch(
+            conn, [PendingAppend("a", [first, second], NO_STREAM), PendingAppend("b", [third], NO_STREAM)]
+        )
+    async with engine.connect() as conn:
+        stream_a = await store.read_stream(conn, "a")
+        everything = await store.read_all(conn)
+        after_first = await store.read_all(conn, after_position=everything[0].position)
+
+    assert [e.envelope for e in stream_a] == [first, second]
+    assert [e.envelope for e in everything] == [first, second, third]
+    assert [e.position for e in everything] == sorted(e.position for e in everything)
+    assert [e.envelope for e in after_first] == [second, third]
+
+
+async def test_a_rolled_back_append_leaves_no_event_and_no_outbox_row(engine, kernel):
+    store = EventStore(kernel)
+    with pytest.raises(RuntimeError):
+        async with engine.begin() as conn:
+            await store.append(conn, "s", [observation()])
+            raise RuntimeError("the command failed after appending")
+    async with engine.connect() as conn:
+        assert await store.read_all(conn) == []
+        assert await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".outbox')) == 0
+
+
+async def test_every_stored_event_carries_its_tenancy(engine, kernel):
+    store = EventStore(kernel)
+    async with engine.begin() as conn:
+        await store.append(conn, "s", [observation()])
+    async with engine.connect() as conn:
+        row = (await conn.execute(text(f'SELECT trust_id, academy_id FROM "{kernel.schema}".events'))).one()
+    assert tuple(row) == (TRUST, ACADEMY)
+
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    f'INSERT INTO "{kernel.schema}".events (event_id, stream_id, stream_version, event_type, '
+                    "trust_id, academy_id, data, metadata) VALUES (gen_random_uuid(), 'x', 1, 't', "
+                    "gen_random_uuid(), NULL, '{}', '{}')"
+                )
+            )

@@ -1,0 +1,93 @@
+"""The four services built by the shared shell, each started for real (migrations, Kafka,
+relay, consumers) against the stack: health, readiness, auth, docs, metrics and errors."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from services.assessment.app import SPEC as ASSESSMENT
+from services.consent.app import SPEC as CONSENT
+from services.planning.app import SPEC as PLANNING
+from services.reporting.app import SPEC as REPORTING
+from shared.auth import DevIssuer, Role
+from shared.service import ServiceSpec, create_app
+
+SPECS = [ASSESSMENT, PLANNING, CONSENT, REPORTING]
+
+
+@asynccontextmanager
+async def serving(spec: ServiceSpec, settings) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    app: FastAPI = create_app(spec, settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            yield client
+
+
+@pytest.fixture
+def service_settings(stack_settings, topic_prefix, tmp_path):
+    return stack_settings.model_copy(update={"topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json"})
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+async def test_a_service_starts_migrates_its_own_schema_and_reports_ready(spec, service_settings, engine):
+    async with serving(spec, service_settings) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok", "service": spec.name}
+        ready = (await client.get("/readyz")).json()
+        assert ready["status"] == "ready" and ready["checks"]["database"] == ready["checks"]["kafka"] == "ok"
+
+    async with engine.connect() as conn:
+        tables = set(
+            (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": spec.name})).scalars()
+        )
+        revision = await conn.scalar(text(f'SELECT version_num FROM "{spec.name}".alembic_version'))
+    assert {"events", "outbox", "inbox", "alembic_version"} <= tables
+    assert revision == f"{spec.name}_0001"
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])
+async def test_a_service_serves_openapi_asyncapi_and_metrics(spec, service_settings):
+    async with serving(spec, service_settings) as client:
+        openapi = (await client.get("/openapi.json")).json()
+        asyncapi = (await client.get("/asyncapi.json")).json()
+        await client.get("/healthz")
+        metrics = (await client.get("/metrics")).text
+
+    assert openapi["info"]["title"] == f"Flourish {spec.name}" and "/readyz" in openapi["paths"]
+    published = {name.split(":")[0] for name in asyncapi["components"]["messages"]}
+    assert published and all(name.startswith(f"flourish.{spec.name}.") for name in published)
+    healthz_count = re.search(r'^flourish_http_request_duration_seconds_count\{[^}]*route="/healthz",status="200"\} (\S+)$', metrics, re.M)
+    assert healthz_count and float(healthz_count.group(1)) >= 1
+
+
+async def test_requests_without_a_valid_token_get_401_and_a_dev_token_is_accepted(service_settings):
+    trust, academy = uuid.uuid4(), uuid.uuid4()
+    token = DevIssuer(service_settings).issue("staff-7", [Role.practitioner], trust, [academy])
+    async with serving(ASSESSMENT, service_settings) as client:
+        missing = await client.get("/whoami")
+        forged = await client.get("/whoami", headers={"Authorization": f"Bearer {token[:-4]}AAAA"})
+        accepted = await client.get("/whoami", headers={"Authorization": f"Bearer {token}"})
+
+    for refused in (missing, forged):
+        assert refused.status_code == 401
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert accepted.json() == {
+        "subject": "staff-7", "roles": ["practitioner"], "trust_id": str(trust),
+        "academy_ids": [str(academy)], "trust_wide": False,
+    }
+
+
+async def test_an_unknown_route_is_problem_json(service_settings):
+    async with serving(PLANNING, service_settings) as client:
+        response = await client.get("/no/such/thing")
+    assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 404
