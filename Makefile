@@ -1,0 +1,49 @@
+# Flourish: the two commands first (make up; make test), then the rest.
+# Everything installs into .venv and .flourish/ inside the checkout; nothing is installed by hand.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FLOURISH := $(BIN)/flourish
+
+.PHONY: up down test bench status install infra-up infra-down clean
+
+## Start the whole platform with demo data and print every URL.
+up: install
+	$(FLOURISH) platform up
+
+## Stop the platform and the local stack it started.
+down:
+	@if [ -x $(FLOURISH) ]; then $(FLOURISH) platform down; fi
+
+## Install what the tests need, start the stack if it is not running, run every test.
+test: install
+	$(FLOURISH) infra up
+	$(BIN)/pytest -q
+
+## The benchmarks (not part of the tests): JSON lines, each figure beside its baseline.
+bench: install
+	$(FLOURISH) infra up
+	$(BIN)/python -m bench
+
+status: install
+	$(FLOURISH) platform status
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+infra-up: install
+	$(FLOURISH) infra up
+
+infra-down:
+	@if [ -x $(FLOURISH) ]; then $(FLOURISH) infra down; fi
+
+## Remove the local stack's data (PostgreSQL, Kafka) and the virtual environment.
+clean: down
+	rm -rf .flourish $(VENV) deploy/local/.cache
