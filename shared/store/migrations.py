@@ -71,7 +71,7 @@ def run_env(metadata: MetaData) -> None:
 
 
 def create_kernel_tables(schema: str) -> None:
-    """For a service's first revision: the kernel's events, outbox and inbox in its schema.
+    """For a service's first revision: the kernel's tables (events, outbox, inbox, idempotency keys).
 
     Built from kernel_tables() as it stands at revision 1; a later change to the kernel's tables
     comes as a new revision in every service, never as an edit here."""
@@ -83,5 +83,5 @@ def create_kernel_tables(schema: str) -> None:
 
 
 def drop_kernel_tables(schema: str) -> None:
-    for name in ("inbox", "outbox", "events"):
+    for name in ("idempotency_keys", "inbox", "outbox", "events"):
         op.drop_table(name, schema=schema)

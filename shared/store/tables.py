@@ -28,6 +28,7 @@ class KernelTables:
     events: Table
     outbox: Table
     inbox: Table
+    idempotency: Table
 
     @property
     def notify_channel(self) -> str:
@@ -76,4 +77,18 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer", "event_id", name="inbox_pkey"),
     )
-    return KernelTables(schema=metadata.schema, events=events, outbox=outbox, inbox=inbox)
+    idempotency = Table(
+        "idempotency_keys",
+        metadata,
+        # A command's Idempotency-Key and the response it produced, written in the command's own
+        # transaction: a retried request gets the same answer and has no second effect.
+        Column("trust_id", Uuid, nullable=False),
+        Column("subject", Text, nullable=False),
+        Column("key", Text, nullable=False),
+        Column("request_hash", Text, nullable=False),
+        Column("status_code", Integer, nullable=False),
+        Column("response", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        PrimaryKeyConstraint("trust_id", "subject", "key", name="idempotency_keys_pkey"),
+    )
+    return KernelTables(schema=metadata.schema, events=events, outbox=outbox, inbox=inbox, idempotency=idempotency)

@@ -1,0 +1,164 @@
+"""What every service's HTTP API shares: the caller, Idempotency-Key on commands, cursor pages."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Generic, TypeVar
+
+import orjson
+from fastapi import Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.auth import Principal, Role
+from shared.problems import BadRequest, Forbidden, IdempotencyKeyReused
+
+T = TypeVar("T")
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT from the trust's identity provider")
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+
+# --- The caller ---------------------------------------------------------------------------------
+
+
+def caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The authenticated caller (401 without a valid bearer token)."""
+    return request.app.state.runtime.auth.principal(credentials)  # type: ignore[no-any-return]
+
+
+def requires(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency: the caller, if they hold one of the roles (403 otherwise)."""
+    wanted = ", ".join(sorted(roles))
+
+    def with_role(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+        if not principal.has_role(*roles):
+            raise Forbidden(f"this requires one of the roles: {wanted}")
+        return principal
+
+    return with_role
+
+
+# --- Idempotency-Key ----------------------------------------------------------------------------
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Send the same key again to retry safely: the first response is returned, nothing happens twice.",
+    ),
+]
+
+Command = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
+
+
+async def run_command(
+    conn: AsyncConnection,
+    idempotency: Any,
+    principal: Principal,
+    key: str | None,
+    request_body: Any,
+    command: Command,
+) -> JSONResponse:
+    """Run a command in the caller's transaction, once per Idempotency-Key.
+
+    The key is claimed in the same transaction as the command's effects: a concurrent retry waits
+    on the claim, then finds the stored response; a retry after a failure finds nothing stored
+    (the failed transaction took the claim with it) and runs the command afresh. Reusing a key for
+    a different request is refused rather than silently answered with the old response.
+    """
+    if key is None:
+        status, body = await command(conn)
+        return JSONResponse(status_code=status, content=_jsonable(body))
+    request_hash = hashlib.sha256(orjson.dumps(_jsonable(request_body), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    claimed = await conn.execute(
+        insert(idempotency)
+        .values(trust_id=principal.trust_id, subject=principal.subject, key=key, request_hash=request_hash,
+                status_code=0, response={})
+        .on_conflict_do_nothing()
+        .returning(idempotency.c.key)
+    )
+    if claimed.first() is None:
+        stored = (
+            await conn.execute(
+                select(idempotency.c.request_hash, idempotency.c.status_code, idempotency.c.response).where(
+                    idempotency.c.trust_id == principal.trust_id,
+                    idempotency.c.subject == principal.subject,
+                    idempotency.c.key == key,
+                )
+            )
+        ).one()
+        if stored.request_hash != request_hash:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+        return JSONResponse(status_code=stored.status_code, content=stored.response, headers={"Idempotent-Replayed": "true"})
+    status, body = await command(conn)
+    content = _jsonable(body)
+    await conn.execute(
+        idempotency.update()
+        .where(idempotency.c.trust_id == principal.trust_id, idempotency.c.subject == principal.subject, idempotency.c.key == key)
+        .values(status_code=status, response=content)
+    )
+    return JSONResponse(status_code=status, content=content)
+
+
+def _jsonable(body: Any) -> Any:
+    if isinstance(body, BaseModel):
+        return body.model_dump(mode="json")
+    return orjson.loads(orjson.dumps(body, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+# --- Cursor pagination --------------------------------------------------------------------------
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list; pass `next_cursor` back as `cursor` for the next one (null at the end)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page")]
+Cursor = Annotated[str | None, Query(max_length=500, description="The next_cursor of the previous page")]
+
+
+def encode_cursor(position: dict[str, Any]) -> str:
+    """An opaque cursor: where the previous page ended (the sort key of its last item)."""
+    return base64.urlsafe_b64encode(orjson.dumps(position)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+    if cursor is None:
+        return None
+    try:
+        position = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise BadRequest("the cursor is not one this API issued") from None
+    if not isinstance(position, dict):
+        raise BadRequest("the cursor is not one this API issued")
+    return position
+
+
+def page_of(items: list[T], limit: int, sort_key: Callable[[T], dict[str, Any]]) -> Page[T]:
+    """Build a page from up to limit + 1 fetched items (the extra one says whether more exist)."""
+    if len(items) > limit:
+        items = items[:limit]
+        return Page(items=items, next_cursor=encode_cursor(sort_key(items[-1])))
+    return Page(items=items, next_cursor=None)

@@ -1,0 +1,114 @@
+"""Idempotency-Key and cursor pagination, the API kernel every service uses, on the real database."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+import uuid
+from typing import Annotated
+
+import httpx
+import pytest
+from fastapi import Depends, FastAPI
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, decode_cursor, page_of, requires, run_command
+from shared.auth import Auth, DevIssuer, Principal, Role, TokenVerifier
+from shared.problems import install_problem_handlers
+from shared.store.event_store import EventStore
+from tests.integration.kernel.helpers import observation
+
+
+class Rating(BaseModel):
+    statement_id: str
+
+
+@pytest.fixture
+def api(engine, kernel, stack_settings, tmp_path):
+    settings = stack_settings.model_copy(update={"state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json"})
+    app = FastAPI()
+    app.state.runtime = types.SimpleNamespace(auth=Auth(TokenVerifier(settings)))
+    install_problem_handlers(app)
+    store = EventStore(kernel)
+
+    @app.post("/ratings")
+    async def record(rating: Rating, principal: Annotated[Principal, Depends(requires(Role.practitioner))],
+                     key: IdempotencyKey = None):
+        async with engine.begin() as conn:
+            async def command(conn):  # type: ignore[no-untyped-def]
+                event = observation(statement_id=rating.statement_id)
+                await store.append(conn, f"pupil-{event.data.pupil_id}", [event])
+                return 201, {"event_id": event.id}
+            return await run_command(conn, kernel.idempotency, principal, key, rating, command)
+
+    @app.get("/events")
+    async def events(principal: Annotated[Principal, Depends(caller)], limit: PageSize = 50, cursor: Cursor = None) -> Page[int]:
+        after = (decode_cursor(cursor) or {}).get("position", 0)
+        async with engine.connect() as conn:
+            rows = await store.read_all(conn, after_position=after, limit=limit + 1)
+        return page_of([r.position for r in rows], limit, lambda position: {"position": position})
+
+    token = DevIssuer(settings).issue("staff-1", [Role.practitioner], uuid.uuid4(), [uuid.uuid4()])
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://api", headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+async def _events(engine, kernel) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".events'))
+
+
+async def test_a_retried_command_returns_the_first_response_and_has_no_second_effect(api, engine, kernel):
+    headers = {"Idempotency-Key": "rating-1"}
+    first = await api.post("/ratings", json={"statement_id": "being.safe.1"}, headers=headers)
+    again = await api.post("/ratings", json={"statement_id": "being.safe.1"}, headers=headers)
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert await _events(engine, kernel) == 1
+
+
+async def test_concurrent_retries_with_one_key_have_one_effect(api, engine, kernel):
+    responses = await asyncio.gather(
+        *[api.post("/ratings", json={"statement_id": "being.safe.1"}, headers={"Idempotency-Key": "k"}) for _ in range(5)]
+    )
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["event_id"] for r in responses}) == 1
+    assert await _events(engine, kernel) == 1
+
+
+async def test_reusing_a_key_for_another_request_is_refused_and_changes_nothing(api, engine, kernel):
+    await api.post("/ratings", json={"statement_id": "being.safe.1"}, headers={"Idempotency-Key": "k"})
+    reused = await api.post("/ratings", json={"statement_id": "being.safe.2"}, headers={"Idempotency-Key": "k"})
+
+    assert reused.status_code == 422 and reused.headers["content-type"] == "application/problem+json"
+    assert await _events(engine, kernel) == 1
+
+
+async def test_a_wrong_role_is_403_and_writes_nothing(api, engine, kernel, stack_settings, tmp_path):
+    settings = stack_settings.model_copy(update={"state_dir": tmp_path})
+    auditor = DevIssuer(settings).issue("dpo-1", [Role.auditor], uuid.uuid4())
+    response = await api.post("/ratings", json={"statement_id": "x"}, headers={"Authorization": f"Bearer {auditor}"})
+    assert response.status_code == 403 and await _events(engine, kernel) == 0
+
+
+async def test_cursor_pages_walk_every_item_once(api):
+    for n in range(7):
+        await api.post("/ratings", json={"statement_id": f"being.safe.{n}"})
+    seen, cursor = [], None
+    while True:
+        page = (await api.get("/events", params={"limit": 3, **({"cursor": cursor} if cursor else {})})).json()
+        seen += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert len(seen) == 7 and seen == sorted(set(seen))
+
+
+async def test_a_forged_cursor_or_an_oversized_page_is_a_clear_400_or_422(api):
+    forged = await api.get("/events", params={"cursor": "not-base64-json!"})
+    oversized = await api.get("/events", params={"limit": 10_000})
+    assert forged.status_code == 400 and "cursor" in forged.json()["detail"]
+    assert oversized.status_code == 422
