@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,10 @@ class ConsumerSpec:
     handlers: Mapping[type[Event], Handler]
 
 
+BackgroundTask = Callable[["Runtime", asyncio.Event], Awaitable[None]]
+"""Long-running work of a service besides its consumers (a scheduler, say): runs until the event is set."""
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
@@ -59,6 +63,7 @@ class ServiceSpec:
     routers: Sequence[APIRouter] = ()
     consumers: Sequence[ConsumerSpec] = ()
     domain_errors: Mapping[type[Exception], Any] = field(default_factory=dict)
+    background_tasks: Sequence[BackgroundTask] = ()
 
 
 class Runtime:
@@ -81,19 +86,22 @@ class Runtime:
         self.auth = Auth(TokenVerifier(settings))
         self.broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}")
         retry = RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_base_s, settings.consumer_backoff_max_s)
+        runs_consumers = settings.role in ("all", "consumers")
+        consumer_specs = list(spec.consumers) if runs_consumers else []
+        self.background_tasks = list(spec.background_tasks) if runs_consumers else []
         self.consumers = [
             IdempotentConsumer(
                 f"{spec.name}.{consumer.name}", self.engine, spec.tables, consumer.handlers, self.publisher,
                 retry=retry, topic_prefix=settings.topic_prefix,
             )
-            for consumer in spec.consumers
+            for consumer in consumer_specs
         ]
-        for consumer, consumer_spec in zip(self.consumers, spec.consumers, strict=True):
+        for consumer, consumer_spec in zip(self.consumers, consumer_specs, strict=True):
             topics = [topic_for(context, settings.topic_prefix) for context in consumer_spec.contexts]
             subscribe(self.broker, consumer, topics)
         self._document_published_events()
         self._stop = asyncio.Event()
-        self._relay_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         await upgrade(self.engine, self.spec.migrations, self.settings)
@@ -104,12 +112,14 @@ class Runtime:
         )
         await self.publisher.start()
         await self.broker.start()
-        self._relay_task = asyncio.create_task(self.relay.run(self._stop), name=f"{self.spec.name}-outbox-relay")
+        self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name=f"{self.spec.name}-outbox-relay"))
+        for task in self.background_tasks:
+            self._tasks.append(asyncio.create_task(task(self, self._stop), name=f"{self.spec.name}-{task.__name__}"))
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._relay_task is not None:
-            await asyncio.wait_for(self._relay_task, timeout=10)
+        if self._tasks:
+            await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout=15)
         await self.broker.stop()
         await self.publisher.stop()
         await self.engine.dispose()
@@ -160,8 +170,9 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     install_problem_handlers(app, {StreamVersionConflict: _concurrency_problem, **spec.domain_errors})
     app.add_middleware(TracingMiddleware)
     app.include_router(_operations_router(runtime))
-    for router in spec.routers:
-        app.include_router(router)
+    if settings.role != "consumers":  # a consumers-only pod answers health and metrics alone
+        for router in spec.routers:
+            app.include_router(router)
     return app
 
 

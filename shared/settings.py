@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
     # Kafka topics are "<prefix><context>"; a test run or a second platform on one cluster
     # takes a prefix of its own.
     topic_prefix: str = "flourish."
+
+    # What this process runs: "all" (API, consumers, background tasks), "api" (the HTTP API and
+    # the outbox relay), or "consumers" (consumers and background tasks; health and metrics only
+    # over HTTP). Kubernetes scales the two halves separately.
+    role: Literal["all", "api", "consumers"] = "all"
 
     # Kernel behaviour.
     relay_batch_size: int = 500

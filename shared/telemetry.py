@@ -45,6 +45,25 @@ dead_lettered = meter.create_counter(
 )
 
 
+# Lag per consumer group and partition, as seen after each batch: the records in the partition
+# beyond the last one the group has applied. Kept here and read by an observable gauge.
+_lag: dict[tuple[str, str, int], int] = {}
+
+
+def record_consumer_lag(consumer: str, topic: str, partition: int, lag: int) -> None:
+    _lag[(consumer, topic, partition)] = max(lag, 0)
+
+
+def _observe_lag(_: Any) -> Iterator[metrics.Observation]:
+    for (consumer, topic, partition), lag in list(_lag.items()):
+        yield metrics.Observation(lag, {"consumer": consumer, "topic": topic, "partition": str(partition)})
+
+
+consumer_lag = meter.create_observable_gauge(
+    "flourish_consumer_lag", callbacks=[_observe_lag], unit="{message}",
+    description="Records in a partition beyond the last one the consumer group applied",
+)
+
 http_request_duration = meter.create_histogram(
     "flourish_http_request_duration", unit="s", description="API requests by route, method and status"
 )

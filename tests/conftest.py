@@ -8,7 +8,10 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,11 +23,14 @@ from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.tables import KernelTables, kernel_tables
 
-# Spans from every test land here, so a test can follow a trace across a Kafka hop.
+# Spans from every test land here, so a test can follow a trace across a Kafka hop; metrics go
+# both to Prometheus' registry (what /metrics serves) and to a reader tests can inspect.
 SPANS = InMemorySpanExporter()
 _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(SPANS))
 trace.set_tracer_provider(_provider)
+METRICS = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader(), METRICS]))
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +84,15 @@ def topic_prefix() -> str:
 def spans() -> InMemorySpanExporter:
     SPANS.clear()
     return SPANS
+
+
+def metric_points(name: str) -> list[tuple[dict[str, str], float]]:
+    """Every data point of a metric recorded so far in this test run: (attributes, value)."""
+    data = METRICS.get_metrics_data()
+    points = []
+    for resource in data.resource_metrics if data else ():
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                if metric.name == name:
+                    points.extend((dict(p.attributes), p.value) for p in metric.data.data_points)
+    return points

@@ -10,12 +10,13 @@ record, so nothing is skipped by a later success.
 import dataclasses
 from typing import Any
 
-from aiokafka import ConsumerRecord
+from aiokafka import ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.kafka.annotations import KafkaMessage
 
 from shared.messaging.consumer import IdempotentConsumer
+from shared.telemetry import record_consumer_lag
 
 Registrar = KafkaBroker | KafkaRouter
 
@@ -31,6 +32,7 @@ def subscribe(
 
     async def handle(body: Any, message: KafkaMessage) -> None:
         await consumer.process(message.raw_message)
+        _record_lag(consumer.name, message)
 
     handle.__name__ = f"consume_{consumer.name.replace('.', '_').replace('-', '_')}"
     return registrar.subscriber(
@@ -45,6 +47,16 @@ def subscribe(
         title=f"{consumer.name}",
         description=f"Idempotent consumer {consumer.name}; dead letters on {consumer.dead_letter_topic}",
     )(handle)
+
+
+def _record_lag(name: str, message: Any) -> None:
+    last: dict[tuple[str, int], int] = {}
+    for record in message.raw_message:
+        last[(record.topic, record.partition)] = record.offset
+    for (topic, partition), offset in last.items():
+        highwater = message.consumer.highwater(TopicPartition(topic, partition))
+        if highwater is not None:
+            record_consumer_lag(name, topic, partition, highwater - offset - 1)
 
 
 async def _tolerant_parser(records: tuple[ConsumerRecord[Any, Any], ...], original_parser: Any) -> Any:

@@ -12,6 +12,7 @@ from shared.events.envelope import encode, topic_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
+from tests.conftest import metric_points
 from tests.integration.kernel.helpers import (
     consumer_for,
     create_effects_table,
@@ -90,6 +91,8 @@ async def test_a_redelivered_event_has_its_effect_once(engine, kernel, publisher
     restarted = consumer_for("tests.redelivery", engine, kernel, publisher, topic_prefix)
     async with running(bootstrap, restarted, topic):
         await _wait_until_committed(engine, kernel, bootstrap, restarted.name, topic, 5)
+    lag = [value for labels, value in metric_points("flourish_consumer_lag") if labels["topic"] == topic]
+    assert lag == [0], "every record was applied, so the group is not behind"
 
     assert await effects(engine, kernel) == [(event.id, "being.safe.1")]
 
