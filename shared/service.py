@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.events.envelope import topic_for
 from shared.events.registry import Event, registered_types
 from shared.logs import configure_logging
-from shared.messaging.consumer import Handler, IdempotentConsumer, RetryPolicy
+from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, RetryPolicy
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
 from shared.messaging.topics import CONTEXTS, ensure_topics
@@ -47,6 +47,7 @@ class ConsumerSpec:
     name: str
     contexts: Sequence[str]
     handlers: Mapping[type[Event], Handler]
+    batch_handlers: Mapping[type[Event], BatchHandler] = field(default_factory=dict)
 
 
 BackgroundTask = Callable[["Runtime", asyncio.Event], Awaitable[None]]
@@ -84,7 +85,11 @@ class Runtime:
             topic_prefix=settings.topic_prefix,
         )
         self.auth = Auth(TokenVerifier(settings))
-        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}")
+        # FastStream's own logger writes to stdout past our JSON formatter, and a line per batch:
+        # route it through the root handler, warnings only.
+        broker_log = logging.getLogger(f"flourish.{spec.name}.kafka")
+        broker_log.setLevel(logging.WARNING)
+        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}", logger=broker_log)
         retry = RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_base_s, settings.consumer_backoff_max_s)
         runs_consumers = settings.role in ("all", "consumers")
         consumer_specs = list(spec.consumers) if runs_consumers else []
@@ -92,7 +97,7 @@ class Runtime:
         self.consumers = [
             IdempotentConsumer(
                 f"{spec.name}.{consumer.name}", self.engine, spec.tables, consumer.handlers, self.publisher,
-                retry=retry, topic_prefix=settings.topic_prefix,
+                retry=retry, topic_prefix=settings.topic_prefix, batch_handlers=consumer.batch_handlers,
             )
             for consumer in consumer_specs
         ]

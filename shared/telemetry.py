@@ -85,6 +85,11 @@ def context_from(traceparent: str | None, tracestate: str | None) -> Context | N
     return _propagator.extract(carrier)
 
 
+def span_context(traceparent: str | None, tracestate: str | None) -> trace.SpanContext:
+    """The span context a stored traceparent names (invalid if none), for span links."""
+    return trace.get_current_span(context_from(traceparent, tracestate)).get_span_context()
+
+
 @contextmanager
 def messaging_span(
     name: str, kind: SpanKind, traceparent: str | None, tracestate: str | None, **attributes: str | int

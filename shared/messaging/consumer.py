@@ -21,7 +21,7 @@ from uuid import UUID
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -31,11 +31,20 @@ from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.topics import dead_letter_topic
 from shared.store.db import is_transient
 from shared.store.tables import KernelTables
-from shared.telemetry import consumer_retries, dead_lettered, messages_consumed, messaging_span
+from shared.telemetry import (
+    consumer_retries,
+    dead_lettered,
+    messages_consumed,
+    messaging_span,
+    span_context,
+    tracer,
+)
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
+BatchHandler = Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]]
+"""Applies consecutive events of one type in one go (one statement for a whole batch, say)."""
 
 
 class ConsumerPaused(Exception):
@@ -63,10 +72,12 @@ class IdempotentConsumer:
         publisher: KafkaPublisher,
         retry: RetryPolicy | None = None,
         topic_prefix: str = TOPIC_PREFIX,
+        batch_handlers: Mapping[type[Event], BatchHandler] | None = None,
     ) -> None:
         self.name = name
         self.engine = engine
         self.handlers = dict(handlers)
+        self.batch_handlers = dict(batch_handlers or {})
         self.publisher = publisher
         self.retry = retry or RetryPolicy()
         self.dead_letter_topic = dead_letter_topic(name, topic_prefix)
@@ -111,7 +122,7 @@ class IdempotentConsumer:
             except InvalidMessage as error:
                 rejected.append((record, error.reason))
                 continue
-            if type(envelope.data) in self.handlers:
+            if type(envelope.data) in self.handlers or type(envelope.data) in self.batch_handlers:
                 applicable.append((record, envelope))
             else:
                 messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
@@ -131,14 +142,21 @@ class IdempotentConsumer:
     async def _apply_in_one_transaction(self, envelopes: list[Envelope]) -> None:
         async with self.engine.begin() as conn:
             fresh = await self._claim(conn, [envelope.id for envelope in envelopes])
+            to_apply = []
             for envelope in envelopes:
                 if envelope.id in fresh:
                     fresh.discard(envelope.id)  # the same event twice in one batch counts once
-                    await self._handle(conn, envelope)
-                    outcome = "applied"
+                    to_apply.append(envelope)
+            if duplicates := len(envelopes) - len(to_apply):
+                messages_consumed.add(duplicates, {"consumer": self.name, "outcome": "duplicate"})
+            for run in _runs_of_one_type(to_apply):
+                batch_handler = self.batch_handlers.get(type(run[0].data))
+                if batch_handler is not None:
+                    await self._handle_batch(conn, batch_handler, run)
                 else:
-                    outcome = "duplicate"
-                messages_consumed.add(1, {"consumer": self.name, "outcome": outcome, "event_type": envelope.type})
+                    for envelope in run:
+                        await self._handle(conn, envelope)
+                messages_consumed.add(len(run), {"consumer": self.name, "outcome": "applied", "event_type": run[0].type})
 
     async def _apply_with_retries(self, record: ConsumerRecord[Any, Any], envelope: Envelope) -> None:
         for attempt in range(1, self.retry.max_attempts + 1):
@@ -171,6 +189,16 @@ class IdempotentConsumer:
         ):
             await handler(conn, envelope)
 
+    async def _handle_batch(self, conn: AsyncConnection, handler: BatchHandler, run: list[Envelope]) -> None:
+        # One span for the batch, linked to the trace of every event in it.
+        links = [Link(span_context(e.traceparent, e.tracestate)) for e in run if e.traceparent]
+        with tracer.start_as_current_span(
+            f"{self.name} process", kind=SpanKind.CONSUMER, links=links,
+            attributes={"messaging.system": "kafka", "messaging.consumer.group.name": self.name,
+                        "messaging.batch.message_count": len(run), "cloudevents.event_type": run[0].type},
+        ):
+            await handler(conn, run)
+
     async def _claim(self, conn: AsyncConnection, event_ids: list[UUID]) -> set[UUID]:
         result = await conn.execute(self._claim_sql, {"consumer": self.name, "ids": event_ids})
         return {row[0] for row in result}
@@ -202,3 +230,14 @@ class IdempotentConsumer:
 def _must_wait(error: BaseException) -> bool:
     """PostgreSQL or Kafka is away: not the message's fault, so wait rather than dead-letter."""
     return is_transient(error) or isinstance(error, KafkaError)
+
+
+def _runs_of_one_type(envelopes: list[Envelope]) -> list[list[Envelope]]:
+    """Consecutive events of one type, in order: a batch handler never sees events reordered."""
+    runs: list[list[Envelope]] = []
+    for envelope in envelopes:
+        if runs and type(runs[-1][0].data) is type(envelope.data):
+            runs[-1].append(envelope)
+        else:
+            runs.append([envelope])
+    return runs

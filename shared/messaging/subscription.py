@@ -40,6 +40,9 @@ def subscribe(
         group_id=consumer.name,
         batch=True,
         max_records=max_records,
+        # FastStream waits this long for records, and as long again after an empty poll: short,
+        # so an event that arrives while a consumer is idle is not held back.
+        batch_timeout_ms=50,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         auto_offset_reset="earliest",
         parser=_tolerant_parser,

@@ -79,10 +79,10 @@ class EventStore:
                    AS e(event_id, stream_id, stream_version, event_type, trust_id, academy_id,
                         data, metadata, n)
               ORDER BY e.n
-              RETURNING event_id, global_position
+              RETURNING global_position
             )
-            INSERT INTO "{schema}".outbox (event_id, global_position)
-            SELECT event_id, global_position FROM appended
+            INSERT INTO "{schema}".outbox (global_position)
+            SELECT global_position FROM appended
             """
         )
         self._versions_sql = text(

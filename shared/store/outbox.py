@@ -49,13 +49,13 @@ class OutboxRelay:
         self._leader_key = f"flourish.relay.{schema}"
         self._pending_sql = text(
             f"""
-            SELECT o.event_id, e.event_type, e.trust_id, e.academy_id, e.data, e.metadata
-            FROM "{schema}".outbox o JOIN "{schema}".events e ON e.event_id = o.event_id
+            SELECT o.global_position, e.event_id, e.event_type, e.trust_id, e.academy_id, e.data, e.metadata
+            FROM "{schema}".outbox o JOIN "{schema}".events e ON e.global_position = o.global_position
             ORDER BY o.global_position
             LIMIT :limit
             """
         )
-        self._delete_sql = text(f'DELETE FROM "{schema}".outbox WHERE event_id = ANY(:ids)')
+        self._delete_sql = text(f'DELETE FROM "{schema}".outbox WHERE global_position = ANY(:positions)')
         self._wake = asyncio.Event()
         self.is_leader = False
 
@@ -71,7 +71,7 @@ class OutboxRelay:
             except Exception:
                 outbox_publish_failures.add(1, {"schema": self.tables.schema})
                 raise
-            await conn.execute(self._delete_sql, {"ids": [row.event_id for row in rows]})
+            await conn.execute(self._delete_sql, {"positions": [row.global_position for row in rows]})
             await conn.commit()
         for record in records:
             outbox_published.add(1, {"topic": record.topic})
@@ -119,8 +119,10 @@ class OutboxRelay:
                     if await self.publish_pending() >= self.batch_size:
                         continue
                     await _wait_either(self._wake, stop, self.poll_interval_s)
-                    # The lock lives as long as this connection: check it still does.
+                    # The lock lives as long as this connection: check it still does. Commit at
+                    # once: PostgreSQL holds back NOTIFY from a session inside a transaction.
                     await leader.execute(text("SELECT 1"))
+                    await leader.commit()
             finally:
                 self.is_leader = False
                 await raw.remove_listener(self.tables.notify_channel, self._on_notify)

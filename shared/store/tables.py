@@ -9,7 +9,6 @@ from sqlalchemy import (
     Column,
     DateTime,
     Identity,
-    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -57,16 +56,15 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
         UniqueConstraint("event_id", name="events_event_id_key"),
         # Optimistic concurrency: two writers at the same version cannot both commit.
         UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
-        Index("events_tenant_idx", "trust_id", "academy_id"),
+        # No tenant index: the store is read by stream and by position; queries by tenant go to
+        # read models, and every index here slows every append.
     )
     outbox = Table(
         "outbox",
         metadata,
-        # An event waiting to be published. It names the event; the event row holds the payload.
-        Column("event_id", Uuid, primary_key=True),
-        Column("global_position", BigInteger, nullable=False),
+        # An event waiting to be published, by position; the event row holds the payload.
+        Column("global_position", BigInteger, primary_key=True),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-        Index("outbox_position_idx", "global_position"),
     )
     inbox = Table(
         "inbox",

@@ -194,3 +194,46 @@ async def test_a_batch_that_meets_an_outage_comes_again_and_is_neither_lost_nor_
 
     assert sorted(await effects(engine, kernel)) == sorted([(first.id, "being.safe.1"), (second.id, "being.safe.1")])
     assert await read_topic(bootstrap, consumer.dead_letter_topic, expected=1, timeout=2) == []
+
+
+async def test_a_batch_handler_applies_runs_of_one_type_in_order_and_each_event_once(
+    engine, kernel, publisher, stack_settings, topic_prefix
+):
+    from datetime import date
+
+    from shared.events.assessment import ObservationRecorded, PupilEnrolled
+    from shared.events.envelope import Envelope
+    from shared.messaging.consumer import IdempotentConsumer
+    from tests.integration.kernel.helpers import TRUST, ACADEMY
+
+    bootstrap = stack_settings.kafka_bootstrap_servers
+    topic = topic_for("assessment", topic_prefix)
+    pupil = uuid.uuid4()
+    enrolled = Envelope(data=PupilEnrolled(pupil_id=pupil, enrolled_on=date(2026, 9, 3)), trust_id=TRUST,
+                        academy_id=ACADEMY, source="/flourish/tests")
+    ratings = [observation(pupil, statement_id=f"being.safe.{n}") for n in range(40)]
+    sequence = [*ratings[:20], enrolled, *ratings[20:], ratings[0]]  # one type, another, the first again
+    for envelope in sequence:
+        key, headers, value = encode(envelope)
+        await publisher.send(OutgoingRecord(topic, key, value, headers))
+
+    applied: list[str] = []
+    calls: list[int] = []
+
+    async def apply_ratings(conn, run):  # type: ignore[no-untyped-def]
+        calls.append(len(run))
+        applied.extend(e.data.statement_id for e in run)
+
+    async def apply_enrolment(conn, envelope):  # type: ignore[no-untyped-def]
+        applied.append("enrolled")
+
+    consumer = IdempotentConsumer(
+        "tests.batches", engine, kernel, {PupilEnrolled: apply_enrolment}, publisher,
+        topic_prefix=topic_prefix, batch_handlers={ObservationRecorded: apply_ratings},
+    )
+    async with running(bootstrap, consumer, topic):
+        await _wait_until_committed(engine, kernel, bootstrap, consumer.name, topic, len(sequence))
+
+    expected = [f"being.safe.{n}" for n in range(20)] + ["enrolled"] + [f"being.safe.{n}" for n in range(20, 40)]
+    assert applied == expected
+    assert len(calls) < len(ratings), "ratings were applied in runs, not one by one"
