@@ -1,0 +1,95 @@
+"""``python -m bench``: run the benchmarks, one JSON line per figure on stdout.
+
+    python -m bench                      # everything (about two minutes on two cores)
+    python -m bench --only store         # event store figures only ("store" or "pipeline")
+    python -m bench --scale 0.25         # smaller runs (quick check; figures are noisier)
+    python -m bench --loop asyncio       # the plain asyncio loop instead of uvloop
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import platform
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import fields, replace
+
+from bench import pipeline, store
+from bench.common import Figure, emit, info
+from shared.settings import Settings
+
+GROUPS = ("store", "pipeline")
+
+
+def _scaled(scale: object, factor: float) -> object:
+    """Scale the counts of a *Scale dataclass (concurrency, rates and warm-ups stay put)."""
+    keep = {"single_concurrency", "streams_per_batch", "batch_size", "rate_per_s", "partitions",
+            "single_warmup", "batch_warmup", "warmup_events", "warmup_s", "drain_timeout_s",
+            "append_batch"}
+    changes = {}
+    for field in fields(scale):  # type: ignore[arg-type]
+        value = getattr(scale, field.name)
+        if field.name in keep or not isinstance(value, int | float):
+            continue
+        changes[field.name] = type(value)(max(1, value * factor))
+    return replace(scale, **changes)  # type: ignore[type-var]
+
+
+async def main(args: argparse.Namespace) -> int:
+    from shared.infra.stack import ensure_stack
+
+    endpoints = ensure_stack()
+    settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    info(f"python {platform.python_version()}, loop {loop}, postgres {endpoints.database_url.rsplit('@', 1)[-1]}, "
+         f"kafka {endpoints.kafka_bootstrap_servers}, scale {args.scale}")
+
+    store_scale = _scaled(store.StoreScale(), args.scale)
+    pipe_scale = _scaled(pipeline.PipelineScale(), args.scale)
+    runs: list[tuple[str, Callable[[], Awaitable[list[Figure] | Figure]]]] = [
+        ("store", lambda: store.append_single(settings, store_scale)),  # type: ignore[arg-type]
+        ("store", lambda: store.append_batched(settings, store_scale)),  # type: ignore[arg-type]
+        ("pipeline", lambda: pipeline.throughput(settings, pipe_scale)),  # type: ignore[arg-type]
+        ("pipeline", lambda: pipeline.latency(settings, pipe_scale)),  # type: ignore[arg-type]
+    ]
+    failures = 0
+    started = time.perf_counter()
+    for group, run in runs:
+        if args.only and group not in args.only:
+            continue
+        try:
+            result = await run()
+        except Exception:
+            failures += 1
+            logging.getLogger("bench").exception("a benchmark failed; the others still run")
+            continue
+        for figure in result if isinstance(result, list) else [result]:
+            emit(figure)
+    info(f"done in {time.perf_counter() - started:.0f}s" + (f", {failures} benchmark(s) failed" if failures else ""))
+    return 1 if failures else 0
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", action="append", choices=GROUPS, help="run only this group (repeatable)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply event counts and durations")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
+                        help="event loop (services run on uvloop under uvicorn; default uvloop)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            info("uvloop is not installed; using the asyncio loop")
+        else:
+            return uvloop.run(main(args))
+    return asyncio.run(main(args))
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
