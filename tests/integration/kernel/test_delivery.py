@@ -237,3 +237,42 @@ async def test_a_batch_handler_applies_runs_of_one_type_in_order_and_each_event_
     expected = [f"being.safe.{n}" for n in range(20)] + ["enrolled"] + [f"being.safe.{n}" for n in range(20, 40)]
     assert applied == expected
     assert len(calls) < len(ratings), "ratings were applied in runs, not one by one"
+
+
+async def test_the_running_relay_is_woken_by_the_commit_not_by_its_poll(engine, kernel, publisher, stack_settings, topic_prefix):
+    import asyncio
+
+    bootstrap = stack_settings.kafka_bootstrap_servers
+    topic = topic_for("assessment", topic_prefix)
+    store = EventStore(kernel)
+    # A poll interval far longer than the wait below: only NOTIFY can deliver in time.
+    relay = OutboxRelay(engine, kernel, publisher, poll_interval_s=600, topic_prefix=topic_prefix)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        await eventually(lambda: _is_leader(relay))
+        for _ in range(2):  # the second proves the relay went back to listening after the first
+            async with engine.begin() as conn:
+                await store.append(conn, "s", [observation()])
+            published = await _published_after(engine, kernel)
+            assert published, "the relay did not publish after the commit woke it"
+        assert len(await read_topic(bootstrap, topic, expected=2)) == 2
+    finally:
+        stop.set()
+        await task
+
+
+async def _is_leader(relay: OutboxRelay) -> bool:
+    return relay.is_leader
+
+
+async def _published_after(engine, kernel) -> bool:  # type: ignore[no-untyped-def]
+    async def outbox_empty() -> bool:
+        async with engine.connect() as conn:
+            return await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".outbox')) == 0
+
+    try:
+        await eventually(outbox_empty, timeout=20)
+        return True
+    except AssertionError:
+        return False
