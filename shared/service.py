@@ -28,10 +28,16 @@ from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
 from shared.messaging.topics import CONTEXTS, ensure_topics
 from shared.auth import Auth, Principal, TokenVerifier
-from shared.problems import ConcurrencyConflict, Problem, ServiceUnavailable, install_problem_handlers
+from shared.problems import (
+    ConcurrencyConflict,
+    PayloadTooLarge,
+    Problem,
+    ServiceUnavailable,
+    install_problem_handlers,
+)
 from shared.settings import Settings
 from shared.store.db import create_engine
-from shared.store.event_store import EventStore, StreamVersionConflict
+from shared.store.event_store import EventStore, EventTooLarge, StreamVersionConflict
 from shared.store.migrations import upgrade
 from shared.store.outbox import OutboxRelay
 from shared.store.tables import KernelTables
@@ -172,7 +178,9 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title=f"Flourish {spec.name}", description=spec.description, version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
-    install_problem_handlers(app, {StreamVersionConflict: _concurrency_problem, **spec.domain_errors})
+    install_problem_handlers(
+        app, {StreamVersionConflict: _concurrency_problem, EventTooLarge: _too_large_problem, **spec.domain_errors}
+    )
     app.add_middleware(TracingMiddleware)
     app.include_router(_operations_router(runtime))
     if settings.role != "consumers":  # a consumers-only pod answers health and metrics alone
@@ -183,6 +191,10 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
 def _concurrency_problem(error: Exception) -> Problem:
     return ConcurrencyConflict("the record changed since it was read; reload it and try again")
+
+
+def _too_large_problem(error: Exception) -> Problem:
+    return PayloadTooLarge(str(error))
 
 
 def runtime_of(request: Request) -> Runtime:

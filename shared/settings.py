@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     role: Literal["all", "api", "consumers"] = "all"
 
     # Kernel behaviour.
+    db_pool_size: int = Field(default=10, ge=1)  # per process; as many again may overflow
     relay_batch_size: int = 500
     relay_poll_interval_s: float = 0.5
     consumer_max_attempts: int = 5

@@ -29,8 +29,22 @@ outbox_published = meter.create_counter(
 outbox_publish_failures = meter.create_counter(
     "flourish_outbox_publish_failures", description="Relay batches that Kafka did not acknowledge"
 )
-outbox_backlog = meter.create_up_down_counter(
-    "flourish_outbox_backlog", unit="{event}", description="Events committed but not yet published"
+# Outbox rows waiting per schema, as the relay leader last counted them.
+_backlog: dict[str, int] = {}
+
+
+def record_outbox_backlog(schema: str, rows: int) -> None:
+    _backlog[schema] = rows
+
+
+def _observe_backlog(_: Any) -> Iterator[metrics.Observation]:
+    for schema, rows in list(_backlog.items()):
+        yield metrics.Observation(rows, {"schema": schema})
+
+
+outbox_backlog = meter.create_observable_gauge(
+    "flourish_outbox_backlog", callbacks=[_observe_backlog], unit="{event}",
+    description="Events committed but not yet published, counted by the relay leader",
 )
 messages_consumed = meter.create_counter(
     "flourish_messages_consumed",

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
@@ -76,8 +77,18 @@ async def kernel(engine: AsyncEngine) -> AsyncIterator[KernelTables]:
 
 
 @pytest.fixture
-def topic_prefix() -> str:
-    return f"test.{uuid.uuid4().hex[:10]}."
+async def topic_prefix(stack_settings: Settings) -> AsyncIterator[str]:
+    """Topics of the test's own; deleted afterwards so the broker does not collect thousands."""
+    prefix = f"test.{uuid.uuid4().hex[:10]}."
+    yield prefix
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

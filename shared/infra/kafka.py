@@ -42,7 +42,7 @@ STOP_TIMEOUT_S = 30.0
 # PostgreSQL, the services and the tests.
 JVM_OPTS = [
     "-Xms128m",
-    "-Xmx512m",
+    "-Xmx1536m",
     "-XX:+UseG1GC",
     "-XX:MaxGCPauseMillis=20",
     "-XX:InitiatingHeapOccupancyPercent=35",

@@ -31,8 +31,12 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        # Three copies where the cluster has three brokers (as durable as the operator's own
+        # topics, and writable under min.insync.replicas=2); one on the local single node.
+        cluster = await admin.describe_cluster()
+        replicas = min(3, len(cluster["brokers"]))
         missing = [
-            NewTopic(name=name, num_partitions=partitions, replication_factor=1)
+            NewTopic(name=name, num_partitions=partitions, replication_factor=replicas)
             for name in dict.fromkeys(topics)
             if name not in existing
         ]

@@ -14,11 +14,12 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-def create_engine(settings: Settings, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
+    size = pool_size or settings.db_pool_size
     return create_async_engine(
         settings.database_url,
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=size,
+        max_overflow=size,
         pool_pre_ping=True,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,

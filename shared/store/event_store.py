@@ -9,6 +9,7 @@ serialised, which a school's write rates allow many times over; see bench/).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,9 +24,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.events.envelope import Envelope
 from shared.events.registry import model_for
 from shared.store.tables import KernelTables
+from shared.telemetry import events_appended
 
 ANY_VERSION: int | None = None
 NO_STREAM = 0
+
+
+class EventTooLarge(ValueError):
+    """An event bigger than Kafka will carry: refused at append, where the caller can still be
+    told, rather than committed and left to block the outbox for ever."""
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        super().__init__(f"a {event_type} of {size} bytes is over the {limit}-byte limit for one event")
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
 
 
 class StreamVersionConflict(Exception):
@@ -60,8 +73,10 @@ class PendingAppend:
 
 
 class EventStore:
-    def __init__(self, tables: KernelTables) -> None:
+    def __init__(self, tables: KernelTables, max_event_bytes: int = 900_000) -> None:
         self.tables = tables
+        # Kafka's default message limit is 1 MiB; leave room for headers and batch framing.
+        self.max_event_bytes = max_event_bytes
         schema = _identifier(tables.schema)
         self._lock_key = f"flourish.append.{tables.schema}"
         self._insert_sql = text(
@@ -117,7 +132,7 @@ class EventStore:
             return {}
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": self._lock_key})
         current = await self._current_versions(conn, {a.stream_id for a in appends})
-        rows = _Rows()
+        rows = _Rows(self.max_event_bytes)
         new_versions: dict[str, int] = {}
         for pending in appends:
             version = new_versions.get(pending.stream_id, current.get(pending.stream_id, 0))
@@ -134,6 +149,8 @@ class EventStore:
                 raise StreamVersionConflict(appends[0].stream_id, appends[0].expected_version, None) from None
             raise
         await conn.execute(self._notify_sql, {"channel": self.tables.notify_channel})
+        for event_type, count in Counter(rows.columns["types"]).items():
+            events_appended.add(count, {"schema": self.tables.schema, "event_type": event_type})
         return new_versions
 
     async def read_stream(
@@ -171,7 +188,8 @@ class EventStore:
 class _Rows:
     """Column arrays for the unnest() insert: one round trip for any number of events."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int) -> None:
+        self.max_event_bytes = max_event_bytes
         self.columns: dict[str, list[Any]] = {
             name: []
             for name in ("event_ids", "stream_ids", "versions", "types", "trust_ids", "academy_ids", "datas", "metadatas")
@@ -185,7 +203,10 @@ class _Rows:
         c["types"].append(envelope.type)
         c["trust_ids"].append(envelope.trust_id)
         c["academy_ids"].append(envelope.academy_id)
-        c["datas"].append(envelope.data.model_dump_json())
+        data = envelope.data.model_dump_json()
+        if len(data) > self.max_event_bytes:
+            raise EventTooLarge(envelope.type, len(data), self.max_event_bytes)
+        c["datas"].append(data)
         c["metadatas"].append(orjson.dumps(envelope_metadata(envelope, stream_id)).decode())
 
     def params(self) -> dict[str, list[Any]]:

@@ -23,7 +23,13 @@ from shared.events.envelope import TOPIC_PREFIX, WireAttributes, topic_for
 from shared.events.registry import model_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.store.tables import KernelTables
-from shared.telemetry import current_trace_headers, messaging_span, outbox_publish_failures, outbox_published
+from shared.telemetry import (
+    current_trace_headers,
+    messaging_span,
+    outbox_publish_failures,
+    outbox_published,
+    record_outbox_backlog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +124,7 @@ class OutboxRelay:
                     self._wake.clear()
                     if await self.publish_pending() >= self.batch_size:
                         continue
+                    record_outbox_backlog(self.tables.schema, await self._backlog(leader))
                     await _wait_either(self._wake, stop, self.poll_interval_s)
                     # The lock lives as long as this connection: check it still does. Commit at
                     # once: PostgreSQL holds back NOTIFY from a session inside a transaction.
@@ -127,6 +134,11 @@ class OutboxRelay:
                 self.is_leader = False
                 await raw.remove_listener(self.tables.notify_channel, self._on_notify)
                 await leader.execute(text("SELECT pg_advisory_unlock(hashtext(:key))"), {"key": self._leader_key})
+
+    async def _backlog(self, conn: Any) -> int:
+        rows = await conn.scalar(text(f'SELECT count(*) FROM "{self.tables.schema}".outbox'))
+        await conn.commit()
+        return int(rows or 0)
 
     def _on_notify(self, *_: Any) -> None:
         self._wake.set()

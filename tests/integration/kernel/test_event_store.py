@@ -97,3 +97,26 @@ async def test_every_stored_event_carries_its_tenancy(engine, kernel):
                     "gen_random_uuid(), NULL, '{}', '{}')"
                 )
             )
+
+
+async def test_an_event_kafka_could_not_carry_is_refused_at_append_and_nothing_is_written(engine, kernel):
+    from shared.store.event_store import EventTooLarge
+
+    store = EventStore(kernel, max_event_bytes=2_000)
+    with pytest.raises(EventTooLarge, match="over the 2000-byte limit"):
+        async with engine.begin() as conn:
+            await store.append_batch(
+                conn, [PendingAppend("a", [observation()]), PendingAppend("b", [observation(statement_id="x" * 3_000)])]
+            )
+    async with engine.connect() as conn:
+        assert await store.read_all(conn) == []
+
+
+async def test_appends_are_counted_by_event_type(engine, kernel):
+    from tests.conftest import metric_points
+
+    store = EventStore(kernel)
+    async with engine.begin() as conn:
+        await store.append(conn, "s", [observation(), observation()])
+    counted = [v for labels, v in metric_points("flourish_events_appended") if labels.get("schema") == kernel.schema]
+    assert counted == [2]
