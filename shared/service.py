@@ -59,6 +59,9 @@ class ConsumerSpec:
 BackgroundTask = Callable[["Runtime", asyncio.Event], Awaitable[None]]
 """Long-running work of a service besides its consumers (a scheduler, say): runs until the event is set."""
 
+StartupStep = Callable[["Runtime"], Awaitable[None]]
+"""Work after the schema is migrated and before the service takes traffic (loading reference data)."""
+
 
 @dataclass(frozen=True)
 class ServiceSpec:
@@ -71,6 +74,7 @@ class ServiceSpec:
     consumers: Sequence[ConsumerSpec] = ()
     domain_errors: Mapping[type[Exception], Any] = field(default_factory=dict)
     background_tasks: Sequence[BackgroundTask] = ()
+    on_startup: Sequence[StartupStep] = ()
 
 
 class Runtime:
@@ -116,6 +120,8 @@ class Runtime:
 
     async def start(self) -> None:
         await upgrade(self.engine, self.spec.migrations, self.settings)
+        for step in self.spec.on_startup:
+            await step(self)
         prefix = self.settings.topic_prefix
         await ensure_topics(
             self.settings.kafka_bootstrap_servers,

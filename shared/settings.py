@@ -45,7 +45,7 @@ class Settings(BaseSettings):
 
     # Kernel behaviour.
     db_pool_size: int = Field(default=10, ge=1)  # per process; as many again may overflow
-    relay_batch_size: int = 500
+    relay_batch_size: int = 1000
     relay_poll_interval_s: float = 0.5
     consumer_max_attempts: int = 5
     consumer_backoff_base_s: float = 0.2

@@ -5,7 +5,9 @@ its own topics, so tests never see each other's data."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -16,7 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import MetaData, text
+from sqlalchemy import URL, MetaData, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.messaging.producer import KafkaPublisher
@@ -35,16 +37,31 @@ metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader(
 
 
 @pytest.fixture(scope="session")
-def stack_settings() -> Settings:
+def stack_settings() -> Iterator[Settings]:
+    """The stack, with a database of this test run's own: services' schemas are fixed names, and a
+    platform started with `make up` on the same server must neither see nor relay test events."""
+    from shared.infra import run_sync
     from shared.infra.stack import ensure_stack
 
     endpoints = ensure_stack()
-    return Settings(
-        database_url=endpoints.database_url,
+    server = make_url(endpoints.database_url)
+    database = f"flourish_test_{uuid.uuid4().hex[:8]}"
+    run_sync(lambda: _admin(server, f'CREATE DATABASE "{database}"'))
+    yield Settings(
+        database_url=server.set(database=database).render_as_string(hide_password=False),
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
         consumer_backoff_base_s=0.01,
         consumer_backoff_max_s=0.05,
     )
+    run_sync(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+async def _admin(server: URL, statement: str) -> None:
+    conn = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 import orjson
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Link, SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,11 +24,11 @@ from shared.events.registry import model_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.store.tables import KernelTables
 from shared.telemetry import (
-    current_trace_headers,
-    messaging_span,
     outbox_publish_failures,
     outbox_published,
     record_outbox_backlog,
+    span_context,
+    tracer,
 )
 
 log = logging.getLogger(__name__)
@@ -72,11 +72,23 @@ class OutboxRelay:
             if not rows:
                 return 0
             records = [self._record(row) for row in rows]
-            try:
-                await self.publisher.send_all(records)
-            except Exception:
-                outbox_publish_failures.add(1, {"schema": self.tables.schema})
-                raise
+            # One producer span per batch, linked to the trace of every event in it; each record
+            # keeps the traceparent of the command that wrote it, so its consumers continue that
+            # trace. (A span per record cost the relay a third of its throughput.)
+            links = [
+                Link(span_context(row.metadata["traceparent"], row.metadata.get("tracestate")))
+                for row in rows
+                if row.metadata.get("traceparent")
+            ]
+            with tracer.start_as_current_span(
+                f"{self.tables.schema} outbox publish", kind=SpanKind.PRODUCER, links=links,
+                attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(records)},
+            ):
+                try:
+                    await self.publisher.send_all(records)
+                except Exception:
+                    outbox_publish_failures.add(1, {"schema": self.tables.schema})
+                    raise
             await conn.execute(self._delete_sql, {"positions": [row.global_position for row in rows]})
             await conn.commit()
         for record in records:
@@ -160,27 +172,12 @@ class OutboxRelay:
             tracestate=meta.get("tracestate"),
         )
         topic = topic_for(model_for(row.event_type).context, self.topic_prefix)
-        if attributes.traceparent:
-            attributes = self._with_producer_span(attributes, topic)
         return OutgoingRecord(
             topic=topic,
             key=attributes.partition_key.encode(),
             value=orjson.dumps(row.data),
             headers=attributes.headers(),
         )
-
-    @staticmethod
-    def _with_producer_span(attributes: WireAttributes, topic: str) -> WireAttributes:
-        # The trace the command ran in continues through this send into every consumer.
-        with messaging_span(
-            f"{topic} publish",
-            SpanKind.PRODUCER,
-            attributes.traceparent,
-            attributes.tracestate,
-            **{"messaging.system": "kafka", "messaging.destination.name": topic, "cloudevents.event_type": attributes.type},
-        ):
-            traceparent, tracestate = current_trace_headers()
-        return WireAttributes(**{**attributes.__dict__, "traceparent": traceparent, "tracestate": tracestate})
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
