@@ -1,7 +1,9 @@
-"""A small demo trust for a fresh platform: two academies and a class of pseudonymous pupils.
+"""A small demo trust for a fresh platform: two academies with a Year 4 class each.
 
-Only pseudonymous ids travel in events; the roster's names arrive with the roster issue. Loading
-twice changes nothing: each pupil's stream must not exist yet, or the pupil is skipped.
+The pupils come in as an MIS export would bring them (fictional names, dates of birth and UPNs,
+through the same import as a real roster), so the demo exercises the real path: personal data in
+its own table, PupilEnrolled events with pseudonymous ids. Loading twice changes nothing: the
+second import finds every UPN already on the roster.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.assessment import handlers
+from services.assessment.framework_store import sample_framework
 from services.assessment.tables import kernel
-from shared.events.assessment import PupilEnrolled
-from shared.events.envelope import Envelope
-from shared.store.event_store import NO_STREAM, EventStore, PendingAppend
+from shared.auth import Principal, Role
+from shared.store.event_store import EventStore
 
 _NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4d55-9b7e-0c0f1a2b3c4d")
+HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group"
+FORENAMES = ["Ava", "Ben", "Cara", "Dev", "Ella", "Finn", "Gita", "Hal", "Isla", "Jay", "Kit", "Lena"]
 
 
 def demo_id(name: str) -> uuid.UUID:
@@ -29,33 +34,38 @@ def demo_id(name: str) -> uuid.UUID:
 class DemoTrust:
     trust_id: uuid.UUID
     academies: dict[str, uuid.UUID]
-    pupils: dict[str, list[uuid.UUID]]
+    class_sizes: dict[str, int]
 
 
 DEMO = DemoTrust(
     trust_id=demo_id("trust:oak-hill"),
     academies={"Oak Hill Primary": demo_id("academy:oak-hill-primary"), "Riverside Junior": demo_id("academy:riverside")},
-    pupils={
-        "Oak Hill Primary": [demo_id(f"pupil:oak-hill:{n}") for n in range(12)],
-        "Riverside Junior": [demo_id(f"pupil:riverside:{n}") for n in range(8)],
-    },
+    class_sizes={"Oak Hill Primary": 12, "Riverside Junior": 8},
 )
 
 
+def demo_roster(academy_number: int, size: int) -> bytes:
+    """A fictional Year 4 class as an MIS would export it (UPNs starting with Z: not real ones)."""
+    rows = [
+        f"Z{academy_number:02d}{n:09d}A,Demo{academy_number}{n:02d},{FORENAMES[n % len(FORENAMES)]},"
+        f"{date(2017, 1 + n % 12, 1 + n):%d/%m/%Y},{'FM'[n % 2]},4,4{'AB'[academy_number % 2]}"
+        for n in range(size)
+    ]
+    return ("\r\n".join([HEADER, *rows]) + "\r\n").encode()
+
+
 async def load_demo(engine: AsyncEngine) -> int:
-    """Enrol the demo pupils; returns how many were new."""
-    store = EventStore(kernel)
+    """Register the demo academies, load the sample framework and import the classes; returns
+    how many pupils were new (0 when the demo was loaded before)."""
+    context = handlers.Context(store=EventStore(kernel))
+    admin = Principal("demo-loader", frozenset({Role.trust_admin}), DEMO.trust_id)
+    enrolled = 0
     async with engine.begin() as conn:
-        appends = []
-        for academy_name, pupils in DEMO.pupils.items():
-            academy_id = DEMO.academies[academy_name]
-            class_id = demo_id(f"class:{academy_name}:year-4")
-            for pupil_id in pupils:
-                stream = f"pupil-{pupil_id}"
-                if await store.stream_version(conn, stream):
-                    continue
-                enrolled = PupilEnrolled(pupil_id=pupil_id, class_id=class_id, enrolled_on=date(2026, 9, 3))
-                envelope = Envelope(data=enrolled, trust_id=DEMO.trust_id, academy_id=academy_id, source="/flourish/demo")
-                appends.append(PendingAppend(stream, [envelope], NO_STREAM))
-        await store.append_batch(conn, appends)
-    return len(appends)
+        await handlers.load_sample_framework(conn, context, sample_framework())
+        await handlers.register_trust(conn, admin, "Oak Hill Learning Trust (demo)")
+        for number, (name, academy_id) in enumerate(DEMO.academies.items(), start=1):
+            await handlers.register_academy(conn, admin, academy_id, name)
+            report = await handlers.import_roster(conn, context, admin, academy_id,
+                                                  demo_roster(number, DEMO.class_sizes[name]), whole_roll=False)
+            enrolled += len(report.enrolled)
+    return enrolled

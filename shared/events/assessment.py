@@ -1,4 +1,14 @@
-"""Events the assessment service publishes: the roster, observations and scored strands."""
+"""Events the assessment service publishes: the roster, observations, assessments and scored strands.
+
+No event carries personal data: pupils appear only as pseudonymous UUIDs and staff as their
+pseudonymous subject ids. Names, dates of birth, UPNs, gender, year groups and the free-text notes
+of observations stay in the assessment service's personal-data tables.
+
+Streams: a pupil's roster events and the observations made outside any assessment go to
+``pupil-<pupil_id>``; an assessment's start, its ratings, its completion and its scores go to
+``assessment-<assessment_id>``. Every event is keyed by its pupil on Kafka, so one pupil's
+events stay in order.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +34,21 @@ class Level(StrEnum):
 
 @register("flourish.assessment.PupilEnrolled.v1", CONTEXT)
 class PupilEnrolled(Event):
-    """A pupil joined the roster. Names, dates of birth and UPNs never travel in events."""
+    """A pupil joined the roster (or rejoined it after leaving). Names, dates of birth and UPNs
+    never travel in events."""
 
     pupil_id: UUID
     class_id: UUID | None = None
     enrolled_on: date
+
+
+@register("flourish.assessment.PupilClassChanged.v1", CONTEXT)
+class PupilClassChanged(Event):
+    """A pupil moved to another class (registration group); None: no class any more."""
+
+    pupil_id: UUID
+    class_id: UUID | None = None
+    changed_on: date
 
 
 @register("flourish.assessment.PupilLeft.v1", CONTEXT)
@@ -39,7 +59,11 @@ class PupilLeft(Event):
 
 @register("flourish.assessment.ObservationRecorded.v1", CONTEXT)
 class ObservationRecorded(Event):
-    """One rating of one statement for one child; a correction is another observation."""
+    """One rating of one statement for one child; a correction is another observation.
+
+    `has_note` says that the observer wrote a free-text note: the note itself is personal data
+    and stays in the assessment service (keyed by `observation_id`), never in an event.
+    """
 
     observation_id: UUID
     pupil_id: UUID
@@ -50,21 +74,54 @@ class ObservationRecorded(Event):
     observer_id: str
     observed_at: datetime
     corrects: UUID | None = None
+    has_note: bool = False
+
+
+@register("flourish.assessment.AssessmentStarted.v1", CONTEXT)
+class AssessmentStarted(Event):
+    """An assessment of one pupil on some strands began: an individual profile, or one pupil's
+    part of a group or whole-class screening (then `screening_id` and the class or group are set)."""
+
+    assessment_id: UUID
+    pupil_id: UUID
+    framework_version: str
+    strands: list[str]
+    screening_id: UUID | None = None
+    class_id: UUID | None = None
+    group_id: UUID | None = None
+    started_by: str
+    started_at: datetime
 
 
 @register("flourish.assessment.AssessmentCompleted.v1", CONTEXT)
 class AssessmentCompleted(Event):
+    """An assessment was completed; one StrandScored per strand follows on the same stream.
+
+    `baseline` is true for the pupil's first completed assessment: progress is measured from it.
+    """
+
     assessment_id: UUID
     pupil_id: UUID
     framework_version: str
     strands: list[str]
     completed_at: datetime
     baseline: bool
+    working_at_strand: str
+    screening_id: UUID | None = None
+    completed_by: str
 
 
 @register("flourish.assessment.StrandScored.v1", CONTEXT)
 class StrandScored(Event):
-    """A strand's scores from one completed assessment (the intervention report's profile)."""
+    """A strand's scores from one completed assessment (the intervention report's profile).
+
+    `need_percents` maps each need id to points scored / points possible over its statements;
+    `strand_percent` is the mean of the needs' percents; both are rounded to one decimal place,
+    and `threshold_met` was decided on the exact values. `working_at_strand` is the first strand,
+    in developmental order, whose latest % is below the threshold. `focus_statements` are the
+    statements still rated Rarely or Emerging. `baseline` is true when this is the first score
+    of this strand for this pupil.
+    """
 
     assessment_id: UUID
     pupil_id: UUID

@@ -1,0 +1,571 @@
+"""The assessment service's HTTP API: parse, authorise, call a handler, shape the response.
+
+Commands run in one transaction each, once per Idempotency-Key (shared.api.run_command); lists
+are cursor-paginated (shared.api.Page). Every record is scope-checked against the trust and academy
+it is stored under; errors are problem+json (app.py maps the domain's exceptions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.assessment import handlers, queries
+from services.assessment.domain.errors import (
+    UnknownAssessment,
+    UnknownClass,
+    UnknownGroup,
+    UnknownPupil,
+    UnknownScreening,
+)
+from services.assessment.domain.errors import UnknownFrameworkVersion
+from services.assessment.domain.framework import Framework, framework_json_schema, parse_framework
+from services.assessment.domain.observations import Rating
+from services.assessment.domain.screening import AssessmentPoint, ChildResult, ClassProfile, class_profile, progress
+from services.assessment.framework_store import SAMPLE_VERSION, FrameworkSummary
+from services.assessment.schemas import (
+    AcademyOut,
+    AssessmentOut,
+    AssessmentStartIn,
+    BulkObservationsIn,
+    ClassOut,
+    CompletedAssessment,
+    CompletedOut,
+    CorrectionIn,
+    GroupIn,
+    GroupOut,
+    ImportOut,
+    NameIn,
+    ObservationIn,
+    ObservationOut,
+    PupilOut,
+    PupilSummary,
+    RecordedOut,
+    ScreeningAssessment,
+    ScreeningOut,
+    StartedAssessment,
+    StartedOut,
+    StrandScoreOut,
+)
+from services.assessment.tables import academies, assessments, classes, group_members, groups, observations
+from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, decode_cursor, page_of, requires, run_command
+from shared.auth import Principal, Role, ensure_scope
+from shared.events.assessment import AssessmentCompleted, StrandScored
+from shared.events.registry import Event
+from shared.problems import NotFound, PayloadTooLarge, UnprocessableEntity
+from shared.service import Runtime, runtime_of
+
+router = APIRouter()
+
+STAFF = (Role.practitioner, Role.senco, Role.trust_admin)
+OBSERVERS = (Role.practitioner, Role.senco)
+ROSTER_KEEPERS = (Role.senco, Role.trust_admin)
+TENANCY_ADMINS = (Role.trust_admin, Role.admin)
+FRAMEWORK_LOADERS = (Role.trust_admin, Role.admin)
+MAX_ROSTER_BYTES = 5 * 1024 * 1024
+MAX_FRAMEWORK_BYTES = 2 * 1024 * 1024
+
+Staff = Annotated[Principal, Depends(requires(*STAFF))]
+Observer = Annotated[Principal, Depends(requires(*OBSERVERS))]
+RosterKeeper = Annotated[Principal, Depends(requires(*ROSTER_KEEPERS))]
+TenancyAdmin = Annotated[Principal, Depends(requires(*TENANCY_ADMINS))]
+FrameworkLoader = Annotated[Principal, Depends(requires(*FRAMEWORK_LOADERS))]
+AnyCaller = Annotated[Principal, Depends(caller)]
+
+
+def context_of(request: Request) -> handlers.Context:
+    """The handlers' context for this app (made on first use, so any ServiceSpec app has one)."""
+    state = request.app.state
+    if getattr(state, "assessment", None) is None:
+        state.assessment = handlers.Context(store=runtime_of(request).store)
+    return state.assessment  # type: ignore[no-any-return]
+
+
+Ctx = Annotated[handlers.Context, Depends(context_of)]
+Run = Annotated[Runtime, Depends(runtime_of)]
+Handler = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
+
+
+async def command(runtime: Runtime, principal: Principal, key: str | None, body: Any, handle: Handler) -> JSONResponse:
+    """Run a command in its own transaction, once per Idempotency-Key."""
+    async with runtime.engine.begin() as conn:
+        return await run_command(conn, runtime.spec.tables.idempotency, principal, key, body, handle)
+
+
+# --- Frameworks ---------------------------------------------------------------------------------
+
+
+@router.get("/framework-schema", tags=["frameworks"], summary="The JSON Schema a framework document must satisfy")
+async def get_framework_schema(principal: AnyCaller) -> dict[str, Any]:
+    return framework_json_schema()
+
+
+@router.post(
+    "/frameworks", tags=["frameworks"], status_code=201,
+    summary="Load a framework version (YAML or JSON body): admin for every trust, trust_admin for the trust",
+    openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}},
+                                               "application/json": {"schema": {"type": "object"}}}, "required": True}},
+)
+async def load_framework(request: Request, principal: FrameworkLoader, runtime: Run, ctx: Ctx, key: IdempotencyKey = None) -> JSONResponse:
+    body = await _limited_body(request, MAX_FRAMEWORK_BYTES)
+    framework = parse_framework(body)
+
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        outcome = await handlers.load_framework(conn, ctx, principal, framework)
+        status = 201 if outcome == "created" else 200
+        return status, {"version": framework.version, "content_hash": framework.content_hash, "outcome": outcome}
+
+    return await command(runtime, principal, key, {"sha256": hashlib.sha256(body).hexdigest()}, handle)
+
+
+@router.get("/frameworks", tags=["frameworks"], summary="Framework versions this trust can use")
+async def list_frameworks(principal: AnyCaller, runtime: Run, ctx: Ctx, limit: PageSize = 50,
+                          cursor: Cursor = None) -> Page[FrameworkSummary]:
+    after = (decode_cursor(cursor) or {}).get("version")
+    async with runtime.engine.connect() as conn:
+        items = await ctx.frameworks.summaries(conn, principal.trust_id, after, limit + 1)
+    return page_of(items, limit, lambda f: {"version": f.version})
+
+
+@router.get("/frameworks/{version}", tags=["frameworks"], summary="A framework version's content")
+async def get_framework(version: str, principal: AnyCaller, runtime: Run, ctx: Ctx) -> dict[str, Any]:
+    async with runtime.engine.connect() as conn:
+        try:
+            framework = await ctx.frameworks.get(conn, principal.trust_id, version)
+        except UnknownFrameworkVersion as error:
+            raise NotFound(str(error)) from None
+    return {**framework.document.model_dump(mode="json"), "content_hash": framework.content_hash}
+
+
+# --- Tenancy and roster ------------------------------------------------------------------------
+
+
+@router.put("/trust", tags=["roster"], summary="Name the caller's trust")
+async def name_trust(body: NameIn, principal: TenancyAdmin, runtime: Run, key: IdempotencyKey = None) -> JSONResponse:
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        await handlers.register_trust(conn, principal, body.name)
+        return 200, {"trust_id": principal.trust_id, "name": body.name}
+
+    return await command(runtime, principal, key, body, handle)
+
+
+@router.put("/academies/{academy_id}", tags=["roster"], response_model=AcademyOut,
+            summary="Register (or rename) an academy of the caller's trust, by the id its tokens carry")
+async def register_academy(academy_id: UUID, body: NameIn, principal: TenancyAdmin, runtime: Run,
+                           key: IdempotencyKey = None) -> JSONResponse:
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        created = await handlers.register_academy(conn, principal, academy_id, body.name)
+        return (201 if created else 200), AcademyOut(academy_id=academy_id, trust_id=principal.trust_id, name=body.name)
+
+    return await command(runtime, principal, key, {"academy_id": academy_id, **body.model_dump()}, handle)
+
+
+@router.get("/academies", tags=["roster"], summary="The academies in the caller's scope")
+async def list_academies(principal: AnyCaller, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[AcademyOut]:
+    after = (decode_cursor(cursor) or {}).get("academy_id")
+    query = select(academies).where(academies.c.trust_id == principal.trust_id).order_by(academies.c.academy_id).limit(limit + 1)
+    if not principal.trust_wide:
+        query = query.where(academies.c.academy_id.in_(list(principal.academy_ids)))
+    if after:
+        query = query.where(academies.c.academy_id > UUID(after))
+    async with runtime.engine.connect() as conn:
+        items = [AcademyOut(academy_id=r.academy_id, trust_id=r.trust_id, name=r.name) for r in await conn.execute(query)]
+    return page_of(items, limit, lambda a: {"academy_id": str(a.academy_id)})
+
+
+@router.post(
+    "/academies/{academy_id}/roster-imports", tags=["roster"], response_model=ImportOut,
+    summary="Import an MIS pupil export (CSV body); see docs/assessment.md for the accepted columns",
+    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
+)
+async def import_roster(
+    academy_id: UUID, request: Request, principal: RosterKeeper, runtime: Run, ctx: Ctx,
+    whole_roll: Annotated[bool, Query(description="The file is the academy's whole roll: pupils it omits have left")] = False,
+    key: IdempotencyKey = None,
+) -> JSONResponse:
+    data = await _limited_body(request, MAX_ROSTER_BYTES)
+
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        report = await handlers.import_roster(conn, ctx, principal, academy_id, data, whole_roll)
+        return 200, ImportOut(**dataclasses.asdict(report))
+
+    body = {"academy_id": academy_id, "whole_roll": whole_roll, "sha256": hashlib.sha256(data).hexdigest()}
+    return await command(runtime, principal, key, body, handle)
+
+
+@router.get("/academies/{academy_id}/classes", tags=["roster"], summary="An academy's classes (registration groups)")
+async def list_classes(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[ClassOut]:
+    after = (decode_cursor(cursor) or {}).get("name")
+    async with runtime.engine.connect() as conn:
+        await handlers.academy_in_scope(conn, principal, academy_id)
+        query = select(classes).where(classes.c.academy_id == academy_id).order_by(classes.c.name).limit(limit + 1)
+        if after is not None:
+            query = query.where(classes.c.name > after)
+        items = [ClassOut(class_id=r.class_id, academy_id=r.academy_id, name=r.name) for r in await conn.execute(query)]
+    return page_of(items, limit, lambda c: {"name": c.name})
+
+
+@router.get("/classes/{class_id}/pupils", tags=["roster"], summary="The pupils on roll in a class")
+async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, limit: PageSize = 50,
+                            cursor: Cursor = None) -> Page[PupilSummary]:
+    after = (decode_cursor(cursor) or {}).get("pupil_id")
+    async with runtime.engine.connect() as conn:
+        owner = await queries.class_row(conn, class_id)
+        if owner is None:
+            raise UnknownClass(class_id)
+        ensure_scope(principal, owner.trust_id, owner.academy_id)
+        rows = [p for p in await queries.pupils_in(conn, class_id=class_id) if after is None or str(p.pupil_id) > after]
+        rows = sorted(rows, key=lambda p: str(p.pupil_id))[: limit + 1]
+        details = await ctx.personal.details(conn, [p.pupil_id for p in rows])
+    items = [
+        PupilSummary(pupil_id=p.pupil_id, class_id=p.class_id, on_roll=p.on_roll,
+                     name=details[p.pupil_id].display_name if p.pupil_id in details else None,
+                     year_group=details[p.pupil_id].year_group if p.pupil_id in details else None)
+        for p in rows
+    ]
+    return page_of(items, limit, lambda p: {"pupil_id": str(p.pupil_id)})
+
+
+@router.get("/pupils/{pupil_id}", tags=["roster"], response_model=PupilOut, summary="A pupil's roster record and personal data")
+async def get_pupil(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> PupilOut:
+    async with runtime.engine.connect() as conn:
+        pupil = await _pupil_in_scope(conn, principal, pupil_id)
+        details = (await ctx.personal.details(conn, [pupil_id])).get(pupil_id)
+    personal = dataclasses.asdict(details) if details else {}
+    return PupilOut(**dataclasses.asdict(pupil), **personal)
+
+
+@router.post("/academies/{academy_id}/groups", tags=["roster"], status_code=201, response_model=GroupOut,
+             summary="Put pupils of the academy in a group (a nurture group, a screening group)")
+async def create_group(academy_id: UUID, body: GroupIn, principal: Observer, runtime: Run,
+                       key: IdempotencyKey = None) -> JSONResponse:
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        group_id = await handlers.create_group(conn, principal, academy_id, body.name, body.pupil_ids)
+        return 201, GroupOut(group_id=group_id, academy_id=academy_id, name=body.name, pupil_ids=list(dict.fromkeys(body.pupil_ids)))
+
+    return await command(runtime, principal, key, {"academy_id": academy_id, **body.model_dump(mode="json")}, handle)
+
+
+@router.get("/groups/{group_id}", tags=["roster"], summary="A group and its members")
+async def get_group(group_id: UUID, principal: Staff, runtime: Run) -> GroupOut:
+    async with runtime.engine.connect() as conn:
+        group = await queries.group_row(conn, group_id)
+        if group is None:
+            raise UnknownGroup(group_id)
+        ensure_scope(principal, group.trust_id, group.academy_id)
+        members = (await conn.execute(
+            select(group_members.c.pupil_id).where(group_members.c.group_id == group_id).order_by(group_members.c.pupil_id)
+        )).scalars()
+        return GroupOut(group_id=group_id, academy_id=group.academy_id, name=group.name, pupil_ids=list(members))
+
+
+@router.get("/academies/{academy_id}/groups", tags=["roster"], summary="An academy's groups")
+async def list_groups(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[dict[str, Any]]:
+    after = (decode_cursor(cursor) or {}).get("group_id")
+    async with runtime.engine.connect() as conn:
+        await handlers.academy_in_scope(conn, principal, academy_id)
+        query = select(groups.c.group_id, groups.c.name).where(groups.c.academy_id == academy_id).order_by(groups.c.group_id).limit(limit + 1)
+        if after:
+            query = query.where(groups.c.group_id > UUID(after))
+        items = [{"group_id": r.group_id, "name": r.name} for r in await conn.execute(query)]
+    return page_of(items, limit, lambda g: {"group_id": str(g["group_id"])})
+
+
+# --- Observations -------------------------------------------------------------------------------
+
+
+@router.post("/observations", tags=["observations"], status_code=201, response_model=RecordedOut,
+             summary="Record one rating (ObservationRecorded)")
+async def record_observation(body: ObservationIn, principal: Observer, runtime: Run, ctx: Ctx,
+                             key: IdempotencyKey = None) -> JSONResponse:
+    rating = Rating(
+        index=0, observation_id=body.observation_id or uuid.uuid4(), pupil_id=body.pupil_id,
+        statement_id=body.statement_id, level=body.level, observer_id=body.observer_id or principal.subject,
+        observed_at=body.observed_at, framework_version=body.framework_version, assessment_id=body.assessment_id,
+        has_note=body.note is not None,
+    )
+    return await _record(runtime, ctx, principal, key, body, [rating], {0: body.note} if body.note else {})
+
+
+@router.post("/observations/bulk", tags=["observations"], status_code=201, response_model=RecordedOut,
+             summary="Record a whole class's ratings in one request: all of them, or none")
+async def record_observations(body: BulkObservationsIn, principal: Observer, runtime: Run, ctx: Ctx,
+                              key: IdempotencyKey = None) -> JSONResponse:
+    observer = body.observer_id or principal.subject
+    ratings = [
+        Rating(
+            index=i, observation_id=r.observation_id or uuid.uuid4(), pupil_id=r.pupil_id, statement_id=r.statement_id,
+            level=r.level, observer_id=observer, observed_at=r.observed_at or body.observed_at,
+            framework_version=None if r.assessment_id else body.framework_version, assessment_id=r.assessment_id,
+            has_note=r.note is not None,
+        )
+        for i, r in enumerate(body.ratings)
+    ]
+    notes = {i: r.note for i, r in enumerate(body.ratings) if r.note is not None}
+    return await _record(runtime, ctx, principal, key, body, ratings, notes)
+
+
+async def _record(runtime: Runtime, ctx: handlers.Context, principal: Principal, key: str | None, body: Any,
+                  ratings: list[Rating], notes: dict[int, str]) -> JSONResponse:
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        events = await handlers.record_observations(conn, ctx, principal, ratings, notes)
+        return 201, RecordedOut(recorded=len(events), observation_ids=[e.observation_id for e in events])
+
+    return await command(runtime, principal, key, body, handle)
+
+
+@router.post("/observations/{observation_id}/corrections", tags=["observations"], status_code=201,
+             response_model=RecordedOut, summary="Correct a rating: a new observation that names the one it corrects")
+async def correct_observation(observation_id: UUID, body: CorrectionIn, principal: Observer, runtime: Run, ctx: Ctx,
+                              key: IdempotencyKey = None) -> JSONResponse:
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        event = await handlers.correct_observation(conn, ctx, principal, observation_id, body.level, body.note)
+        return 201, RecordedOut(recorded=1, observation_ids=[event.observation_id])
+
+    return await command(runtime, principal, key, {"observation_id": observation_id, **body.model_dump(mode="json")}, handle)
+
+
+@router.get("/pupils/{pupil_id}/observations", tags=["observations"], summary="A pupil's observations, newest first")
+async def list_observations(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, limit: PageSize = 50,
+                            cursor: Cursor = None) -> Page[ObservationOut]:
+    position = decode_cursor(cursor)
+    query = (select(observations).where(observations.c.pupil_id == pupil_id)
+             .order_by(observations.c.observed_at.desc(), observations.c.observation_id.desc()).limit(limit + 1))
+    if position:
+        moment, last = datetime.fromisoformat(position["observed_at"]), UUID(position["observation_id"])
+        query = query.where(
+            (observations.c.observed_at < moment)
+            | ((observations.c.observed_at == moment) & (observations.c.observation_id < last))
+        )
+    async with runtime.engine.connect() as conn:
+        await _pupil_in_scope(conn, principal, pupil_id)
+        rows = list(await conn.execute(query))
+        notes = await ctx.personal.notes(conn, [r.observation_id for r in rows if r.has_note])
+    items = [
+        ObservationOut(observation_id=r.observation_id, pupil_id=r.pupil_id, assessment_id=r.assessment_id,
+                       framework_version=r.framework_version, statement_id=r.statement_id, level=r.level,
+                       observer_id=r.observer_id, observed_at=r.observed_at, corrects=r.corrects,
+                       note=notes.get(r.observation_id))
+        for r in rows
+    ]
+    return page_of(items, limit, lambda o: {"observed_at": o.observed_at.isoformat(), "observation_id": str(o.observation_id)})
+
+
+# --- Assessments, screenings, profiles, progress ------------------------------------------------
+
+
+@router.post("/assessments", tags=["assessments"], status_code=201, response_model=StartedOut,
+             summary="Start an individual assessment (pupil_id) or a class or group screening (class_id, group_id)")
+async def start_assessment(body: AssessmentStartIn, principal: Observer, runtime: Run, ctx: Ctx,
+                           key: IdempotencyKey = None) -> JSONResponse:
+    request = handlers.StartRequest(body.strands, body.framework_version, body.pupil_id, body.class_id, body.group_id)
+
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        started = await handlers.start_assessment(conn, ctx, principal, request)
+        first = started.assessments[0]
+        return 201, StartedOut(
+            screening_id=started.screening_id, framework_version=first.framework_version, strands=first.strands,
+            assessments=[StartedAssessment(assessment_id=a.assessment_id, pupil_id=a.pupil_id) for a in started.assessments],
+        )
+
+    return await command(runtime, principal, key, body, handle)
+
+
+@router.get("/assessments/{assessment_id}", tags=["assessments"], response_model=AssessmentOut,
+            summary="An assessment: what is rated, what is missing, and its scores once completed")
+async def get_assessment(assessment_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> AssessmentOut:
+    async with runtime.engine.connect() as conn:
+        row = (await queries.assessment_rows(conn, [assessment_id])).get(assessment_id)
+        if row is None:
+            raise UnknownAssessment(assessment_id)
+        ensure_scope(principal, row.trust_id, row.academy_id)
+        framework = await ctx.frameworks.get(conn, row.trust_id, row.framework_version)
+        rated = await queries.rated_statements(conn, assessment_id)
+        scores = await queries.strand_scores_of(conn, assessment_id)
+    return AssessmentOut(
+        assessment_id=row.assessment_id, pupil_id=row.pupil_id, screening_id=row.screening_id,
+        framework_version=row.framework_version, strands=list(row.strands), started_by=row.started_by,
+        started_at=row.started_at, status="completed" if row.completed_at else "open", completed_at=row.completed_at,
+        working_at_strand=row.working_at_strand, baseline=row.baseline, rated_statements=len(rated),
+        missing_statements=[s for s in framework.statement_ids(row.strands) if s not in rated],
+        scores=[_score_out(s, framework) for s in scores],
+    )
+
+
+@router.post("/assessments/{assessment_id}/complete", tags=["assessments"], response_model=CompletedOut,
+             summary="Complete an assessment: AssessmentCompleted and one StrandScored per strand")
+async def complete_assessment(assessment_id: UUID, principal: Observer, runtime: Run, ctx: Ctx,
+                              key: IdempotencyKey = None) -> JSONResponse:
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        return 200, _completed(await handlers.complete_assessment(conn, ctx, principal, assessment_id))
+
+    return await command(runtime, principal, key, {"assessment_id": assessment_id}, handle)
+
+
+@router.get("/pupils/{pupil_id}/assessments", tags=["assessments"], summary="A pupil's assessments, newest first")
+async def list_assessments(pupil_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50,
+                           cursor: Cursor = None) -> Page[dict[str, Any]]:
+    position = decode_cursor(cursor)
+    query = (select(assessments).where(assessments.c.pupil_id == pupil_id)
+             .order_by(assessments.c.started_at.desc(), assessments.c.assessment_id.desc()).limit(limit + 1))
+    if position:
+        moment, last = datetime.fromisoformat(position["started_at"]), UUID(position["assessment_id"])
+        query = query.where((assessments.c.started_at < moment)
+                            | ((assessments.c.started_at == moment) & (assessments.c.assessment_id < last)))
+    async with runtime.engine.connect() as conn:
+        await _pupil_in_scope(conn, principal, pupil_id)
+        items = [
+            {"assessment_id": r.assessment_id, "screening_id": r.screening_id, "framework_version": r.framework_version,
+             "strands": list(r.strands), "started_at": r.started_at, "completed_at": r.completed_at,
+             "working_at_strand": r.working_at_strand, "baseline": r.baseline}
+            for r in await conn.execute(query)
+        ]
+    return page_of(items, limit, lambda a: {"started_at": a["started_at"].isoformat(), "assessment_id": str(a["assessment_id"])})
+
+
+@router.get("/pupils/{pupil_id}/progress", tags=["assessments"],
+            summary="A pupil's completed assessments (% per need over time) and progress from the baseline")
+async def get_progress(pupil_id: UUID, principal: Staff, runtime: Run) -> dict[str, Any]:
+    async with runtime.engine.connect() as conn:
+        await _pupil_in_scope(conn, principal, pupil_id)
+        series = (await queries.completed_series(conn, [pupil_id]))[pupil_id]
+    baseline = next((p.assessment_id for p in series if p.baseline), series[0].assessment_id if series else None)
+    return {
+        "pupil_id": pupil_id,
+        "baseline_assessment_id": baseline,
+        "assessments": [dataclasses.asdict(p) for p in series],
+        "progress": [dataclasses.asdict(p) for p in progress(series)],
+    }
+
+
+@router.get("/screenings/{screening_id}", tags=["screening"], response_model=ScreeningOut, summary="A screening and its assessments")
+async def get_screening(screening_id: UUID, principal: Staff, runtime: Run) -> ScreeningOut:
+    async with runtime.engine.connect() as conn:
+        screening = await _screening_in_scope(conn, principal, screening_id)
+        rows = await queries.assessment_rows(conn, await queries.screening_assessment_ids(conn, screening_id))
+    return ScreeningOut(
+        screening_id=screening_id, academy_id=screening.academy_id, class_id=screening.class_id,
+        group_id=screening.group_id, framework_version=screening.framework_version, strands=list(screening.strands),
+        started_at=screening.started_at,
+        assessments=[ScreeningAssessment(assessment_id=r.assessment_id, pupil_id=r.pupil_id, completed=r.completed_at is not None)
+                     for r in rows.values()],
+    )
+
+
+@router.post("/screenings/{screening_id}/complete", tags=["screening"], response_model=CompletedOut,
+             summary="Complete every open assessment of a screening: all, or none if any statement is unrated")
+async def complete_screening(screening_id: UUID, principal: Observer, runtime: Run, ctx: Ctx,
+                             key: IdempotencyKey = None) -> JSONResponse:
+    async def handle(conn: AsyncConnection) -> tuple[int, Any]:
+        return 200, _completed(await handlers.complete_screening(conn, ctx, principal, screening_id))
+
+    return await command(runtime, principal, key, {"screening_id": screening_id}, handle)
+
+
+@router.get("/screenings/{screening_id}/profile", tags=["screening"], response_model=ClassProfile,
+            summary="The screening's class profile: working-at against expected for age, who is flagged, the distribution")
+async def screening_profile(screening_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> ClassProfile:
+    async with runtime.engine.connect() as conn:
+        screening = await _screening_in_scope(conn, principal, screening_id)
+        rows = await queries.assessment_rows(conn, await queries.screening_assessment_ids(conn, screening_id))
+        framework = await ctx.frameworks.get(conn, screening.trust_id, screening.framework_version)
+        return await _profile(conn, ctx, framework, [r.pupil_id for r in rows.values()], screening_id)
+
+
+@router.get("/classes/{class_id}/profile", tags=["screening"], response_model=ClassProfile,
+            summary="The class profile from each pupil's latest completed assessment")
+async def class_profile_of(
+    class_id: UUID, principal: Staff, runtime: Run, ctx: Ctx,
+    framework_version: Annotated[str | None, Query(max_length=80, description="Default: the class's latest assessments'")] = None,
+) -> ClassProfile:
+    async with runtime.engine.connect() as conn:
+        owner = await queries.class_row(conn, class_id)
+        if owner is None:
+            raise UnknownClass(class_id)
+        ensure_scope(principal, owner.trust_id, owner.academy_id)
+        cohort = [p.pupil_id for p in await queries.pupils_in(conn, class_id=class_id)]
+        version = framework_version or await queries.latest_framework_version(conn, cohort) or SAMPLE_VERSION
+        framework = await ctx.frameworks.get(conn, owner.trust_id, version)
+        return await _profile(conn, ctx, framework, cohort, None)
+
+
+async def _profile(conn: AsyncConnection, ctx: handlers.Context, framework: Framework, pupil_ids: list[UUID],
+                   screening_id: UUID | None) -> ClassProfile:
+    series = await queries.completed_series(conn, pupil_ids, screening_id)
+    details = await ctx.personal.details(conn, pupil_ids)
+    children = []
+    # As a class list reads: by name (the same order however the profile was asked for).
+    for pupil_id in sorted(pupil_ids, key=lambda p: (details[p].display_name if p in details else "", str(p))):
+        latest: AssessmentPoint | None = series[pupil_id][-1] if series[pupil_id] else None
+        known = details.get(pupil_id)
+        children.append(ChildResult(
+            pupil_id=pupil_id, name=known.display_name if known else str(pupil_id),
+            date_of_birth=known.date_of_birth if known else None,
+            assessment_id=latest.assessment_id if latest else None, completed_at=latest.completed_at if latest else None,
+            working_at=latest.working_at if latest else None, strands=latest.strands if latest else {},
+        ))
+    return class_profile(framework, children, ctx.clock().date())
+
+
+# --- Helpers -------------------------------------------------------------------------------------
+
+
+async def _pupil_in_scope(conn: AsyncConnection, principal: Principal, pupil_id: UUID) -> queries.PupilRow:
+    pupil = (await queries.pupil_rows(conn, [pupil_id])).get(pupil_id)
+    if pupil is None:
+        raise UnknownPupil([pupil_id])
+    ensure_scope(principal, pupil.trust_id, pupil.academy_id)
+    return pupil
+
+
+async def _screening_in_scope(conn: AsyncConnection, principal: Principal, screening_id: UUID) -> Any:
+    screening = await queries.screening_row(conn, screening_id)
+    if screening is None:
+        raise UnknownScreening(screening_id)
+    ensure_scope(principal, screening.trust_id, screening.academy_id)
+    return screening
+
+
+def _score_out(row: Any, framework: Framework | None = None) -> StrandScoreOut:
+    return StrandScoreOut(
+        strand=row.strand, need_percents=row.need_percents, strand_percent=row.strand_percent,
+        threshold_percent=framework.threshold_percent if framework else getattr(row, "threshold_percent", None),
+        threshold_met=row.threshold_met, working_at_strand=row.working_at_strand,
+        focus_statements=list(row.focus_statements), baseline=row.baseline,
+    )
+
+
+def _completed(events: list[Event]) -> CompletedOut:
+    completed: list[CompletedAssessment] = []
+    for event in events:
+        if isinstance(event, AssessmentCompleted):
+            completed.append(CompletedAssessment(assessment_id=event.assessment_id, pupil_id=event.pupil_id,
+                                                 working_at_strand=event.working_at_strand, baseline=event.baseline, scores=[]))
+        elif isinstance(event, StrandScored):
+            completed[-1].scores.append(_score_out(event))
+    return CompletedOut(completed=completed)
+
+
+async def _limited_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body may be at most {limit // (1024 * 1024)} MB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body may be at most {limit // (1024 * 1024)} MB")
+    if not body:
+        raise UnprocessableEntity("the request has no body")
+    return bytes(body)
+
