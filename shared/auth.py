@@ -67,7 +67,8 @@ class Role(StrEnum):
 _ROLE_NAMES: frozenset[str] = frozenset(role.value for role in Role)
 
 # Roles held at trust level: they reach every academy of the principal's own trust.
-TRUST_ROLES: frozenset[Role] = frozenset({Role.trust_admin, Role.dpo, Role.auditor})
+# A Flourish service acts for the whole trust its token names, never beyond it.
+TRUST_ROLES: frozenset[Role] = frozenset({Role.trust_admin, Role.dpo, Role.auditor, Role.service})
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,14 @@ class Conflict(Problem):
     title = "Conflict"
 
 
+class Gone(Problem):
+    """The pupil was erased: their personal data no longer exists anywhere readable."""
+
+    status = 410
+    type_ = problem_type("gone")
+    title = "Gone"
+
+
 class ConcurrencyConflict(Conflict):
     """The stream moved on since the client read it (optimistic concurrency): re-read and retry."""
 

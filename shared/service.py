@@ -81,6 +81,9 @@ class Runtime:
     """What a running service holds: its database, event store, Kafka clients and relay."""
 
     def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
+        if settings.environment == "production" and not settings.jwks_url:
+            # Without it the service would trust the local dev issuer's keys.
+            raise ValueError("FLOURISH_JWKS_URL (the trust's identity provider) is required in production")
         self.spec = spec
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings)

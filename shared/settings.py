@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # takes a prefix of its own.
     topic_prefix: str = "flourish."
 
+    # "production" refuses every development convenience: the dev token issuer's keys and a
+    # generated key-encryption key. Kubernetes overlays set it; a laptop never needs to.
+    environment: Literal["development", "production"] = "development"
+
     # What this process runs: "all" (API, consumers, background tasks), "api" (the HTTP API and
     # the outbox relay), or "consumers" (consumers and background tasks; health and metrics only
     # over HTTP). Kubernetes scales the two halves separately.

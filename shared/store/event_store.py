@@ -150,7 +150,7 @@ class EventStore:
             raise
         await conn.execute(self._notify_sql, {"channel": self.tables.notify_channel})
         for event_type, count in Counter(rows.columns["types"]).items():
-            events_appended.add(count, {"schema": self.tables.schema, "event_type": event_type})
+            events_appended.add(count, {"service": self.tables.schema, "event_type": event_type})
         return new_versions
 
     async def read_stream(

@@ -118,5 +118,5 @@ async def test_appends_are_counted_by_event_type(engine, kernel):
     store = EventStore(kernel)
     async with engine.begin() as conn:
         await store.append(conn, "s", [observation(), observation()])
-    counted = [v for labels, v in metric_points("flourish_events_appended") if labels.get("schema") == kernel.schema]
+    counted = [v for labels, v in metric_points("flourish_events_appended") if labels.get("service") == kernel.schema]
     assert counted == [2]
