@@ -34,6 +34,16 @@ class Settings(BaseSettings):
     token_issuer: str = "flourish-dev"
     token_audience: str = "flourish"
 
+    # Service-to-service calls (shared/peers.py): where the other services are, and how this one
+    # gets a token for them from the identity provider (client credentials) outside development.
+    assessment_url: str = "http://127.0.0.1:8101"
+    planning_url: str = "http://127.0.0.1:8102"
+    consent_url: str = "http://127.0.0.1:8103"
+    reporting_url: str = "http://127.0.0.1:8104"
+    service_token_url: str | None = None
+    service_client_id: str | None = None
+    service_client_secret: str | None = None
+
     # Kafka topics are "<prefix><context>"; a test run or a second platform on one cluster
     # takes a prefix of its own.
     topic_prefix: str = "flourish."
