@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmarks, one JSON line per figure on stdout.
 
     python -m bench                      # everything (about two minutes on two cores)
-    python -m bench --only store         # event store figures only ("store" or "pipeline")
+    python -m bench --only store         # one group: store, pipeline, assessment, consent, planning, audit
     python -m bench --scale 0.25         # smaller runs (quick check; figures are noisier)
     python -m bench --loop asyncio       # the plain asyncio loop instead of uvloop
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import json
 import logging
 import platform
 import sys
@@ -21,7 +23,10 @@ from bench import pipeline, store
 from bench.common import Figure, emit, info
 from shared.settings import Settings
 
-GROUPS = ("store", "pipeline")
+# Each service's benchmarks live in bench/<service>.py as `async def run() -> list[dict]`, one dict
+# per JSON line; they start what they need themselves.
+SERVICE_GROUPS = ("assessment", "consent", "planning", "audit")
+GROUPS = ("store", "pipeline", *SERVICE_GROUPS)
 
 
 def _scaled(scale: object, factor: float) -> object:
@@ -55,6 +60,8 @@ async def main(args: argparse.Namespace) -> int:
         ("pipeline", lambda: pipeline.throughput(settings, pipe_scale)),  # type: ignore[arg-type]
         ("pipeline", lambda: pipeline.latency(settings, pipe_scale)),  # type: ignore[arg-type]
     ]
+    for name in SERVICE_GROUPS:
+        runs.append((name, _service_benchmarks(name)))
     failures = 0
     started = time.perf_counter()
     for group, run in runs:
@@ -67,9 +74,26 @@ async def main(args: argparse.Namespace) -> int:
             logging.getLogger("bench").exception("a benchmark failed; the others still run")
             continue
         for figure in result if isinstance(result, list) else [result]:
-            emit(figure)
+            if isinstance(figure, dict):
+                print(json.dumps(figure), flush=True)
+            else:
+                emit(figure)
     info(f"done in {time.perf_counter() - started:.0f}s" + (f", {failures} benchmark(s) failed" if failures else ""))
     return 1 if failures else 0
+
+
+def _service_benchmarks(name: str) -> Callable[[], Awaitable[list[dict[str, object]]]]:
+    async def run() -> list[dict[str, object]]:
+        try:
+            module = importlib.import_module(f"bench.{name}")
+        except ModuleNotFoundError as missing:
+            if missing.name != f"bench.{name}":
+                raise
+            info(f"{name}: no benchmarks yet")
+            return []
+        return await module.run()  # type: ignore[no-any-return]
+
+    return run
 
 
 def cli() -> int:
