@@ -1,4 +1,5 @@
-"""The reporting service's tables, all in its own PostgreSQL schema `reporting`."""
+"""The reporting service's tables, all in its own PostgreSQL schema `reporting`: the kernel's here,
+the audit ledger's in services/reporting/audit/tables.py (plain SQL, for its triggers)."""
 
 from sqlalchemy import MetaData
 

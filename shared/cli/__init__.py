@@ -6,11 +6,12 @@ import sys
 
 import typer
 
-from shared.cli import infra, platform, tokens
+from shared.cli import audit, infra, platform, tokens
 
 app = typer.Typer(help="Operate Flourish: the local stack, the services, tokens and demo data.", no_args_is_help=True)
 app.add_typer(infra.app, name="infra")
 app.add_typer(platform.app, name="platform")
+app.add_typer(audit.app, name="audit")
 app.command("dev-token")(tokens.dev_token)
 
 

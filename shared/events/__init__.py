@@ -1,6 +1,6 @@
 """The published language between services: event models, and their CloudEvents envelope."""
 
-from shared.events import assessment, consent, planning, reporting  # noqa: F401  (registers)
+from shared.events import assessment, audit, consent, planning, reporting  # noqa: F401  (registers)
 from shared.events.envelope import (
     Envelope,
     InvalidMessage,

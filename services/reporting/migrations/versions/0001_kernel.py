@@ -1,10 +1,13 @@
-"""The kernel's event store, outbox and inbox.
+"""The kernel's event store, outbox and inbox; the audit ledger.
 
 Revision ID: reporting_0001
 Revises:
 Create Date: 2026-11-26
 """
 
+from alembic import op
+
+from services.reporting.audit.tables import create_statements, drop_statements
 from shared.store.migrations import create_kernel_tables, drop_kernel_tables
 
 revision = "reporting_0001"
@@ -15,7 +18,12 @@ depends_on = None
 
 def upgrade() -> None:
     create_kernel_tables("reporting")
+    # The audit ledger (services/reporting/audit/tables.py): append-only for every role.
+    for statement in create_statements("reporting"):
+        op.execute(statement)
 
 
 def downgrade() -> None:
+    for statement in drop_statements("reporting"):
+        op.execute(statement)
     drop_kernel_tables("reporting")

@@ -1,0 +1,370 @@
+"""The audit ledger: append rate, verify rate (online and from an export), and the "who shared
+what with which agency" query over a million entries, each beside a raw-asyncpg baseline.
+
+* ``audit.ledger.append``: ReportShared events recorded as the ledger's consumer records them
+  (fact, canonical JSON, SHA-256, chain-head lock, insert into the ledger with its generated
+  columns and indexes), 100 per transaction. Baseline ``asyncpg.executemany.plain``: the same
+  bodies inserted with ``executemany`` into a plain (id, body) table, no chain, no indexes.
+* ``audit.verify.online``: ``flourish audit verify``'s database path over one trust's chain of
+  ENTRIES entries with a signed checkpoint every 500 (two halves read at once, in one snapshot).
+  Baseline ``asyncpg.cursor.read``: reading the same rows the same way, verifying nothing.
+  Goal ≥ 200,000 entries/s.
+* ``audit.verify.offline``: the same chain from an export file. Baseline ``orjson.loads.lines``:
+  parsing the file's lines, verifying nothing.
+* ``audit.query.who_shared.p95``: the API's "who shared what with which agency" page (50 shares
+  of last term with every consent decision each rested on, by period alone or with an agency,
+  category, staff member, pupil or academy) plus recording the AuditQueried fact, in one
+  transaction, over a ledger of ENTRIES entries. Baseline ``asyncpg.select.p95``: the plain page
+  query (no consent, no audit record) on a raw connection. Goal ≤ 20 ms.
+
+The million entries are made by one ``INSERT ... SELECT`` (a recursive CTE chains their hashes in
+PostgreSQL itself: no Python loop), then indexed, as a restore would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, fresh_schema, info, percentile, unique
+from services.reporting.audit.domain.facts import fact_from
+from services.reporting.audit.ledger import Ledger
+from services.reporting.audit.queries import AuditQueries, EntryFilter, Period
+from services.reporting.audit.signing import CheckpointSigner
+from services.reporting.audit.tables import ENTRIES, create_statements, index_statements, table_statements
+from services.reporting.audit.verification import export_chain, verify_chain, verify_export_file
+from shared.audit import record_audit_query
+from shared.events.consent import AgencyCategory
+from shared.events.envelope import Envelope
+from shared.events.reporting import ReportShared
+from shared.settings import Settings
+from shared.store.db import create_engine
+from shared.store.event_store import EventStore
+
+ENTRIES_DEFAULT = 1_000_000
+TRUST = uuid.UUID("00000000-0000-4000-8000-00000000a0d1")
+CHECKPOINT_EVERY = 500
+QUERIES_PER_SHAPE = 50
+TERM = Period(date(2026, 9, 1), date(2026, 12, 18))
+AGENCIES, PUPILS, STAFF, ACADEMIES, CONSENTS = 200, 20_000, 300, 20, 40_000
+TWO_YEARS_S = 2 * 365 * 86_400
+
+
+async def run(scale: float = 1.0) -> list[dict[str, Any]]:
+    """Every audit figure, as the JSON-line dicts bench/__main__.py prints."""
+    from shared.infra.stack import ensure_stack
+
+    endpoints = ensure_stack()
+    settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    entries = max(10_000, int(ENTRIES_DEFAULT * scale))
+    engine = create_engine(settings, pool_size=2)
+    figures: list[Figure] = []
+    try:
+        figures.append(await append_rate(engine, settings, events=max(500, int(3000 * scale))))
+        async with ledger_of(engine, settings, entries) as (ledger, signer):
+            figures += await verify_rates(settings, ledger, signer, entries)
+            figures.append(await query_p95(engine, settings, ledger, entries))
+    finally:
+        await engine.dispose()
+    return [json.loads(figure.json_line()) for figure in figures]
+
+
+# --- Append ---------------------------------------------------------------------------------------
+
+
+def _share(n: int) -> Envelope:
+    data = ReportShared(
+        share_id=uuid.uuid4(), pupil_id=uuid.uuid4(), agency_id=uuid.uuid4(), agency_category="camhs",
+        document_kind="report", consent_id=uuid.uuid4(), shared_by=f"staff-{n % STAFF}",
+        shared_at=datetime.now(UTC),
+    )
+    return Envelope(data=data, trust_id=TRUST if n % 2 else uuid.UUID(int=n % 8 + 1), academy_id=uuid.uuid4(),
+                    source="/flourish/reporting")
+
+
+async def append_rate(engine: AsyncEngine, settings: Settings, events: int, per_transaction: int = 100) -> Figure:
+    schema = unique("bench_audit_append_")
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        for statement in create_statements(schema):
+            await conn.execute(text(statement))
+    ledger = Ledger(schema)
+    try:
+        envelopes = [_share(n) for n in range(events + per_transaction)]
+        batches = [envelopes[i:i + per_transaction] for i in range(0, len(envelopes), per_transaction)]
+        info(f"audit append: {events} shares over 5 trusts, {per_transaction} per transaction (+1 warm-up batch)")
+
+        async def record(batch: list[Envelope]) -> None:
+            async with engine.begin() as conn:
+                for envelope in batch:
+                    await ledger.append(conn, envelope.trust_id, fact_from(envelope))
+
+        await record(batches[0])
+        t0 = time.perf_counter()
+        for batch in batches[1:]:
+            await record(batch)
+        ours = events / (time.perf_counter() - t0)
+        info(f"audit append: ledger {ours:,.0f} entries/s")
+
+        async with engine.connect() as conn:
+            bodies = [(uuid.uuid4(), body) for (body,) in await conn.execute(text(f'SELECT body FROM "{schema}".{ENTRIES}'))]
+        raw_conn = await asyncpg.connect(settings.sync_database_url)
+        try:
+            await raw_conn.execute(f'CREATE TABLE "{schema}".plain (id uuid PRIMARY KEY, body text NOT NULL)')
+            sql = f'INSERT INTO "{schema}".plain (id, body) VALUES ($1, $2)'
+            plain = [bodies[i:i + per_transaction] for i in range(0, len(bodies), per_transaction)]
+            async with raw_conn.transaction():
+                await raw_conn.executemany(sql, plain[0])
+            t0 = time.perf_counter()
+            for rows in plain[1:]:
+                async with raw_conn.transaction():
+                    await raw_conn.executemany(sql, rows)
+            raw = sum(len(rows) for rows in plain[1:]) / (time.perf_counter() - t0)
+        finally:
+            await raw_conn.close()
+        info(f"audit append: raw asyncpg executemany {raw:,.0f} rows/s")
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    return Figure("audit.ledger.append", ours, "entries/s", "asyncpg.executemany.plain", raw, HIGHER_IS_BETTER)
+
+
+# --- A million entries ----------------------------------------------------------------------------
+
+# One trust's chain: every fifth entry a consent decision, two in five shares with the consent
+# they rested on, the rest reads of pupils' data; 200 agencies, 20,000 pupils, 300 staff, 20
+# academies, two years of history (a million entries: one every 63 s). Each body is the entry's canonical
+# JSON (sorted keys, no whitespace), its hash chained to the one before by the recursive CTE.
+_FACT_SQL = """
+CASE WHEN g % 5 = 1 THEN format(
+  '{"academy_id":"%s","action":"consent_granted","actor":"office-%s","consent_id":"%s","details":{"covers":["report"],"method":"paper","record_version":1},"event_id":"%s","event_type":"flourish.consent.ConsentGranted.v1","kind":"consent","occurred_at":"%s","pupil_id":"%s","purpose":"share_camhs","recorded_at":"%s","source":"/flourish/consent"}',
+  academy, g % 40, consent, event, at, pupil, at)
+WHEN g % 5 IN (2, 3) THEN format(
+  '{"academy_id":"%s","action":"share","actor":"staff-%s","agency_category":"%s","agency_id":"%s","consent_id":"%s","details":{"document_kind":"report"},"event_id":"%s","event_type":"flourish.reporting.ReportShared.v1","kind":"disclosure","occurred_at":"%s","pupil_id":"%s","recorded_at":"%s","share_id":"%s","source":"/flourish/reporting"}',
+  academy, g % {staff}, category, agency, consent, event, at, pupil, at, md5('share' || g)::uuid)
+ELSE format(
+  '{"academy_id":"%s","action":"personal_data_read","actor":"staff-%s","details":{"data_categories":["profile"],"route":"/pupils/{pupil_id}/profile"},"event_id":"%s","event_type":"flourish.audit.PersonalDataRead.v1","kind":"access","occurred_at":"%s","pupil_id":"%s","recorded_at":"%s","source":"/flourish/assessment"}',
+  academy, g % {staff}, event, at, pupil, at)
+END
+"""
+
+_CATEGORIES = "ARRAY[" + ",".join(f"'{c.value}'" for c in AgencyCategory) + "]"
+
+
+def _generate_sql(schema: str, count: int) -> str:
+    fact = _FACT_SQL.replace("{staff}", str(STAFF))
+    step_s = round(TWO_YEARS_S / count, 3)  # two years of history whatever the count: last term is in it
+    return f"""
+    INSERT INTO "{schema}".{ENTRIES} (trust_id, seq, prev_hash, entry_hash, body)
+    WITH RECURSIVE chain(seq, prev_hash, entry_hash, body) AS (
+      SELECT 0::bigint, NULL::text, repeat('0', 64), NULL::text
+      UNION ALL
+      SELECT n.seq, c.entry_hash, encode(sha256(convert_to(n.body, 'UTF8')), 'hex'), n.body
+      FROM chain c CROSS JOIN LATERAL (
+        SELECT g AS seq,
+               format('{{"chain":{{"prev_hash":"%s","seq":%s,"trust_id":"{TRUST}"}},"fact":%s}}', c.entry_hash, g, {fact}) AS body
+        FROM (SELECT c.seq + 1 AS g) s,
+        LATERAL (SELECT md5('academy' || (g % {ACADEMIES}))::uuid AS academy,
+                        md5('consent' || ((g / 5) % {CONSENTS}))::uuid AS consent,
+                        md5('event' || g)::uuid AS event,
+                        md5('pupil' || (g % {PUPILS}))::uuid AS pupil,
+                        md5('agency' || (g % {AGENCIES}))::uuid AS agency,
+                        ({_CATEGORIES})[1 + (g % {AGENCIES}) % 6] AS category,
+                        to_char((timestamptz '2025-09-01 00:00:00+00' + g * interval '{step_s} seconds') AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS at) v
+      ) n
+      WHERE c.seq < {count}
+    )
+    SELECT '{TRUST}', seq, prev_hash, entry_hash, body FROM chain WHERE seq > 0
+    """
+
+
+@asynccontextmanager
+async def ledger_of(
+    engine: AsyncEngine, settings: Settings, count: int
+) -> AsyncIterator[tuple[Ledger, CheckpointSigner]]:
+    schema = unique("bench_audit_")
+    signer = CheckpointSigner(Ed25519PrivateKey.generate())
+    async with engine.begin() as conn:
+        await conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        for statement in table_statements(schema):
+            await conn.execute(text(statement))
+    try:
+        t0 = time.perf_counter()
+        raw = await asyncpg.connect(settings.sync_database_url)  # plain SQL: no bind-parameter parsing
+        try:
+            await raw.execute(_generate_sql(schema, count))
+        finally:
+            await raw.close()
+        info(f"audit ledger: {count:,} chained entries generated in {time.perf_counter() - t0:.0f}s")
+        t0 = time.perf_counter()
+        async with engine.begin() as conn:
+            for statement in index_statements(schema):
+                await conn.execute(text(statement))
+            await conn.execute(text(f'ANALYZE "{schema}".{ENTRIES}'))
+        info(f"audit ledger: indexed in {time.perf_counter() - t0:.0f}s")
+        ledger = Ledger(schema)
+        async with engine.begin() as conn:
+            rows = await conn.execute(text(
+                f'SELECT seq, entry_hash FROM "{schema}".{ENTRIES} WHERE trust_id = :t AND seq % :n = 0 ORDER BY seq'
+            ), {"t": TRUST, "n": CHECKPOINT_EVERY})
+            signed_at = datetime(2027, 9, 1, tzinfo=UTC)
+            for seq, entry_hash in rows.all():
+                await ledger.add_checkpoint(conn, signer.sign(TRUST, seq, entry_hash, signed_at + timedelta(seconds=seq)))
+            await conn.execute(text(
+                f"""INSERT INTO "{schema}".audit_chain_heads (trust_id, head_seq, head_hash)
+                    SELECT trust_id, seq, entry_hash FROM "{schema}".{ENTRIES} WHERE trust_id = :t ORDER BY seq DESC LIMIT 1
+                    ON CONFLICT (trust_id) DO UPDATE SET head_seq = EXCLUDED.head_seq, head_hash = EXCLUDED.head_hash"""
+            ), {"t": TRUST})
+        yield ledger, signer
+    finally:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+# --- Verify ---------------------------------------------------------------------------------------
+
+
+async def verify_rates(settings: Settings, ledger: Ledger, signer: CheckpointSigner, count: int) -> list[Figure]:
+    keys = {signer.key_id: signer.public_key}
+    conn, helper = await asyncpg.connect(settings.sync_database_url), await asyncpg.connect(settings.sync_database_url)
+    try:
+        t0 = time.perf_counter()
+        report = await verify_chain(conn, ledger.schema, TRUST, keys, helper=helper)  # as `flourish audit verify`
+        online = report.entries / (time.perf_counter() - t0)
+        if not report.ok or report.entries != count:
+            raise RuntimeError(f"the bench chain did not verify: {report.mismatch}")
+        info(f"audit verify online: {report.entries:,} entries, {report.checkpoints} checkpoints, {online:,.0f} entries/s")
+
+        async def read(connection: asyncpg.Connection, after: int, upto: int) -> int:
+            read = 0
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                cursor = await connection.cursor(
+                    f"""SELECT seq, prev_hash, entry_hash, body FROM {ledger.entries_table}
+                        WHERE trust_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""", TRUST, after, upto
+                )
+                while batch := await cursor.fetch(20_000):
+                    read += len(batch)
+            return read
+
+        t0 = time.perf_counter()  # the same two halves, read at once, verifying nothing
+        halves = await asyncio.gather(read(conn, 0, count // 2), read(helper, count // 2, count))
+        raw_read = sum(halves) / (time.perf_counter() - t0)
+        info(f"audit verify online: raw cursor read {raw_read:,.0f} rows/s")
+    finally:
+        await conn.close()
+        await helper.close()
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "export.jsonl"
+        with path.open("wb") as out:
+            await export_chain(settings.sync_database_url, ledger.schema, TRUST, out)
+        info(f"audit verify offline: export of {path.stat().st_size / 1e6:.0f} MB")
+        t0 = time.perf_counter()
+        offline_report = verify_export_file(path, keys)
+        offline = offline_report.entries / (time.perf_counter() - t0)
+        if not offline_report.ok:
+            raise RuntimeError(f"the bench export did not verify: {offline_report.mismatch}")
+        t0 = time.perf_counter()
+        with path.open("rb") as lines:
+            parsed = sum(1 for line in lines if orjson.loads(line) is not None)
+        parse = parsed / (time.perf_counter() - t0)
+    info(f"audit verify offline: {offline:,.0f} entries/s; reading and parsing the lines alone {parse:,.0f} lines/s")
+    return [
+        Figure("audit.verify.online", online, "entries/s", "asyncpg.cursor.read", raw_read, HIGHER_IS_BETTER),
+        Figure("audit.verify.offline", offline, "entries/s", "orjson.loads.lines", parse, HIGHER_IS_BETTER),
+    ]
+
+
+# --- Query ----------------------------------------------------------------------------------------
+
+
+def _query_shapes(rng: random.Random) -> list[EntryFilter]:
+    def md5_uuid(text_value: str) -> uuid.UUID:
+        return uuid.UUID(hashlib.md5(text_value.encode()).hexdigest())
+
+    shapes = []
+    for _ in range(QUERIES_PER_SHAPE):
+        base = {"trust_id": TRUST, "period": TERM, "actions": ("share",)}
+        shapes += [
+            EntryFilter(**base),
+            EntryFilter(**base, agency_id=md5_uuid(f"agency{rng.randrange(AGENCIES)}")),
+            EntryFilter(**base, agency_category=rng.choice(list(AgencyCategory))),
+            EntryFilter(**base, staff_id=f"staff-{rng.randrange(STAFF)}"),
+            EntryFilter(**base, pupil_id=md5_uuid(f"pupil{rng.randrange(PUPILS)}")),
+            EntryFilter(**base, academy_id=md5_uuid(f"academy{rng.randrange(ACADEMIES)}")),
+        ]
+    rng.shuffle(shapes)
+    return shapes
+
+
+def _plain_page(ledger: Ledger, flt: EntryFilter) -> tuple[str, list[Any]]:
+    """The baseline: the same page of shares as plain SQL, no consent, nothing recorded."""
+    args: list[Any] = [flt.trust_id, flt.period.lower, flt.period.upper, "share"]
+    clauses = ["trust_id = $1", "occurred_at >= $2", "occurred_at < $3", "action = $4"]
+    for column, value in (("agency_id", flt.agency_id), ("agency_category", flt.agency_category),
+                          ("actor", flt.staff_id), ("pupil_id", flt.pupil_id), ("academy_id", flt.academy_id)):
+        if value is not None:
+            args.append(value.value if isinstance(value, AgencyCategory) else value)
+            clauses.append(f"{column} = ${len(args)}")
+    sql = f"SELECT seq, body FROM {ledger.entries_table} WHERE {' AND '.join(clauses)} ORDER BY occurred_at, seq LIMIT 51"
+    return sql, args
+
+
+async def query_p95(engine: AsyncEngine, settings: Settings, ledger: Ledger, count: int) -> Figure:
+    queries = AuditQueries(ledger.schema)
+    shapes = _query_shapes(random.Random(7))
+    info(f"audit query: {len(shapes)} 'who shared what with which agency' pages over {count:,} entries")
+    async with fresh_schema(engine, "audit_query") as kernel:
+        store = EventStore(kernel)
+        timings, found = [], 0
+        for n, flt in enumerate(shapes[:20] + shapes):  # the first 20 warm the caches, untimed
+            t0 = time.perf_counter()
+            async with engine.begin() as conn:
+                rows = await queries.shares_page(conn, flt, None, 51)
+                await record_audit_query(conn, store, "dpo-bench", "shares", trust_id=TRUST, filters=flt.described(),
+                                         result_count=min(len(rows), 50))
+            if n >= 20:
+                timings.append(time.perf_counter() - t0)
+                found += len(rows)
+        ours = percentile(timings, 95) * 1000
+        info(f"audit query: p50 {percentile(timings, 50) * 1000:.2f} ms, p95 {ours:.2f} ms, "
+             f"{found / len(timings):.0f} rows per page on average")
+
+    conn = await asyncpg.connect(settings.sync_database_url)
+    try:
+        raw_timings = []
+        for n, flt in enumerate(shapes[:20] + shapes):
+            sql, args = _plain_page(ledger, flt)
+            t0 = time.perf_counter()
+            await conn.fetch(sql, *args)
+            if n >= 20:
+                raw_timings.append(time.perf_counter() - t0)
+        raw = percentile(raw_timings, 95) * 1000
+        info(f"audit query: raw asyncpg plain page p95 {raw:.2f} ms")
+    finally:
+        await conn.close()
+    return Figure("audit.query.who_shared.p95", ours, "ms", "asyncpg.select.p95", raw, LOWER_IS_BETTER)
+
+
+if __name__ == "__main__":  # python -m bench.audit [scale]
+    import sys
+
+    for line in asyncio.run(run(float(sys.argv[1]) if len(sys.argv) > 1 else 1.0)):
+        print(json.dumps(line), flush=True)

@@ -1,0 +1,305 @@
+"""The audit API: what data-protection officers and auditors ask, and the public key that checks
+the ledger's signatures.
+
+Only auditors and DPOs may ask, only about their own trust, and every question is itself recorded
+in the ledger (an AuditQueried fact, written in the same transaction that reads the answer: an
+answer nobody could audit is an answer nobody gets).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Callable
+from datetime import date
+from typing import Annotated, Any
+from uuid import UUID
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from services.reporting.audit.domain.canonical import instant
+from services.reporting.audit.domain.facts import SHARE, Kind
+from services.reporting.audit.ledger import Ledger
+from services.reporting.audit.proofs import proof_for
+from services.reporting.audit.queries import (
+    After,
+    AgencyCategory,
+    AuditEntry,
+    AuditQueries,
+    EntryFilter,
+    InvertedPeriod,
+    LedgerRow,
+    Period,
+    PersonalDataReadRecord,
+    ShareRecord,
+    audit_entry,
+    read_record,
+    share_record,
+)
+from services.reporting.audit.settings import AuditSettings
+from services.reporting.audit.signing import CheckpointSigner, load_signer
+from shared.api import Cursor, Page, PageSize, decode_cursor, encode_cursor, requires
+from shared.audit import record_audit_query
+from shared.auth import Principal, Role
+from shared.events.audit import CODE_PATTERN, IDENTIFIER_PATTERN
+from shared.problems import BadRequest, NotFound
+from shared.service import Runtime, runtime_of
+
+Auditor = Annotated[Principal, Depends(requires(Role.auditor, Role.dpo))]
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+From = Annotated[date | None, Query(alias="from", description="First day (UTC), included")]
+To = Annotated[date | None, Query(alias="to", description="Last day (UTC), included")]
+StaffId = Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, description="A staff member's pseudonymous subject")]
+ActionCode = Annotated[str | None, Query(pattern=CODE_PATTERN, description="An action, e.g. consent_withdrawn")]
+
+_CSV_BATCH = 1000
+
+
+class PublicKey(BaseModel):
+    key_id: str
+    algorithm: str
+    pem: str
+    jwk: dict[str, str]
+
+
+class CheckpointRecord(BaseModel):
+    seq: int
+    entry_hash: str
+    signed_at: str
+    key_id: str
+    statement: str
+    signature: str
+
+
+def audit_router(ledger: Ledger) -> APIRouter:
+    router = APIRouter(prefix="/audit", tags=["audit"])
+    queries = AuditQueries(ledger.schema)
+
+    @router.get("/public-key", summary="The public key that checks the ledger's signed checkpoints")
+    async def public_key(runtime: RuntimeDep) -> PublicKey:
+        return PublicKey(**_signer(runtime).published())
+
+    @router.get("/shares", summary="Who shared what with which agency, when, and the consent each share rested on")
+    async def shares(
+        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
+        staff_id: StaffId = None, academy_id: UUID | None = None,
+        include_blocked: bool = Query(False, description="Also list attempts that were blocked"),
+        limit: PageSize = 50, cursor: Cursor = None,
+    ) -> Page[ShareRecord]:
+        flt = EntryFilter(
+            principal.trust_id, _period(start, end), _share_actions(include_blocked), pupil_id=pupil_id,
+            agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
+        )
+        return await _page(runtime, principal, "shares", flt, cursor, limit, queries.shares_page, share_record)
+
+    @router.get("/shares.csv", summary="The same question as /audit/shares, every row, as CSV")
+    async def shares_csv(
+        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
+        staff_id: StaffId = None, academy_id: UUID | None = None, include_blocked: bool = False,
+    ) -> StreamingResponse:
+        flt = EntryFilter(
+            principal.trust_id, _period(start, end), _share_actions(include_blocked), pupil_id=pupil_id,
+            agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
+        )
+        return await _csv(runtime, principal, "shares.csv", flt, queries.shares_page, _share_csv_row, SHARE_COLUMNS)
+
+    @router.get("/shares/{share_id}/proof", summary="Proof that a share's entry is as written: the chain to a signed checkpoint")
+    async def share_proof(share_id: UUID, principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
+        async with runtime.engine.connect() as conn:
+            seq = await queries.share_seq(conn, principal.trust_id, share_id)
+        if seq is None:
+            raise NotFound("no share with this id is in your trust's audit ledger")
+        return await _proof(runtime, principal, seq, {"share_id": str(share_id)})
+
+    @router.get("/entries", summary="Audit entries by kind, action, pupil, agency, category, staff member or academy")
+    async def entries(
+        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        kind: Kind | None = None, action: ActionCode = None,
+        pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
+        staff_id: StaffId = None, academy_id: UUID | None = None, share_id: UUID | None = None,
+        consent_id: UUID | None = None, limit: PageSize = 50, cursor: Cursor = None,
+    ) -> Page[AuditEntry]:
+        flt = EntryFilter(
+            principal.trust_id, _period(start, end), (action,) if action else (), kind=kind, pupil_id=pupil_id,
+            agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
+            share_id=share_id, consent_id=consent_id,
+        )
+        return await _page(runtime, principal, "entries", flt, cursor, limit, queries.entries_page, audit_entry)
+
+    @router.get("/entries.csv", summary="The same question as /audit/entries, every row, as CSV")
+    async def entries_csv(
+        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        kind: Kind | None = None, action: ActionCode = None,
+        pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
+        staff_id: StaffId = None, academy_id: UUID | None = None, share_id: UUID | None = None,
+        consent_id: UUID | None = None,
+    ) -> StreamingResponse:
+        flt = EntryFilter(
+            principal.trust_id, _period(start, end), (action,) if action else (), kind=kind, pupil_id=pupil_id,
+            agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
+            share_id=share_id, consent_id=consent_id,
+        )
+        return await _csv(runtime, principal, "entries.csv", flt, queries.entries_page, _entry_csv_row, ENTRY_COLUMNS)
+
+    @router.get("/entries/{seq}/proof", summary="Proof that an entry is as written: the chain to a signed checkpoint")
+    async def entry_proof(seq: Annotated[int, Path(ge=1)], principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
+        return await _proof(runtime, principal, seq, {"seq": str(seq)})
+
+    @router.get("/pupils/{pupil_id}/reads", summary="Who read a pupil's record: when, which data, why")
+    async def pupil_reads(
+        pupil_id: UUID, principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        limit: PageSize = 50, cursor: Cursor = None,
+    ) -> Page[PersonalDataReadRecord]:
+        flt = EntryFilter(principal.trust_id, _period(start, end), ("personal_data_read",), pupil_id=pupil_id)
+        return await _page(runtime, principal, "pupil_reads", flt, cursor, limit, queries.entries_page, read_record)
+
+    @router.get("/checkpoints", summary="The signed checkpoints of your trust's chain, newest first")
+    async def checkpoints(
+        principal: Auditor, runtime: RuntimeDep, limit: PageSize = 50, cursor: Cursor = None
+    ) -> Page[CheckpointRecord]:
+        before = _int_cursor(cursor)
+        async with runtime.engine.begin() as conn:
+            found = await ledger.checkpoints_page(conn, principal.trust_id, before, limit + 1)
+            await record_audit_query(conn, runtime.store, principal, "checkpoints", trust_id=principal.trust_id,
+                                     result_count=min(len(found), limit))
+        items = [CheckpointRecord(**{k: v for k, v in c.as_json().items() if k != "trust_id"}) for c in found]
+        if len(items) > limit:
+            items = items[:limit]
+            return Page(items=items, next_cursor=encode_cursor({"before": items[-1].seq}))
+        return Page(items=items)
+
+    async def _proof(runtime: Runtime, principal: Principal, seq: int, filters: dict[str, str]) -> dict[str, Any]:
+        proof = await proof_for(runtime.engine, ledger, _signer(runtime), principal.trust_id, seq)
+        async with runtime.engine.begin() as conn:
+            await record_audit_query(conn, runtime.store, principal, "proof", trust_id=principal.trust_id,
+                                     filters=filters, result_count=1 + len(proof["chain"]))
+        return proof
+
+    return router
+
+
+# --- Paging, CSV and the audit of every query ------------------------------------------------------
+
+Fetch = Callable[[Any, EntryFilter, After | None, int], Any]
+
+
+async def _page(
+    runtime: Runtime, principal: Principal, query: str, flt: EntryFilter, cursor: str | None, limit: int,
+    fetch: Fetch, shape: Callable[[LedgerRow], BaseModel],
+) -> Page[Any]:
+    after = _after(cursor)
+    async with runtime.engine.begin() as conn:
+        rows: list[LedgerRow] = await fetch(conn, flt, after, limit + 1)
+        await record_audit_query(conn, runtime.store, principal, query, trust_id=principal.trust_id,
+                                 filters=flt.described(), result_count=min(len(rows), limit))
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return Page(items=[shape(r) for r in rows], next_cursor=encode_cursor(After(rows[-1].occurred_at, rows[-1].seq).cursor()))
+    return Page(items=[shape(r) for r in rows])
+
+
+async def _csv(
+    runtime: Runtime, principal: Principal, query: str, flt: EntryFilter, fetch: Fetch,
+    to_row: Callable[[LedgerRow], list[Any]], columns: list[str],
+) -> StreamingResponse:
+    limit = AuditSettings().csv_max_rows
+    # The export is recorded before a byte of it leaves, and it is bounded.
+    async with runtime.engine.begin() as conn:
+        first: list[LedgerRow] = await fetch(conn, flt, None, _CSV_BATCH)
+        await record_audit_query(conn, runtime.store, principal, query, trust_id=principal.trust_id,
+                                 filters=flt.described())
+
+    async def lines() -> AsyncIterator[str]:
+        yield _csv_line(columns)
+        rows, sent = first, 0
+        while rows:
+            for row in rows:
+                if sent >= limit:
+                    return
+                yield _csv_line(to_row(row))
+                sent += 1
+            if len(rows) < _CSV_BATCH:
+                return
+            async with runtime.engine.connect() as conn:
+                rows = await fetch(conn, flt, After(rows[-1].occurred_at, rows[-1].seq), _CSV_BATCH)
+
+    return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": f'attachment; filename="audit-{query}"'})
+
+
+SHARE_COLUMNS = [
+    "seq", "entry_hash", "shared_at", "action", "share_id", "shared_by", "pupil_id", "academy_id", "agency_id",
+    "agency_category", "document_kind", "reason", "consent_id", "consent_in_force", "consent_decisions", "outcomes",
+]
+ENTRY_COLUMNS = [
+    "seq", "entry_hash", "occurred_at", "recorded_at", "kind", "action", "event_type", "event_id", "source", "actor",
+    "academy_id", "pupil_id", "agency_id", "agency_category", "share_id", "consent_id", "purpose", "details",
+]
+
+
+def _share_csv_row(row: LedgerRow) -> list[Any]:
+    record = share_record(row)
+    decisions = "; ".join(f"{d.decision} {instant(d.decided_at)} (entry {d.seq})" for d in record.consent_decisions)
+    outcomes = "; ".join(f"{o.action} {instant(o.occurred_at)} (entry {o.seq})" for o in record.outcomes)
+    values = record.model_dump(mode="json")
+    return [*(values[c] for c in SHARE_COLUMNS[:-2]), decisions, outcomes]
+
+
+def _entry_csv_row(row: LedgerRow) -> list[Any]:
+    values = audit_entry(row).model_dump(mode="json")
+    values["details"] = orjson.dumps(values["details"], option=orjson.OPT_SORT_KEYS).decode() if values["details"] else ""
+    return [values.get(c) for c in ENTRY_COLUMNS]
+
+
+def _csv_line(values: list[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([_cell(value) for value in values])
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    # A spreadsheet would run a cell starting with these as a formula (CSV injection).
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+# --- Parameters -----------------------------------------------------------------------------------
+
+
+def _period(start: date | None, end: date | None) -> Period:
+    try:
+        return Period(start, end)
+    except InvertedPeriod as error:
+        raise BadRequest(str(error)) from None
+
+
+def _share_actions(include_blocked: bool) -> tuple[str, ...]:
+    return (SHARE, "share_blocked") if include_blocked else (SHARE,)
+
+
+def _after(cursor: str | None) -> After | None:
+    try:
+        return After.from_cursor(decode_cursor(cursor))
+    except ValueError:
+        raise BadRequest("the cursor is not one this API issued") from None
+
+
+def _int_cursor(cursor: str | None) -> int | None:
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    before = position.get("before")
+    if not isinstance(before, int):
+        raise BadRequest("the cursor is not one this API issued")
+    return before
+
+
+def _signer(runtime: Runtime) -> CheckpointSigner:
+    return load_signer(AuditSettings())

@@ -1,0 +1,46 @@
+"""The audit ledger's consumer: every disclosure, consent change, erasure and audit fact on
+Kafka becomes one entry, once (the kernel's inbox), chained in the trust's order.
+
+An event that cannot be recorded is never dropped: the handler raises, the kernel's consumer
+retries it with backoff and then dead-letters it (flourish.dlq.reporting.audit-ledger), and
+flourish_audit_record_failures, flourish_consumer_retries and flourish_dead_lettered show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.reporting.audit.domain.facts import fact_from, is_recorded
+from services.reporting.audit.ledger import Ledger
+from services.reporting.audit.metrics import record_failures
+from shared.events.envelope import Envelope
+from shared.events.registry import Event, registered_types
+from shared.service import ConsumerSpec
+from shared.store.db import is_transient
+
+NAME = "audit-ledger"
+CONTEXTS = ("reporting", "consent", "audit")
+
+
+def recorder(ledger: Ledger) -> Callable[[AsyncConnection, Envelope], Awaitable[None]]:
+    async def record_in_ledger(conn: AsyncConnection, envelope: Envelope) -> None:
+        try:
+            await ledger.append(conn, envelope.trust_id, fact_from(envelope))
+        except Exception as error:
+            if not is_transient(error):
+                record_failures.add(1, {"event_type": envelope.type, "error_type": type(error).__name__})
+            raise
+
+    return record_in_ledger
+
+
+def recorded_types() -> list[type[Event]]:
+    """The event types the ledger records, among those registered when the service starts."""
+    return [model for _, model in sorted(registered_types().items()) if is_recorded(model)]
+
+
+def ledger_consumer(ledger: Ledger) -> ConsumerSpec:
+    record = recorder(ledger)
+    return ConsumerSpec(name=NAME, contexts=CONTEXTS, handlers={model: record for model in recorded_types()})

@@ -1,0 +1,44 @@
+"""The audit ledger's settings (environment variables FLOURISH_AUDIT_*)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import STATE_DIR
+
+
+class AuditSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOURISH_AUDIT_", extra="ignore")
+
+    # The Ed25519 key that signs checkpoints: PEM (PKCS#8) text, or a file holding it. With
+    # neither, a development key is made once at dev_key_path (never rely on it in production: a
+    # checkpoint is only worth the secrecy of the key that signed it). Every local process — the
+    # platform, the tests, the CLI — shares that one file, as they share the local database, so
+    # the local ledger always verifies with the local key.
+    signing_key: SecretStr | None = None
+    signing_key_path: Path | None = None
+    dev_key_path: Path = STATE_DIR / "audit" / "checkpoint-signing-key.pem"
+
+    # A chain gets a signed checkpoint every this many entries, or this many seconds after its
+    # last one if anything was added since, whichever comes first.
+    checkpoint_every_entries: int = Field(default=500, ge=1)
+    checkpoint_every_s: float = Field(default=60.0, gt=0)
+    checkpoint_poll_s: float = Field(default=1.0, gt=0)
+
+    # Public keys that signed earlier checkpoints (after a key rotation): files with a PEM, a JWK
+    # or GET /audit/public-key's document. The current key is always trusted.
+    previous_public_keys: list[Path] = Field(default_factory=list)
+
+    # The service re-verifies every chain from its first entry this often (the first time a few
+    # minutes after it starts); a failure raises flourish_audit_verification_failures_total.
+    verify_every_s: float = Field(default=6 * 3600.0, gt=0)
+    verify_first_after_s: float = Field(default=300.0, ge=0)
+
+    # The local stack's audit topic keeps everything; in production its KafkaTopic says so.
+    keep_audit_topic_forever: bool = True
+
+    # The largest CSV export one request may stream.
+    csv_max_rows: int = Field(default=1_000_000, ge=1)

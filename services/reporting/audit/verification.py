@@ -1,0 +1,312 @@
+"""Verifying the ledger where it lives (PostgreSQL) or from an export file, and writing exports.
+
+Online verification reads each trust's chain in one consistent snapshot straight through asyncpg
+(millions of rows: no ORM in the way), and also checks the ledger's own defences: the append-only
+triggers are there and enabled, and the query columns are still generated from the hashed body.
+
+An export is JSON lines, one trust per file:
+
+    {"format": "flourish.audit.export.v1", "trust_id": ..., "exported_at": ...}
+    [seq, prev_hash, entry_hash, body]                    one line per entry, in order
+    {"checkpoint": {...}}                                 right after the entry it covers
+    {"end": {"entries": n, "head": {"seq": ..., "entry_hash": ...}}}
+
+The last line's absence means the file was cut short, and verification says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.reporting.audit.domain.canonical import instant
+from services.reporting.audit.domain.chain import ChainHead, ChainReport, ChainVerifier, Checkpoint, Mismatch
+from services.reporting.audit.tables import CHECKPOINTS, ENTRIES, GENERATED_COLUMNS, HEADS, IMMUTABLE_TABLES
+
+EXPORT_FORMAT = "flourish.audit.export.v1"
+BATCH = 20_000
+
+Progress = Callable[[UUID, int], None]
+
+
+@dataclass
+class Verification:
+    """The outcome for every chain checked, and the ledger's own defences."""
+
+    reports: list[ChainReport] = field(default_factory=list)
+    defences: list[str] = field(default_factory=list)  # problems found with the triggers and columns
+
+    @property
+    def ok(self) -> bool:
+        return not self.defences and all(report.ok for report in self.reports)
+
+    @property
+    def entries(self) -> int:
+        return sum(report.entries for report in self.reports)
+
+
+def _tables(schema: str) -> tuple[str, str, str]:
+    return tuple(f'"{schema}".{name}' for name in (ENTRIES, CHECKPOINTS, HEADS))  # type: ignore[return-value]
+
+
+async def verify_database(
+    dsn: str,
+    schema: str,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    trust_ids: Iterable[UUID] | None = None,
+    progress: Progress | None = None,
+) -> Verification:
+    conn = await asyncpg.connect(dsn)
+    helper = await asyncpg.connect(dsn)
+    try:
+        entries, _, heads = _tables(schema)
+        result = Verification(defences=await check_defences(conn, schema))
+        if trust_ids is None:
+            rows = await conn.fetch(f"SELECT trust_id FROM {heads} UNION SELECT DISTINCT trust_id FROM {entries} ORDER BY 1")
+            trust_ids = [row["trust_id"] for row in rows]
+        for trust_id in trust_ids:
+            result.reports.append(await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper))
+        return result
+    finally:
+        await helper.close()
+        await conn.close()
+
+
+async def verify_chain(
+    conn: asyncpg.Connection,
+    schema: str,
+    trust_id: UUID,
+    public_keys: Mapping[str, Ed25519PublicKey],
+    progress: Progress | None = None,
+    helper: asyncpg.Connection | None = None,
+    *,
+    batch: int = BATCH,
+    split_from: int = 4 * BATCH,
+) -> ChainReport:
+    """One trust's chain, its checkpoints and its head, all read in one snapshot.
+
+    With a `helper` connection a long chain is read as two halves at once, in the same snapshot:
+    PostgreSQL reads one half while this process hashes the other. The second half starts from
+    the stored hash of the entry before it, and the first half must end on exactly that hash, so
+    the halves verify as one chain.
+    """
+    entries, checkpoints, heads = _tables(schema)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        head = await conn.fetchrow(f"SELECT head_seq, head_hash FROM {heads} WHERE trust_id = $1", trust_id)
+        end = ChainHead(head["head_seq"], head["head_hash"]) if head else None
+        signed = [_checkpoint(row) for row in await conn.fetch(
+            f"SELECT trust_id, seq, entry_hash, signed_at, key_id, signature FROM {checkpoints} WHERE trust_id = $1 ORDER BY seq",
+            trust_id,
+        )]
+        boundary = None
+        if helper is not None and end is not None and end.seq >= split_from:
+            row = await conn.fetchrow(
+                f"SELECT seq, entry_hash FROM {entries} WHERE trust_id = $1 AND seq >= $2 ORDER BY seq LIMIT 1",
+                trust_id, end.seq // 2,
+            )
+            boundary = ChainHead(row["seq"], row["entry_hash"]) if row else None
+        if boundary is None:
+            verifier = ChainVerifier(trust_id, public_keys)
+            verifier.expect_checkpoints(signed)
+            await _read_into(conn, entries, trust_id, verifier, 0, None, batch, progress)
+            return verifier.finish(end)
+        assert helper is not None
+        snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
+        async with helper.transaction(isolation="repeatable_read", readonly=True):
+            await helper.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            first = ChainVerifier(trust_id, public_keys)
+            second = ChainVerifier(trust_id, public_keys, start=boundary)
+            first.expect_checkpoints(c for c in signed if c.seq <= boundary.seq)
+            second.expect_checkpoints(c for c in signed if c.seq > boundary.seq)
+            await asyncio.gather(
+                _read_into(conn, entries, trust_id, first, 0, boundary.seq, batch, progress),
+                _read_into(helper, entries, trust_id, second, boundary.seq, None, batch, None),
+            )
+        return _joined(first.finish(boundary), second.finish(end))
+
+
+async def _read_into(
+    conn: asyncpg.Connection, entries: str, trust_id: UUID, verifier: ChainVerifier,
+    after: int, upto: int | None, batch: int, progress: Progress | None,
+) -> None:
+    cursor = await conn.cursor(
+        f"""SELECT seq, prev_hash, entry_hash, body FROM {entries}
+            WHERE trust_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
+        trust_id, after, upto if upto is not None else 2**62,
+    )
+    while rows := await cursor.fetch(batch):
+        if not verifier.feed(rows):
+            return
+        if progress:
+            progress(trust_id, verifier.report.entries)
+
+
+def _joined(first: ChainReport, second: ChainReport) -> ChainReport:
+    """Two halves' reports as one: the first mismatch in chain order wins."""
+    joined = ChainReport(
+        trust_id=first.trust_id, entries=first.entries + second.entries,
+        checkpoints=first.checkpoints + second.checkpoints, last_seq=second.last_seq, last_hash=second.last_hash,
+        last_checkpoint=second.last_checkpoint or first.last_checkpoint, mismatch=first.mismatch or second.mismatch,
+    )
+    if first.mismatch is not None:
+        joined.last_seq, joined.last_hash = first.last_seq, first.last_hash
+    return joined
+
+
+async def check_defences(conn: asyncpg.Connection, schema: str) -> list[str]:
+    """What is wrong with the ledger's protections (an empty list when nothing is)."""
+    problems = []
+    for table in IMMUTABLE_TABLES:
+        trigger = await conn.fetchrow(
+            """SELECT t.tgenabled FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               WHERE n.nspname = $1 AND c.relname = $2 AND t.tgname = $3""",
+            schema, table, f"{table}_append_only",
+        )
+        if trigger is None:
+            problems.append(f"{schema}.{table}: its append-only trigger has been removed")
+        elif trigger["tgenabled"] != b"O" and trigger["tgenabled"] != "O":
+            problems.append(f"{schema}.{table}: its append-only trigger is disabled")
+    generated = await conn.fetch(
+        """SELECT a.attname, a.attgenerated, pg_get_expr(d.adbin, d.adrelid) AS expression
+           FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+           WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped""",
+        schema, ENTRIES,
+    )
+    by_name = {row["attname"]: row for row in generated}
+    for name, _, path in GENERATED_COLUMNS:
+        row = by_name.get(name)
+        attgenerated = row["attgenerated"] if row else None
+        if row is None or attgenerated not in (b"s", "s") or f"{{fact,{path}}}" not in (row["expression"] or ""):
+            problems.append(f"{schema}.{ENTRIES}.{name}: no longer generated from the hashed body")
+    return problems
+
+
+def _checkpoint(row: Mapping[str, Any]) -> Checkpoint:
+    return Checkpoint(trust_id=row["trust_id"], seq=row["seq"], entry_hash=row["entry_hash"],
+                      signed_at=row["signed_at"], key_id=row["key_id"], signature=row["signature"])
+
+
+# --- Exports ----------------------------------------------------------------------------------
+
+
+async def export_chain(dsn: str, schema: str, trust_id: UUID, out: IO[bytes], progress: Progress | None = None) -> int:
+    """Write one trust's chain as an export (one snapshot); returns the number of entries."""
+    entries, checkpoints, heads = _tables(schema)
+    conn = await asyncpg.connect(dsn)
+    count = 0
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            head = await conn.fetchrow(f"SELECT head_seq, head_hash FROM {heads} WHERE trust_id = $1", trust_id)
+            signed = {row["seq"]: _checkpoint(row) for row in await conn.fetch(
+                f"SELECT trust_id, seq, entry_hash, signed_at, key_id, signature FROM {checkpoints} WHERE trust_id = $1",
+                trust_id,
+            )}
+            out.write(orjson.dumps({"format": EXPORT_FORMAT, "trust_id": str(trust_id),
+                                    "exported_at": instant(datetime.now(UTC))}) + b"\n")
+            cursor = await conn.cursor(
+                f"SELECT seq, prev_hash, entry_hash, body FROM {entries} WHERE trust_id = $1 ORDER BY seq", trust_id
+            )
+            while batch := await cursor.fetch(BATCH):
+                lines = []
+                for seq, prev_hash, entry_hash, body in batch:
+                    lines.append(orjson.dumps([seq, prev_hash, entry_hash, body]))
+                    if seq in signed:
+                        lines.append(orjson.dumps({"checkpoint": signed.pop(seq).as_json()}))
+                out.write(b"\n".join(lines) + b"\n")
+                count += len(batch)
+                if progress:
+                    progress(trust_id, count)
+            # Checkpoints beyond the last entry (rows deleted since they were signed) stay in the
+            # export, so that an offline check sees what an online one would.
+            for seq in sorted(signed):
+                out.write(orjson.dumps({"checkpoint": signed[seq].as_json()}) + b"\n")
+            end_head = {"seq": head["head_seq"], "entry_hash": head["head_hash"]} if head else None
+            out.write(orjson.dumps({"end": {"entries": count, "head": end_head}}) + b"\n")
+    finally:
+        await conn.close()
+    return count
+
+
+class NotAnExport(Exception):
+    pass
+
+
+def verify_export(
+    lines: Iterable[bytes], public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None
+) -> ChainReport:
+    """Verify an export file's chain offline (no database, nothing but the file and the keys)."""
+    iterator = iter(lines)
+    try:
+        header = orjson.loads(next(iterator))
+    except (StopIteration, orjson.JSONDecodeError):
+        raise NotAnExport("the file is empty or its first line is not JSON") from None
+    if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
+        raise NotAnExport(f"the first line does not say format {EXPORT_FORMAT}")
+    trust_id = UUID(header["trust_id"])
+    verifier = ChainVerifier(trust_id, public_keys)
+    loads = orjson.loads
+    batch: list[Any] = []
+    end: dict[str, Any] | None = None
+    for number, line in enumerate(iterator, start=2):
+        if line[:1] == b"[":
+            batch.append(loads(line))
+            if len(batch) >= BATCH:
+                if not verifier.feed(batch):
+                    return verifier.report
+                batch = []
+                if progress:
+                    progress(trust_id, verifier.report.entries)
+            continue
+        if batch and not verifier.feed(batch):
+            return verifier.report
+        batch = []
+        record = loads(line) if line.strip() else {}
+        if "checkpoint" in record:
+            verifier.checkpoint(Checkpoint.from_json(record["checkpoint"]))
+        elif "end" in record:
+            end = record["end"]
+            break
+        elif record:
+            raise NotAnExport(f"line {number} is neither an entry, a checkpoint nor the end")
+        if verifier.failed:
+            return verifier.report
+    if batch and not verifier.feed(batch):
+        return verifier.report
+    if end is None:
+        verifier.report.mismatch = Mismatch(
+            verifier.report.last_seq + 1, "the export ends here without its end line: the file was cut short"
+        )
+        return verifier.report
+    head = ChainHead(end["head"]["seq"], end["head"]["entry_hash"]) if end.get("head") else None
+    return verifier.finish(head)
+
+
+def verify_export_file(path: Path, public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None) -> ChainReport:
+    with path.open("rb") as file:
+        return verify_export(file, public_keys, progress)
+
+
+def report_json(report: ChainReport) -> dict[str, Any]:
+    return {
+        "trust_id": str(report.trust_id),
+        "ok": report.ok,
+        "entries": report.entries,
+        "checkpoints": report.checkpoints,
+        "last_seq": report.last_seq,
+        "last_checkpoint_seq": report.last_checkpoint.seq if report.last_checkpoint else None,
+        "unsigned_entries": report.unsigned_entries,
+        "first_mismatch": None if report.mismatch is None else {
+            "seq": report.mismatch.seq, "event_id": report.mismatch.event_id, "reason": report.mismatch.reason,
+        },
+    }

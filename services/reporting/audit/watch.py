@@ -1,0 +1,67 @@
+"""The ledger checks itself: every few hours the reporting service re-verifies every chain from its
+first entry, as `flourish audit verify` does, and counts a failure on
+flourish_audit_verification_failures_total (alert FlourishAuditVerificationFailing). Checkpoints
+vouch for entries once, when signed; this notices an entry changed afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from services.reporting.audit.domain.chain import key_id_of
+from services.reporting.audit.ledger import Ledger
+from services.reporting.audit.metrics import verification_failures
+from services.reporting.audit.settings import AuditSettings
+from services.reporting.audit.signing import load_public_key, load_signer
+from services.reporting.audit.verification import Verification, verify_database
+
+if TYPE_CHECKING:
+    from shared.service import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def trusted_keys(settings: AuditSettings) -> dict[str, Ed25519PublicKey]:
+    """The current signing key's public half, and those of keys it replaced."""
+    keys = [load_signer(settings).public_key]
+    keys += [load_public_key(path.read_text()) for path in settings.previous_public_keys]
+    return {key_id_of(key): key for key in keys}
+
+
+async def verify_ledger(dsn: str, ledger: Ledger, keys: dict[str, Ed25519PublicKey]) -> Verification:
+    """Verify every chain; log and count what fails (ids and reasons only, never an entry's content)."""
+    result = await verify_database(dsn, ledger.schema, keys)
+    for problem in result.defences:
+        verification_failures.add(1, {"check": "periodic"})
+        log.error(f"audit ledger defence missing: {problem}", extra={"error_type": "LedgerDefence"})
+    for report in result.reports:
+        if report.mismatch is not None:
+            verification_failures.add(1, {"check": "periodic"})
+            log.error(f"audit chain does not verify at entry {report.mismatch.seq}: {report.mismatch.reason}", extra={
+                "trust_id": str(report.trust_id), "event_id": report.mismatch.event_id, "error_type": "ChainMismatch",
+            })
+    return result
+
+
+def periodic_verification(ledger: Ledger):  # type: ignore[no-untyped-def]
+    """The reporting service's background task that re-verifies the whole ledger."""
+
+    async def verify_periodically(runtime: Runtime, stop: asyncio.Event) -> None:
+        settings = AuditSettings()
+        wait = settings.verify_first_after_s
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await verify_ledger(runtime.settings.sync_database_url, ledger, trusted_keys(settings))
+            except Exception as error:  # PostgreSQL away: try again next round
+                log.warning("audit verification paused", extra={"error_type": type(error).__name__})
+            wait = settings.verify_every_s
+
+    return verify_periodically

@@ -1,0 +1,132 @@
+"""Audit facts every service publishes (context "audit"): reads of pupils' personal data, admin
+actions and audit queries, for the reporting service's append-only audit ledger.
+
+Disclosures, consent changes and erasures need no audit event of their own: the ledger records
+the reporting and consent services' events themselves. These are the facts that have no other
+event. Nothing here is personal data in clear: pupils and staff appear only as pseudonymous ids,
+reasons and categories are short codes, never free text.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import Field, field_validator
+
+from shared.events.registry import Event, register
+
+CONTEXT = "audit"
+
+# A short code: a data category, a reason, an admin action, a query name. Codes keep free text
+# (which could hold a child's name) out of the ledger.
+CODE_PATTERN = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+# Identifiers from elsewhere (a staff subject from the identity provider, a target id): any
+# printable text without quotes, backslashes or control characters, so that they read the same in
+# the ledger's canonical JSON, a CSV export and a terminal.
+IDENTIFIER_PATTERN = r'^[^\x00-\x1f\x7f"\\]{1,200}$'
+
+Code = Annotated[str, Field(pattern=CODE_PATTERN)]
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+
+_MAX_DETAILS = 20
+_MAX_DETAIL_VALUE = 200
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("must say its time zone")
+    return moment
+
+
+def _check_codes(values: list[str]) -> list[str]:
+    for value in values:
+        if not re.fullmatch(CODE_PATTERN, value):
+            raise ValueError("each item must be a short lower-case code (letters, digits, _ . : -)")
+    return values
+
+
+def _check_details(details: dict[str, str]) -> dict[str, str]:
+    if len(details) > _MAX_DETAILS:
+        raise ValueError(f"at most {_MAX_DETAILS} details")
+    for key, value in details.items():
+        if not re.fullmatch(CODE_PATTERN, key):
+            raise ValueError("detail keys must be short lower-case codes")
+        if len(value) > _MAX_DETAIL_VALUE or not re.fullmatch(IDENTIFIER_PATTERN, value or "x"):
+            raise ValueError(f"detail values must be ids or codes of at most {_MAX_DETAIL_VALUE} printable characters")
+    return details
+
+
+@register("flourish.audit.PersonalDataRead.v1", CONTEXT)
+class PersonalDataRead(Event):
+    """Someone read a pupil's personal data through an API: who, which pupil, which data, and why
+    if they said (a reason code, not free text)."""
+
+    pupil_id: UUID
+    actor: Identifier
+    data_categories: list[str] = Field(min_length=1, max_length=20)
+    route: Identifier
+    reason: str | None = Field(default=None, pattern=CODE_PATTERN)
+    read_at: datetime
+
+    _read_at_aware = field_validator("read_at")(_aware)
+
+    @field_validator("data_categories")
+    @classmethod
+    def _codes_only(cls, categories: list[str]) -> list[str]:
+        return _check_codes(categories)
+
+
+class AdminAction(StrEnum):
+    """The admin actions the platform knows today. The field is a code, so a service can record a
+    new kind of action before it is listed here."""
+
+    FRAMEWORK_LOADED = "framework.loaded"
+    RETENTION_POLICY_CHANGED = "retention_policy.changed"
+    AGENCY_REGISTERED = "agency.registered"
+    AGENCY_CHANGED = "agency.changed"
+    DATA_KEY_DESTROYED = "data_key.destroyed"
+    AUDIT_EXPORTED = "audit.exported"
+
+
+@register("flourish.audit.AdminActionTaken.v1", CONTEXT)
+class AdminActionTaken(Event):
+    """An administrative change: a framework loaded, a policy changed, an agency registered, a
+    pupil's data key destroyed, the audit ledger exported."""
+
+    action: Code
+    actor: Identifier
+    target_kind: Code
+    target_id: Identifier
+    pupil_id: UUID | None = None
+    details: dict[str, str] = Field(default_factory=dict)
+    taken_at: datetime
+
+    _taken_at_aware = field_validator("taken_at")(_aware)
+
+    @field_validator("details")
+    @classmethod
+    def _ids_and_codes_only(cls, details: dict[str, str]) -> dict[str, str]:
+        return _check_details(details)
+
+
+@register("flourish.audit.AuditQueried.v1", CONTEXT)
+class AuditQueried(Event):
+    """An auditor or data-protection officer asked the audit ledger a question: every audit query
+    is itself audited. Filters hold pseudonymous ids, codes and dates only."""
+
+    actor: Identifier
+    query: Code
+    filters: dict[str, str] = Field(default_factory=dict)
+    result_count: int | None = None
+    queried_at: datetime
+
+    _queried_at_aware = field_validator("queried_at")(_aware)
+
+    @field_validator("filters")
+    @classmethod
+    def _ids_and_codes_only(cls, filters: dict[str, str]) -> dict[str, str]:
+        return _check_details(filters)
