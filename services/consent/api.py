@@ -40,6 +40,7 @@ from services.consent.tables import (
     retention_expiries,
 )
 from shared.api import Cursor, PageSize, decode_cursor, encode_cursor, requires, run_command
+from shared.audit import PersonalDataReads, audit_reads
 from shared.auth import Principal, Role
 from shared.datakeys import ALGORITHM, DataKeyDestroyed, UnknownDataKey
 from shared.events.consent import (
@@ -301,6 +302,7 @@ def _decision_summary(r: Any) -> dict[str, Any]:
 async def receipt(
     decision_id: UUID, request: Request, runtime: RuntimeDep, deps: Deps,
     principal: Annotated[Principal, Depends(requires(*RECORDERS))],
+    read: Annotated[PersonalDataReads, Depends(audit_reads)],
     format: Literal["json", "text", "html"] | None = None,
 ) -> Response:
     async with runtime.engine.begin() as conn:
@@ -310,6 +312,9 @@ async def receipt(
         pupil = await handlers.pupil_in_scope(conn, principal, row.pupil_id, allow_erased=True)
         if pupil.erased_at is not None:
             raise Gone("the pupil was erased; the receipt's personal data no longer exists")
+        # The receipt names the parent or carer: the read is audited in the same transaction.
+        await read.record(conn, runtime.store, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id,
+                          academy_id=pupil.academy_id, data_categories=["consent_receipt"])
         key = await deps.vault.key_for(conn, pupil.trust_id, pupil.pupil_id, create=False)
     given_by = key.open_json(row.given_by_sealed, handlers.GIVEN_BY) if row.given_by_sealed else None
     evidence = key.open_text(row.evidence_sealed, handlers.EVIDENCE) if row.evidence_sealed else None
@@ -550,12 +555,15 @@ async def erasure_record(
 async def subject_access(
     pupil_id: UUID, request: Request, runtime: RuntimeDep, deps: Deps,
     principal: Annotated[Principal, Depends(requires(Role.dpo))],
+    read: Annotated[PersonalDataReads, Depends(audit_reads)],
     format: Literal["json", "text", "html"] | None = None, include_services: bool = True,
 ) -> Response:
     async with runtime.engine.begin() as conn:
         pupil = await handlers.pupil_in_scope(conn, principal, pupil_id, allow_erased=True)
         if pupil.erased_at is not None:
             raise Gone("the pupil was erased; nothing personal is held any more")
+        await read.record(conn, runtime.store, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id,
+                          academy_id=pupil.academy_id, data_categories=["subject_access_export"])
         section = await _consent_section(conn, deps, pupil)
     document: dict[str, Any] = {
         "export_version": "flourish-subject-access/1",

@@ -237,3 +237,15 @@ async def test_a_back_dated_decision_cannot_rewrite_a_later_one(consent: Consent
         decided_at=(now - timedelta(days=7)).isoformat()))
     assert older.status_code == 422
     assert (await consent.decision(pupil)).json()["decision"] == "deny"
+
+
+async def test_reading_a_receipt_is_written_to_the_audit_as_a_personal_data_read(consent: Consent) -> None:
+    [pupil] = await consent.enrol()
+    granted = (await consent.client.post(f"/pupils/{pupil}/consents", headers=consent.senco,
+                                         json=consent.consent_body("share_camhs"))).json()
+    await consent.client.get(f"/consent-decisions/{granted['decision_id']}/receipt", headers=consent.senco)
+
+    reads = [e["data"] for e in await consent.events("flourish.audit.PersonalDataRead.v1")
+             if e["data"]["pupil_id"] == str(pupil)]
+    assert len(reads) == 1
+    assert reads[0]["data_categories"] == ["consent_receipt"] and reads[0]["actor"] == "senco-1"
