@@ -6,6 +6,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from uuid import UUID
 
+from pydantic import Field
+
 from shared.events.registry import Event, register
 
 CONTEXT = "planning"
@@ -33,10 +35,18 @@ class PlanIssued(Event):
     practitioner_id: str
     review_on: date
     issued_at: datetime
+    # Added fields keep their defaults so that older PlanIssued.v1 messages still decode.
+    pupil_ids: list[UUID] = Field(default_factory=list, description="Every pupil of a group plan")
+    class_id: UUID | None = None
+    sessions_per_week: int | None = None
+    session_minutes: int | None = None
+    supersedes_version: int | None = None
 
 
 @register("flourish.planning.PlanReviewed.v1", CONTEXT)
 class PlanReviewed(Event):
+    """A plan was reviewed against the pupil's latest scores on its strand."""
+
     plan_id: UUID
     plan_version: int
     pupil_id: UUID | None
@@ -45,10 +55,14 @@ class PlanReviewed(Event):
     strand_percent_now: float | None = None
     change_since_previous_plan: float | None = None
     change_since_baseline: float | None = None
+    need_percents_now: dict[str, float] = Field(default_factory=dict)
+    assessment_id: UUID | None = None
 
 
 @register("flourish.planning.SessionLogged.v1", CONTEXT)
 class SessionLogged(Event):
+    """A session of a plan was held; one event per pupil who attended (pupil_id None: a class plan)."""
+
     session_id: UUID
     plan_id: UUID
     pupil_id: UUID | None
@@ -56,3 +70,16 @@ class SessionLogged(Event):
     minutes: int
     activities_done: list[str]
     logged_by: str
+    # The free-text note is personal data: it stays in the planning service, never in an event.
+    has_note: bool = False
+
+
+@register("flourish.planning.PlanClosed.v1", CONTEXT)
+class PlanClosed(Event):
+    """The plan's work is over; no more sessions are logged against it."""
+
+    plan_id: UUID
+    plan_version: int
+    pupil_id: UUID | None
+    closed_by: str
+    closed_at: datetime

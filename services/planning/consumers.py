@@ -1,0 +1,28 @@
+"""What planning consumes: scores and the roster from assessment, participation consent and
+erasure from consent. Each event is applied once (the kernel's inbox)."""
+
+from __future__ import annotations
+
+from services.planning import projections
+from shared.events.assessment import PupilClassChanged, PupilEnrolled, StrandScored
+from shared.events.consent import ConsentGranted, ConsentRefused, ConsentWithdrawn, PupilErased, RetentionExpired
+from shared.service import ConsumerSpec
+
+SCORES = ConsumerSpec(
+    name="scores",
+    contexts=["assessment"],
+    handlers={PupilEnrolled: projections.on_pupil_placed, PupilClassChanged: projections.on_pupil_placed},
+    batch_handlers={StrandScored: projections.on_strand_scored},
+)
+
+CONSENT = ConsumerSpec(
+    name="consent",
+    contexts=["consent"],
+    handlers={
+        ConsentGranted: projections.on_participation,
+        ConsentRefused: projections.on_participation,
+        ConsentWithdrawn: projections.on_participation,
+        PupilErased: projections.on_pupil_erased,
+        RetentionExpired: projections.on_retention_expired,
+    },
+)
