@@ -28,7 +28,8 @@ async def upgrade(engine: AsyncEngine, script_location: Path, settings: Settings
 
     def run(connection: Connection) -> None:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        # "heads": a service may keep independent branches (one per subpackage), all applied.
+        command.upgrade(config, "heads")
 
     async with engine.begin() as conn:
         await conn.run_sync(run)
