@@ -31,10 +31,11 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, unique
@@ -42,6 +43,8 @@ from bench.pipeline import produce, raw_producer
 from services.assessment.app import create
 from services.assessment.domain.assessment import Assessment, PupilHistory
 from services.assessment.framework_store import SAMPLE_VERSION, sample_framework
+from services.consent.app import ConsentSettings
+from services.consent.app import build_app as build_consent
 from shared.auth import DevIssuer, Role
 from shared.events.assessment import AssessmentStarted, Level, ObservationRecorded
 from shared.events.envelope import Envelope, encode, topic_for
@@ -65,10 +68,31 @@ async def run() -> list[dict[str, Any]]:
     from shared.infra.stack import ensure_stack
 
     endpoints = ensure_stack()
+    # A database of the run's own (dropped afterwards): the services' schemas have fixed names,
+    # and the assessment and consent services both migrate theirs into it.
+    server = make_url(endpoints.database_url)
+    database = f"flourish_bench_{uuid.uuid4().hex[:8]}"
+    await _admin(server, f'CREATE DATABASE "{database}"')
     settings = Settings(
-        database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        database_url=server.set(database=database).render_as_string(hide_password=False),
+        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
         topic_prefix=unique("bench.") + ".", log_level="WARNING",
     )
+    try:
+        return await _figures(settings)
+    finally:
+        await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+async def _admin(server: Any, statement: str) -> None:
+    conn = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def _figures(settings: Settings) -> list[dict[str, Any]]:
     defaults = await bulk_observations(settings)
     # The same run with the relay taking 2,000 events a batch (FLOURISH_RELAY_BATCH_SIZE): the
     # relay's per-batch round trips, not the API, bound the kernel-default figure.
@@ -93,8 +117,19 @@ def _as_dict(figure: Figure) -> dict[str, Any]:
 
 @asynccontextmanager
 async def served(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
-    """The service under uvicorn on a free local port, in this process and event loop."""
-    app = create(settings)
+    """The service under uvicorn on a free local port, in this process and event loop, with the
+    consent service (pupils' data keys, issue 5) beside it on its ASGI transport."""
+    consent_app = build_consent(settings, consent_settings=ConsentSettings(run_retention_scheduler=False))
+    async with consent_app.router.lifespan_context(consent_app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=consent_app), base_url="http://consent", timeout=30
+    ) as consent:
+        async with _served(settings.model_copy(update={"consent_url": "http://consent"}), consent) as served_app:
+            yield served_app
+
+
+@asynccontextmanager
+async def _served(settings: Settings, consent: httpx.AsyncClient) -> AsyncIterator[tuple[Any, str]]:
+    app = create(settings, consent_http=consent)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -267,7 +302,7 @@ async def _forget(settings: Settings, trust: uuid.UUID) -> None:
 
     engine = create_engine(settings, pool_size=1)
     tables = ["strand_scores", "observations", "assessments", "screenings", "pupils", "observation_notes",
-              "pupil_personal_data", "group_members", "groups", "classes", "academies", "idempotency_keys"]
+              "pupil_personal_data", "retention_clock_outbox", "erased_pupils", "group_members", "groups", "classes", "academies", "idempotency_keys"]
     try:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM assessment.outbox o USING assessment.events e "

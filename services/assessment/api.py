@@ -57,12 +57,14 @@ from services.assessment.schemas import (
     StartedOut,
     StrandScoreOut,
 )
+from services.assessment.personal_data import PersonalDataRepository
+from services.assessment.privacy import Privacy, erased
 from services.assessment.tables import academies, assessments, classes, group_members, groups, observations
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, decode_cursor, page_of, requires, run_command
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.assessment import AssessmentCompleted, StrandScored
 from shared.events.registry import Event
-from shared.problems import NotFound, PayloadTooLarge, UnprocessableEntity
+from shared.problems import Gone, NotFound, PayloadTooLarge, UnprocessableEntity
 from shared.service import Runtime, runtime_of
 
 router = APIRouter()
@@ -84,10 +86,15 @@ AnyCaller = Annotated[Principal, Depends(caller)]
 
 
 def context_of(request: Request) -> handlers.Context:
-    """The handlers' context for this app (made on first use, so any ServiceSpec app has one)."""
+    """The handlers' context for this app: app.create builds it with the process's Privacy (keys,
+    blind index); an app built from the bare ServiceSpec gets one on first use."""
     state = request.app.state
     if getattr(state, "assessment", None) is None:
-        state.assessment = handlers.Context(store=runtime_of(request).store)
+        runtime = runtime_of(request)
+        if getattr(state, "privacy", None) is None:
+            state.privacy = Privacy(runtime.settings)
+        state.assessment = handlers.Context(
+            store=runtime.store, personal_data=PersonalDataRepository(state.privacy.keyring, state.privacy.index))
     return state.assessment  # type: ignore[no-any-return]
 
 
@@ -239,7 +246,7 @@ async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx:
 @router.get("/pupils/{pupil_id}", tags=["roster"], response_model=PupilOut, summary="A pupil's roster record and personal data")
 async def get_pupil(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> PupilOut:
     async with runtime.engine.connect() as conn:
-        pupil = await _pupil_in_scope(conn, principal, pupil_id)
+        pupil = await _pupil_in_scope(conn, principal, pupil_id, personal=True)
         details = (await ctx.personal.details(conn, [pupil_id])).get(pupil_id)
     personal = dataclasses.asdict(details) if details else {}
     return PupilOut(**dataclasses.asdict(pupil), **personal)
@@ -348,7 +355,7 @@ async def list_observations(pupil_id: UUID, principal: Staff, runtime: Run, ctx:
             | ((observations.c.observed_at == moment) & (observations.c.observation_id < last))
         )
     async with runtime.engine.connect() as conn:
-        await _pupil_in_scope(conn, principal, pupil_id)
+        await _pupil_in_scope(conn, principal, pupil_id, personal=True)
         rows = list(await conn.execute(query))
         notes = await ctx.personal.notes(conn, [r.observation_id for r in rows if r.has_note])
     items = [
@@ -520,11 +527,16 @@ async def _profile(conn: AsyncConnection, ctx: handlers.Context, framework: Fram
 # --- Helpers -------------------------------------------------------------------------------------
 
 
-async def _pupil_in_scope(conn: AsyncConnection, principal: Principal, pupil_id: UUID) -> queries.PupilRow:
+async def _pupil_in_scope(conn: AsyncConnection, principal: Principal, pupil_id: UUID, *,
+                          personal: bool = False) -> queries.PupilRow:
+    """The pupil's roster row, in the caller's scope; `personal`: the caller is about to read the
+    pupil's personal data, which an erased pupil no longer has (410)."""
     pupil = (await queries.pupil_rows(conn, [pupil_id])).get(pupil_id)
     if pupil is None:
         raise UnknownPupil([pupil_id])
     ensure_scope(principal, pupil.trust_id, pupil.academy_id)
+    if personal and await erased(conn, [pupil_id]):
+        raise Gone("the pupil was erased: their personal data is no longer held")
     return pupil
 
 

@@ -1,22 +1,32 @@
 """The assessment service: framework, roster, observations, assessments and scoring; publishes
 ObservationRecorded, StrandScored and the roster and assessment events.
 
-The sample framework is loaded at start-up, once the schema is migrated (idempotent).
+The sample framework is loaded at start-up, once the schema is migrated (idempotent). Personal data
+is sealed with each pupil's data key from the consent service (privacy.Privacy: one per process,
+closed at shutdown); the service consumes PupilErased and RetentionExpired from the consent
+context, and a background task tells consent each imported pupil's date of birth.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from services.assessment import errors_to_problems, handlers
 from services.assessment.api import router
 from services.assessment.domain.errors import FrameworkVersionInUse
 from services.assessment.framework_store import sample_framework
+from services.assessment.personal_data import PersonalDataRepository
+from services.assessment.privacy import AssessmentPrivacySettings, Privacy, RetentionClockDelivery, erasure_handlers
 from services.assessment.tables import kernel, metadata
-from shared.service import Runtime, ServiceSpec, create_app
+from shared.service import ConsumerSpec, Runtime, ServiceSpec, create_app
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +58,41 @@ SPEC = ServiceSpec(
 )
 
 
-def create(settings: Settings | None = None) -> FastAPI:
-    return create_app(SPEC, settings)
+def create(settings: Settings | None = None, *, consent_http: httpx.AsyncClient | None = None,
+           privacy_settings: AssessmentPrivacySettings | None = None) -> FastAPI:
+    """The service with its privacy machinery: the keyring and blind index, the erasure consumer
+    and the retention-clock delivery. `consent_http` is how the consent service is reached (tests
+    pass a client on the consent app's ASGI transport; by default, HTTP to Settings.consent_url)."""
+    settings = settings or Settings()
+    privacy = Privacy(settings, http=consent_http, privacy_settings=privacy_settings)
+    delivery: list[RetentionClockDelivery] = []
+
+    async def retention_clock_delivery(runtime: Runtime, stop: asyncio.Event) -> None:
+        await delivery[0].run(stop)
+
+    erasure = ConsumerSpec(name="erasure", contexts=["consent"], handlers=erasure_handlers(privacy.keyring))
+    spec = replace(SPEC, consumers=[*SPEC.consumers, erasure],
+                   background_tasks=[*SPEC.background_tasks, retention_clock_delivery])
+    app = create_app(spec, settings)
+    runtime: Runtime = app.state.runtime
+    delivery.append(RetentionClockDelivery(runtime.engine, privacy))
+    app.state.privacy = privacy
+    app.state.retention_clock = delivery[0]
+    app.state.assessment = handlers.Context(
+        store=runtime.store, personal_data=PersonalDataRepository(privacy.keyring, privacy.index))
+
+    kernel_lifespan = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
+        try:
+            async with kernel_lifespan(application):
+                yield
+        finally:
+            await privacy.aclose()
+
+    app.router.lifespan_context = lifespan
+    return app
 
 
 def app() -> FastAPI:

@@ -16,8 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.assessment import handlers
 from services.assessment.framework_store import sample_framework
+from services.assessment.personal_data import PersonalDataRepository
+from services.assessment.privacy import Privacy
 from services.assessment.tables import kernel
 from shared.auth import Principal, Role
+from shared.settings import Settings
 from shared.store.event_store import EventStore
 
 _NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4d55-9b7e-0c0f1a2b3c4d")
@@ -54,10 +57,20 @@ def demo_roster(academy_number: int, size: int) -> bytes:
     return ("\r\n".join([HEADER, *rows]) + "\r\n").encode()
 
 
-async def load_demo(engine: AsyncEngine) -> int:
+async def load_demo(engine: AsyncEngine, settings: Settings | None = None) -> int:
     """Register the demo academies, load the sample framework and import the classes; returns
-    how many pupils were new (0 when the demo was loaded before)."""
-    context = handlers.Context(store=EventStore(kernel))
+    how many pupils were new (0 when the demo was loaded before). The consent service must be
+    running: the pupils' details are sealed with their data keys."""
+    privacy = Privacy(settings or Settings())
+    try:
+        return await _load(engine, privacy)
+    finally:
+        await privacy.aclose()
+
+
+async def _load(engine: AsyncEngine, privacy: Privacy) -> int:
+    context = handlers.Context(store=EventStore(kernel),
+                               personal_data=PersonalDataRepository(privacy.keyring, privacy.index))
     admin = Principal("demo-loader", frozenset({Role.trust_admin}), DEMO.trust_id)
     enrolled = 0
     async with engine.begin() as conn:

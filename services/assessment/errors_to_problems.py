@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from services.assessment.domain import errors as e
-from shared.problems import Conflict, Forbidden, NotFound, Problem, UnprocessableEntity
+from shared.datakeys import DataKeyDestroyed, DataKeyError
+from shared.problems import Conflict, Forbidden, Gone, NotFound, Problem, ServiceUnavailable, UnprocessableEntity
 
 
 def _as(problem: type[Problem], extras: Callable[[Any], dict[str, Any]] | None = None) -> Callable[[Exception], Problem]:
@@ -43,4 +44,8 @@ PROBLEMS: dict[type[Exception], Callable[[Exception], Problem]] = {
     e.AssessmentAlreadyCompleted: _as(Conflict),
     e.MissingRatings: _as(UnprocessableEntity, lambda x: {"missing_statements": {str(k): v for k, v in x.missing.items()}}),
     e.InvalidAssessmentRequest: _as(UnprocessableEntity),
+    # Per-pupil data keys (docs/consent.md): an erased pupil is gone; any other key failure fails
+    # closed (nothing sealed, written or shown) and may be retried.
+    DataKeyDestroyed: lambda x: Gone("the pupil was erased and their data key destroyed"),
+    DataKeyError: lambda x: ServiceUnavailable("a pupil's data key is not available; try again later"),
 }

@@ -45,6 +45,7 @@ from services.assessment.domain.observations import AssessmentSlot, Rating, deci
 from services.assessment.domain.roster import RosterEntry, RosterPlan, parse_mis_csv, plan_import
 from services.assessment.framework_store import PLATFORM, FrameworkStore, LoadOutcome
 from services.assessment.personal_data import Note, PersonalDataRepository
+from services.assessment.privacy import enqueue_retention_clock
 from services.assessment.projections import observation_recorded, project
 from services.assessment.tables import academies, classes, group_members, groups, trusts
 from shared.auth import Principal, Role, ensure_scope
@@ -73,8 +74,16 @@ class Context:
 
     store: EventStore
     frameworks: FrameworkStore = field(default_factory=FrameworkStore)
-    personal: PersonalDataRepository = field(default_factory=PersonalDataRepository)
+    # Sealing needs the consent service's keys: None where a caller touches no personal data
+    # (loading a framework at start-up).
+    personal_data: PersonalDataRepository | None = None
     clock: Callable[[], datetime] = utc_now
+
+    @property
+    def personal(self) -> PersonalDataRepository:
+        if self.personal_data is None:
+            raise RuntimeError("this context has no personal-data repository (no data keys)")
+        return self.personal_data
 
 
 class Emission:
@@ -160,7 +169,7 @@ async def import_roster(conn: AsyncConnection, ctx: Context, principal: Principa
     today = ctx.clock().date()
     rows, ignored = parse_mis_csv(data, today)
     names = await queries.class_names(conn, academy_id)
-    roster = await _roster_by_upn(conn, ctx, academy_id, names)
+    roster = await _roster_by_upn(conn, ctx, academy.trust_id, academy_id, names, [row.details.upn for row in rows])
     plan = plan_import(rows, roster, whole_roll, today)
     class_ids, created = await _ensure_classes(conn, academy, names, plan)
     emission = Emission(academy.trust_id)
@@ -169,6 +178,8 @@ async def import_roster(conn: AsyncConnection, ctx: Context, principal: Principa
     details.update({pupil_id: row.details for pupil_id, row in plan.rejoin})
     details.update(dict(plan.update_details))
     await ctx.personal.save_details(conn, academy.trust_id, academy_id, details)
+    # Consent counts retention from the date of birth: tell it, reliably (privacy.py's outbox).
+    await enqueue_retention_clock(conn, academy.trust_id, academy_id, details)
     expected = {pupil_stream(pupil_id): NO_STREAM for pupil_id, _ in enrolled}
     await emission.append(conn, ctx.store, expected)
     return ImportReport(
@@ -178,15 +189,21 @@ async def import_roster(conn: AsyncConnection, ctx: Context, principal: Principa
     )
 
 
-async def _roster_by_upn(conn: AsyncConnection, ctx: Context, academy_id: UUID, names: dict[UUID, str]) -> dict[str, RosterEntry]:
-    on_file = await ctx.personal.all_in_academy(conn, academy_id)
+async def _roster_by_upn(conn: AsyncConnection, ctx: Context, trust_id: UUID, academy_id: UUID,
+                         names: dict[UUID, str], upns: list[str]) -> dict[str, RosterEntry]:
+    """The academy's roster as plan_import reads it: the pupils the file names, by UPN (matched
+    through the blind index, details opened to see what changed), and the others under a key that
+    is never a UPN (a whole-roll import only needs to know they are on roll)."""
+    named, others = await ctx.personal.on_file(conn, trust_id, academy_id, upns)
     rows = {p.pupil_id: p for p in await queries.pupils_in(conn, academy_id=academy_id, on_roll_only=False)}
-    return {
-        details.upn: RosterEntry(pupil_id, details, names.get(rows[pupil_id].class_id) if rows[pupil_id].class_id else None,
-                                 rows[pupil_id].on_roll)
-        for pupil_id, details in on_file.items()
-        if pupil_id in rows
-    }
+
+    def entry(found: Any) -> RosterEntry:
+        row = rows[found.pupil_id]
+        return RosterEntry(found.pupil_id, found.details, names.get(row.class_id) if row.class_id else None, row.on_roll)
+
+    roster = {upn: entry(found) for upn, found in named.items() if found.pupil_id in rows}
+    roster.update({f"#{found.upn_index}": entry(found) for found in others if found.pupil_id in rows})
+    return roster
 
 
 async def _ensure_classes(conn: AsyncConnection, academy: Any, names: dict[UUID, str], plan: RosterPlan

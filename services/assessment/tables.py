@@ -8,8 +8,9 @@ Three kinds, and the difference matters:
   strand_scores), written in the same transaction as the append by projections.py and
   rebuildable from the events at any time;
 * records that are their own truth: frameworks, trusts, academies, classes and groups, and the
-  personal data (pupil_personal_data, observation_notes), which events never carry and which only
-  personal_data.PersonalDataRepository reads or writes.
+  personal data (pupil_personal_data, observation_notes), which events never carry, which only
+  personal_data.PersonalDataRepository reads or writes, and which is sealed with each pupil's
+  data key; the erasure tombstones (erased_pupils) and the retention-clock outbox.
 
 Every row carries trust_id (and academy_id where it belongs to one): a query always says whose.
 """
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -219,27 +221,30 @@ DERIVED = (strand_scores, observations, assessments, screenings, pupils)
 pupil_personal_data = Table(
     "pupil_personal_data",
     metadata,
-    # Kept apart from events and read models; per-pupil encryption arrives with the consent
-    # service's data keys, inside the repository, without a change anywhere else.
+    # Every personal field is sealed with the pupil's data key (shared.datakeys, AES-256-GCM bound to
+    # trust, pupil and field name): "fl1.…" text, unreadable once the consent service destroys the
+    # key. Matching an import's rows by UPN goes through upn_index, a keyed blind index
+    # (HMAC-SHA256 with the trust's lookup key), never through the UPN itself.
     Column("pupil_id", Uuid, primary_key=True),
     Column("trust_id", Uuid, nullable=False),
     Column("academy_id", Uuid, nullable=False),
+    Column("upn_index", Text, nullable=False),
     Column("upn", Text, nullable=False),
     Column("legal_surname", Text, nullable=False),
     Column("legal_forename", Text, nullable=False),
-    Column("preferred_surname", Text),
-    Column("preferred_forename", Text),
-    Column("date_of_birth", Date, nullable=False),
+    Column("preferred_surname", Text, nullable=False),
+    Column("preferred_forename", Text, nullable=False),
+    Column("date_of_birth", Text, nullable=False),
     Column("gender", Text, nullable=False),
     Column("year_group", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("academy_id", "upn", name="pupil_personal_data_upn_key"),
+    UniqueConstraint("academy_id", "upn_index", name="pupil_personal_data_upn_index_key"),
 )
 
 observation_notes = Table(
     "observation_notes",
     metadata,
-    # The free-text note of an observation: personal data, never in an event or a log.
+    # The free-text note of an observation, sealed with the pupil's key (bound to the observation).
     Column("observation_id", Uuid, primary_key=True),
     Column("trust_id", Uuid, nullable=False),
     Column("academy_id", Uuid, nullable=False),
@@ -247,4 +252,35 @@ observation_notes = Table(
     Column("note", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("observation_notes_pupil_idx", "pupil_id"),
+)
+
+# --- Erasure and retention (non-personal; their own truth) -------------------------------------
+
+erased_pupils = Table(
+    "erased_pupils",
+    metadata,
+    # A pupil the consent service erased (PupilErased, or RetentionExpired for `all`): their
+    # personal data and notes are gone; reads of it answer 410. Ids and dates only.
+    Column("pupil_id", Uuid, primary_key=True),
+    Column("trust_id", Uuid, nullable=False),
+    Column("academy_id", Uuid, nullable=False),
+    Column("erasure_event_id", Uuid, nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+)
+
+retention_clock_outbox = Table(
+    "retention_clock_outbox",
+    metadata,
+    # Pupils whose date of birth the consent service has not yet confirmed it holds (PUT
+    # /pupils/{id}/retention-clock). Written in the import's transaction; a background task
+    # delivers each row and deletes it only once consent answered 2xx (or 410: erased). The date
+    # itself is read, sealed, from pupil_personal_data at delivery time: nothing personal here.
+    Column("pupil_id", Uuid, primary_key=True),
+    Column("trust_id", Uuid, nullable=False),
+    Column("academy_id", Uuid, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_error", Text),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("retention_clock_outbox_due_idx", "next_attempt_at"),
 )

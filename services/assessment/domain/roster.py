@@ -250,10 +250,12 @@ def _duplicate_upns(rows: Sequence[MisRow]) -> list[RowProblem]:
 
 @dataclass(frozen=True)
 class RosterEntry:
-    """A pupil the academy's roster already holds (found by UPN)."""
+    """A pupil the academy's roster already holds (found by UPN). `details` is None for a pupil the
+    import file does not name (their details are not opened: only a whole-roll import needs them,
+    and only to see they left)."""
 
     pupil_id: UUID
-    details: PupilDetails
+    details: PupilDetails | None
     class_name: str | None
     on_roll: bool
 

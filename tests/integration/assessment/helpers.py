@@ -1,5 +1,6 @@
 """Building blocks for the assessment service's tests on the real stack: the service started for
-real, a tenant of its own per test (the `assessment` schema is shared), tokens and roster files."""
+real beside the consent service (its data keys, erasure, retention clocks), a tenant of its own per
+test (the `assessment` schema is shared), tokens and roster files."""
 
 from __future__ import annotations
 
@@ -17,20 +18,45 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.assessment.app import create
+from services.consent.app import ConsentSettings, build_app
 from shared.auth import DevIssuer, Role
 from shared.settings import Settings
+
+CONSENT_URL = "http://consent"
 
 SAMPLE = "flourish-sample-1"
 HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group"
 
 
+@dataclass
+class Stack:
+    """The assessment service and, beside it in the same process, the consent service it gets
+    pupils' data keys from (both on the test's topic prefix and database)."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    consent_app: FastAPI
+    consent: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def serving_stack(settings: Settings) -> AsyncIterator[Stack]:
+    settings = settings.model_copy(update={"consent_url": CONSENT_URL})
+    consent_app = build_app(settings, consent_settings=ConsentSettings(run_retention_scheduler=False))
+    async with consent_app.router.lifespan_context(consent_app):
+        transport = httpx.ASGITransport(app=consent_app)
+        async with httpx.AsyncClient(transport=transport, base_url=CONSENT_URL, timeout=60) as consent:
+            app = create(settings, consent_http=consent)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://assessment", timeout=60) as client:
+                    yield Stack(app, client, consent_app, consent)
+
+
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    app = create(settings)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://assessment", timeout=60) as client:
-            yield app, client
+    async with serving_stack(settings) as stack:
+        yield stack.app, stack.client
 
 
 @dataclass

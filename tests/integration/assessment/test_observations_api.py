@@ -126,8 +126,9 @@ async def test_a_note_is_kept_apart_and_never_travels_in_the_event(api, tenant, 
     ((_, _, data),) = await observations(engine, tenant)
     assert note not in str(data) and data["has_note"] is True
     observation_id = response.json()["observation_ids"][0]
-    assert await count(engine, "SELECT count(*) FROM assessment.observation_notes WHERE observation_id = :o AND note = :n",
-                       o=observation_id, n=note) == 1
+    # Kept apart, and sealed with the pupil's data key: the table holds ciphertext only.
+    assert await count(engine, "SELECT count(*) FROM assessment.observation_notes WHERE observation_id = :o "
+                               "AND note LIKE 'fl1.%' AND position(:n in note) = 0", o=observation_id, n=note) == 1
     listed = (await api.get(f"/pupils/{pupil}/observations", headers=tenant.headers())).json()["items"]
     assert listed[0]["note"] == note
 

@@ -9,6 +9,7 @@ Revises:
 Create Date: 2026-11-26
 """
 
+import sqlalchemy as sa
 from alembic import op
 
 from shared.store.migrations import create_kernel_tables, drop_kernel_tables
@@ -25,7 +26,7 @@ def _service_tables():  # type: ignore[no-untyped-def]
     return [
         tables.frameworks, tables.trusts, tables.academies, tables.classes, tables.groups, tables.group_members,
         tables.pupils, tables.observations, tables.screenings, tables.assessments, tables.strand_scores,
-        tables.pupil_personal_data, tables.observation_notes,
+        tables.observation_notes,
     ]
 
 
@@ -34,10 +35,30 @@ def upgrade() -> None:
     from services.assessment.tables import metadata
 
     metadata.create_all(op.get_bind(), tables=_service_tables())
+    # pupil_personal_data as it was at revision 1 (plaintext; revision 2 seals it). Spelled out
+    # here because tables.py has moved on.
+    op.create_table(
+        "pupil_personal_data",
+        sa.Column("pupil_id", sa.Uuid, primary_key=True),
+        sa.Column("trust_id", sa.Uuid, nullable=False),
+        sa.Column("academy_id", sa.Uuid, nullable=False),
+        sa.Column("upn", sa.Text, nullable=False),
+        sa.Column("legal_surname", sa.Text, nullable=False),
+        sa.Column("legal_forename", sa.Text, nullable=False),
+        sa.Column("preferred_surname", sa.Text),
+        sa.Column("preferred_forename", sa.Text),
+        sa.Column("date_of_birth", sa.Date, nullable=False),
+        sa.Column("gender", sa.Text, nullable=False),
+        sa.Column("year_group", sa.Text, nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+        sa.UniqueConstraint("academy_id", "upn", name="pupil_personal_data_upn_key"),
+        schema="assessment",
+    )
 
 
 def downgrade() -> None:
     from services.assessment.tables import metadata
 
+    op.drop_table("pupil_personal_data", schema="assessment")
     metadata.drop_all(op.get_bind(), tables=_service_tables())
     drop_kernel_tables("assessment")

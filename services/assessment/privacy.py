@@ -1,0 +1,309 @@
+"""The assessment service's side of issue 5: per-pupil data keys, the UPN blind index, telling the
+consent service each pupil's date of birth (reliably), and erasure.
+
+* ``Privacy`` is one per process (built by app.create, closed at shutdown): the keyring (a
+  ``DataKeyClient`` to the consent service, as role ``service`` of the pupil's trust), the blind
+  index, and the HTTP client both use.
+* ``BlindIndex``: UPNs are guessable (a check letter and 12 digits), so a plain hash of one is as
+  good as the UPN. Import matching uses HMAC-SHA256 of the normalised UPN under a per-trust lookup
+  key derived from FLOURISH_LOOKUP_KEY (a secret; a development key is generated under state_dir,
+  and production refuses to start without the setting).
+* The retention clock: consent counts the default retention period (25 years) from the date of
+  birth, which only this service knows. The import writes a row to ``retention_clock_outbox`` in
+  its own transaction; ``RetentionClockDelivery`` (a background task) PUTs the date to consent's
+  ``/pupils/{id}/retention-clock`` and deletes the row only on 2xx (or 410: erased). Anything else
+  (consent down, 404 because consent has not yet consumed the PupilEnrolled, 5xx) is retried with
+  backoff, for ever: the row is the proof that consent does not yet know.
+* Erasure: ``PupilErased`` (and ``RetentionExpired`` for ``all``) forget the cached key, delete the
+  pupil's personal data, notes and pending clock, and leave a non-personal tombstone so reads
+  answer 410. ``RetentionExpired`` for ``assessments`` deletes the pupil's observation notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.assessment.tables import erased_pupils, observation_notes, pupil_personal_data, retention_clock_outbox
+from shared.datakeys import DataKey, DataKeyClient, DataKeyDestroyed, DataKeyError, DataKeySettings, PupilKeyring
+from shared.events.consent import DataCategory, PupilErased, RetentionExpired
+from shared.events.envelope import Envelope
+from shared.peers import ServiceTokens
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOOKUP_KEY_BYTES = 32
+# At most this many key fetches at once from the consent service (an import of a whole school).
+KEY_FETCH_CONCURRENCY = 16
+
+
+class AssessmentPrivacySettings(BaseSettings):
+    """The assessment service's own privacy settings (beside the kernel's Settings)."""
+
+    model_config = SettingsConfigDict(env_prefix="FLOURISH_", extra="ignore")
+
+    # Base64 of 32 random bytes: the master key per-trust UPN lookup keys are derived from. A
+    # secret like the KEK; changing it orphans every stored index (re-imports would re-enrol).
+    lookup_key: SecretStr | None = None
+    # How often the retention-clock outbox is looked at, and the longest wait between retries.
+    retention_clock_interval_s: float = Field(default=2.0, gt=0)
+    retention_clock_backoff_max_s: float = Field(default=300.0, gt=0)
+
+
+# --- The blind index ----------------------------------------------------------------------------
+
+
+class BlindIndex:
+    """HMAC-SHA256 of a normalised UPN under the trust's lookup key (derived from the master)."""
+
+    def __init__(self, master: bytes) -> None:
+        if len(master) != LOOKUP_KEY_BYTES:
+            raise ValueError("FLOURISH_LOOKUP_KEY must be base64 of 32 random bytes")
+        self._master = master
+        self._per_trust: dict[UUID, bytes] = {}
+
+    @classmethod
+    def from_settings(cls, settings: AssessmentPrivacySettings, state_dir: Path, *, production: bool) -> BlindIndex:
+        if settings.lookup_key is not None:
+            value = settings.lookup_key.get_secret_value()
+        elif production:
+            raise ValueError("FLOURISH_LOOKUP_KEY is required in production (the UPN blind index key)")
+        else:
+            value = _dev_lookup_key(state_dir)
+        try:
+            return cls(base64.b64decode(value.strip(), validate=True))
+        except (ValueError, binascii.Error):
+            raise ValueError("FLOURISH_LOOKUP_KEY is not valid base64 of 32 bytes") from None
+
+    def trust_key(self, trust_id: UUID) -> bytes:
+        key = self._per_trust.get(trust_id)
+        if key is None:
+            key = hmac.new(self._master, b"flourish/v1/upn-lookup/" + trust_id.bytes, hashlib.sha256).digest()
+            self._per_trust[trust_id] = key
+        return key
+
+    def upn(self, trust_id: UUID, upn: str) -> str:
+        return hmac.new(self.trust_key(trust_id), normalise_upn(upn).encode(), hashlib.sha256).hexdigest()
+
+
+def normalise_upn(upn: str) -> str:
+    return "".join(upn.split()).upper()
+
+
+def _dev_lookup_key(state_dir: Path) -> str:
+    """Created once (atomically, owner-only) under state_dir, then read by every process."""
+    directory = state_dir / "lookup-key"
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / "lookup.b64"
+    if not path.exists():
+        fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as file:
+            file.write(base64.b64encode(os.urandom(LOOKUP_KEY_BYTES)) + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        try:
+            os.link(name, path)  # another process published first: theirs wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(name)
+    return path.read_text()
+
+
+# --- Keys ---------------------------------------------------------------------------------------
+
+
+async def keys_for(keyring: PupilKeyring, pairs: Iterable[tuple[UUID, UUID]]) -> dict[UUID, DataKey | DataKeyDestroyed]:
+    """The keys of many pupils ((trust_id, pupil_id) pairs) at once, a few fetches in flight.
+
+    An erased pupil maps to the DataKeyDestroyed raised for them; any other DataKeyError raises
+    (fail closed)."""
+    wanted = dict((pupil_id, trust_id) for trust_id, pupil_id in pairs)
+    gate = asyncio.Semaphore(KEY_FETCH_CONCURRENCY)
+
+    async def one(pupil_id: UUID, trust_id: UUID) -> DataKey | DataKeyDestroyed:
+        async with gate:
+            try:
+                return await keyring.key_for(trust_id, pupil_id)
+            except DataKeyDestroyed as erased:
+                return erased
+
+    found = await asyncio.gather(*(one(p, t) for p, t in wanted.items()))
+    return dict(zip(wanted, found, strict=True))
+
+
+class Privacy:
+    """One per process: the keyring, the blind index and the consent client they share."""
+
+    def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None,
+                 privacy_settings: AssessmentPrivacySettings | None = None,
+                 key_settings: DataKeySettings | None = None) -> None:
+        self.settings = settings
+        self.privacy_settings = privacy_settings or AssessmentPrivacySettings()
+        key_settings = key_settings or DataKeySettings()
+        if settings.environment == "production" and not settings.consent_url.startswith("https://"):
+            raise ValueError("FLOURISH_CONSENT_URL must be https in production: data keys travel on it")
+        self.consent_url = settings.consent_url.rstrip("/")
+        self.http = http or httpx.AsyncClient(timeout=5.0)
+        self._owns_http = http is None
+        self.tokens = ServiceTokens(settings, "assessment")
+        self.keyring: DataKeyClient = DataKeyClient(
+            settings.consent_url, self.tokens.for_trust, ttl_s=key_settings.data_key_cache_ttl_s,
+            max_entries=key_settings.data_key_cache_size, http=self.http,
+        )
+        self.index = BlindIndex.from_settings(self.privacy_settings, settings.state_dir,
+                                              production=settings.environment == "production")
+
+    async def aclose(self) -> None:
+        await self.keyring.aclose()
+        if self._owns_http:
+            await self.http.aclose()
+
+
+# --- The retention clock ------------------------------------------------------------------------
+
+
+async def enqueue_retention_clock(conn: AsyncConnection, trust_id: UUID, academy_id: UUID, pupil_ids: Iterable[UUID]) -> None:
+    """In the import's transaction: consent must (again) be told these pupils' dates of birth."""
+    rows = [{"pupil_id": p, "trust_id": trust_id, "academy_id": academy_id} for p in dict.fromkeys(pupil_ids)]
+    if not rows:
+        return
+    statement = insert(retention_clock_outbox).values(rows)
+    await conn.execute(statement.on_conflict_do_update(
+        index_elements=[retention_clock_outbox.c.pupil_id],
+        set_={"attempts": 0, "next_attempt_at": datetime.now(UTC), "last_error": None},
+    ))
+
+
+class RetentionClockDelivery:
+    """Delivers the retention-clock outbox to the consent service until it is empty."""
+
+    def __init__(self, engine: AsyncEngine, privacy: Privacy, *, batch: int = 50) -> None:
+        self.engine = engine
+        self.privacy = privacy
+        self.batch = batch
+
+    async def run(self, stop: asyncio.Event) -> None:
+        interval = self.privacy.privacy_settings.retention_clock_interval_s
+        while not stop.is_set():
+            try:
+                while await self.deliver_once() == self.batch and not stop.is_set():
+                    pass
+            except Exception:  # noqa: BLE001 - a failed pass is retried next interval; rows stay
+                log.exception("retention-clock delivery pass failed; will retry")
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+
+    async def deliver_once(self) -> int:
+        """One batch of due rows; returns how many were attempted."""
+        t = retention_clock_outbox
+        async with self.engine.begin() as conn:
+            due = list(await conn.execute(
+                select(t.c.pupil_id, t.c.trust_id, t.c.attempts).where(t.c.next_attempt_at <= datetime.now(UTC))
+                .order_by(t.c.next_attempt_at).limit(self.batch).with_for_update(skip_locked=True)
+            ))
+            if not due:
+                return 0
+            from services.assessment.personal_data import PersonalDataRepository
+
+            repository = PersonalDataRepository(self.privacy.keyring, self.privacy.index)
+            births = await repository.dates_of_birth(conn, [(r.trust_id, r.pupil_id) for r in due])
+            outcomes = await asyncio.gather(*(self._send(r.trust_id, r.pupil_id, births.get(r.pupil_id)) for r in due))
+            for row, error in zip(due, outcomes, strict=True):
+                if error is None:
+                    await conn.execute(delete(t).where(t.c.pupil_id == row.pupil_id))
+                    continue
+                wait = min(self.privacy.privacy_settings.retention_clock_backoff_max_s, 2.0 * 2 ** min(row.attempts, 16))
+                await conn.execute(update(t).where(t.c.pupil_id == row.pupil_id).values(
+                    attempts=t.c.attempts + 1, last_error=error,
+                    next_attempt_at=datetime.now(UTC) + timedelta(seconds=wait),
+                ))
+                if row.attempts and row.attempts % 10 == 0:
+                    log.warning("consent has not confirmed a pupil's retention clock after %d attempts: %s",
+                                row.attempts, error, extra={"pupil_id": str(row.pupil_id)})
+            return len(due)
+
+    async def _send(self, trust_id: UUID, pupil_id: UUID, born: date | DataKeyError | None) -> str | None:
+        """None when done (consent has the date, or there is nothing left to tell); else why not."""
+        if born is None or isinstance(born, DataKeyDestroyed):
+            return None  # erased (or the details went with an erasure): nothing to count from here
+        if isinstance(born, DataKeyError):
+            return f"the pupil's data key is not available ({type(born).__name__})"
+        try:
+            token = await self.privacy.tokens.for_trust(trust_id)
+            response = await self.privacy.http.put(
+                f"{self.privacy.consent_url}/pupils/{pupil_id}/retention-clock",
+                json={"date_of_birth": born.isoformat()}, headers={"Authorization": f"Bearer {token}"},
+            )
+        except (httpx.HTTPError, RuntimeError) as error:
+            return f"consent unreachable ({type(error).__name__})"
+        if response.is_success or response.status_code == 410:
+            return None
+        # 404: consent has not consumed the pupil's enrolment yet; 401/403/5xx: configuration or
+        # an outage. All retried: dropping the row would leave the pupil without a retention clock.
+        return f"consent answered {response.status_code}"
+
+
+# --- Erasure ------------------------------------------------------------------------------------
+
+
+async def erase_pupil(conn: AsyncConnection, keyring: PupilKeyring, envelope: Envelope) -> None:
+    """Forget the key, drop what is personal, leave a tombstone. Idempotent."""
+    pupil_id, trust_id = envelope.data.pupil_id, envelope.trust_id
+    keyring.forget(pupil_id)
+    for table in (pupil_personal_data, observation_notes, retention_clock_outbox):
+        await conn.execute(delete(table).where(table.c.pupil_id == pupil_id, table.c.trust_id == trust_id))
+    await conn.execute(insert(erased_pupils).values(
+        pupil_id=pupil_id, trust_id=trust_id, academy_id=envelope.academy_id, erasure_event_id=envelope.id,
+        erased_at=datetime.now(UTC),
+    ).on_conflict_do_nothing(index_elements=[erased_pupils.c.pupil_id]))
+
+
+def erasure_handlers(keyring: PupilKeyring) -> dict[type[Any], Any]:
+    async def on_pupil_erased(conn: AsyncConnection, envelope: Envelope) -> None:
+        await erase_pupil(conn, keyring, envelope)
+
+    async def on_retention_expired(conn: AsyncConnection, envelope: Envelope) -> None:
+        data: RetentionExpired = envelope.data  # type: ignore[assignment]
+        if data.data_category == DataCategory.ALL:
+            await erase_pupil(conn, keyring, envelope)
+        elif data.data_category == DataCategory.ASSESSMENTS:
+            # The personal part of the pupil's assessment data: the free-text notes. Ratings and
+            # scores are pseudonymous event-sourced records and stay (see docs/assessment.md).
+            await conn.execute(delete(observation_notes).where(
+                observation_notes.c.pupil_id == data.pupil_id, observation_notes.c.trust_id == envelope.trust_id))
+
+    return {PupilErased: on_pupil_erased, RetentionExpired: on_retention_expired}
+
+
+async def erased(conn: AsyncConnection, pupil_ids: Iterable[UUID]) -> set[UUID]:
+    ids = list(pupil_ids)
+    if not ids:
+        return set()
+    rows = await conn.execute(select(erased_pupils.c.pupil_id).where(erased_pupils.c.pupil_id.in_(ids)))
+    return {r.pupil_id for r in rows}
+
+
+__all__ = ["AssessmentPrivacySettings", "BlindIndex", "DataKeyError", "Privacy", "RetentionClockDelivery",
+           "enqueue_retention_clock", "erase_pupil", "erased", "erasure_handlers", "keys_for", "normalise_upn"]
