@@ -61,6 +61,7 @@ from services.assessment.personal_data import PersonalDataRepository
 from services.assessment.privacy import Privacy, erased
 from services.assessment.tables import academies, assessments, classes, group_members, groups, observations
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, decode_cursor, page_of, requires, run_command
+from shared.audit import PersonalDataReads, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.assessment import AssessmentCompleted, StrandScored
 from shared.events.registry import Event
@@ -78,6 +79,9 @@ MAX_ROSTER_BYTES = 5 * 1024 * 1024
 MAX_FRAMEWORK_BYTES = 2 * 1024 * 1024
 
 Staff = Annotated[Principal, Depends(requires(*STAFF))]
+# The reporting service reads gender and year group for the anonymised report; a DPO answers
+# subject-access requests.
+PupilReader = Annotated[Principal, Depends(requires(*STAFF, Role.dpo, Role.service))]
 Observer = Annotated[Principal, Depends(requires(*OBSERVERS))]
 RosterKeeper = Annotated[Principal, Depends(requires(*ROSTER_KEEPERS))]
 TenancyAdmin = Annotated[Principal, Depends(requires(*TENANCY_ADMINS))]
@@ -244,10 +248,14 @@ async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx:
 
 
 @router.get("/pupils/{pupil_id}", tags=["roster"], response_model=PupilOut, summary="A pupil's roster record and personal data")
-async def get_pupil(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> PupilOut:
-    async with runtime.engine.connect() as conn:
+async def get_pupil(pupil_id: UUID, principal: PupilReader, runtime: Run, ctx: Ctx,
+                    read: Annotated[PersonalDataReads, Depends(audit_reads)]) -> PupilOut:
+    async with runtime.engine.begin() as conn:
         pupil = await _pupil_in_scope(conn, principal, pupil_id, personal=True)
         details = (await ctx.personal.details(conn, [pupil_id])).get(pupil_id)
+        # Every read of a pupil's personal data is audited, in the transaction that reads it.
+        await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
+                          academy_id=pupil.academy_id, data_categories=["roster_personal_data"])
     personal = dataclasses.asdict(details) if details else {}
     return PupilOut(**dataclasses.asdict(pupil), **personal)
 

@@ -165,3 +165,20 @@ async def test_academies_are_listed_within_scope_and_the_trust_can_be_named(api,
     assert {a["academy_id"] for a in central} == {str(tenant.academy_id), str(other)}
     schema = (await api.get("/framework-schema", headers=tenant.headers())).json()
     assert {"version", "strands", "levels", "threshold_percent"} <= set(schema["properties"])
+
+
+async def test_reading_a_pupils_personal_data_is_audited_and_a_service_may_read_it(api, tenant, engine):
+    await tenant.register(api)
+    report = (await import_roster(api, tenant, roster_csv(pupil_rows(1)))).json()
+    pupil = report["enrolled"][0]["pupil_id"]
+
+    by_staff = await api.get(f"/pupils/{pupil}", headers=tenant.headers(subject="senco-9"))
+    by_service = await api.get(f"/pupils/{pupil}", headers=tenant.headers(Role.service, subject="service:reporting"))
+
+    assert by_staff.status_code == by_service.status_code == 200
+    reads = [data for _, event_type, data in await events_of(engine, tenant.trust_id)
+             if event_type == "flourish.audit.PersonalDataRead.v1"]
+    assert [(r["pupil_id"], r["actor"], r["data_categories"]) for r in reads] == [
+        (pupil, "senco-9", ["roster_personal_data"]),
+        (pupil, "service:reporting", ["roster_personal_data"]),
+    ]
