@@ -1,14 +1,17 @@
-"""The reporting service: Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, and the audit ledger."""
+"""The reporting service: read models, dashboards, the intervention report, consent-gated sharing
+with agencies over signed webhooks, the audit ledger, and the ops page."""
 
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from services.reporting import audit
+from services.reporting import audit, readmodels, sharing
+from services.reporting.ops import router as ops_router
 from services.reporting.tables import SCHEMA, kernel, metadata
 from shared.service import ServiceSpec, create_app
 
 LEDGER = audit.Ledger(SCHEMA)
+SHARING = sharing.Sharing()
 
 SPEC = ServiceSpec(
     name="reporting",
@@ -16,10 +19,13 @@ SPEC = ServiceSpec(
     tables=kernel,
     migrations=Path(__file__).parent / "migrations",
     description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, and the audit ledger.",
-    routers=[audit.audit_router(LEDGER)],
-    consumers=[audit.ledger_consumer(LEDGER)],
+    routers=[audit.audit_router(LEDGER), sharing.sharing_router(SHARING),
+             readmodels.readmodels_router(), ops_router],
+    consumers=[audit.ledger_consumer(LEDGER), sharing.withdrawal_consumer(SHARING),
+               readmodels.readmodels_consumer()],
     domain_errors=audit.DOMAIN_ERRORS,
-    background_tasks=[audit.checkpointer(LEDGER), audit.periodic_verification(LEDGER), audit.keep_audit_topic],
+    background_tasks=[audit.checkpointer(LEDGER), audit.periodic_verification(LEDGER), audit.keep_audit_topic,
+                      sharing.delivery_worker(SHARING)],
 )
 
 

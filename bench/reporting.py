@@ -1,0 +1,152 @@
+"""Reporting's read models: rebuilding them from history beside a raw aiokafka read of the same
+events, and rendering the intervention report's HTML.
+
+    python -m bench.reporting      (or `await bench.reporting.run()`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import make_url
+
+from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, unique
+from shared.events.assessment import Level, ObservationRecorded, StrandScored
+from shared.events.envelope import Envelope, encode, topic_for
+from shared.messaging.producer import KafkaPublisher, OutgoingRecord
+from shared.messaging.topics import ensure_topics
+from shared.settings import Settings
+from services.reporting.readmodels.rebuild import partitions_of
+
+EVENTS = 60_000
+RENDERS = 50
+
+
+def _history(count: int, trust: uuid.UUID) -> list[Envelope]:
+    """Mostly observations, a strand score per 45 of them: what assessments produce."""
+    now = datetime.now(UTC)
+    events: list[Envelope] = []
+    pupil, assessment = uuid.uuid4(), uuid.uuid4()
+    for n in range(count):
+        if n % 46 == 45:
+            data: Any = StrandScored(assessment_id=assessment, pupil_id=pupil, framework_version="flourish-sample-1",
+                                     strand="being", need_percents={"being.safe": 51.1, "being.special": 28.9,
+                                                                    "being.needs-met": 28.9},
+                                     strand_percent=36.3, threshold_percent=64, threshold_met=False,
+                                     working_at_strand="being", baseline=True, scored_at=now)
+            pupil, assessment = uuid.uuid4(), uuid.uuid4()
+        else:
+            data = ObservationRecorded(observation_id=uuid.uuid4(), pupil_id=pupil, assessment_id=assessment,
+                                       framework_version="flourish-sample-1", statement_id=f"being.{n % 46 + 1}",
+                                       level=Level.DEVELOPING, observer_id="staff-1", observed_at=now)
+        events.append(Envelope(data=data, trust_id=trust, academy_id=ACADEMY, source="/flourish/assessment"))
+    return events
+
+
+async def run() -> list[dict[str, Any]]:
+    from bench.planning import _admin
+    from shared.infra.stack import ensure_stack
+
+    endpoints = ensure_stack()
+    server = make_url(endpoints.database_url)
+    database = unique("bench_reporting_")
+    await _admin(server, f'CREATE DATABASE "{database}"')
+    prefix = unique("bench.") + "."
+    settings = Settings(database_url=server.set(database=database).render_as_string(hide_password=False),
+                        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, topic_prefix=prefix, log_level="WARNING")
+    topics = [topic_for(c, prefix) for c in ("assessment", "planning")]
+    try:
+        figures = await _run(settings, topics)
+    finally:
+        await delete_topics(settings.kafka_bootstrap_servers, topics)
+        await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    return [json.loads(f.json_line()) for f in figures]
+
+
+async def _run(settings: Settings, topics: list[str]) -> list[Figure]:
+    from services.reporting.app import SPEC
+    from services.reporting.readmodels.rebuild import rebuild
+    from shared.store.db import create_engine
+    from shared.store.migrations import upgrade
+
+    engine = create_engine(settings)
+    await upgrade(engine, SPEC.migrations, settings)
+    await ensure_topics(settings.kafka_bootstrap_servers, topics)
+    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="bench-reporting")
+    await publisher.start()
+    try:
+        records = []
+        for envelope in _history(EVENTS, uuid.uuid4()):
+            key, headers, value = encode(envelope)
+            records.append(OutgoingRecord(topics[0], key, value, headers))
+        for start in range(0, len(records), 5000):
+            await publisher.send_all(records[start:start + 5000])
+    finally:
+        await publisher.stop()
+    info(f"reporting: {EVENTS} events on {topics[0]}")
+
+    raw_rate = await _raw_read(settings, topics)
+    result = await rebuild(settings, engine)
+    await engine.dispose()
+    render_ms = _render_ms()
+    return [
+        Figure("reporting.rebuild_rate", result.events_per_second, "events/s",
+               "raw aiokafka read of the same topics (no decode, no database)", raw_rate, HIGHER_IS_BETTER),
+        Figure("reporting.rebuild_rate_vs_goal", result.events_per_second, "events/s",
+               "the goal: 50,000 events/s", 50_000, HIGHER_IS_BETTER),
+        Figure("reporting.report_html_render", render_ms, "ms", "the goal: 50 ms per report", 50.0, LOWER_IS_BETTER),
+    ]
+
+
+async def _raw_read(settings: Settings, topics: list[str]) -> float:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
+    await consumer.start()
+    try:
+        parts = [tp for t in topics for tp in await partitions_of(consumer, t)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        started, read = time.perf_counter(), 0
+        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
+            batch = await consumer.getmany(timeout_ms=1000, max_records=20_000)
+            read += sum(len(rs) for rs in batch.values())
+        return read / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def _render_ms() -> float:
+    from services.reporting.readmodels.report import Framework, ReportData, render_html
+
+    statements = [{"number": n, "text": f"Statement {n}"} for n in range(1, 46)]
+    framework = Framework.from_document({"threshold_percent": 64, "strands": [{"id": "being", "name": "Being", "needs": [
+        {"id": "being.safe", "name": "Being Safe", "statements": statements[:15]},
+        {"id": "being.special", "name": "Being Special", "statements": statements[15:30]},
+        {"id": "being.needs-met", "name": "Having Needs Met", "statements": statements[30:]}]}]})
+    day = datetime(2026, 1, 1, tzinfo=UTC)
+    scores = [SimpleNamespace(assessment_id=i, strand="being", baseline=i == 0, working_at_strand="being",
+                              need_percents={"being.safe": 51 + 9 * i, "being.special": 29 + 14 * i, "being.needs-met": 29 + 6 * i},
+                              strand_percent=36 + 10 * i, threshold_percent=64, threshold_met=False,
+                              focus_statements=[f"being.{n}" for n in (3, 8, 12, 25)], scored_at=day + timedelta(days=90 * i))
+              for i in range(3)]
+    levels = {i: {f"being.{n}": ["rarely", "emerging", "developing", "secure"][(n + i) % 4] for n in range(1, 46)} for i in range(3)}
+    plans = [{"targets": ["being.3", "being.8"], "activities": ["Sand tray"], "frequency": "2 × 30 min a week",
+              "sessions": 15, "minutes": 450}]
+    data = ReportData("M", "4", framework, scores, plans, levels)
+    started = time.perf_counter()
+    for _ in range(RENDERS):
+        render_html(data)
+    return (time.perf_counter() - started) * 1000 / RENDERS
+
+
+if __name__ == "__main__":
+    for line in asyncio.run(run()):
+        print(json.dumps(line))

@@ -1,0 +1,147 @@
+"""The ops page: lag, dead letters, outbox backlog, webhook failures and audit status of every
+service on one small HTML page, for trusts that run no Grafana.
+
+It reads the same Prometheus metrics the dashboards and alerts use: its own from this process's
+registry, the other services' from their /metrics. Like /metrics it holds no personal data (counts,
+consumer names, topics), so it asks for no token; the NetworkPolicy decides who reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import httpx
+from fastapi import APIRouter, Depends
+from fastapi.responses import HTMLResponse
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.service import Runtime, runtime_of
+
+router = APIRouter(tags=["operations"])
+
+PEERS = ("assessment", "planning", "consent")
+
+
+@dataclass
+class ServiceHealth:
+    name: str
+    reachable: bool
+    consumer_lag: dict[str, float] = field(default_factory=dict)
+    dead_letters: dict[str, float] = field(default_factory=dict)
+    outbox_backlog: float = 0.0
+    webhook_failures: float = 0.0
+    audit_checkpoint_age_s: float | None = None
+    audit_verification_failures: float = 0.0
+
+    @property
+    def attention(self) -> list[str]:
+        """What an operator should look at, in words."""
+        notes = []
+        if not self.reachable:
+            notes.append("metrics unreachable")
+        if any(lag > 1_000 for lag in self.consumer_lag.values()):
+            notes.append("consumer lag over 1,000")
+        if any(self.dead_letters.values()):
+            notes.append("dead letters waiting")
+        if self.outbox_backlog > 1_000:
+            notes.append("outbox backlog over 1,000")
+        if self.webhook_failures:
+            notes.append("webhook deliveries failed")
+        if self.audit_verification_failures:
+            notes.append("audit verification failed")
+        return notes
+
+
+def summarise(name: str, exposition: str | None) -> ServiceHealth:
+    """One service's figures from its Prometheus text exposition (None: it did not answer)."""
+    health = ServiceHealth(name=name, reachable=exposition is not None)
+    for family in text_string_to_metric_families(exposition or ""):
+        for sample in family.samples:
+            labels, value = sample.labels, sample.value
+            if sample.name == "flourish_consumer_lag":
+                consumer = labels.get("consumer", "?")
+                health.consumer_lag[consumer] = health.consumer_lag.get(consumer, 0.0) + value
+            elif sample.name == "flourish_dead_lettered_total":
+                consumer = labels.get("consumer", "?")
+                health.dead_letters[consumer] = health.dead_letters.get(consumer, 0.0) + value
+            elif sample.name == "flourish_outbox_backlog":
+                health.outbox_backlog += value
+            elif sample.name == "flourish_webhook_deliveries_total" and labels.get("outcome") == "failed":
+                health.webhook_failures += value
+            elif sample.name == "flourish_audit_checkpoint_age_seconds":
+                health.audit_checkpoint_age_s = max(health.audit_checkpoint_age_s or 0.0, value)
+            elif sample.name == "flourish_audit_verification_failures_total":
+                health.audit_verification_failures += value
+    return health
+
+
+async def gather(runtime: Runtime, http: httpx.AsyncClient | None = None) -> list[ServiceHealth]:
+    settings = runtime.settings
+    urls = {name: getattr(settings, f"{name}_url") for name in PEERS}
+    client = http or httpx.AsyncClient(timeout=2.0)
+    try:
+        expositions = await asyncio.gather(*(_scrape(client, url) for url in urls.values()))
+    finally:
+        if http is None:
+            await client.aclose()
+    own = summarise(runtime.spec.name, generate_latest(REGISTRY).decode())
+    return [own, *(summarise(name, text) for name, text in zip(urls, expositions, strict=True))]
+
+
+async def _scrape(client: httpx.AsyncClient, base_url: str) -> str | None:
+    try:
+        response = await client.get(f"{base_url}/metrics")
+    except httpx.HTTPError:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+@router.get("/ops.json", summary="Lag, dead letters, backlog, webhook failures and audit status of every service")
+async def ops_json(runtime: Annotated[Runtime, Depends(runtime_of)]) -> list[dict[str, Any]]:
+    return [{**health.__dict__, "attention": health.attention} for health in await gather(runtime)]
+
+
+@router.get("/ops", response_class=HTMLResponse, summary="The ops page (HTML)")
+async def ops_page(runtime: Annotated[Runtime, Depends(runtime_of)]) -> HTMLResponse:
+    return HTMLResponse(render(await gather(runtime)))
+
+
+def render(services: list[ServiceHealth]) -> str:
+    rows = "\n".join(_row(health) for health in services)
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
+<title>Flourish operations</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:.4rem .7rem;text-align:left;vertical-align:top}}
+.ok{{color:#1a7f37}}.warn{{color:#b35900;font-weight:600}}</style></head>
+<body><h1>Flourish operations</h1>
+<p>Refreshes every 30 seconds. The same figures feed the Grafana dashboards and alerts.</p>
+<table><thead><tr><th>Service</th><th>Status</th><th>Consumer lag</th><th>Dead letters</th>
+<th>Outbox backlog</th><th>Webhook failures</th><th>Audit</th></tr></thead>
+<tbody>
+{rows}
+</tbody></table></body></html>"""
+
+
+def _row(health: ServiceHealth) -> str:
+    attention = health.attention
+    status = (f'<span class="warn">{html.escape("; ".join(attention))}</span>' if attention
+              else '<span class="ok">ok</span>')
+    audit = "–"
+    if health.audit_checkpoint_age_s is not None:
+        audit = f"checkpoint {health.audit_checkpoint_age_s:.0f} s old"
+    if health.audit_verification_failures:
+        audit += f", {health.audit_verification_failures:.0f} failed verifications"
+    return (f"<tr><td>{html.escape(health.name)}</td><td>{status}</td><td>{_pairs(health.consumer_lag)}</td>"
+            f"<td>{_pairs(health.dead_letters)}</td><td>{health.outbox_backlog:.0f}</td>"
+            f"<td>{health.webhook_failures:.0f}</td><td>{html.escape(audit)}</td></tr>")
+
+
+def _pairs(values: dict[str, float]) -> str:
+    if not values:
+        return "–"
+    return "<br>".join(f"{html.escape(name)}: {value:.0f}" for name, value in sorted(values.items()))

@@ -1,0 +1,17 @@
+"""Read models of the reporting service: pupils' profiles and progress, plans and sessions, the
+academy and trust dashboards and the anonymised intervention report (issue 6, part 1)."""
+
+from services.reporting.readmodels.api import readmodels_router
+from services.reporting.readmodels.projections import batch_handlers
+from services.reporting.readmodels.rebuild import rebuild
+from services.reporting.readmodels.tables import LIVE
+from shared.service import ConsumerSpec
+
+
+def readmodels_consumer() -> ConsumerSpec:
+    """One consumer group over the assessment and planning topics; idempotent through the inbox."""
+    return ConsumerSpec(name="readmodels", contexts=("assessment", "planning"), handlers={},
+                        batch_handlers=batch_handlers(LIVE))
+
+
+__all__ = ["readmodels_consumer", "readmodels_router", "rebuild"]

@@ -1,0 +1,147 @@
+"""The read models' HTTP API: a pupil's profile, the dashboards and the intervention report."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+import httpx
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from sqlalchemy import select
+
+from services.reporting.readmodels import queries
+from services.reporting.readmodels.browser import BrowserUnavailable, html_to_pdf
+from services.reporting.readmodels.report import Framework, ReportData, effective_levels, render_html
+from services.reporting.readmodels.tables import LIVE as T
+from shared.api import requires
+from shared.auth import Principal, Role, ensure_scope
+from shared.peers import ServiceTokens
+from shared.problems import Conflict, NotFound, ServiceUnavailable
+from shared.service import Runtime, runtime_of
+
+Run = Annotated[Runtime, Depends(runtime_of)]
+PupilReader = Annotated[Principal, Depends(requires(Role.senco, Role.practitioner, Role.dpo))]
+AcademyReader = Annotated[Principal, Depends(requires(Role.senco, Role.practitioner, Role.trust_admin, Role.dpo))]
+TrustReader = Annotated[Principal, Depends(requires(Role.trust_admin, Role.dpo))]
+
+
+class _Refused(Exception):
+    pass
+
+
+class Peers:
+    """Calls to the assessment service as the trust's `service` principal; frameworks cached."""
+
+    def __init__(self) -> None:
+        self._frameworks: dict[tuple[UUID, str], Framework] = {}
+        self._tokens: ServiceTokens | None = None
+
+    def _http(self, request: Request, runtime: Runtime) -> tuple[httpx.AsyncClient, bool]:
+        injected = getattr(request.app.state, "assessment_http", None)
+        if injected is not None:
+            return injected, False
+        return httpx.AsyncClient(base_url=runtime.settings.assessment_url, timeout=10.0), True
+
+    async def get(self, request: Request, runtime: Runtime, trust_id: UUID, path: str,
+                  as_caller: bool = False) -> dict[str, Any]:
+        self._tokens = self._tokens or ServiceTokens(runtime.settings, "reporting")
+        headers = {"Authorization": f"Bearer {await self._tokens.for_trust(trust_id)}"}
+        if as_caller:
+            headers = {"Authorization": request.headers.get("Authorization", "")}
+        http, own = self._http(request, runtime)
+        try:
+            response = await http.get(path, headers=headers)
+        except httpx.HTTPError:
+            raise ServiceUnavailable("the assessment service did not answer", retry_after_s=5) from None
+        finally:
+            if own:
+                await http.aclose()
+        if response.status_code == 403:
+            raise _Refused()
+        if response.status_code == 404:
+            raise NotFound("the assessment service does not know this pupil or framework")
+        if response.status_code != 200:
+            raise ServiceUnavailable("the assessment service could not answer", retry_after_s=5)
+        return response.json()  # type: ignore[no-any-return]
+
+    async def framework(self, request: Request, runtime: Runtime, trust_id: UUID, version: str) -> Framework:
+        key = (trust_id, version)
+        if key not in self._frameworks:  # versions are immutable: keep them
+            self._frameworks[key] = Framework.from_document(await self.get(request, runtime, trust_id, f"/frameworks/{version}"))
+        return self._frameworks[key]
+
+    async def gender_and_year(self, request: Request, runtime: Runtime, trust_id: UUID, pupil_id: UUID) -> tuple[str | None, str | None]:
+        # The assessment service's GET /pupils/{id} admits staff roles only, not `service`: when it
+        # refuses the service token, ask with the caller's own (a senco or practitioner of the
+        # academy may read the record); when it refuses that too (a dpo), the report says so.
+        try:
+            record = await self.get(request, runtime, trust_id, f"/pupils/{pupil_id}")
+        except _Refused:
+            try:
+                record = await self.get(request, runtime, trust_id, f"/pupils/{pupil_id}", as_caller=True)
+            except _Refused:
+                return None, None
+        # Only these two leave this function; the rest of the record (names, DOB, UPN) is dropped here.
+        return record.get("gender"), record.get("year_group")
+
+
+def readmodels_router() -> APIRouter:
+    router = APIRouter(tags=["read models"])
+    peers = Peers()
+
+    async def scoped_pupil(runtime: Runtime, principal: Principal, pupil_id: UUID) -> Any:
+        async with runtime.engine.connect() as conn:
+            pupil = await queries.pupil_row(conn, pupil_id)
+        if pupil is None:
+            raise NotFound("no such pupil in the read models")
+        ensure_scope(principal, pupil.trust_id, pupil.academy_id)
+        return pupil
+
+    @router.get("/pupils/{pupil_id}/profile", summary="A pupil's scores over time, working-at strand, plans and sessions")
+    async def profile(pupil_id: UUID, principal: PupilReader, runtime: Run) -> dict[str, Any]:
+        await scoped_pupil(runtime, principal, pupil_id)
+        async with runtime.engine.connect() as conn:
+            return await queries.pupil_profile(conn, pupil_id)
+
+    @router.get("/academies/{academy_id}/dashboard", summary="Children per working-at strand and progress (exact: stays in the academy)")
+    async def academy(academy_id: UUID, principal: AcademyReader, runtime: Run) -> dict[str, Any]:
+        ensure_scope(principal, principal.trust_id, academy_id)
+        async with runtime.engine.connect() as conn:
+            return await queries.academy_dashboard(conn, principal.trust_id, academy_id)
+
+    @router.get("/trust/dashboard", summary="Children per working-at strand by academy, DfE-suppressed")
+    async def trust(principal: TrustReader, runtime: Run) -> dict[str, Any]:
+        async with runtime.engine.connect() as conn:
+            return await queries.trust_dashboard(conn, principal.trust_id)
+
+    @router.get("/pupils/{pupil_id}/intervention-report", summary="The anonymised intervention report (HTML or PDF)",
+                response_class=Response)
+    async def intervention_report(pupil_id: UUID, principal: PupilReader, runtime: Run, request: Request,
+                                  format: Annotated[Literal["html", "pdf"], Query()] = "html") -> Response:
+        pupil = await scoped_pupil(runtime, principal, pupil_id)
+        if pupil.latest_assessment_id is None:
+            raise Conflict("the pupil has no completed assessment yet: there is nothing to report")
+        html = await build_report(peers, request, runtime, pupil)
+        if format == "html":
+            return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        try:
+            pdf = await html_to_pdf(html)
+        except BrowserUnavailable as error:
+            raise ServiceUnavailable(f"the PDF could not be made: {error}", retry_after_s=30) from None
+        return Response(pdf, media_type="application/pdf", headers={
+            "Cache-Control": "no-store", "Content-Disposition": 'inline; filename="intervention-report.pdf"'})
+
+    return router
+
+
+async def build_report(peers: Peers, request: Request, runtime: Runtime, pupil: Any) -> str:
+    s, o = T.strand_scores.c, T.observations.c
+    async with runtime.engine.connect() as conn:
+        scores = (await conn.execute(select(T.strand_scores).where(s.pupil_id == pupil.pupil_id)
+                                     .order_by(s.scored_at, s.strand))).all()
+        observations = (await conn.execute(select(T.observations).where(o.pupil_id == pupil.pupil_id))).all()
+        plans = await queries.plans_of(conn, pupil.pupil_id)
+    framework = await peers.framework(request, runtime, pupil.trust_id, pupil.framework_version)
+    gender, year = await peers.gender_and_year(request, runtime, pupil.trust_id, pupil.pupil_id)
+    return render_html(ReportData(gender, year, framework, list(scores), plans, effective_levels(list(observations))))

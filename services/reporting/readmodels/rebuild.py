@@ -1,0 +1,177 @@
+"""Rebuilding the read models from history while the service keeps running.
+
+1. Fresh shadow tables (`rm_*_shadow`, same columns and keys as the live ones).
+2. Replay: every partition of the assessment and planning topics from the beginning up to the end
+   offsets taken at the start, through the same batch handlers the live consumer runs.
+3. Swap, in one transaction: lock the live tables against writes (readers carry on), replay what
+   arrived since step 2 into the shadow tables, rename live → old, shadow → live, drop the old.
+   The live consumer, blocked on the lock meanwhile, resumes on the new tables; an event it
+   applies again is a no-op (every row is keyed by its event's natural key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.reporting.readmodels.projections import Batch, batch_handlers
+from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
+from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
+from shared.settings import Settings
+from shared.store.db import create_engine
+
+CONTEXTS = ("assessment", "planning")
+_LOCK_KEY = 0x52_4D_52_42  # "RMRB": one rebuild at a time per database
+_CHUNK = 1000
+
+
+class RebuildRunning(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    events: int  # events read from the topics
+    applied: int  # of which read-model events
+    seconds: float
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> RebuildResult:
+    """Rebuild every read model from the topics' history and swap it in atomically."""
+    own_engine = engine is None
+    engine = engine or create_engine(settings)
+    started = time.perf_counter()
+    try:
+        async with engine.connect() as guard:
+            if not await guard.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": _LOCK_KEY}):
+                raise RebuildRunning("another rebuild of the read models is running")
+            try:
+                await _create_shadow(engine)
+                reader = _Reader(settings, batch_handlers(tables(SHADOW)))
+                await reader.start()
+                try:
+                    async with engine.begin() as conn:
+                        await reader.replay(conn, await reader.end_offsets())
+                    await _swap(engine, reader)
+                finally:
+                    await reader.stop()
+            finally:
+                await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
+                await guard.commit()
+        return RebuildResult(reader.read, reader.applied, time.perf_counter() - started)
+    finally:
+        if own_engine:
+            await engine.dispose()
+
+
+async def _create_shadow(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        for name in NAMES:
+            await conn.execute(text(f'DROP TABLE IF EXISTS "{SCHEMA}"."{name}{SHADOW}"'))
+            await conn.execute(text(f'CREATE TABLE "{SCHEMA}"."{name}{SHADOW}" (LIKE "{SCHEMA}"."{name}" INCLUDING ALL)'))
+
+
+async def _swap(engine: AsyncEngine, reader: _Reader, attempts: int = 10) -> None:
+    live = ", ".join(f'"{SCHEMA}"."{name}"' for name in NAMES)
+    for attempt in range(1, attempts + 1):
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                # EXCLUSIVE: the live consumer's writes wait, readers do not.
+                await conn.execute(text(f"LOCK TABLE {live} IN EXCLUSIVE MODE"))
+                await reader.replay(conn, await reader.end_offsets())
+                for name in NAMES:
+                    await conn.execute(text(f'ALTER TABLE "{SCHEMA}"."{name}" RENAME TO "{name}_old"'))
+                    await conn.execute(text(f'ALTER TABLE "{SCHEMA}"."{name}{SHADOW}" RENAME TO "{name}"'))
+                    await conn.execute(text(f'DROP TABLE "{SCHEMA}"."{name}_old"'))
+            return
+        except DBAPIError as error:
+            # A deadlock with, or a lock timeout behind, the live consumer: nothing happened; again.
+            if attempt == attempts or getattr(error.orig, "sqlstate", None) not in ("40P01", "55P03"):
+                raise
+            await asyncio.sleep(0.1 * attempt)
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """A topic's partitions (none when it does not exist yet: nothing was ever published)."""
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        # aiokafka has no public refresh of its cluster metadata.
+        await consumer._client.force_metadata_update()  # noqa: SLF001
+        found = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(found or ())]
+
+
+class _Reader:
+    """Reads the contexts' topics partition by partition, without a consumer group."""
+
+    def __init__(self, settings: Settings, handlers: dict[Any, Batch]) -> None:
+        self.topics = [topic_for(context, settings.topic_prefix) for context in CONTEXTS]
+        self.handlers = handlers
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+        )
+        self.partitions: list[TopicPartition] = []
+        self.read = 0
+        self.applied = 0
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        for topic in self.topics:
+            self.partitions += await partitions_of(self.consumer, topic)
+        self.consumer.assign(self.partitions)
+        if self.partitions:
+            await self.consumer.seek_to_beginning(*self.partitions)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        return await self.consumer.end_offsets(self.partitions) if self.partitions else {}
+
+    async def replay(self, conn: AsyncConnection, until: dict[TopicPartition, int]) -> None:
+        pending = {tp for tp, end in until.items() if await self.consumer.position(tp) < end}
+        while pending:
+            batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+            envelopes: list[Envelope] = []
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= until[tp]:
+                        # Read past the mark: hand the rest back to the next replay (the swap's).
+                        self.consumer.seek(tp, until[tp])
+                        break
+                    self.read += 1
+                    try:
+                        envelope = decode(record.headers, record.value)
+                    except InvalidMessage:
+                        continue  # the live consumer dead-letters it; a read model never had it
+                    if type(envelope.data) in self.handlers:
+                        envelopes.append(envelope)
+            await self._apply(conn, envelopes)
+            pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
+
+    async def _apply(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+        # Runs of one type, in order, in chunks (a statement's parameters are limited).
+        run: list[Envelope] = []
+        for envelope in envelopes:
+            if run and (type(run[-1].data) is not type(envelope.data) or len(run) >= _CHUNK):
+                await self.handlers[type(run[0].data)](conn, run)
+                self.applied += len(run)
+                run = []
+            run.append(envelope)
+        if run:
+            await self.handlers[type(run[0].data)](conn, run)
+            self.applied += len(run)

@@ -1,0 +1,440 @@
+"""Sharing with agencies: registering recipients, asking consent for a share, the webhook
+delivery worker over the durable deliveries table, and deletion notices on withdrawal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+import orjson
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.reporting.sharing import metrics
+from services.reporting.sharing.consent import ConsentClient, Decision, Unavailable, UnknownPupil
+from services.reporting.sharing.endpoints import EndpointRefused, check_endpoint, networks
+from services.reporting.sharing.metrics import Outcome
+from services.reporting.sharing.settings import SharingSettings
+from services.reporting.sharing.signing import headers as signed_headers, new_secret, secret_text
+from services.reporting.sharing.tables import agencies, attempts, deliveries, shares
+from services.reporting.tables import kernel
+from shared.auth import Principal, ensure_scope
+from shared.datakeys import DataKeySettings, LocalKek
+from shared.events.consent import ConsentWithdrawn, Purpose
+from shared.events.envelope import Envelope
+from shared.events.registry import Event
+from shared.events.reporting import ReportShared, ShareBlocked, ShareDelivered, ShareDeliveryFailed
+from shared.problems import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
+from shared.store.event_store import EventStore
+
+log = logging.getLogger(__name__)
+
+SOURCE = "/flourish/reporting"
+TRUST_LEVEL = UUID(int=0)
+SHARE_EVENT = "share.created"
+DELETION_EVENT = "share.deletion_requested"
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Sharing:
+    """One per service process: its settings, consent client, KEK and webhook client."""
+
+    def __init__(self, config: SharingSettings | None = None) -> None:
+        self.config = config or SharingSettings()
+        # Tests point the consent client at an in-process consent app; None means the network.
+        self.consent_transport: httpx.AsyncBaseTransport | None = None
+        self.store = EventStore(kernel)
+        self._consent: dict[int, ConsentClient] = {}
+        self._kek: dict[int, LocalKek] = {}
+        self._http: dict[int, httpx.AsyncClient] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+
+    # --- per runtime ---------------------------------------------------------------------------
+
+    def consent(self, runtime: Any) -> ConsentClient:
+        key = id(runtime)
+        if key not in self._consent:
+            self._consent[key] = ConsentClient(runtime.settings, timeout_s=self.config.consent_timeout_s,
+                                               transport=self.consent_transport)
+        return self._consent[key]
+
+    def kek(self, runtime: Any) -> LocalKek:
+        key = id(runtime)
+        if key not in self._kek:
+            self._kek[key] = LocalKek.from_settings(DataKeySettings(), runtime.settings.state_dir,
+                                                    production=runtime.settings.environment == "production")
+        return self._kek[key]
+
+    def http(self, runtime: Any) -> httpx.AsyncClient:
+        key = id(runtime)
+        if key not in self._http:
+            # Never follow redirects: a redirect could lead past the endpoint checks.
+            self._http[key] = httpx.AsyncClient(
+                timeout=self.config.request_timeout_s, follow_redirects=False,
+                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+            )
+        return self._http[key]
+
+    def wake(self, runtime: Any) -> None:
+        event = self._wake.get(id(runtime))
+        if event is not None:
+            event.set()
+
+    async def close(self, runtime: Any) -> None:
+        key = id(runtime)
+        if (client := self._consent.pop(key, None)) is not None:
+            await client.close()
+        if (http := self._http.pop(key, None)) is not None:
+            await http.aclose()
+        self._kek.pop(key, None)
+        self._wake.pop(key, None)
+
+    # --- agencies ------------------------------------------------------------------------------
+
+    async def register_agency(self, conn: AsyncConnection, runtime: Any, principal: Principal, category: str,
+                              organisation: str, endpoint_url: str) -> dict[str, Any]:
+        try:
+            await check_endpoint(endpoint_url, environment=runtime.settings.environment,
+                                 allowed=networks(self.config.allowed_private_networks))
+        except EndpointRefused as error:
+            raise UnprocessableEntity(str(error)) from None
+        agency_id = uuid.uuid4()
+        secret = new_secret()
+        kek = self.kek(runtime)
+        wrapped = await kek.wrap(secret, _secret_aad(principal.trust_id, agency_id))
+        registered_at = now()
+        await conn.execute(insert(agencies).values(
+            agency_id=agency_id, trust_id=principal.trust_id, category=category, organisation=organisation,
+            endpoint_url=endpoint_url, secret_wrapped=wrapped, kek_id=kek.key_id, registered_by=principal.subject,
+            registered_at=registered_at, active=True,
+        ))
+        return {**_agency_body(agency_id, category, organisation, endpoint_url, registered_at, True),
+                "signing_secret": secret_text(secret)}
+
+    async def agency(self, conn: AsyncConnection, trust_id: UUID, agency_id: UUID) -> Any:
+        return (await conn.execute(select(agencies).where(
+            agencies.c.trust_id == trust_id, agencies.c.agency_id == agency_id))).first()
+
+    # --- shares --------------------------------------------------------------------------------
+
+    async def share(self, conn: AsyncConnection, runtime: Any, principal: Principal, agency_id: UUID,
+                    pupil_id: UUID, document_kind: str, document_id: UUID | None,
+                    document: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+        agency = await self.agency(conn, principal.trust_id, agency_id)
+        if agency is None or not agency.active:
+            raise UnprocessableEntity("agency_id names no registered agency of this trust")
+        try:
+            decision = await self.consent(runtime).decide(principal.trust_id, pupil_id, agency.category, document_kind)
+        except UnknownPupil:
+            raise NotFound("no such pupil in this trust") from None
+        except Unavailable:
+            # Fail closed, and record nothing: the caller may retry with the same Idempotency-Key.
+            raise ServiceUnavailable("consent cannot be established now, so nothing is shared; try again later",
+                                     retry_after_s=30) from None
+        ensure_scope(principal, principal.trust_id, decision.academy_id)  # 403: another academy's pupil
+        share_id, at = uuid.uuid4(), now()
+        basis = _basis(decision)
+        row = dict(share_id=share_id, trust_id=principal.trust_id, academy_id=decision.academy_id, pupil_id=pupil_id,
+                   agency_id=agency_id, document_kind=document_kind, document_id=document_id,
+                   reason=decision.reason, decision=decision.raw, shared_by=principal.subject, shared_at=at)
+        body: dict[str, Any] = {"share_id": share_id, "agency_id": agency_id, "pupil_id": pupil_id,
+                                "document_kind": document_kind, "reason": decision.reason,
+                                "lawful_basis": decision.lawful_basis, "consent_obtained": decision.consent_obtained,
+                                "record": decision.raw.get("record")}
+        if not decision.allow:
+            await conn.execute(insert(shares).values(**row, status="blocked"))
+            event: Event = ShareBlocked(
+                share_id=share_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=agency.category,
+                reason=_code(decision.reason), blocked_at=at, document_kind=document_kind, shared_by=principal.subject,
+                outcome="share", **basis)
+            await self._append(conn, principal.trust_id, decision.academy_id, f"share-{share_id}", event)
+            metrics.record(Outcome.BLOCKED)
+            return 201, {**body, "status": "blocked", "delivery_id": None}
+        delivery_id = uuid.uuid4()
+        await conn.execute(insert(shares).values(**row, status="accepted"))
+        payload = {"share_id": str(share_id), "pupil_id": str(pupil_id), "academy_id": str(decision.academy_id),
+                   "agency_category": agency.category, "document_kind": document_kind,
+                   "document_id": str(document_id) if document_id else None, "document": document,
+                   "lawful_basis": decision.lawful_basis, "shared_at": at.isoformat()}
+        await conn.execute(insert(deliveries).values(
+            delivery_id=delivery_id, trust_id=principal.trust_id, academy_id=decision.academy_id, pupil_id=pupil_id,
+            agency_id=agency_id, agency_category=agency.category, share_id=share_id, kind="share",
+            document_kind=document_kind, event_type=SHARE_EVENT, payload=payload, status="pending",
+            next_attempt_at=at, created_at=at))
+        await self._append(conn, principal.trust_id, decision.academy_id, f"share-{share_id}", ReportShared(
+            share_id=share_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=agency.category,
+            document_kind=document_kind, consent_id=decision.consent_id, shared_by=principal.subject, shared_at=at,
+            document_id=document_id, delivery_id=delivery_id, **basis))
+        self.wake(runtime)
+        return 201, {**body, "status": "accepted", "delivery_id": delivery_id}
+
+    async def _append(self, conn: AsyncConnection, trust_id: UUID, academy_id: UUID, stream: str, data: Event) -> None:
+        await self.store.append(conn, stream, [Envelope(data=data, trust_id=trust_id, academy_id=academy_id,
+                                                        source=SOURCE)])
+
+    # --- delivery ------------------------------------------------------------------------------
+
+    def backoff(self, tries: int) -> timedelta:
+        """The wait after the `tries`-th failed try: the schedule, plus up to `jitter` of it."""
+        c = self.config
+        delay = min(c.backoff_max_s, c.backoff_base_s * c.backoff_factor ** (tries - 1))
+        return timedelta(seconds=delay * (1 + random.uniform(0, c.jitter)))  # noqa: S311 - not a secret
+
+    async def worker(self, runtime: Any, stop: asyncio.Event) -> None:
+        """Background task: deliver what is due until the service stops."""
+        metrics.initialise()
+        wake = self._wake.setdefault(id(runtime), asyncio.Event())
+        try:
+            while not stop.is_set():
+                try:
+                    done = await self.deliver_due(runtime)
+                except Exception:  # noqa: BLE001 - the worker outlives a failed pass
+                    log.exception("webhook delivery pass failed")
+                    done = 0
+                if done:
+                    continue
+                wake.clear()
+                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+                await asyncio.wait(waiters, timeout=self.config.poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+        finally:
+            await self.close(runtime)
+
+    async def deliver_due(self, runtime: Any) -> int:
+        """One pass: claim due deliveries (row locks held while sending, so no other worker or
+        replica sends them too), ask consent again, send, record. Returns how many it took."""
+        async with runtime.engine.begin() as conn:
+            rows = (await conn.execute(
+                select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.active)
+                .join(agencies, agencies.c.agency_id == deliveries.c.agency_id)
+                .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now())
+                .order_by(deliveries.c.next_attempt_at).limit(self.config.batch_size)
+                .with_for_update(of=deliveries, skip_locked=True)
+            )).all()
+            if not rows:
+                return 0
+            decisions = await self._decisions(runtime, rows)
+            secrets_ = await self._secrets(runtime, rows)
+            endpoints_ok = await self._endpoints(runtime, rows)
+            results = await asyncio.gather(*(
+                self._deliver(runtime, conn, row, decisions.get(_question(row)), secrets_[row.agency_id],
+                              endpoints_ok[row.agency_id]) for row in rows))
+            await self._record(conn, rows, results)
+        return len(rows)
+
+    async def _decisions(self, runtime: Any, rows: list[Any]) -> dict[tuple[Any, ...], Decision | str]:
+        questions = {_question(row) for row in rows if row.kind == "share"}
+        client = self.consent(runtime)
+
+        async def ask(q: tuple[Any, ...]) -> Decision | str:
+            try:
+                return await client.decide(*q)
+            except UnknownPupil:
+                return "pupil_unknown_to_consent"
+            except Unavailable:
+                return "consent_unavailable"
+
+        answers = await asyncio.gather(*(ask(q) for q in questions))
+        return dict(zip(questions, answers, strict=True))
+
+    async def _secrets(self, runtime: Any, rows: list[Any]) -> dict[UUID, bytes]:
+        kek, found = self.kek(runtime), {}
+        for row in rows:
+            if row.agency_id not in found:
+                found[row.agency_id] = await kek.unwrap(row.secret_wrapped, _secret_aad(row.trust_id, row.agency_id))
+        return found
+
+    async def _endpoints(self, runtime: Any, rows: list[Any]) -> dict[UUID, str | None]:
+        """Each endpoint checked again (a host name may now resolve inside the network)."""
+        allowed, found = networks(self.config.allowed_private_networks), {}
+        for row in rows:
+            if row.agency_id not in found:
+                try:
+                    await check_endpoint(row.endpoint_url, environment=runtime.settings.environment, allowed=allowed)
+                    found[row.agency_id] = None
+                except EndpointRefused as error:
+                    found[row.agency_id] = _code(str(error))[:60] or "endpoint_refused"
+        return found
+
+    async def _deliver(self, runtime: Any, conn: AsyncConnection, row: Any, decision: Decision | str | None,
+                       secret: bytes, endpoint_refused: str | None) -> Attempt:
+        at = now()
+        if row.kind == "share":
+            if isinstance(decision, str) or decision is None:
+                return Attempt(at, "unavailable", None, decision or "consent_unavailable", None, 0)
+            if not decision.allow:
+                return Attempt(at, "blocked", None, _code(decision.reason), decision, 0)
+        if not row.active:
+            return Attempt(at, "blocked", None, "agency_deactivated", None, 0)
+        if endpoint_refused:
+            return Attempt(at, "error", None, "endpoint_refused", None, 0)
+        body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": row.payload})
+        started = time.perf_counter()
+        try:
+            response = await self.http(runtime).post(
+                row.endpoint_url, content=body, headers=signed_headers(secret, str(row.delivery_id), int(at.timestamp()), body))
+            status, error = response.status_code, None if 200 <= response.status_code < 300 else f"http_{response.status_code}"
+        except httpx.HTTPError as exc:
+            status, error = None, _code(type(exc).__name__)
+        took = int((time.perf_counter() - started) * 1000)
+        return Attempt(at, "sent" if error is None else "error", status, error, decision if isinstance(decision, Decision) else None, took)
+
+    async def _record(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> None:
+        log_rows, counts = [], {o: 0 for o in Outcome}
+        for row, result in zip(rows, results, strict=True):
+            tries = row.attempts + 1
+            outcome: Outcome
+            values: dict[str, Any] = {"attempts": tries, "last_status_code": result.status_code,
+                                      "last_error": result.error}
+            if result.kind == "sent":
+                outcome = Outcome.DELIVERED
+                values |= {"status": "delivered", "payload": None, "finished_at": result.at}
+                await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
+                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
+                    agency_category=row.agency_category, outcome=row.kind, attempt=tries,
+                    status_code=result.status_code or 0, delivered_at=result.at))
+            elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.max_attempts):
+                outcome = Outcome.BLOCKED
+                values |= {"status": "blocked", "payload": None, "finished_at": result.at}
+                await self._blocked(conn, row, result.error or "blocked", result.at, result.decision)
+            elif tries >= self.config.max_attempts:
+                outcome = Outcome.FAILED
+                values |= {"status": "failed", "finished_at": result.at}
+                await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
+                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
+                    agency_category=row.agency_category, outcome=row.kind, attempt=tries, status_code=result.status_code,
+                    reason=result.error or "failed", failed_at=result.at))
+            else:
+                outcome = Outcome.RETRIED
+                values |= {"next_attempt_at": result.at + self.backoff(tries)}
+            counts[outcome] += 1
+            await conn.execute(update(deliveries).where(deliveries.c.delivery_id == row.delivery_id).values(**values))
+            log_rows.append(dict(delivery_id=row.delivery_id, trust_id=row.trust_id, agency_id=row.agency_id,
+                                 attempt=tries, scheduled_for=row.next_attempt_at, attempted_at=result.at,
+                                 outcome=outcome.value, status_code=result.status_code, error=result.error,
+                                 duration_ms=result.duration_ms))
+        await conn.execute(insert(attempts), log_rows)
+        for outcome, count in counts.items():
+            if count:
+                metrics.record(outcome, count)
+
+    async def _blocked(self, conn: AsyncConnection, row: Any, reason: str, at: datetime,
+                       decision: Decision | None) -> None:
+        if row.share_id is None:
+            return
+        await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareBlocked(
+            share_id=row.share_id, pupil_id=row.pupil_id, agency_id=row.agency_id, agency_category=row.agency_category,
+            reason=_code(reason), blocked_at=at, document_kind=row.document_kind, outcome="delivery",
+            delivery_id=row.delivery_id, **(_basis(decision) if decision else {})))
+
+    # --- replay and withdrawal -----------------------------------------------------------------
+
+    async def replay(self, conn: AsyncConnection, runtime: Any, principal: Principal, delivery_id: UUID) -> dict[str, Any]:
+        row = (await conn.execute(select(deliveries).where(
+            deliveries.c.trust_id == principal.trust_id, deliveries.c.delivery_id == delivery_id).with_for_update())).first()
+        if row is None:
+            raise NotFound("no such delivery")
+        ensure_scope(principal, row.trust_id, row.academy_id)
+        if row.status != "failed":
+            raise Conflict(f"only a dead-lettered (failed) delivery can be replayed; this one is {row.status}")
+        # Consent is asked again when the worker picks it up, as for any delivery.
+        await conn.execute(update(deliveries).where(deliveries.c.delivery_id == delivery_id).values(
+            status="pending", attempts=0, next_attempt_at=now(), finished_at=None))
+        self.wake(runtime)
+        return {"delivery_id": delivery_id, "status": "pending"}
+
+    async def on_consent_withdrawn(self, conn: AsyncConnection, envelope: Envelope) -> None:
+        """Consumer: stop pending shares to that category's agencies, and send a deletion notice to
+        every agency of the category that received the pupil's data."""
+        data = envelope.data
+        assert isinstance(data, ConsentWithdrawn)
+        category = Purpose(data.purpose).agency_category
+        if category is None:
+            return
+        trust_id, at = envelope.trust_id, now()
+        mine = and_(deliveries.c.trust_id == trust_id, deliveries.c.pupil_id == data.pupil_id,
+                    deliveries.c.agency_category == category.value, deliveries.c.kind == "share")
+        # Waits for a delivery the worker holds (it re-reads the row after), so a share being sent
+        # right now is either stopped here or counted as received below.
+        stopped = (await conn.execute(
+            update(deliveries).where(mine, deliveries.c.status.in_(("pending", "failed")))
+            .values(status="blocked", payload=None, finished_at=at, last_error="consent_withdrawn")
+            .returning(deliveries))).all()
+        for row in stopped:
+            await self._blocked(conn, row, "consent_withdrawn", at, None)
+        if stopped:
+            metrics.record(Outcome.BLOCKED, len(stopped))
+        received = (await conn.execute(
+            select(deliveries.c.agency_id, deliveries.c.academy_id, func.array_agg(deliveries.c.share_id).label("share_ids"))
+            .where(mine, deliveries.c.status == "delivered")
+            .group_by(deliveries.c.agency_id, deliveries.c.academy_id))).all()
+        for agency_id, academy_id, share_ids in received:
+            delivery_id = uuid.uuid5(data.withdrawal_id, str(agency_id))
+            payload = {"pupil_id": str(data.pupil_id), "academy_id": str(academy_id), "agency_category": category.value,
+                       "share_ids": sorted(str(s) for s in share_ids), "reason": "consent_withdrawn",
+                       "withdrawn_at": data.withdrawn_at.isoformat(),
+                       "instruction": "delete every copy of the data these shares carried about this pupil"}
+            await conn.execute(pg_insert(deliveries).values(
+                delivery_id=delivery_id, trust_id=trust_id, academy_id=academy_id, pupil_id=data.pupil_id,
+                agency_id=agency_id, agency_category=category.value, share_id=None, kind="deletion_notice",
+                event_type=DELETION_EVENT, payload=payload, status="pending", next_attempt_at=at, created_at=at,
+            ).on_conflict_do_nothing())
+        if received:
+            self._wake_all()  # the worker wakes now (before the commit it finds nothing, then polls)
+
+    def _wake_all(self) -> None:
+        for event in self._wake.values():
+            event.set()
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: datetime
+    kind: str  # sent | error | blocked | unavailable
+    status_code: int | None
+    error: str | None
+    decision: Decision | None
+    duration_ms: int
+
+
+def _question(row: Any) -> tuple[Any, ...]:
+    return (row.trust_id, row.pupil_id, row.agency_category, row.document_kind)
+
+
+def _stream(row: Any) -> str:
+    return f"share-{row.share_id}" if row.share_id else f"deletion-notice-{row.delivery_id}"
+
+
+def _secret_aad(trust_id: UUID, agency_id: UUID) -> bytes:
+    return f"flourish/webhook-secret/v1/{trust_id}/{agency_id}".encode()
+
+
+def _basis(decision: Decision) -> dict[str, Any]:
+    return {"lawful_basis": decision.lawful_basis, "consent_obtained": decision.consent_obtained,
+            "basis_id": decision.decision_id, "basis_stream_id": decision.stream_id,
+            "record_version": decision.record_version}
+
+
+def _code(reason: str) -> str:
+    """A reason as a short code the audit ledger accepts (no quotes or control characters)."""
+    cleaned = "".join(ch if ch.isalnum() or ch in "_.:-" else "_" for ch in reason.lower()).strip("_")
+    return cleaned[:64] or "denied"
+
+
+def _agency_body(agency_id: UUID, category: str, organisation: str, endpoint_url: str, registered_at: datetime,
+                 active: bool) -> dict[str, Any]:
+    return {"agency_id": agency_id, "category": category, "organisation": organisation, "endpoint_url": endpoint_url,
+            "registered_at": registered_at, "active": active}

@@ -1,0 +1,92 @@
+"""Sharing's tables in the reporting schema (migration reporting_0003_sharing creates them)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from services.reporting.tables import SCHEMA
+
+metadata = MetaData(schema=SCHEMA)
+
+# Registered recipients. The signing secret is kept wrapped by the key-encryption key (bound to
+# trust and agency) and shown to the caller once, when the agency is registered.
+agencies = Table(
+    "sharing_agencies", metadata,
+    Column("agency_id", UUID(as_uuid=True), primary_key=True),
+    Column("trust_id", UUID(as_uuid=True), nullable=False),
+    Column("category", String(40), nullable=False),
+    Column("organisation", String(200), nullable=False),
+    Column("endpoint_url", String(2000), nullable=False),
+    Column("secret_wrapped", LargeBinary, nullable=False),
+    Column("kek_id", String(100), nullable=False),
+    Column("registered_by", String(200), nullable=False),
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+)
+Index("sharing_agencies_by_trust", agencies.c.trust_id, agencies.c.category)
+
+# Every share asked for, allowed or blocked, with the consent decision it rested on.
+shares = Table(
+    "sharing_shares", metadata,
+    Column("share_id", UUID(as_uuid=True), primary_key=True),
+    Column("trust_id", UUID(as_uuid=True), nullable=False),
+    Column("academy_id", UUID(as_uuid=True), nullable=False),
+    Column("pupil_id", UUID(as_uuid=True), nullable=False),
+    Column("agency_id", UUID(as_uuid=True), ForeignKey(agencies.c.agency_id), nullable=False),
+    Column("document_kind", String(40), nullable=False),
+    Column("document_id", UUID(as_uuid=True)),
+    Column("status", String(20), nullable=False),  # accepted | blocked
+    Column("reason", String(200), nullable=False),
+    Column("decision", JSONB, nullable=False),
+    Column("shared_by", String(200), nullable=False),
+    Column("shared_at", DateTime(timezone=True), nullable=False),
+)
+
+# The durable outbox of webhooks: one row per webhook (delivery_id is its webhook-id). The
+# payload is dropped once delivered or blocked; only a dead letter keeps it, for a replay.
+deliveries = Table(
+    "sharing_deliveries", metadata,
+    Column("delivery_id", UUID(as_uuid=True), primary_key=True),
+    Column("trust_id", UUID(as_uuid=True), nullable=False),
+    Column("academy_id", UUID(as_uuid=True), nullable=False),
+    Column("pupil_id", UUID(as_uuid=True), nullable=False),
+    Column("agency_id", UUID(as_uuid=True), ForeignKey(agencies.c.agency_id), nullable=False),
+    Column("agency_category", String(40), nullable=False),
+    Column("share_id", UUID(as_uuid=True)),
+    Column("kind", String(20), nullable=False),  # share | deletion_notice
+    Column("document_kind", String(40)),
+    Column("event_type", String(100), nullable=False),
+    Column("payload", JSONB),
+    Column("status", String(20), nullable=False),  # pending | delivered | failed | blocked
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_status_code", Integer),
+    Column("last_error", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)
+Index("sharing_deliveries_due", deliveries.c.next_attempt_at, postgresql_where=deliveries.c.status == "pending")
+Index("sharing_deliveries_by_pupil", deliveries.c.trust_id, deliveries.c.pupil_id, deliveries.c.agency_category)
+
+# The delivery log: one row per try, per endpoint (agency).
+attempts = Table(
+    "sharing_attempts", metadata,
+    Column("attempt_id", Integer, primary_key=True, autoincrement=True),
+    Column("delivery_id", UUID(as_uuid=True), ForeignKey(deliveries.c.delivery_id), nullable=False),
+    Column("trust_id", UUID(as_uuid=True), nullable=False),
+    Column("agency_id", UUID(as_uuid=True), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("scheduled_for", DateTime(timezone=True), nullable=False),
+    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    Column("outcome", String(20), nullable=False),  # delivered | retried | failed | blocked
+    Column("status_code", Integer),
+    Column("error", String(200)),
+    Column("duration_ms", Integer),
+)
+Index("sharing_attempts_by_agency", attempts.c.trust_id, attempts.c.agency_id, attempts.c.attempt_id)
+Index("sharing_attempts_by_delivery", attempts.c.delivery_id, attempts.c.attempt)
+
+__all__ = ["agencies", "attempts", "deliveries", "metadata", "shares"]

@@ -1,0 +1,141 @@
+"""The reporting service with sharing, beside the consent service (both in-process, real Kafka and
+PostgreSQL, topics of the test's own), and a real webhook receiver on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from services.reporting import app as reporting_app
+from services.reporting.sharing import SharingSettings
+from services.reporting.sharing.tables import attempts, deliveries
+from shared.auth import DevIssuer, Role
+from shared.service import create_app
+from tests.integration.consent.conftest import Consent, running_consent
+from tests.integration.kernel.helpers import eventually
+from sqlalchemy import select
+
+__all__ = ["Receiver", "Stack", "eventually"]
+
+SCHEDULE = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=5, backoff_base_s=0.2,
+                           backoff_factor=2.0, jitter=0.5, poll_interval_s=0.05)
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint: records every request; answers 500 to the first `fail_first` of them."""
+
+    url: str = ""
+    fail_first: int = 0
+    reject: Any = None  # body -> True to answer 500
+    received: list[dict[str, Any]] = field(default_factory=list)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.received.append({"headers": headers, "body": body, "at": datetime.now(UTC)})
+        failing = len(self.received) <= self.fail_first or (self.reject is not None and self.reject(body))
+        status = 500 if failing else 204
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    hook = Receiver(url=f"http://127.0.0.1:{port}/hooks")
+    server = uvicorn.Server(uvicorn.Config(hook, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    await eventually(lambda: _started(server))
+    yield hook
+    server.should_exit = True
+    await task
+
+
+async def _started(server: uvicorn.Server) -> bool:
+    return server.started
+
+
+@dataclass
+class Stack:
+    consent: Consent
+    client: httpx.AsyncClient
+    engine: Any
+    issuer: DevIssuer
+
+    def staff(self, role: Role = Role.senco, academies: list[uuid.UUID] | None = None) -> dict[str, str]:
+        academies = self.consent.academies if academies is None else academies
+        token = self.issuer.issue(f"{role.value}-1", [role], self.consent.trust_id, academies)
+        return {"Authorization": f"Bearer {token}"}
+
+    async def agency(self, url: str, category: str = "camhs") -> dict[str, Any]:
+        response = await self.client.post("/sharing/agencies", headers=self.staff(),
+                                          json={"category": category, "organisation": "North CAMHS", "endpoint_url": url})
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    async def grant(self, pupil_id: uuid.UUID, purpose: str = "share_camhs") -> None:
+        response = await self.consent.client.post(f"/pupils/{pupil_id}/consents", headers=self.consent.senco,
+                                                  json=self.consent.consent_body(purpose))
+        assert response.status_code in (200, 201), response.text
+
+    async def withdraw(self, pupil_id: uuid.UUID, purpose: str = "share_camhs") -> None:
+        response = await self.consent.client.post(f"/pupils/{pupil_id}/consents/{purpose}/withdrawal",
+                                                  headers=self.consent.senco, json=self.consent.withdrawal_body())
+        assert response.status_code in (200, 201), response.text
+
+    async def share(self, agency_id: str, pupil_id: uuid.UUID, kind: str = "report", **extra: Any) -> httpx.Response:
+        return await self.client.post("/sharing/shares", headers=self.staff(), json={
+            "agency_id": agency_id, "pupil_id": str(pupil_id), "document_kind": kind,
+            "document": {"title": "Termly report", "strand": "Being"}, **extra})
+
+    async def delivery(self, delivery_id: str) -> Any:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(deliveries).where(deliveries.c.delivery_id == uuid.UUID(delivery_id)))).first()
+
+    async def attempts(self, delivery_id: str) -> list[Any]:
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(select(attempts).where(attempts.c.delivery_id == uuid.UUID(delivery_id))
+                                            .order_by(attempts.c.attempt))).all())
+
+
+@pytest.fixture
+async def stack(stack_settings, topic_prefix, tmp_path, publisher, consent_settings, engine) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
+    async with running_consent(stack_settings, topic_prefix, tmp_path, publisher, consent_settings) as consent:
+        settings = stack_settings.model_copy(update={
+            "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
+            "relay_poll_interval_s": 0.1,
+        })
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(reporting_app.SHARING, "config", SCHEDULE)
+            patch.setattr(reporting_app.SHARING, "consent_transport", httpx.ASGITransport(app=consent.app))
+            app = create_app(reporting_app.SPEC, settings)
+            async with app.router.lifespan_context(app):
+                transport = httpx.ASGITransport(app=app)
+                async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:
+                    yield Stack(consent, client, engine, DevIssuer(settings))
+
+
+@pytest.fixture
+def consent_settings():  # type: ignore[no-untyped-def]
+    from services.consent.app import ConsentSettings
+
+    return ConsentSettings(run_retention_scheduler=False)

@@ -1,0 +1,33 @@
+"""The ops page reads the figures the dashboards use and says in words what needs attention."""
+
+from __future__ import annotations
+
+from services.reporting.ops import render, summarise
+
+SCRAPE = """
+# TYPE flourish_consumer_lag gauge
+flourish_consumer_lag{consumer="planning.scores",partition="0",topic="flourish.assessment"} 1500.0
+flourish_consumer_lag{consumer="planning.scores",partition="1",topic="flourish.assessment"} 20.0
+# TYPE flourish_dead_lettered_total counter
+flourish_dead_lettered_total{consumer="planning.consent"} 2.0
+# TYPE flourish_outbox_backlog gauge
+flourish_outbox_backlog{schema="planning"} 7.0
+# TYPE flourish_webhook_deliveries_total counter
+flourish_webhook_deliveries_total{outcome="delivered"} 40.0
+flourish_webhook_deliveries_total{outcome="failed"} 3.0
+"""
+
+
+def test_a_scrape_is_summarised_per_consumer_and_the_problems_are_named():
+    health = summarise("planning", SCRAPE)
+    assert health.consumer_lag == {"planning.scores": 1520.0}
+    assert health.dead_letters == {"planning.consent": 2.0}
+    assert health.outbox_backlog == 7.0 and health.webhook_failures == 3.0
+    assert health.attention == ["consumer lag over 1,000", "dead letters waiting", "webhook deliveries failed"]
+
+
+def test_a_service_that_does_not_answer_is_shown_as_such_and_a_quiet_one_as_ok():
+    silent, quiet = summarise("consent", None), summarise("assessment", "")
+    assert silent.attention == ["metrics unreachable"] and quiet.attention == []
+    page = render([silent, quiet])
+    assert "metrics unreachable" in page and '<span class="ok">ok</span>' in page
