@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     planning_url: str = "http://127.0.0.1:8102"
     consent_url: str = "http://127.0.0.1:8103"
     reporting_url: str = "http://127.0.0.1:8104"
+    # Data keys travel between services: in production either every peer URL is https, or the
+    # cluster encrypts pod-to-pod traffic itself (a service mesh with mutual TLS) and says so here.
+    mesh_mtls: bool = False
     service_token_url: str | None = None
     service_client_id: str | None = None
     service_client_secret: str | None = None

@@ -160,8 +160,10 @@ class Privacy:
         self.settings = settings
         self.privacy_settings = privacy_settings or AssessmentPrivacySettings()
         key_settings = key_settings or DataKeySettings()
-        if settings.environment == "production" and not settings.consent_url.startswith("https://"):
-            raise ValueError("FLOURISH_CONSENT_URL must be https in production: data keys travel on it")
+        if (settings.environment == "production" and not settings.mesh_mtls
+                and not settings.consent_url.startswith("https://")):
+            raise ValueError("in production FLOURISH_CONSENT_URL must be https, or FLOURISH_MESH_MTLS=true "
+                             "where a service mesh encrypts pod-to-pod traffic: data keys travel on it")
         self.consent_url = settings.consent_url.rstrip("/")
         self.http = http or httpx.AsyncClient(timeout=5.0)
         self._owns_http = http is None

@@ -430,11 +430,14 @@ def test_a_service_reaches_its_own_database_kafka_and_only_the_apis_the_design_c
                 assert reachable == (other == service), f"{service} {role} -> {other}'s database: {reachable}"
             assert egress_allowed(objects, source, pods["kafka/broker"], 9092)
             # Services call consent's API (data keys, consent at share time); consent calls the
-            # others' APIs (subject-access export); no other service-to-service calls.
+            # others' APIs (subject-access export); planning and reporting call assessment's
+            # (framework versions; gender and year group for the report); nothing else.
             for other in SERVICES:
                 if other != service:
                     allowed = egress_allowed(objects, source, pods[f"Deployment/flourish-{other}-api"], 8000)
-                    assert allowed == (other == "consent" or service == "consent"), f"{service} {role} -> {other} api: {allowed}"
+                    expected = (other == "consent" or service == "consent"
+                                or (other == "assessment" and service in ("planning", "reporting")))
+                    assert allowed == expected, f"{service} {role} -> {other} api: {allowed}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
