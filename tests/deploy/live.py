@@ -47,7 +47,9 @@ def install_like_the_image(work: Path) -> Path:
     for name in ("shared", "services"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(work / "wheel"), str(source)], check=True, timeout=300)
+    # No build isolation: the build backend comes from the test virtualenv (make install puts it
+    # there), so building needs no package index.
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(work / "wheel"), str(source)], check=True, timeout=300)
     wheel = next((work / "wheel").glob("flourish-*.whl"))
     target = work / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300)
