@@ -43,6 +43,7 @@ from services.assessment.domain.errors import (
 from services.assessment.domain.framework import Framework
 from services.assessment.domain.observations import AssessmentSlot, Rating, decide_observations, pupil_stream
 from services.assessment.domain.roster import RosterEntry, RosterPlan, parse_mis_csv, plan_import
+from services.assessment.domain.screening import age_in_months
 from services.assessment.framework_store import PLATFORM, FrameworkStore, LoadOutcome
 from services.assessment.personal_data import Note, PersonalDataRepository
 from services.assessment.privacy import enqueue_retention_clock
@@ -414,6 +415,15 @@ async def complete_screening(conn: AsyncConnection, ctx: Context, principal: Pri
     return await _complete(conn, ctx, principal, open_rows)
 
 
+async def _dates_of_birth(conn: AsyncConnection, ctx: Context, pupil_ids: list[UUID]) -> dict[UUID, date]:
+    """The pupils' dates of birth, for the strand expected at their age; none where no keyring is
+    configured (a bare context) or the pupil was erased."""
+    if ctx.personal_data is None:
+        return {}
+    details = await ctx.personal_data.details(conn, pupil_ids)
+    return {pupil_id: d.date_of_birth for pupil_id, d in details.items() if d.date_of_birth}
+
+
 async def _complete(conn: AsyncConnection, ctx: Context, principal: Principal, rows: Sequence[Any]) -> list[Event]:
     now = ctx.clock()
     histories = await queries.histories(conn, [row.pupil_id for row in rows])
@@ -422,12 +432,15 @@ async def _complete(conn: AsyncConnection, ctx: Context, principal: Principal, r
     expected: dict[str, int] = {}
     missing: dict[UUID | None, list[str]] = {}
     produced: list[Event] = []
+    births = await _dates_of_birth(conn, ctx, [row.pupil_id for row in rows])
     for row in rows:
         stream = assessment_stream(row.assessment_id)
         assessment = Assessment.replay([e.envelope.data for e in await ctx.store.read_stream(conn, stream)])
         framework: Framework = frameworks[row.framework_version]
+        born = births.get(row.pupil_id)
+        expected_strand = framework.expected_strand(age_in_months(born, now.date())) if born else None
         try:
-            events = assessment.complete(framework, histories[row.pupil_id], principal.subject, now)
+            events = assessment.complete(framework, histories[row.pupil_id], principal.subject, now, expected_strand)
         except MissingRatings as gaps:
             missing.update(gaps.missing)
             continue

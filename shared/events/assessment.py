@@ -109,6 +109,9 @@ class AssessmentCompleted(Event):
     working_at_strand: str
     screening_id: UUID | None = None
     completed_by: str
+    # The strand expected for the child's age on the day (worked out where the date of birth is
+    # held, so that no other service needs it); None when the age is not known.
+    expected_strand: str | None = None
 
 
 @register("flourish.assessment.StrandScored.v1", CONTEXT)

@@ -109,7 +109,8 @@ class Assessment:
         if self.completed is not None:
             raise AssessmentAlreadyCompleted(self.assessment_id)
 
-    def complete(self, framework: Framework, history: PupilHistory, completed_by: str, now: datetime) -> list[Event]:
+    def complete(self, framework: Framework, history: PupilHistory, completed_by: str, now: datetime,
+                 expected_strand: str | None = None) -> list[Event]:
         """AssessmentCompleted and one StrandScored per strand; refuses twice, or with gaps."""
         self.ensure_open()
         missing = self.missing_statements(framework)
@@ -123,6 +124,7 @@ class Assessment:
             assessment_id=self.assessment_id, pupil_id=self.pupil_id, framework_version=self.framework_version,
             strands=list(self.strands), completed_at=now, baseline=not history.has_completed_assessment,
             working_at_strand=at, screening_id=self.screening_id, completed_by=completed_by,
+            expected_strand=expected_strand,
         )
         return [completed, *(self._scored(framework, score, at, history, now) for score in scores)]
 

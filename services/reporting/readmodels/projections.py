@@ -70,7 +70,8 @@ def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
         for e, d in sorted(data, key=lambda ed: ed[1].completed_at):
             row = latest.setdefault(d.pupil_id, {"pupil_id": d.pupil_id, **_tenant(e), "baseline_assessment_id": None})
             row.update(framework_version=d.framework_version, working_at_strand=d.working_at_strand,
-                       latest_assessment_id=d.assessment_id, latest_completed_at=d.completed_at, academy_id=e.academy_id)
+                       expected_strand=d.expected_strand, latest_assessment_id=d.assessment_id,
+                       latest_completed_at=d.completed_at, academy_id=e.academy_id)
             if d.baseline:
                 row["baseline_assessment_id"] = d.assessment_id
         stmt = insert(t.pupils).values(list(latest.values()))
@@ -79,6 +80,7 @@ def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
         await conn.execute(stmt.on_conflict_do_update(index_elements=[p.pupil_id], set_={
             "framework_version": case((newer, x.framework_version), else_=p.framework_version),
             "working_at_strand": case((newer, x.working_at_strand), else_=p.working_at_strand),
+            "expected_strand": case((newer, x.expected_strand), else_=p.expected_strand),
             "latest_assessment_id": case((newer, x.latest_assessment_id), else_=p.latest_assessment_id),
             "latest_completed_at": case((newer, x.latest_completed_at), else_=p.latest_completed_at),
             "baseline_assessment_id": func.coalesce(p.baseline_assessment_id, x.baseline_assessment_id),

@@ -88,6 +88,14 @@ async def _children(conn: AsyncConnection, trust_id: UUID, academy_id: UUID | No
     return list((await conn.execute(query)).all())
 
 
+def _age_expected_share(children: list[Any]) -> float | None:
+    """Of the assessed children whose expected strand is known, the share working at it."""
+    known = [c for c in children if c.working_at_strand and c.expected_strand]
+    if not known:
+        return None
+    return round(sum(1 for c in known if c.working_at_strand == c.expected_strand) / len(known), 3)
+
+
 def _strands(found: set[str]) -> list[str]:
     return [s for s in STRAND_ORDER if s in found] + sorted(found - set(STRAND_ORDER))
 
@@ -129,9 +137,9 @@ async def academy_dashboard(conn: AsyncConnection, trust_id: UUID, academy_id: U
             "mean_change_points": round(sum(changes) / len(changes), 1) if changes else None,
             "improved": sum(1 for c in changes if c > 0),
         },
-        # Neither AssessmentCompleted nor StrandScored carries the child's age or the strand expected
-        # for it, and reporting may not hold dates of birth: see docs/reporting.md.
-        "working_at_age_expected_share": None,
+        # The assessment service works out the strand expected for each child's age (it holds the
+        # dates of birth; reporting never does) and publishes it with AssessmentCompleted.
+        "working_at_age_expected_share": _age_expected_share(children),
     }
 
 

@@ -53,6 +53,7 @@ def tables(suffix: str = "") -> ReadModelTables:
             f"rm_pupils{suffix}", md, u("pupil_id", primary_key=True), *_tenant(),
             Column("enrolled_on", Date), Column("left_on", Date),
             Column("framework_version", String), Column("working_at_strand", String),
+            Column("expected_strand", String),
             u("baseline_assessment_id"), u("latest_assessment_id"), Column("latest_completed_at", DateTime(timezone=True)),
         ),
         assessments=Table(

@@ -153,6 +153,8 @@ async def test_report_profile_dashboards_and_rebuild(services, chromium, tmp_pat
     # Dashboards: exact inside the academy, suppressed outside it.
     academy = (await s.reporting.get(f"/academies/{s.tenant.academy_id}/dashboard", headers=s.staff())).json()
     assert academy["children"] == 2 and academy["working_at"] == {"being": 1}
+    # A Year 4 child working at Being is not at the strand expected for their age.
+    assert academy["working_at_age_expected_share"] == 0.0
     assert academy["progress_from_baseline"]["children_reassessed"] == 1
     assert 19 < academy["progress_from_baseline"]["mean_change_points"] < 21
     trust = (await s.reporting.get("/trust/dashboard", headers=s.staff(Role.trust_admin))).json()
