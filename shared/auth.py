@@ -6,8 +6,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from shared.localsecrets import publish_once, replace_atomically
 from shared.problems import Forbidden, ServiceUnavailable, Unauthenticated
 from shared.settings import Settings
 
@@ -417,7 +416,7 @@ class DevIssuer:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-            _publish_once(key_path, pem)
+            publish_once(key_path, pem)
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{key_path} is not an Ed25519 private key")
@@ -448,32 +447,5 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _write_temp(directory: Path, content: bytes) -> Path:
-    """A fully written, fsynced, owner-only temp file next to its destination."""
-    fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")  # mkstemp creates it with mode 0600
-    with os.fdopen(fd, "wb") as file:
-        file.write(content)
-        file.flush()
-        os.fsync(file.fileno())
-    return Path(name)
-
-
-def _publish_once(path: Path, content: bytes) -> None:
-    """Create `path` with `content` unless it exists; readers never see a partial file.
-
-    os.link fails if the destination exists, unlike rename, so a second process's key never
-    replaces the first one's.
-    """
-    temp = _write_temp(path.parent, content)
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        pass
-    finally:
-        temp.unlink()
-
-
 def _replace_atomically(path: Path, content: bytes) -> None:
-    temp = _write_temp(path.parent, content)
-    temp.chmod(0o644)  # Public keys: anyone on the machine may read them.
-    os.replace(temp, path)
+    replace_atomically(path, content, mode=0o644)  # Public keys: anyone on the machine may read them.

@@ -27,7 +27,6 @@ import base64
 import binascii
 import hashlib
 import os
-import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -47,6 +46,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Column, DateTime, LargeBinary, MetaData, PrimaryKeyConstraint, Table, Text, Uuid, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.localsecrets import dev_secret
 
 __all__ = [
     "ALGORITHM",
@@ -251,23 +252,9 @@ class LocalKek:
 
 
 def _dev_kek(state_dir: Path) -> str:
-    """The development KEK: created once (atomically, owner-only), then read by every process."""
-    directory = state_dir / "data-kek"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / "kek.b64"
-    if not path.exists():
-        fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as file:
-            file.write(base64.b64encode(os.urandom(KEY_BYTES)) + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(name, path)  # fails if another process published its KEK first: theirs wins
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(name)
-    return path.read_text()
+    """The development KEK: created once, then read by every process."""
+    return dev_secret(state_dir / "data-kek" / "kek.b64",
+                      lambda: base64.b64encode(os.urandom(KEY_BYTES)) + b"\n").decode()
 
 
 class DataKeySettings(BaseSettings):
@@ -277,8 +264,6 @@ class DataKeySettings(BaseSettings):
 
     # The consent service's KEK, base64 of 32 bytes. Unset: a dev KEK under state_dir.
     data_kek: SecretStr | None = None
-    # Other services: the consent service's base URL (https in production: keys travel on it).
-    consent_url: str = "http://127.0.0.1:8103"
     # How long a service keeps a fetched key in memory. Bounds how long a replica that did not
     # see PupilErased can still read the pupil's data.
     data_key_cache_ttl_s: float = Field(default=60.0, ge=0, le=900)
@@ -424,11 +409,6 @@ class DataKeyClient:
         self._cache: OrderedDict[UUID, _Cached] = OrderedDict()
         self._inflight: dict[UUID, asyncio.Future[DataKey | None]] = {}
         self.fetches = 0  # how many times the consent service was asked (tests, metrics)
-
-    @classmethod
-    def from_settings(cls, settings: DataKeySettings, token_provider: TokenProvider, **kwargs: Any) -> DataKeyClient:
-        return cls(settings.consent_url, token_provider, ttl_s=settings.data_key_cache_ttl_s,
-                   max_entries=settings.data_key_cache_size, **kwargs)
 
     async def aclose(self) -> None:
         if self._owns_http:

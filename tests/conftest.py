@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
@@ -22,6 +21,7 @@ from sqlalchemy import URL, MetaData, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.messaging.producer import KafkaPublisher
+from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.tables import KernelTables, kernel_tables
@@ -98,14 +98,7 @@ async def topic_prefix(stack_settings: Settings) -> AsyncIterator[str]:
     """Topics of the test's own; deleted afterwards so the broker does not collect thousands."""
     prefix = f"test.{uuid.uuid4().hex[:10]}."
     yield prefix
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics_with_prefix(stack_settings.kafka_bootstrap_servers, prefix)
 
 
 @pytest.fixture

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -43,6 +42,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.assessment.tables import erased_pupils, observation_notes, pupil_personal_data, retention_clock_outbox
+from shared.localsecrets import dev_secret
 from shared.datakeys import DataKey, DataKeyClient, DataKeyDestroyed, DataKeyError, DataKeySettings, PupilKeyring
 from shared.events.consent import DataCategory, PupilErased, RetentionExpired
 from shared.events.envelope import Envelope
@@ -110,23 +110,9 @@ def normalise_upn(upn: str) -> str:
 
 
 def _dev_lookup_key(state_dir: Path) -> str:
-    """Created once (atomically, owner-only) under state_dir, then read by every process."""
-    directory = state_dir / "lookup-key"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / "lookup.b64"
-    if not path.exists():
-        fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as file:
-            file.write(base64.b64encode(os.urandom(LOOKUP_KEY_BYTES)) + b"\n")
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(name, path)  # another process published first: theirs wins
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(name)
-    return path.read_text()
+    """Created once under state_dir, then read by every process."""
+    return dev_secret(state_dir / "lookup-key" / "lookup.b64",
+                      lambda: base64.b64encode(os.urandom(LOOKUP_KEY_BYTES)) + b"\n").decode()
 
 
 # --- Keys ---------------------------------------------------------------------------------------

@@ -47,3 +47,15 @@ async def ensure_topics(
                 pass  # another service created it first
     finally:
         await admin.close()
+
+
+async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str) -> None:
+    """Delete every topic whose name starts with `prefix` (a test run's, a bench's)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from shared.messaging.topics import delete_topics_with_prefix
 from sqlalchemy import text
 
 from shared.events.envelope import topic_for
@@ -175,18 +175,7 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
         for service in services.values():
             _stop(service)
         await _drop_database(admin_url, database)
-        await _delete_topics(stack.kafka_bootstrap_servers, prefix)
-
-
-async def _delete_topics(bootstrap: str, prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+        await delete_topics_with_prefix(stack.kafka_bootstrap_servers, prefix)
 
 
 # --- Making every metric happen ------------------------------------------------------------------

@@ -12,8 +12,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from services.reporting.audit.domain.chain import Checkpoint, checkpoint_statement, key_id_of
 from services.reporting.audit.settings import AuditSettings
+from shared.localsecrets import dev_secret
 
 log = logging.getLogger(__name__)
 
@@ -130,18 +129,6 @@ def _private_key(pem: bytes, where: str) -> Ed25519PrivateKey:
 
 
 def _create_dev_key(path: Path) -> None:
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
+    dev_secret(path, lambda: Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")  # created 0600
-    with os.fdopen(fd, "wb") as file:
-        file.write(pem)
-        file.flush()
-        os.fsync(file.fileno())
-    try:
-        os.link(name, path)  # fails if another process published its key first: keep theirs
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(name)
+    ))

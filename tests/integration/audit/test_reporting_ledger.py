@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
+from shared.messaging.topics import delete_topics_with_prefix
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
@@ -119,18 +119,7 @@ async def reporting(stack_settings, engine, publisher, tmp_path_factory) -> Asyn
         spec = dataclasses.replace(SPEC, routers=[*SPEC.routers, reads_router])
         async with serving(spec, settings) as client:
             yield Reporting(client, settings, engine, publisher)
-    await delete_topics(settings.kafka_bootstrap_servers, settings.topic_prefix)
-
-
-async def delete_topics(bootstrap: str, prefix: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics_with_prefix(settings.kafka_bootstrap_servers, settings.topic_prefix)
 
 
 def consent_granted(trust_id: uuid.UUID, academy_id: uuid.UUID, pupil_id: uuid.UUID, day: str, **fields: Any) -> Envelope:

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
@@ -171,22 +170,6 @@ async def running_consent(stack_settings: Any, prefix: str, state_dir: Any, publ
 async def consent(stack_settings, topic_prefix, tmp_path, publisher, consent_settings) -> AsyncIterator[Consent]:  # type: ignore[no-untyped-def]
     async with running_consent(stack_settings, topic_prefix, tmp_path, publisher, consent_settings) as service:
         yield service
-
-
-@pytest.fixture(autouse=True)
-async def _drop_topics_afterwards(stack_settings, topic_prefix) -> AsyncIterator[None]:  # type: ignore[no-untyped-def]
-    """Each test's topics go when it ends: thousands of leftover partitions slow the broker down."""
-    yield
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        doomed = [t for t in await admin.list_topics() if t.startswith(topic_prefix)]
-        if doomed:
-            await admin.delete_topics(doomed)
-    except Exception:  # noqa: BLE001 - tidying up must not fail a test
-        pass
-    finally:
-        await admin.close()
 
 
 async def scan_schema(engine: Any, schema: str, needles: list[str]) -> dict[str, list[str]]:
