@@ -172,7 +172,7 @@ class Runtime:
 def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(spec.name, settings.log_level)
-    configure_tracing(spec.name, settings.otlp_endpoint)
+    configure_tracing(spec.name, settings.otlp_endpoint, settings.trace_file)
     configure_metrics(spec.name)
     runtime = Runtime(spec, settings)
 

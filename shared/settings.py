@@ -70,6 +70,7 @@ class Settings(BaseSettings):
 
     # Telemetry.
     otlp_endpoint: str | None = None
+    trace_file: Path | None = None  # spans as JSON lines (local runs, end-to-end tests)
     log_level: str = "INFO"
 
     @model_validator(mode="after")

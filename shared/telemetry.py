@@ -4,9 +4,11 @@ types, topics, pseudonymous ids and counts only."""
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from opentelemetry import metrics, trace
@@ -115,8 +117,10 @@ def messaging_span(
         yield span
 
 
-def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
-    """Install the SDK tracer provider once per process (a second call keeps the first)."""
+def configure_tracing(service: str, otlp_endpoint: str | None, trace_file: Path | None = None) -> None:
+    """Install the SDK tracer provider once per process (a second call keeps the first). Spans go
+    to an OTLP collector, and/or as JSON lines to a file (local runs and the end-to-end tests,
+    which read every service's spans back to follow one trace and to scan them for personal data)."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -128,7 +132,31 @@ def configure_tracing(service: str, otlp_endpoint: str | None) -> None:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=otlp_endpoint)))
+    if trace_file is not None:
+        provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(trace_file), schedule_delay_millis=200))
     trace.set_tracer_provider(provider)
+
+
+class JsonLinesSpanExporter:
+    """Appends each finished span as one line of OTel's JSON form; several processes may share a
+    file (each line is written with one O_APPEND write)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        lines = "".join(span.to_json(indent=None) + "\n" for span in spans)
+        os.write(self._fd, lines.encode())
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        os.close(self._fd)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
 def configure_metrics(service: str) -> None:

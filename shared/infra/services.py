@@ -51,8 +51,20 @@ class ServiceProcess:
 
 
 def service_processes(settings: Settings) -> list[ServiceProcess]:
+    """Each service listens on the port of its URL in the settings (FLOURISH_ASSESSMENT_URL, ...),
+    so peers find it where it runs; the defaults are the ports in SERVICES."""
     folder = settings.state_dir / "services"
-    return [ServiceProcess(name, port, folder) for name, port in SERVICES.items()]
+    return [ServiceProcess(name, _port_of(settings, name), folder) for name in SERVICES]
+
+
+def peer_environment(settings: Settings) -> dict[str, str]:
+    """The environment that tells every service where its peers are."""
+    return {f"FLOURISH_{name.upper()}_URL": getattr(settings, f"{name}_url") for name in SERVICES}
+
+
+def _port_of(settings: Settings, name: str) -> int:
+    url = httpx.URL(getattr(settings, f"{name}_url"))
+    return url.port or SERVICES[name]
 
 
 def start_services(settings: Settings, environment: dict[str, str]) -> list[ServiceProcess]:
