@@ -62,6 +62,23 @@ def peer_environment(settings: Settings) -> dict[str, str]:
     return {f"FLOURISH_{name.upper()}_URL": getattr(settings, f"{name}_url") for name in SERVICES}
 
 
+def platform_environment(settings: Settings) -> dict[str, str]:
+    """Everything a service process needs to join the platform these settings describe: the
+    servers, the state folder (dev issuer keys, dev secrets), the topic prefix, where the peers are,
+    and where spans go. A test or a benchmark runs a second platform beside `make up`'s with it."""
+    environment = {
+        "DATABASE_URL": settings.database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "FLOURISH_STATE_DIR": str(settings.state_dir),
+        "FLOURISH_TOPIC_PREFIX": settings.topic_prefix,
+        "FLOURISH_JWKS_PATH": str(settings.jwks_path),
+        **peer_environment(settings),
+    }
+    if settings.trace_file is not None:
+        environment["FLOURISH_TRACE_FILE"] = str(settings.trace_file)
+    return environment
+
+
 def _port_of(settings: Settings, name: str) -> int:
     url = httpx.URL(getattr(settings, f"{name}_url"))
     return url.port or SERVICES[name]
