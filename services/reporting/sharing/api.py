@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -88,7 +89,9 @@ def sharing_router(sharing: Sharing) -> APIRouter:
         if row is None:
             raise NotFound("no such delivery")
         ensure_scope(principal, row.trust_id, row.academy_id)
-        return _json({k: v for k, v in row._mapping.items() if k != "payload"})
+        # FastAPI's encoder, not orjson: the row's keys and ids are subclasses of str and UUID
+        # (SQLAlchemy's column names, asyncpg's UUID), which orjson refuses.
+        return jsonable_encoder({k: v for k, v in row._mapping.items() if k != "payload"})  # type: ignore[no-any-return]
 
     @router.post("/deliveries/{delivery_id}/replay", summary="Send a dead-lettered delivery again (consent is asked again)")
     async def replay(delivery_id: UUID, runtime: RuntimeDep, principal: Sharer) -> dict[str, Any]:
