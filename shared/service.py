@@ -185,7 +185,10 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title=f"Flourish {spec.name}", description=spec.description, version="0.1.0", lifespan=lifespan)
+    # FastAPI's own tracing is off: TracingMiddleware makes the one server span per request, named
+    # by the route template; FastAPI's would be a second, carrying the path and query (pupil ids).
+    app = FastAPI(title=f"Flourish {spec.name}", description=spec.description, version="0.1.0", lifespan=lifespan,
+                  telemetry={"tracing": False})
     app.state.runtime = runtime
     install_problem_handlers(
         app, {StreamVersionConflict: _concurrency_problem, EventTooLarge: _too_large_problem, **spec.domain_errors}

@@ -33,6 +33,7 @@ from shared.store.db import is_transient
 from shared.store.tables import KernelTables
 from shared.telemetry import (
     consumer_retries,
+    context_from,
     dead_lettered,
     messages_consumed,
     messaging_span,
@@ -190,10 +191,15 @@ class IdempotentConsumer:
             await handler(conn, envelope)
 
     async def _handle_batch(self, conn: AsyncConnection, handler: BatchHandler, run: list[Envelope]) -> None:
-        # One span for the batch, linked to the trace of every event in it.
+        # One span for the batch, linked to the trace of every event in it. When every event was
+        # written in one trace (one command's events: the usual case unless under load), the span
+        # continues that trace, so a request is followed into this consumer; a mixed batch starts
+        # a trace of its own and the links say where each event came from.
         links = [Link(span_context(e.traceparent, e.tracestate)) for e in run if e.traceparent]
+        traces = {link.context.trace_id for link in links}
+        parent = context_from(run[0].traceparent, run[0].tracestate) if len(links) == len(run) and len(traces) == 1 else None
         with tracer.start_as_current_span(
-            f"{self.name} process", kind=SpanKind.CONSUMER, links=links,
+            f"{self.name} process", context=parent, kind=SpanKind.CONSUMER, links=links,
             attributes={"messaging.system": "kafka", "messaging.consumer.group.name": self.name,
                         "messaging.batch.message_count": len(run), "cloudevents.event_type": run[0].type},
         ):
