@@ -75,6 +75,8 @@ ELM = [  # the second academy: the second of them left forty days ago
     Child("M730918456011", "Pemberthy", "Ottoline", "Linnet", date(2016, 12, 19), "F"),
     Child("M730918456022", "Drummelzier", "Caspian", "Caspo", date(2017, 3, 8), "M"),
 ]
+REFUSED = Child("K820405123055", "Featherstonehaugh", "Philippa", "Pippilotta", date(2017, 1, 5), "F")
+BAD_DOB = "31/02/2017"  # the row that makes the file refused
 PARENT = "Rosalind Quillfeather"
 
 
@@ -167,6 +169,14 @@ async def a_trust_with_two_academies_imports_its_pupils(story: Story) -> None:
         assert imported["rows"] == len(children) and len(imported["enrolled"]) == len(children), imported
         for entry in imported["enrolled"]:
             story.pupils[children[entry["row"] - 2].upn] = uuid.UUID(str(entry["pupil_id"]))
+    # A file with one bad row is refused whole (nothing imported: the roll below is unchanged), and
+    # the problem locates the row and column without quoting what it held.
+    bad = csv([OAK[0], REFUSED], "4B").replace(f"{REFUSED.born:%d/%m/%Y}".encode(), BAD_DOB.encode())
+    refused = await p.assessment.post(f"/academies/{p.academies[0]}/roster-imports", content=bad,
+                                      headers={**story.senco, "Content-Type": "text/csv"})
+    assert refused.status_code == 422 and refused.headers["content-type"].startswith("application/problem+json")
+    assert [(q["row"], q["column"]) for q in refused.json()["problems"]] == [(3, "DOB")], refused.text
+    assert not [s for s in [*REFUSED.personal_data(), BAD_DOB] if s in refused.text]
     # The next export from the second academy's MIS has the leaving date of the pupil who left.
     leaver = Child(**{**ELM[1].__dict__, "left_on": LEFT_ON})
     again = ok(await p.assessment.post(f"/academies/{p.academies[1]}/roster-imports", content=csv([ELM[0], leaver], "4E"),
@@ -490,7 +500,7 @@ def leaks(content: bytes, personal: list[str], secrets: list[str]) -> list[str]:
 
 def nothing_personal_or_secret_is_in_the_logs_or_spans(story: Story) -> None:
     p = story.platform
-    personal = [s for child in OAK + ELM for s in child.personal_data()] + [PARENT, *PARENT.split(), *NOTES]
+    personal = [s for child in [*OAK, *ELM, REFUSED] for s in child.personal_data()] + [PARENT, *PARENT.split(), *NOTES, BAD_DOB]
     secrets = [*story.secrets, *(s.removeprefix("whsec_") for s in story.secrets), *story.data_keys, *p.tokens]
     secrets += [base64.urlsafe_b64encode(base64.b64decode(k)).decode().rstrip("=") for k in story.data_keys]
     # The scan finds what it looks for: a date of birth in another format, a note, a token.
