@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.events.envelope import topic_for
@@ -54,6 +54,9 @@ class ConsumerSpec:
     contexts: Sequence[str]
     handlers: Mapping[type[Event], Handler]
     batch_handlers: Mapping[type[Event], BatchHandler] = field(default_factory=dict)
+    # The service's table of (pupil_id, trust_id, academy_id): an event that claims another trust
+    # for a pupil or an academy in it is dead-lettered (shared.messaging.tenancy).
+    roster: Table | None = None
 
 
 BackgroundTask = Callable[["Runtime", asyncio.Event], Awaitable[None]]
@@ -111,6 +114,7 @@ class Runtime:
             IdempotentConsumer(
                 f"{spec.name}.{consumer.name}", self.engine, spec.tables, consumer.handlers, self.publisher,
                 retry=retry, topic_prefix=settings.topic_prefix, batch_handlers=consumer.batch_handlers,
+                roster=consumer.roster, max_record_bytes=settings.consumer_max_record_bytes,
             )
             for consumer in consumer_specs
         ]

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_backoff_base_s: float = 0.2
     consumer_backoff_max_s: float = 5.0
+    # A record larger than this (key, value and headers) is dead-lettered before it is parsed:
+    # no event the services publish comes near it (the event store refuses data over 900 000).
+    consumer_max_record_bytes: int = Field(default=1_000_000, ge=1024)
 
     # Telemetry.
     otlp_endpoint: str | None = None

@@ -25,7 +25,7 @@ from services.assessment.domain.errors import FrameworkVersionInUse
 from services.assessment.framework_store import sample_framework
 from services.assessment.personal_data import PersonalDataRepository
 from services.assessment.privacy import AssessmentPrivacySettings, Privacy, RetentionClockDelivery, erasure_handlers
-from services.assessment.tables import kernel, metadata
+from services.assessment.tables import kernel, metadata, pupils
 from shared.service import ConsumerSpec, Runtime, ServiceSpec, create_app
 from shared.settings import Settings
 
@@ -70,7 +70,7 @@ def create(settings: Settings | None = None, *, consent_http: httpx.AsyncClient 
     async def retention_clock_delivery(runtime: Runtime, stop: asyncio.Event) -> None:
         await delivery[0].run(stop)
 
-    erasure = ConsumerSpec(name="erasure", contexts=["consent"], handlers=erasure_handlers(privacy.keyring))
+    erasure = ConsumerSpec(name="erasure", contexts=["consent"], handlers=erasure_handlers(privacy.keyring), roster=pupils)
     spec = replace(SPEC, consumers=[*SPEC.consumers, erasure],
                    background_tasks=[*SPEC.background_tasks, retention_clock_delivery])
     app = create_app(spec, settings)

@@ -5,6 +5,7 @@ last-activity date (a date retention can be counted from). Each event is applied
 from __future__ import annotations
 
 from services.consent import projections
+from services.consent.tables import pupils
 from shared.events.assessment import (
     AssessmentCompleted,
     ObservationRecorded,
@@ -28,4 +29,5 @@ ROSTER = ConsumerSpec(
         PlanReviewed: projections.on_pupil_activity,
         SessionLogged: projections.on_pupil_activity,
     },
+    roster=pupils,
 )

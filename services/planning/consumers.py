@@ -4,6 +4,7 @@ erasure from consent. Each event is applied once (the kernel's inbox)."""
 from __future__ import annotations
 
 from services.planning import projections
+from services.planning.tables import pupils
 from shared.events.assessment import PupilClassChanged, PupilEnrolled, StrandScored
 from shared.events.consent import ConsentGranted, ConsentRefused, ConsentWithdrawn, PupilErased, RetentionExpired
 from shared.service import ConsumerSpec
@@ -13,6 +14,7 @@ SCORES = ConsumerSpec(
     contexts=["assessment"],
     handlers={PupilEnrolled: projections.on_pupil_placed, PupilClassChanged: projections.on_pupil_placed},
     batch_handlers={StrandScored: projections.on_strand_scored},
+    roster=pupils,
 )
 
 CONSENT = ConsumerSpec(
@@ -25,4 +27,5 @@ CONSENT = ConsumerSpec(
         PupilErased: projections.on_pupil_erased,
         RetentionExpired: projections.on_retention_expired,
     },
+    roster=pupils,
 )

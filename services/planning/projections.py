@@ -91,7 +91,9 @@ async def on_participation(conn: AsyncConnection, envelope: Envelope) -> None:
         index_elements=[participation.c.pupil_id],
         set_={"withdrawn": stmt.excluded.withdrawn, "record_version": stmt.excluded.record_version,
               "decided_at": stmt.excluded.decided_at},
-        where=participation.c.record_version < stmt.excluded.record_version,
+        # A pupil never changes trust: a decision claiming another trust changes nothing.
+        where=(participation.c.record_version < stmt.excluded.record_version)
+        & (participation.c.trust_id == stmt.excluded.trust_id),
     ))
 
 
@@ -105,7 +107,8 @@ async def on_retention_expired(conn: AsyncConnection, envelope: Envelope) -> Non
     if event.data_category in ERASING_CATEGORIES:
         await erase_pupil(conn, envelope.trust_id, event.pupil_id)
     elif event.data_category is DataCategory.ASSESSMENTS:
-        await conn.execute(delete(strand_scores).where(strand_scores.c.pupil_id == event.pupil_id))
+        await conn.execute(delete(strand_scores).where(strand_scores.c.pupil_id == event.pupil_id,
+                                                       strand_scores.c.trust_id == envelope.trust_id))
 
 
 async def erase_pupil(conn: AsyncConnection, trust_id: UUID, pupil_id: UUID) -> None:
@@ -113,27 +116,27 @@ async def erase_pupil(conn: AsyncConnection, trust_id: UUID, pupil_id: UUID) -> 
 
     A plan or session of this pupil alone is deleted; a group plan or session keeps the other
     pupils' part, without this one. The pupil's events leave this service's event store too.
+    Every statement is scoped to the trust: an erasure never reaches another trust's rows.
     """
     await conn.execute(insert(erased_pupils).values(pupil_id=pupil_id, trust_id=trust_id).on_conflict_do_nothing())
-    await conn.execute(delete(strand_scores).where(strand_scores.c.pupil_id == pupil_id))
-    await conn.execute(delete(participation).where(participation.c.pupil_id == pupil_id))
-    await conn.execute(delete(pupils).where(pupils.c.pupil_id == pupil_id))
-    involved = any_(plans.c.pupil_ids) == pupil_id
-    touched_sessions = list((await conn.execute(select(sessions.c.session_id).where(any_(sessions.c.pupil_ids) == pupil_id))).scalars())
+    for table in (strand_scores, participation, pupils):
+        await conn.execute(delete(table).where(table.c.pupil_id == pupil_id, table.c.trust_id == trust_id))
+    involved = (any_(plans.c.pupil_ids) == pupil_id) & (plans.c.trust_id == trust_id)
+    attended = (any_(sessions.c.pupil_ids) == pupil_id) & (sessions.c.trust_id == trust_id)
+    touched_sessions = list((await conn.execute(select(sessions.c.session_id).where(attended))).scalars())
     # A note about a session may speak of every child present: it goes with any of them.
     await SessionNotes().erase(conn, touched_sessions)
-    await conn.execute(delete(sessions).where(any_(sessions.c.pupil_ids) == pupil_id, func.cardinality(sessions.c.pupil_ids) == 1))
-    await conn.execute(update(sessions).where(any_(sessions.c.pupil_ids) == pupil_id)
-                       .values(pupil_ids=func.array_remove(sessions.c.pupil_ids, pupil_id)))
+    await conn.execute(delete(sessions).where(attended, func.cardinality(sessions.c.pupil_ids) == 1))
+    await conn.execute(update(sessions).where(attended).values(pupil_ids=func.array_remove(sessions.c.pupil_ids, pupil_id)))
     await conn.execute(delete(plans).where(involved, func.cardinality(plans.c.pupil_ids) == 1))
     await conn.execute(update(plans).where(involved).values(pupil_ids=func.array_remove(plans.c.pupil_ids, pupil_id)))
     await conn.execute(text(
         """
         WITH gone AS (
           DELETE FROM planning.events
-          WHERE data->>'pupil_id' = :pupil OR (data ? 'pupil_ids' AND data->'pupil_ids' ? :pupil)
+          WHERE trust_id = :trust AND (data->>'pupil_id' = :pupil OR (data ? 'pupil_ids' AND data->'pupil_ids' ? :pupil))
           RETURNING global_position
         )
         DELETE FROM planning.outbox WHERE global_position IN (SELECT global_position FROM gone)
         """
-    ), {"pupil": str(pupil_id)})
+    ), {"pupil": str(pupil_id), "trust": trust_id})

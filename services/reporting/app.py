@@ -1,6 +1,7 @@
 """The reporting service: read models, dashboards, the intervention report, consent-gated sharing
 with agencies over signed webhooks, the audit ledger, and the ops page."""
 
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -12,6 +13,9 @@ from shared.service import ServiceSpec, create_app
 
 LEDGER = audit.Ledger(SCHEMA)
 SHARING = sharing.Sharing()
+# Which trust and academy each pupil is in, as the read models know it: the ledger and sharing
+# refuse an event that puts a known pupil or academy in another trust.
+ROSTER = readmodels.LIVE.pupils
 
 SPEC = ServiceSpec(
     name="reporting",
@@ -21,7 +25,8 @@ SPEC = ServiceSpec(
     description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, and the audit ledger.",
     routers=[audit.audit_router(LEDGER), sharing.sharing_router(SHARING),
              readmodels.readmodels_router(), ops_router],
-    consumers=[audit.ledger_consumer(LEDGER), sharing.withdrawal_consumer(SHARING),
+    consumers=[replace(audit.ledger_consumer(LEDGER), roster=ROSTER),
+               replace(sharing.withdrawal_consumer(SHARING), roster=ROSTER),
                readmodels.readmodels_consumer()],
     domain_errors=audit.DOMAIN_ERRORS,
     background_tasks=[audit.checkpointer(LEDGER), audit.periodic_verification(LEDGER), audit.keep_audit_topic,

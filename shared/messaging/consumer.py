@@ -4,8 +4,10 @@ A batch of records is applied in one transaction that also writes each event id 
 consumer's inbox; an event already in the inbox is skipped, so a redelivered event has its
 effect once. When the batch fails, its events are applied one by one, each retried with
 backoff; one that still fails, and any record that is not a valid event, goes to the consumer's
-dead-letter topic and the partition moves on. A failure of PostgreSQL or Kafka themselves is not
-the message's fault: it is never dead-lettered, the batch is handed back (FastStream seeks the
+dead-letter topic and the partition moves on. Two kinds go there at once, never retried: a
+record larger than any event (refused before it is parsed) and an event whose tenant contradicts
+what the service knows (shared.messaging.tenancy). A failure of PostgreSQL or Kafka themselves is
+not the message's fault: it is never dead-lettered, the batch is handed back (FastStream seeks the
 partition back) and comes again once they are back.
 """
 
@@ -22,12 +24,13 @@ from uuid import UUID
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Link, SpanKind
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, decode
 from shared.events.registry import Event
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
+from shared.messaging.tenancy import TenantMismatch, refuse_other_tenants
 from shared.messaging.topics import dead_letter_topic
 from shared.store.db import is_transient
 from shared.store.tables import KernelTables
@@ -42,6 +45,12 @@ from shared.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+
+MAX_RECORD_BYTES = 1_000_000
+"""The largest record (key, value and headers) a consumer parses: the event store's largest event
+(900 000 bytes of data) with room for its headers, so no event a service published is refused,
+and under the broker's 1 MiB, so its dead letter fits. Settings.consumer_max_record_bytes."""
+MAX_REASON_CHARS = 500
 
 Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
 BatchHandler = Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]]
@@ -74,8 +83,13 @@ class IdempotentConsumer:
         retry: RetryPolicy | None = None,
         topic_prefix: str = TOPIC_PREFIX,
         batch_handlers: Mapping[type[Event], BatchHandler] | None = None,
+        roster: Table | None = None,
+        max_record_bytes: int = MAX_RECORD_BYTES,
     ) -> None:
         self.name = name
+        # Where the service keeps each pupil's trust and academy: events that contradict it are refused.
+        self.roster = roster
+        self.max_record_bytes = max_record_bytes
         self.engine = engine
         self.handlers = dict(handlers)
         self.batch_handlers = dict(batch_handlers or {})
@@ -118,6 +132,11 @@ class IdempotentConsumer:
         applicable: list[tuple[ConsumerRecord[Any, Any], Envelope]] = []
         rejected: list[tuple[ConsumerRecord[Any, Any], str]] = []
         for record in records:
+            size = _size_of(record)
+            if size > self.max_record_bytes:
+                # Refused before parsing: an absurd payload costs no JSON parse and no validation.
+                rejected.append((record, f"record is {size} bytes, over the limit of {self.max_record_bytes}"))
+                continue
             try:
                 envelope = decode(record.headers, record.value)
             except InvalidMessage as error:
@@ -150,6 +169,8 @@ class IdempotentConsumer:
                     to_apply.append(envelope)
             if duplicates := len(envelopes) - len(to_apply):
                 messages_consumed.add(duplicates, {"consumer": self.name, "outcome": "duplicate"})
+            if self.roster is not None and to_apply:
+                await refuse_other_tenants(conn, self.roster, to_apply)
             for run in _runs_of_one_type(to_apply):
                 batch_handler = self.batch_handlers.get(type(run[0].data))
                 if batch_handler is not None:
@@ -163,6 +184,10 @@ class IdempotentConsumer:
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
                 await self._apply_in_one_transaction([envelope])
+                return
+            except TenantMismatch as error:
+                # No retry can make it right: the event claims a tenant it does not belong to.
+                await self._dead_letter(record, f"tenant mismatch: {error.reason}", attempts=attempt)
                 return
             except Exception as error:
                 if _must_wait(error):
@@ -210,9 +235,17 @@ class IdempotentConsumer:
         return {row[0] for row in result}
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str, attempts: int) -> None:
-        # The original bytes and headers, untouched, so the message can be replayed as it was.
+        # The original bytes and headers, untouched, so the message can be replayed as it was
+        # (but for a record too large to be an event: see below).
         # The reason names a header, a field or an exception type: never a value.
+        key, payload = record.key or b"", record.value or b""
         headers = [(name, value or b"") for name, value in (record.headers or ())]
+        if (size := _size_of(record)) > self.max_record_bytes:
+            # Too large to be an event, and maybe to fit a producer request beside the reason:
+            # the dead letter says where the original is (topic, partition, offset) instead.
+            key, payload, headers = b"", b"", [("flourish_dlq_omitted_bytes", str(size).encode())]
+        # A reason may quote a header (an unknown type): bounded, so the dead letter always fits.
+        reason = reason[:MAX_REASON_CHARS]
         headers += [
             ("flourish_dlq_reason", reason.encode()),
             ("flourish_dlq_consumer", self.name.encode()),
@@ -222,7 +255,7 @@ class IdempotentConsumer:
             ("flourish_dlq_attempts", str(attempts).encode()),
         ]
         await self.publisher.send(
-            OutgoingRecord(topic=self.dead_letter_topic, key=record.key or b"", value=record.value or b"", headers=headers)
+            OutgoingRecord(topic=self.dead_letter_topic, key=key, value=payload, headers=headers)
         )
         dead_lettered.add(1, {"consumer": self.name})
         messages_consumed.add(1, {"consumer": self.name, "outcome": "dead_lettered"})
@@ -236,6 +269,12 @@ class IdempotentConsumer:
 def _must_wait(error: BaseException) -> bool:
     """PostgreSQL or Kafka is away: not the message's fault, so wait rather than dead-letter."""
     return is_transient(error) or isinstance(error, KafkaError)
+
+
+def _size_of(record: ConsumerRecord[Any, Any]) -> int:
+    """The record's bytes as they count against the limit: key, value and headers."""
+    headers = sum(len(name) + len(value or b"") for name, value in record.headers or ())
+    return len(record.key or b"") + len(record.value or b"") + headers
 
 
 def _runs_of_one_type(envelopes: list[Envelope]) -> list[list[Envelope]]:

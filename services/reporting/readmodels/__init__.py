@@ -11,7 +11,7 @@ from shared.service import ConsumerSpec
 def readmodels_consumer() -> ConsumerSpec:
     """One consumer group over the assessment and planning topics; idempotent through the inbox."""
     return ConsumerSpec(name="readmodels", contexts=("assessment", "planning"), handlers={},
-                        batch_handlers=batch_handlers(LIVE))
+                        batch_handlers=batch_handlers(LIVE), roster=LIVE.pupils)
 
 
-__all__ = ["readmodels_consumer", "readmodels_router", "rebuild"]
+__all__ = ["LIVE", "readmodels_consumer", "readmodels_router", "rebuild"]

@@ -35,6 +35,8 @@ def _last_by(rows: list[dict[str, Any]], *key: str) -> list[dict[str, Any]]:
 
 
 def _tenant(e: Envelope) -> dict[str, Any]:
+    # A pupil never changes trust: the pupil upserts below change a row of the same trust only
+    # (the live consumer refuses a contradicting event before it gets here; a rebuild relies on this).
     return {"trust_id": e.trust_id, "academy_id": e.academy_id}
 
 
@@ -48,7 +50,7 @@ def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
             "enrolled_on": func.greatest(p.enrolled_on, stmt.excluded.enrolled_on),
             # Rejoining after leaving puts the pupil back on roll.
             "left_on": case((or_(p.left_on.is_(None), stmt.excluded.enrolled_on >= p.left_on), None), else_=p.left_on),
-        }))
+        }, where=p.trust_id == stmt.excluded.trust_id))
 
     async def left(conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         rows = _last_by([{"pupil_id": e.data.pupil_id, **_tenant(e), "left_on": e.data.left_on} for e in events], "pupil_id")
@@ -57,7 +59,7 @@ def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
         await conn.execute(stmt.on_conflict_do_update(index_elements=[p.pupil_id], set_={
             "left_on": case((or_(p.enrolled_on.is_(None), stmt.excluded.left_on >= p.enrolled_on), stmt.excluded.left_on),
                             else_=p.left_on),
-        }))
+        }, where=p.trust_id == stmt.excluded.trust_id))
 
     async def completed(conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         data = [(e, e.data) for e in events]
@@ -84,7 +86,7 @@ def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
             "latest_assessment_id": case((newer, x.latest_assessment_id), else_=p.latest_assessment_id),
             "latest_completed_at": case((newer, x.latest_completed_at), else_=p.latest_completed_at),
             "baseline_assessment_id": func.coalesce(p.baseline_assessment_id, x.baseline_assessment_id),
-        }))
+        }, where=p.trust_id == x.trust_id))
 
     async def scored(conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         await conn.execute(insert(t.strand_scores).values(_last_by([

@@ -2,7 +2,9 @@
 
 1. Fresh shadow tables (`rm_*_shadow`, same columns and keys as the live ones).
 2. Replay: every partition of the assessment and planning topics from the beginning up to the end
-   offsets taken at the start, through the same batch handlers the live consumer runs.
+   offsets taken at the start, through the same batch handlers the live consumer runs, skipping
+   what it dead-lettered and refusing what it refuses (an event that claims another trust for a
+   pupil or an academy known by then).
 3. Swap, in one transaction: lock the live tables against writes (readers carry on), replay what
    arrived since step 2 into the shadow tables, rename live → old, shadow → live, drop the old.
    The live consumer, blocked on the lock meanwhile, resumes on the new tables; an event it
@@ -18,13 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import text
+from sqlalchemy import Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
+from shared.messaging.dead_letters import dead_lettered_sources
+from shared.messaging.tenancy import TenantMismatch, refuse_other_tenants
+from shared.messaging.topics import dead_letter_topic
 from shared.settings import Settings
 from shared.store.db import create_engine
 
@@ -59,7 +64,8 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> Rebu
                 raise RebuildRunning("another rebuild of the read models is running")
             try:
                 await _create_shadow(engine)
-                reader = _Reader(settings, batch_handlers(tables(SHADOW)))
+                shadow = tables(SHADOW)
+                reader = _Reader(settings, batch_handlers(shadow), shadow.pupils)
                 await reader.start()
                 try:
                     async with engine.begin() as conn:
@@ -117,9 +123,12 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
 class _Reader:
     """Reads the contexts' topics partition by partition, without a consumer group."""
 
-    def __init__(self, settings: Settings, handlers: dict[Any, Batch]) -> None:
+    def __init__(self, settings: Settings, handlers: dict[Any, Batch], roster: Table) -> None:
         self.topics = [topic_for(context, settings.topic_prefix) for context in CONTEXTS]
         self.handlers = handlers
+        self.roster = roster
+        self.settings = settings
+        self.skipped: set[tuple[str, int, int]] = set()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None,
             auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
@@ -129,6 +138,10 @@ class _Reader:
         self.applied = 0
 
     async def start(self) -> None:
+        # What the live consumer dead-lettered, the read model never had (the consumer group is
+        # the service's name and the consumer's: reporting.readmodels).
+        self.skipped = await dead_lettered_sources(
+            self.settings.kafka_bootstrap_servers, dead_letter_topic("reporting.readmodels", self.settings.topic_prefix))
         await self.consumer.start()
         for topic in self.topics:
             self.partitions += await partitions_of(self.consumer, topic)
@@ -154,6 +167,8 @@ class _Reader:
                         self.consumer.seek(tp, until[tp])
                         break
                     self.read += 1
+                    if (record.topic, record.partition, record.offset) in self.skipped:
+                        continue
                     try:
                         envelope = decode(record.headers, record.value)
                     except InvalidMessage:
@@ -168,10 +183,25 @@ class _Reader:
         run: list[Envelope] = []
         for envelope in envelopes:
             if run and (type(run[-1].data) is not type(envelope.data) or len(run) >= _CHUNK):
-                await self.handlers[type(run[0].data)](conn, run)
-                self.applied += len(run)
+                await self._apply_run(conn, run)
                 run = []
             run.append(envelope)
         if run:
-            await self.handlers[type(run[0].data)](conn, run)
-            self.applied += len(run)
+            await self._apply_run(conn, run)
+
+    async def _apply_run(self, conn: AsyncConnection, run: list[Envelope]) -> None:
+        handler = self.handlers[type(run[0].data)]
+        try:
+            await refuse_other_tenants(conn, self.roster, run)
+        except TenantMismatch:
+            # As the live consumer does: one at a time, each checked against what came before it.
+            for envelope in run:
+                try:
+                    await refuse_other_tenants(conn, self.roster, [envelope])
+                except TenantMismatch:
+                    continue  # the live consumer dead-lettered it; a read model never had it
+                await handler(conn, [envelope])
+                self.applied += 1
+            return
+        await handler(conn, run)
+        self.applied += len(run)

@@ -1,0 +1,51 @@
+"""Reading a consumer's dead letters back: where each dead-lettered record came from.
+
+A replay of history (a read-model rebuild) skips what the live consumer dead-lettered, so a
+rebuild never has what the live read model never had, whatever order it reads the topics in.
+"""
+
+from __future__ import annotations
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+Source = tuple[str, int, int]
+"""A record's topic, partition and offset."""
+
+
+async def dead_lettered_sources(bootstrap_servers: str, dead_letter_topic: str) -> set[Source]:
+    """Where every record on the dead-letter topic (up to its end now) came from."""
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
+                              auto_offset_reset="earliest")
+    await reader.start()
+    try:
+        partitions = [TopicPartition(dead_letter_topic, p) for p in sorted(reader.partitions_for_topic(dead_letter_topic) or ())]
+        if not partitions:
+            await reader._client.force_metadata_update()  # noqa: SLF001  (no public refresh in aiokafka)
+            partitions = [TopicPartition(dead_letter_topic, p)
+                          for p in sorted(reader.partitions_for_topic(dead_letter_topic) or ())]
+        if not partitions:
+            return set()  # nothing was ever dead-lettered
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+        ends = await reader.end_offsets(partitions)
+        sources: set[Source] = set()
+        pending = {tp for tp in partitions if ends[tp] > 0}
+        while pending:
+            for tp, records in (await reader.getmany(*pending, timeout_ms=1000)).items():
+                for record in records:
+                    if record.offset < ends[tp]:
+                        sources.add(_source(record.headers))
+            pending = {tp for tp in pending if await reader.position(tp) < ends[tp]}
+        sources.discard(("", -1, -1))
+        return sources
+    finally:
+        await reader.stop()
+
+
+def _source(headers: list[tuple[str, bytes]] | None) -> Source:
+    found = dict(headers or ())
+    try:
+        return (found["flourish_dlq_source_topic"].decode(), int(found["flourish_dlq_source_partition"]),
+                int(found["flourish_dlq_source_offset"]))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return ("", -1, -1)  # not a dead letter of ours

@@ -1,0 +1,69 @@
+"""Refusing an event whose tenant contradicts what a consumer already knows.
+
+Every event carries its trust and academy (ce_trustid, ce_academyid), and projections write
+rows under them. A pupil never changes trust and an academy belongs to one trust, so an event
+that claims another trust for a pupil the service already knows, or puts a known academy in
+another trust, is not a fact: it is a bug or an attack, and applying it would write one trust's
+data under another or change another trust's rows. The consumer dead-letters it at once (no
+retry can make it right) with a reason that names the attribute, never a value.
+
+What a service knows is its roster: a table of (pupil_id, trust_id, academy_id) it keeps from
+the events it applied (or, for the assessment service, its own truth). An event about a pupil
+or an academy it has never seen is taken as it comes: there is nothing to contradict yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from uuid import UUID
+
+from sqlalchemy import Table, Uuid, column, exists, select, values
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from shared.events.envelope import Envelope
+
+TRUST_LEVEL = UUID(int=0)
+"""The academy of an event about the whole trust: in no academy, so never checked."""
+
+
+class TenantMismatch(Exception):
+    """An event contradicts the tenancy the consumer knows: permanent, dead-lettered at once."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def pupils_of(envelope: Envelope) -> Iterator[UUID]:
+    """The pupils an event is about: its pupil_id and, for a group, its pupil_ids."""
+    pupil_id = getattr(envelope.data, "pupil_id", None)
+    if isinstance(pupil_id, UUID):
+        yield pupil_id
+    for member in getattr(envelope.data, "pupil_ids", None) or ():
+        if isinstance(member, UUID):
+            yield member
+
+
+async def refuse_other_tenants(conn: AsyncConnection, roster: Table, envelopes: Sequence[Envelope]) -> None:
+    """Raise TenantMismatch if any event claims another trust for a pupil or an academy than the
+    roster (or an earlier event of the same batch) says. One query per batch, by primary key
+    for pupils and one indexed probe per academy."""
+    pupils: dict[UUID, UUID] = {}
+    academies: dict[UUID, UUID] = {}
+    for envelope in envelopes:
+        for pupil_id in pupils_of(envelope):
+            if pupils.setdefault(pupil_id, envelope.trust_id) != envelope.trust_id:
+                raise TenantMismatch("events of one batch claim different trusts (ce_trustid) for one pupil")
+        if envelope.academy_id != TRUST_LEVEL:
+            if academies.setdefault(envelope.academy_id, envelope.trust_id) != envelope.trust_id:
+                raise TenantMismatch("events of one batch claim different trusts (ce_trustid) for one academy")
+    r = roster.c
+    if pupils:
+        known = await conn.execute(select(r.pupil_id, r.trust_id).where(r.pupil_id.in_(list(pupils))))
+        if any(trust_id != pupils[pupil_id] for pupil_id, trust_id in known):
+            raise TenantMismatch("pupil_id: the pupil belongs to another trust than ce_trustid")
+    if academies:
+        claimed = values(column("academy_id", Uuid), column("trust_id", Uuid), name="claimed").data(list(academies.items()))
+        elsewhere = exists().where(r.academy_id == claimed.c.academy_id, r.trust_id != claimed.c.trust_id)
+        if (await conn.execute(select(claimed.c.academy_id).where(elsewhere).limit(1))).first() is not None:
+            raise TenantMismatch("ce_academyid: the academy belongs to another trust than ce_trustid")
