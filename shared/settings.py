@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     service_client_id: str | None = None
     service_client_secret: str | None = None
 
+    # The local stack launcher (shared/infra) starts, restarts and stops the servers these
+    # addresses name even when they are not the defaults: a second stack in its own state_dir
+    # (reliability tests kill and restart it). Off, a non-default address is someone else's.
+    manage_stack: bool = False
+
     # Kafka topics are "<prefix><context>"; a test run or a second platform on one cluster
     # takes a prefix of its own.
     topic_prefix: str = "flourish."

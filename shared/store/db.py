@@ -33,8 +33,19 @@ def is_transient(error: BaseException) -> bool:
 
     if isinstance(error, (OSError, ConnectionError, TimeoutError, InterfaceError, OperationalError)):
         return True
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return True
+        # SQLAlchemy wraps asyncpg's errors in a plain DBAPIError: "the database system is
+        # starting up" after a restart (57P03), shut down under us (57P01/57P02), too many
+        # connections (53300), or any connection exception (class 08).
+        sqlstate = str(getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None) or "")
+        if sqlstate.startswith("08") or sqlstate in TRANSIENT_SQLSTATES:
+            return True
+        error = error.orig.__cause__ or error.orig if error.orig is not None else error
     name = type(error).__name__
     # asyncpg's own connection errors, when they surface unwrapped.
     return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
+
+
+TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}

@@ -428,6 +428,12 @@ async def the_audit_answers_who_shared_what_with_which_agency_and_verifies(story
         return erased <= {e.get("pupil_id") for e in entries["items"]}
 
     await soon(erasures)
+
+    async def reads() -> Any:  # the SENCo opened the child's roster record in step one
+        body = ok(await p.reporting.get(f"/audit/pupils/{story.child}/reads", headers=auditor))
+        return [r for r in body["items"] if r["reader"] == "senco-7"]
+
+    assert (await soon(reads))[0]["service"].endswith("assessment")
     await signed_checkpoint(story)
     key = ok(await p.reporting.get("/audit/public-key", headers=auditor))
     key_file = p.settings.state_dir / "audit-public-key.json"
