@@ -2,6 +2,7 @@
 
     python -m bench                      # everything (about two minutes on two cores)
     python -m bench --only store         # one group: store, pipeline, or a service (assessment, consent, planning, audit, reporting, reporting_sharing)
+    python -m bench --only load          # the platform under steady load (FLOURISH_BENCH_LOAD_SECONDS, default 600)
     python -m bench --scale 0.25         # smaller runs (quick check; figures are noisier)
     python -m bench --loop asyncio       # the plain asyncio loop instead of uvloop
 """
@@ -25,7 +26,7 @@ from shared.settings import Settings
 
 # Each service's benchmarks live in bench/<service>.py as `async def run() -> list[dict]`, one dict
 # per JSON line; they start what they need themselves.
-SERVICE_GROUPS = ("assessment", "consent", "planning", "audit", "reporting", "reporting_sharing")
+SERVICE_GROUPS = ("assessment", "consent", "planning", "audit", "reporting", "reporting_sharing", "load")
 GROUPS = ("store", "pipeline", *SERVICE_GROUPS)
 
 

@@ -68,6 +68,14 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+def wait_port_closed(host: str, port: int, timeout: float = 10.0) -> None:
+    """After a kill: a process's listening socket closes only once its last thread has exited,
+    which can be a moment after its main thread is gone."""
+    deadline = time.monotonic() + timeout
+    while port_open(host, port, timeout=0.2) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def run_sync(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine from sync code, even when the caller is itself inside an event loop
     (an async test calling ensure_stack): then a worker thread gets its own loop."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -27,6 +28,7 @@ from shared.infra import (
     split_host_port,
     stop_process,
     tail,
+    wait_port_closed,
 )
 from shared.settings import LOCAL_KAFKA_BOOTSTRAP, PROJECT_ROOT, Settings
 
@@ -106,8 +108,12 @@ def is_external(settings: Settings) -> bool:
     """KAFKA_BOOTSTRAP_SERVERS names another broker: use it, never start or stop one. Set to the
     local default (as `eval "$(flourish infra up)"` or the service launcher leave it) it still
     means ours, so that a later `up` starts it again."""
-    explicit = "kafka_bootstrap_servers" in settings.model_fields_set
-    return explicit and settings.kafka_bootstrap_servers.strip() != LOCAL_KAFKA_BOOTSTRAP
+    return _explicit(settings) and settings.kafka_bootstrap_servers.strip() != LOCAL_KAFKA_BOOTSTRAP
+
+
+def _explicit(settings: Settings) -> bool:
+    """An address the user named for a broker of theirs (not one `manage_stack` tells us to run)."""
+    return "kafka_bootstrap_servers" in settings.model_fields_set and not settings.manage_stack
 
 
 # --- public operations ---------------------------------------------------------------------
@@ -125,7 +131,7 @@ def ensure_kafka(settings: Settings) -> ComponentStatus:
         wait_ready(layout, pid)
         return _managed_status(layout, pid, healthy=True)
     if port_open(layout.host, layout.port):
-        if "kafka_bootstrap_servers" in settings.model_fields_set:
+        if _explicit(settings):
             # The user asked for this address explicitly and something answers there: use it.
             return _check_external(layout.bootstrap)
         raise InfraError(
@@ -136,16 +142,18 @@ def ensure_kafka(settings: Settings) -> ComponentStatus:
     return _managed_status(layout, pid, healthy=True)
 
 
-def stop_kafka(settings: Settings) -> bool:
-    """Stop the broker this launcher started, if any. True if one was stopped."""
+def stop_kafka(settings: Settings, *, crash: bool = False) -> bool:
+    """Stop the broker this launcher started, if any. True if one was stopped. `crash` kills it
+    with SIGKILL instead (reliability tests: the next start recovers its logs)."""
     layout = KafkaLayout.from_settings(settings)
     pid = running_pid(layout)
     if pid is None:
         return False
-    progress("kafka", f"stopping pid {pid}")
+    progress("kafka", f"{'killing' if crash else 'stopping'} pid {pid}")
     # SIGTERM makes the broker shut down cleanly (flush logs, leave the quorum tidy).
-    if stop_process(pid, timeout=STOP_TIMEOUT_S):
+    if stop_process(pid, first_signal=signal.SIGKILL if crash else signal.SIGTERM, timeout=STOP_TIMEOUT_S):
         progress("kafka", f"pid {pid} ignored SIGTERM for {STOP_TIMEOUT_S:.0f}s; killed")
+    wait_port_closed(layout.host, layout.port)
     layout.pid_file.unlink(missing_ok=True)
     return True
 
@@ -155,7 +163,7 @@ def kafka_status(settings: Settings) -> ComponentStatus:
     pid = None if is_external(settings) else running_pid(layout)
     if pid is not None:
         return _managed_status(layout, pid, healthy=probe(layout.bootstrap))
-    if "kafka_bootstrap_servers" in settings.model_fields_set:
+    if _explicit(settings):
         address = settings.kafka_bootstrap_servers
         healthy = probe(address)
         running = healthy or port_open(*split_host_port(address, 9092))

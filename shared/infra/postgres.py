@@ -42,6 +42,7 @@ from shared.infra import (
     run_sync,
     stop_process,
     tail,
+    wait_port_closed,
 )
 from shared.settings import LOCAL_DATABASE_URL, Settings
 
@@ -115,7 +116,12 @@ def is_external(settings: Settings) -> bool:
     """DATABASE_URL names another server: use it, never start or stop one. Set to the local
     default (as `eval "$(flourish infra up)"` or the service launcher leave it) it still means
     ours, so that a later `up` starts it again."""
-    return "database_url" in settings.model_fields_set and not _is_local_default(settings.database_url)
+    return _explicit(settings) and not _is_local_default(settings.database_url)
+
+
+def _explicit(settings: Settings) -> bool:
+    """A URL the user named for a server of theirs (not one `manage_stack` tells us to run)."""
+    return "database_url" in settings.model_fields_set and not settings.manage_stack
 
 
 def _is_local_default(database_url: str) -> bool:
@@ -140,7 +146,7 @@ def ensure_postgres(settings: Settings) -> ComponentStatus:
         _wait_ready(layout, pid, timeout=10)
         return _managed_status(layout, pid, healthy=True)
     if port_open(layout.host, layout.port):
-        if "database_url" in settings.model_fields_set:
+        if _explicit(settings):
             # The user asked for this address explicitly and something answers there: use it.
             return _check_external(layout)
         raise InfraError(
@@ -151,19 +157,21 @@ def ensure_postgres(settings: Settings) -> ComponentStatus:
     return _managed_status(layout, pid, healthy=True)
 
 
-def stop_postgres(settings: Settings) -> bool:
-    """Stop the server this launcher started, if any. True if one was stopped."""
+def stop_postgres(settings: Settings, *, crash: bool = False) -> bool:
+    """Stop the server this launcher started, if any. True if one was stopped. `crash` kills the
+    postmaster with SIGKILL instead (reliability tests: the next start runs crash recovery)."""
     layout = PostgresLayout.from_settings(settings)
     pid = running_pid(layout)
     if pid is None:
         return False
-    progress("postgres", f"stopping pid {pid}")
+    progress("postgres", f"{'killing' if crash else 'stopping'} pid {pid}")
     # SIGINT is PostgreSQL's "fast" shutdown (roll back sessions, checkpoint, exit). SIGTERM
     # would be "smart" shutdown, which waits for every client to disconnect: forever, with
     # services' connection pools still open.
-    if stop_process(pid, first_signal=signal.SIGINT, timeout=STOP_TIMEOUT_S):
+    if stop_process(pid, first_signal=signal.SIGKILL if crash else signal.SIGINT, timeout=STOP_TIMEOUT_S):
         # Its lock files stay behind; the next start removes them once no backend is left.
         progress("postgres", f"pid {pid} did not stop in {STOP_TIMEOUT_S:.0f}s; killed")
+    wait_port_closed(layout.host, layout.port)
     return True
 
 
@@ -172,7 +180,7 @@ def postgres_status(settings: Settings) -> ComponentStatus:
     pid = None if is_external(settings) else running_pid(layout)
     if pid is not None:
         return _managed_status(layout, pid, healthy=check(layout.dsn) is None)
-    if "database_url" in settings.model_fields_set:
+    if _explicit(settings):
         problem = check(layout.dsn)
         running = problem is None or port_open(layout.host, layout.port)
         return ComponentStatus("postgres", layout.address, False, None, running, problem is None, problem or "DATABASE_URL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -104,6 +105,29 @@ def stop_services(settings: Settings) -> list[str]:
             stopped.append(process.name)
         process.pid_file.unlink(missing_ok=True)
     return stopped
+
+
+def service_pids(settings: Settings) -> dict[str, int]:
+    """The pid of every service of these settings that is running."""
+    pids = {process.name: _running_pid(process) for process in service_processes(settings)}
+    return {name: pid for name, pid in pids.items() if pid is not None}
+
+
+def kill_service(settings: Settings, name: str) -> int | None:
+    """kill -9 one service, as a crash would (no shutdown hooks, nothing flushed); its pid, or
+    None if it was not running. `start_services` starts it again."""
+    pid = service_pids(settings).get(name)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:  # our child (start_services spawned it): reap it, so no zombie is left behind
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    return pid
 
 
 def services_status(settings: Settings) -> list[ComponentStatus]:

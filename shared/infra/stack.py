@@ -58,23 +58,25 @@ def stack_status(settings: Settings | None = None) -> list[ComponentStatus]:
     return _in_parallel(lambda: postgres.postgres_status(settings), lambda: kafka.kafka_status(settings))
 
 
-def restart_kafka(settings: Settings | None = None) -> ComponentStatus:
-    """Stop the broker we manage and start it again on the same data (reliability tests)."""
+def restart_kafka(settings: Settings | None = None, *, crash: bool = False) -> ComponentStatus:
+    """Stop the broker we manage (kill -9 it with `crash`) and start it again on the same data
+    (reliability tests)."""
     settings = settings or Settings()
     if kafka.is_external(settings):
         raise InfraError("kafka: KAFKA_BOOTSTRAP_SERVERS names an external broker; it is not ours to restart")
     with file_lock(_lock_path(settings)):
-        kafka.stop_kafka(settings)
+        kafka.stop_kafka(settings, crash=crash)
         return kafka.ensure_kafka(settings)
 
 
-def restart_postgres(settings: Settings | None = None) -> ComponentStatus:
-    """Stop the PostgreSQL server we manage and start it again on the same data."""
+def restart_postgres(settings: Settings | None = None, *, crash: bool = False) -> ComponentStatus:
+    """Stop the PostgreSQL server we manage (kill -9 its postmaster with `crash`) and start it
+    again on the same data."""
     settings = settings or Settings()
     if postgres.is_external(settings):
         raise InfraError("postgres: DATABASE_URL names an external server; it is not ours to restart")
     with file_lock(_lock_path(settings)):
-        postgres.stop_postgres(settings)
+        postgres.stop_postgres(settings, crash=crash)
         return postgres.ensure_postgres(settings)
 
 
