@@ -49,9 +49,9 @@ class Tenancy:
 class Record:
     """One record to publish, and what it is meant to be."""
 
-    kind: str  # garbage | unknown-type | invalid-data | oversized | wrong-trust | wrong-academy | valid
+    kind: str  # a key of EXPECTED_REASON, or valid
     key: bytes
-    value: bytes
+    value: bytes | None
     headers: Headers
     model: type[Event] | None = None
     event_id: uuid.UUID | None = None
@@ -66,6 +66,9 @@ class Sent:
 
 EXPECTED_REASON = {
     "garbage": "missing header ce_specversion",
+    "binary-header": "is not UTF-8",
+    "tombstone": "has no value",
+    "nested": "recursion limit exceeded",
     "unknown-type": "unknown event type",
     "invalid-data": "pupil_id",
     "oversized": "over the limit",
@@ -80,8 +83,7 @@ def handled(consumer: IdempotentConsumer) -> set[type[Event]]:
 
 def sample_type(consumer: IdempotentConsumer, context: str) -> type[Event]:
     """The event this consumer is tested with on a context's topic: one it handles, about a pupil."""
-    candidates = sorted((m for m in handled(consumer) if m.context == context and "pupil_id" in m.model_fields),
-                        key=lambda m: (issubclass(m, DESTRUCTIVE), m.event_type))
+    candidates = sorted(about_pupils(consumer, context), key=lambda m: (issubclass(m, DESTRUCTIVE), m.event_type))
     assert candidates, f"{consumer.name} reads {context} but handles no event about a pupil there: say how to test it"
     return candidates[0]
 
@@ -103,25 +105,34 @@ def as_record(kind: str, env: Envelope) -> Record:
     return Record(kind, key, value, headers, type(env.data), env.id)
 
 
-def hostile_sequence(context: str, models: Sequence[type[Event]], tenancy: Tenancy) -> list[Record]:
+def about_pupils(consumer: IdempotentConsumer, context: str) -> set[type[Event]]:
+    """Every event type the consumer handles on a context's topic that is about a pupil."""
+    return {m for m in handled(consumer) if m.context == context and "pupil_id" in m.model_fields}
+
+
+def hostile_sequence(context: str, wrong: Sequence[type[Event]], valid: Sequence[type[Event]],
+                     tenancy: Tenancy) -> list[Record]:
     """What goes onto one topic, in one partition: every kind of hostile record, a wrong trust
-    and a wrong academy for each sample type, and then a valid event of each sample type."""
+    and a wrong academy for every type in `wrong`, then a valid event of each type in `valid`."""
     t = tenancy
-    first = models[0]
+    first = valid[0]
     _, headers, _ = encode(envelope(about(first, t.pupil_p), t.trust_a, t.academy_a))
     key = str(t.pupil_p).encode()
     unknown = [(n, f"flourish.{context}.NoSuchEvent.v1".encode() if n == "ce_type" else v) for n, v in headers]
     absurd = {**json.loads(about(first, t.pupil_p).model_dump_json()), "padding": "x" * OVERSIZED_BYTES}
     records = [
         Record("garbage", key, bytes(range(256)) * 4, []),
+        Record("binary-header", key, b"{}", [(n, b"\xff\xfe" if n == "ce_type" else v) for n, v in headers]),
+        Record("tombstone", key, None, headers, first),
+        Record("nested", key, b'{"pupil_id": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", headers, first),
         Record("unknown-type", key, about(first, t.pupil_p).model_dump_json().encode(), unknown),
         Record("invalid-data", key, b'{"pupil_id": "not-a-uuid"}', headers, first),
         Record("oversized", key, json.dumps(absurd).encode(), headers, first),
     ]
-    for model in models:
+    for model in wrong:
         records.append(as_record("wrong-trust", envelope(about(model, t.pupil_p), t.trust_b, t.academy_b)))
         records.append(as_record("wrong-academy", envelope(about(model, t.pupil_p), t.trust_a, t.academy_b)))
-    records += [as_record("valid", envelope(about(model, t.pupil_p), t.trust_a, t.academy_a)) for model in models]
+    records += [as_record("valid", envelope(about(model, t.pupil_p), t.trust_a, t.academy_a)) for model in valid]
     return records
 
 

@@ -1,6 +1,7 @@
-"""Hostile records on every topic every consumer reads: garbage, an unknown type, invalid data,
-a record close to the broker's largest, an event that claims another trust for a known pupil and
-one that puts a known academy in another trust. Each goes to the consumer's dead-letter topic with
+"""Hostile records on every topic every consumer reads: garbage, a header that is not UTF-8, a
+tombstone, an unknown type, invalid data, JSON nested past any parser's depth, a record close to
+the broker's largest, an event that claims another trust for a known pupil and one that puts a
+known academy in another trust. Each goes to the consumer's dead-letter topic with
 its reason, nothing of it is applied, and the valid event after them is.
 
 The consumers are found from each service as it runs (its Runtime), so a new consumer, or a new
@@ -28,6 +29,7 @@ from tests.integration.hostile.helpers import (
     EXPECTED_REASON,
     Sent,
     Tenancy,
+    about_pupils,
     applied,
     handled,
     hostile_sequence,
@@ -75,9 +77,10 @@ async def test_every_consumer_dead_letters_hostile_records_and_applies_the_valid
 
         sent: list[Sent] = []
         for context in sorted({c for contexts in readers.values() for c in contexts}):
-            models = sorted({sample_type(consumers[name], context) for name, cs in readers.items() if context in cs},
-                            key=lambda m: m.event_type)
-            sent += await publish(raw_producer, prefix, context, hostile_sequence(context, models, t))
+            on_topic = [consumers[name] for name, contexts in readers.items() if context in contexts]
+            wrong = sorted(set().union(*(about_pupils(c, context) for c in on_topic)), key=lambda m: m.event_type)
+            valid = sorted({sample_type(c, context) for c in on_topic}, key=lambda m: m.event_type)
+            sent += await publish(raw_producer, prefix, context, hostile_sequence(context, wrong, valid, t))
 
         # Every consumer applies the valid events it handles, after the hostile ones before them.
         for name, consumer in consumers.items():
