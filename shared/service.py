@@ -18,6 +18,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
 from sqlalchemy import MetaData, Table, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.events.envelope import topic_for
@@ -27,12 +28,15 @@ from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer,
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
 from shared.messaging.topics import CONTEXTS, ensure_topics
+from shared.limits import BodySizeLimit
+from shared.openapi import document_problems
 from shared.auth import Auth, Principal, TokenVerifier
 from shared.problems import (
     ConcurrencyConflict,
     PayloadTooLarge,
     Problem,
     ServiceUnavailable,
+    UnprocessableEntity,
     install_problem_handlers,
 )
 from shared.settings import Settings
@@ -195,9 +199,12 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
                   telemetry={"tracing": False})
     app.state.runtime = runtime
     install_problem_handlers(
-        app, {StreamVersionConflict: _concurrency_problem, EventTooLarge: _too_large_problem, **spec.domain_errors}
+        app, {StreamVersionConflict: _concurrency_problem, EventTooLarge: _too_large_problem,
+              DBAPIError: _unstorable_text_problem, **spec.domain_errors}
     )
+    app.add_middleware(BodySizeLimit)  # inside tracing: a refused body still leaves its span
     app.add_middleware(TracingMiddleware)
+    document_problems(app)
     app.include_router(_operations_router(runtime))
     if settings.role != "consumers":  # a consumers-only pod answers health and metrics alone
         for router in spec.routers:
@@ -213,6 +220,17 @@ def _too_large_problem(error: Exception) -> Problem:
     return PayloadTooLarge(str(error))
 
 
+# PostgreSQL stores no NUL character in text or jsonb (SQLSTATE 22021 and 22P05): input that
+# carries one is the client's error, whichever field it came in.
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
+def _unstorable_text_problem(error: Exception) -> Problem:
+    if getattr(getattr(error, "orig", None), "sqlstate", None) in _UNSTORABLE_TEXT:
+        return UnprocessableEntity("text may not contain NUL (\\u0000) characters; nothing was changed")
+    raise error  # any other database error stays a 500, logged by UnhandledErrorMiddleware
+
+
 def runtime_of(request: Request) -> Runtime:
     """FastAPI dependency: the running service's database, store and clients."""
     return request.app.state.runtime  # type: ignore[no-any-return]
@@ -225,7 +243,7 @@ def _operations_router(runtime: Runtime) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": runtime.spec.name}
 
-    @router.get("/readyz", summary="Readiness: PostgreSQL and Kafka answer")
+    @router.get("/readyz", summary="Readiness: PostgreSQL and Kafka answer", responses={503: {"description": "Not ready"}})
     async def readyz() -> dict[str, Any]:
         checks = await runtime.readiness()
         if checks["database"] != "ok" or checks["kafka"] != "ok":

@@ -65,7 +65,8 @@ from shared.audit import PersonalDataReads, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.assessment import AssessmentCompleted, StrandScored
 from shared.events.registry import Event
-from shared.problems import Gone, NotFound, PayloadTooLarge, UnprocessableEntity
+from shared.limits import MIB, body_limit
+from shared.problems import Gone, NotFound, UnprocessableEntity
 from shared.service import Runtime, runtime_of
 
 router = APIRouter()
@@ -75,8 +76,11 @@ OBSERVERS = (Role.practitioner, Role.senco)
 ROSTER_KEEPERS = (Role.senco, Role.trust_admin)
 TENANCY_ADMINS = (Role.trust_admin, Role.admin)
 FRAMEWORK_LOADERS = (Role.trust_admin, Role.admin)
-MAX_ROSTER_BYTES = 5 * 1024 * 1024
-MAX_FRAMEWORK_BYTES = 2 * 1024 * 1024
+# A 10,000-pupil MIS export (domain.roster.MAX_ROWS) of ~300-byte rows is 3 MB.
+MAX_ROSTER_BYTES = 5 * MIB
+MAX_FRAMEWORK_BYTES = 2 * MIB
+# MAX_RATINGS ratings of ~250 bytes each, with room for notes on most of them.
+MAX_BULK_OBSERVATIONS_BYTES = 4 * MIB
 
 Staff = Annotated[Principal, Depends(requires(*STAFF))]
 # The reporting service reads gender and year group for the anonymised report; a DPO answers
@@ -123,12 +127,14 @@ async def get_framework_schema(principal: AnyCaller) -> dict[str, Any]:
 
 @router.post(
     "/frameworks", tags=["frameworks"], status_code=201,
+    responses={200: {"description": "This version was already loaded with the same content"}},
     summary="Load a framework version (YAML or JSON body): admin for every trust, trust_admin for the trust",
-    openapi_extra={"requestBody": {"content": {"application/yaml": {"schema": {"type": "string"}},
-                                               "application/json": {"schema": {"type": "object"}}}, "required": True}},
+    openapi_extra=body_limit(MAX_FRAMEWORK_BYTES, requestBody={
+        "content": {"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}},
+        "required": True}),
 )
 async def load_framework(request: Request, principal: FrameworkLoader, runtime: Run, ctx: Ctx, key: IdempotencyKey = None) -> JSONResponse:
-    body = await _limited_body(request, MAX_FRAMEWORK_BYTES)
+    body = await _required_body(request)
     framework = parse_framework(body)
 
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
@@ -171,6 +177,7 @@ async def name_trust(body: NameIn, principal: TenancyAdmin, runtime: Run, key: I
 
 
 @router.put("/academies/{academy_id}", tags=["roster"], response_model=AcademyOut,
+            responses={201: {"model": AcademyOut, "description": "Registered"}},
             summary="Register (or rename) an academy of the caller's trust, by the id its tokens carry")
 async def register_academy(academy_id: UUID, body: NameIn, principal: TenancyAdmin, runtime: Run,
                            key: IdempotencyKey = None) -> JSONResponse:
@@ -197,14 +204,14 @@ async def list_academies(principal: AnyCaller, runtime: Run, limit: PageSize = 5
 @router.post(
     "/academies/{academy_id}/roster-imports", tags=["roster"], response_model=ImportOut,
     summary="Import an MIS pupil export (CSV body); see docs/assessment.md for the accepted columns",
-    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
+    openapi_extra=body_limit(MAX_ROSTER_BYTES, requestBody={"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}),
 )
 async def import_roster(
     academy_id: UUID, request: Request, principal: RosterKeeper, runtime: Run, ctx: Ctx,
     whole_roll: Annotated[bool, Query(description="The file is the academy's whole roll: pupils it omits have left")] = False,
     key: IdempotencyKey = None,
 ) -> JSONResponse:
-    data = await _limited_body(request, MAX_ROSTER_BYTES)
+    data = await _required_body(request)
 
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         report = await handlers.import_roster(conn, ctx, principal, academy_id, data, whole_roll)
@@ -313,7 +320,8 @@ async def record_observation(body: ObservationIn, principal: Observer, runtime: 
 
 
 @router.post("/observations/bulk", tags=["observations"], status_code=201, response_model=RecordedOut,
-             summary="Record a whole class's ratings in one request: all of them, or none")
+             summary="Record a whole class's ratings in one request: all of them, or none",
+             openapi_extra=body_limit(MAX_BULK_OBSERVATIONS_BYTES))
 async def record_observations(body: BulkObservationsIn, principal: Observer, runtime: Run, ctx: Ctx,
                               key: IdempotencyKey = None) -> JSONResponse:
     observer = body.observer_id or principal.subject
@@ -576,16 +584,9 @@ def _completed(events: list[Event]) -> CompletedOut:
     return CompletedOut(completed=completed)
 
 
-async def _limited_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body may be at most {limit // (1024 * 1024)} MB")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body may be at most {limit // (1024 * 1024)} MB")
+async def _required_body(request: Request) -> bytes:
+    """The raw body: BodySizeLimit has already held it to the route's x-max-body-bytes."""
+    body = await request.body()
     if not body:
         raise UnprocessableEntity("the request has no body")
-    return bytes(body)
-
+    return body

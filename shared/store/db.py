@@ -21,6 +21,9 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         pool_size=size,
         max_overflow=size,
         pool_pre_ping=True,
+        # A failed statement's parameters are pupils' names and notes: keep them out of the
+        # exception text, which reaches logs.
+        hide_parameters=True,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
     )

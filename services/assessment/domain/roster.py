@@ -35,6 +35,9 @@ from uuid import UUID
 from services.assessment.domain.errors import RosterFileRejected, RowProblem
 
 MAX_ROWS = 10_000
+# An MIS export row with every column a school exports runs to a few hundred characters; a record
+# past this is not a pupil export (and the refusal names the row rather than a CSV parser limit).
+MAX_RECORD_CHARS = 10_000
 MAX_PROBLEMS = 200  # enough to fix a file by; a wholly wrong file need not list 10,000
 # The DfE format: a check letter, 11 digits, then a digit (or a letter for a temporary UPN).
 UPN_PATTERN = re.compile(r"^[A-Z]\d{11}[0-9A-Z]$")
@@ -109,6 +112,8 @@ def parse_mis_csv(data: bytes, today: date) -> tuple[list[MisRow], list[str]]:
         for cells in reader:
             # A quoted field may span lines: a record is numbered by the line it starts on.
             number, line = line, reader.line_num + 1
+            if sum(map(len, cells)) + len(cells) > MAX_RECORD_CHARS:
+                raise RosterFileRejected([RowProblem(number, None, f"the row is longer than {MAX_RECORD_CHARS} characters")])
             if not any(cell.strip() for cell in cells):
                 continue
             if header is None:

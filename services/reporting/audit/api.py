@@ -96,7 +96,7 @@ def audit_router(ledger: Ledger) -> APIRouter:
         )
         return await _page(runtime, principal, "shares", flt, cursor, limit, queries.shares_page, share_record)
 
-    @router.get("/shares.csv", summary="The same question as /audit/shares, every row, as CSV")
+    @router.get("/shares.csv", responses=CSV_RESPONSE, summary="The same question as /audit/shares, every row, as CSV")
     async def shares_csv(
         principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
         pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
@@ -131,7 +131,7 @@ def audit_router(ledger: Ledger) -> APIRouter:
         )
         return await _page(runtime, principal, "entries", flt, cursor, limit, queries.entries_page, audit_entry)
 
-    @router.get("/entries.csv", summary="The same question as /audit/entries, every row, as CSV")
+    @router.get("/entries.csv", responses=CSV_RESPONSE, summary="The same question as /audit/entries, every row, as CSV")
     async def entries_csv(
         principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
         kind: Kind | None = None, action: ActionCode = None,
@@ -147,7 +147,7 @@ def audit_router(ledger: Ledger) -> APIRouter:
         return await _csv(runtime, principal, "entries.csv", flt, queries.entries_page, _entry_csv_row, ENTRY_COLUMNS)
 
     @router.get("/entries/{seq}/proof", summary="Proof that an entry is as written: the chain to a signed checkpoint")
-    async def entry_proof(seq: Annotated[int, Path(ge=1)], principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
+    async def entry_proof(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
         return await _proof(runtime, principal, seq, {"seq": str(seq)})
 
     @router.get("/pupils/{pupil_id}/reads", summary="Who read a pupil's record: when, which data, why")
@@ -231,6 +231,11 @@ async def _csv(
     return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="audit-{query}"'})
 
+
+CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The rows as CSV, a header line first", "content": {"text/csv": {"schema": {"type": "string"}}}},
+}
+MAX_SEQ = 2**63 - 1  # the ledger's seq is a bigint
 
 SHARE_COLUMNS = [
     "seq", "entry_hash", "shared_at", "action", "share_id", "shared_by", "pupil_id", "academy_id", "agency_id",

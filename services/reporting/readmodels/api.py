@@ -116,7 +116,11 @@ def readmodels_router() -> APIRouter:
             return await queries.trust_dashboard(conn, principal.trust_id)
 
     @router.get("/pupils/{pupil_id}/intervention-report", summary="The anonymised intervention report (HTML or PDF)",
-                response_class=Response)
+                response_class=Response, responses={
+                    200: {"description": "The report", "content": {"text/html": {"schema": {"type": "string"}},
+                                                                   "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+                    409: {"description": "The pupil has no completed assessment yet"},
+                    503: {"description": "A peer service or the PDF renderer did not answer"}})
     async def intervention_report(pupil_id: UUID, principal: PupilReader, runtime: Run, request: Request,
                                   format: Annotated[Literal["html", "pdf"], Query()] = "html") -> Response:
         pupil = await scoped_pupil(runtime, principal, pupil_id)
