@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, decode
 from shared.events.registry import Event
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
-from shared.messaging.tenancy import TenantMismatch, refuse_other_tenants
+from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
 from shared.store.db import is_transient
 from shared.store.tables import KernelTables
@@ -89,6 +89,7 @@ class IdempotentConsumer:
         self.name = name
         # Where the service keeps each pupil's trust and academy: events that contradict it are refused.
         self.roster = roster
+        self.tenancy = TenancyGuard(roster) if roster is not None else None
         self.max_record_bytes = max_record_bytes
         self.engine = engine
         self.handlers = dict(handlers)
@@ -169,8 +170,8 @@ class IdempotentConsumer:
                     to_apply.append(envelope)
             if duplicates := len(envelopes) - len(to_apply):
                 messages_consumed.add(duplicates, {"consumer": self.name, "outcome": "duplicate"})
-            if self.roster is not None and to_apply:
-                await refuse_other_tenants(conn, self.roster, to_apply)
+            if self.tenancy is not None and to_apply:
+                await self.tenancy.refuse_other_tenants(conn, to_apply)
             for run in _runs_of_one_type(to_apply):
                 batch_handler = self.batch_handlers.get(type(run[0].data))
                 if batch_handler is not None:

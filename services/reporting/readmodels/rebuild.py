@@ -28,7 +28,7 @@ from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
 from shared.messaging.dead_letters import dead_lettered_sources
-from shared.messaging.tenancy import TenantMismatch, refuse_other_tenants
+from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
 from shared.settings import Settings
 from shared.store.db import create_engine
@@ -126,7 +126,7 @@ class _Reader:
     def __init__(self, settings: Settings, handlers: dict[Any, Batch], roster: Table) -> None:
         self.topics = [topic_for(context, settings.topic_prefix) for context in CONTEXTS]
         self.handlers = handlers
-        self.roster = roster
+        self.tenancy = TenancyGuard(roster)
         self.settings = settings
         self.skipped: set[tuple[str, int, int]] = set()
         self.consumer = AIOKafkaConsumer(
@@ -192,12 +192,12 @@ class _Reader:
     async def _apply_run(self, conn: AsyncConnection, run: list[Envelope]) -> None:
         handler = self.handlers[type(run[0].data)]
         try:
-            await refuse_other_tenants(conn, self.roster, run)
+            await self.tenancy.refuse_other_tenants(conn, run)
         except TenantMismatch:
             # As the live consumer does: one at a time, each checked against what came before it.
             for envelope in run:
                 try:
-                    await refuse_other_tenants(conn, self.roster, [envelope])
+                    await self.tenancy.refuse_other_tenants(conn, [envelope])
                 except TenantMismatch:
                     continue  # the live consumer dead-lettered it; a read model never had it
                 await handler(conn, [envelope])
