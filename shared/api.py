@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Generic, TypeVar
@@ -12,7 +13,7 @@ import orjson
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -154,6 +155,25 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
     if not isinstance(position, dict):
         raise BadRequest("the cursor is not one this API issued")
     return position
+
+
+def cursor_position(cursor: str | None, **fields: Any) -> dict[str, Any] | None:
+    """The position a cursor holds, each field parsed as the type given (`observed_at=AwareDatetime,
+    observation_id=UUID`); None for the first page. A cursor is base64 JSON a client can forge:
+    one without these fields, or with a value of another type, is refused as not one this API
+    issued (400), never passed on to a query."""
+    position = decode_cursor(cursor)
+    if position is None:
+        return None
+    try:
+        return {name: _adapter(kind).validate_python(position[name]) for name, kind in fields.items()}
+    except (KeyError, ValidationError):
+        raise BadRequest("the cursor is not one this API issued") from None
+
+
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(kind)
 
 
 def page_of(items: list[T], limit: int, sort_key: Callable[[T], dict[str, Any]]) -> Page[T]:

@@ -11,12 +11,12 @@ import dataclasses
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -60,7 +60,7 @@ from services.assessment.schemas import (
 from services.assessment.personal_data import PersonalDataRepository
 from services.assessment.privacy import Privacy, erased
 from services.assessment.tables import academies, assessments, classes, group_members, groups, observations
-from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, decode_cursor, page_of, requires, run_command
+from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, cursor_position, page_of, requires, run_command
 from shared.audit import PersonalDataReads, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.assessment import AssessmentCompleted, StrandScored
@@ -148,7 +148,7 @@ async def load_framework(request: Request, principal: FrameworkLoader, runtime: 
 @router.get("/frameworks", tags=["frameworks"], summary="Framework versions this trust can use")
 async def list_frameworks(principal: AnyCaller, runtime: Run, ctx: Ctx, limit: PageSize = 50,
                           cursor: Cursor = None) -> Page[FrameworkSummary]:
-    after = (decode_cursor(cursor) or {}).get("version")
+    after = (cursor_position(cursor, version=str) or {}).get("version")
     async with runtime.engine.connect() as conn:
         items = await ctx.frameworks.summaries(conn, principal.trust_id, after, limit + 1)
     return page_of(items, limit, lambda f: {"version": f.version})
@@ -190,12 +190,12 @@ async def register_academy(academy_id: UUID, body: NameIn, principal: TenancyAdm
 
 @router.get("/academies", tags=["roster"], summary="The academies in the caller's scope")
 async def list_academies(principal: AnyCaller, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[AcademyOut]:
-    after = (decode_cursor(cursor) or {}).get("academy_id")
+    after = (cursor_position(cursor, academy_id=UUID) or {}).get("academy_id")
     query = select(academies).where(academies.c.trust_id == principal.trust_id).order_by(academies.c.academy_id).limit(limit + 1)
     if not principal.trust_wide:
         query = query.where(academies.c.academy_id.in_(list(principal.academy_ids)))
     if after:
-        query = query.where(academies.c.academy_id > UUID(after))
+        query = query.where(academies.c.academy_id > after)
     async with runtime.engine.connect() as conn:
         items = [AcademyOut(academy_id=r.academy_id, trust_id=r.trust_id, name=r.name) for r in await conn.execute(query)]
     return page_of(items, limit, lambda a: {"academy_id": str(a.academy_id)})
@@ -223,7 +223,7 @@ async def import_roster(
 
 @router.get("/academies/{academy_id}/classes", tags=["roster"], summary="An academy's classes (registration groups)")
 async def list_classes(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[ClassOut]:
-    after = (decode_cursor(cursor) or {}).get("name")
+    after = (cursor_position(cursor, name=str) or {}).get("name")
     async with runtime.engine.connect() as conn:
         await handlers.academy_in_scope(conn, principal, academy_id)
         query = select(classes).where(classes.c.academy_id == academy_id).order_by(classes.c.name).limit(limit + 1)
@@ -236,13 +236,13 @@ async def list_classes(academy_id: UUID, principal: Staff, runtime: Run, limit: 
 @router.get("/classes/{class_id}/pupils", tags=["roster"], summary="The pupils on roll in a class")
 async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, limit: PageSize = 50,
                             cursor: Cursor = None) -> Page[PupilSummary]:
-    after = (decode_cursor(cursor) or {}).get("pupil_id")
+    after = (cursor_position(cursor, pupil_id=UUID) or {}).get("pupil_id")
     async with runtime.engine.connect() as conn:
         owner = await queries.class_row(conn, class_id)
         if owner is None:
             raise UnknownClass(class_id)
         ensure_scope(principal, owner.trust_id, owner.academy_id)
-        rows = [p for p in await queries.pupils_in(conn, class_id=class_id) if after is None or str(p.pupil_id) > after]
+        rows = [p for p in await queries.pupils_in(conn, class_id=class_id) if after is None or str(p.pupil_id) > str(after)]
         rows = sorted(rows, key=lambda p: str(p.pupil_id))[: limit + 1]
         details = await ctx.personal.details(conn, [p.pupil_id for p in rows])
     items = [
@@ -293,12 +293,12 @@ async def get_group(group_id: UUID, principal: Staff, runtime: Run) -> GroupOut:
 
 @router.get("/academies/{academy_id}/groups", tags=["roster"], summary="An academy's groups")
 async def list_groups(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[dict[str, Any]]:
-    after = (decode_cursor(cursor) or {}).get("group_id")
+    after = (cursor_position(cursor, group_id=UUID) or {}).get("group_id")
     async with runtime.engine.connect() as conn:
         await handlers.academy_in_scope(conn, principal, academy_id)
         query = select(groups.c.group_id, groups.c.name).where(groups.c.academy_id == academy_id).order_by(groups.c.group_id).limit(limit + 1)
         if after:
-            query = query.where(groups.c.group_id > UUID(after))
+            query = query.where(groups.c.group_id > after)
         items = [{"group_id": r.group_id, "name": r.name} for r in await conn.execute(query)]
     return page_of(items, limit, lambda g: {"group_id": str(g["group_id"])})
 
@@ -361,11 +361,11 @@ async def correct_observation(observation_id: UUID, body: CorrectionIn, principa
 @router.get("/pupils/{pupil_id}/observations", tags=["observations"], summary="A pupil's observations, newest first")
 async def list_observations(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, limit: PageSize = 50,
                             cursor: Cursor = None) -> Page[ObservationOut]:
-    position = decode_cursor(cursor)
+    position = cursor_position(cursor, observed_at=AwareDatetime, observation_id=UUID)
     query = (select(observations).where(observations.c.pupil_id == pupil_id)
              .order_by(observations.c.observed_at.desc(), observations.c.observation_id.desc()).limit(limit + 1))
     if position:
-        moment, last = datetime.fromisoformat(position["observed_at"]), UUID(position["observation_id"])
+        moment, last = position["observed_at"], position["observation_id"]
         query = query.where(
             (observations.c.observed_at < moment)
             | ((observations.c.observed_at == moment) & (observations.c.observation_id < last))
@@ -438,11 +438,11 @@ async def complete_assessment(assessment_id: UUID, principal: Observer, runtime:
 @router.get("/pupils/{pupil_id}/assessments", tags=["assessments"], summary="A pupil's assessments, newest first")
 async def list_assessments(pupil_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50,
                            cursor: Cursor = None) -> Page[dict[str, Any]]:
-    position = decode_cursor(cursor)
+    position = cursor_position(cursor, started_at=AwareDatetime, assessment_id=UUID)
     query = (select(assessments).where(assessments.c.pupil_id == pupil_id)
              .order_by(assessments.c.started_at.desc(), assessments.c.assessment_id.desc()).limit(limit + 1))
     if position:
-        moment, last = datetime.fromisoformat(position["started_at"]), UUID(position["assessment_id"])
+        moment, last = position["started_at"], position["assessment_id"]
         query = query.where((assessments.c.started_at < moment)
                             | ((assessments.c.started_at == moment) & (assessments.c.assessment_id < last)))
     async with runtime.engine.connect() as conn:

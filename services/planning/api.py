@@ -18,7 +18,7 @@ from services.planning import handlers
 from services.planning.domain.plans import PlanContent
 from services.planning.handlers import PlanningDeps, SessionIn
 from services.planning.tables import plans, sessions
-from shared.api import Cursor, IdempotencyKey, Page, PageSize, decode_cursor, page_of, requires, run_command
+from shared.api import Cursor, IdempotencyKey, Page, PageSize, cursor_position, page_of, requires, run_command
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.planning import PlanKind
 from shared.problems import NotFound
@@ -149,7 +149,7 @@ async def draft_plan(body: PlanIn, principal: Staff, runtime: Run, deps: Deps, k
 @router.get("/plans", summary="Plans in the caller's scope, newest first; by pupil or academy")
 async def list_plans(principal: Reader, runtime: Run, pupil_id: UUID | None = None, academy_id: UUID | None = None,
                      limit: PageSize = 50, cursor: Cursor = None) -> Page[dict[str, Any]]:
-    after = decode_cursor(cursor)
+    after = cursor_position(cursor, plan_id=UUID)
     query = select(plans).where(plans.c.trust_id == principal.trust_id,
                                 plans.c.status != "superseded").order_by(plans.c.plan_id).limit(limit + 1)
     if not principal.trust_wide:
@@ -159,7 +159,7 @@ async def list_plans(principal: Reader, runtime: Run, pupil_id: UUID | None = No
     if pupil_id is not None:
         query = query.where(any_(plans.c.pupil_ids) == pupil_id)
     if after is not None:
-        query = query.where(plans.c.plan_id > UUID(str(after.get("plan_id"))))
+        query = query.where(plans.c.plan_id > after["plan_id"])
     async with runtime.engine.connect() as conn:
         items = [plan_out(row) for row in await conn.execute(query)]
     return page_of(items, limit, lambda p: {"plan_id": str(p["plan_id"])})  # type: ignore[return-value]
@@ -240,12 +240,12 @@ def _session_fields(row: Any) -> dict[str, Any]:
 @router.get("/plans/{plan_id}/sessions", summary="A plan's session log, oldest first, with totals")
 async def plan_sessions(plan_id: UUID, principal: Reader, runtime: Run, limit: PageSize = 50,
                         cursor: Cursor = None) -> dict[str, Any]:
-    after = decode_cursor(cursor)
+    after = cursor_position(cursor, session_id=UUID)
     async with runtime.engine.connect() as conn:
         await handlers.current_plan(conn, principal, plan_id)
         query = select(sessions).where(sessions.c.plan_id == plan_id).order_by(sessions.c.session_id).limit(limit + 1)
         if after is not None:
-            query = query.where(sessions.c.session_id > UUID(str(after.get("session_id"))))
+            query = query.where(sessions.c.session_id > after["session_id"])
         items = [session_out(r) for r in await conn.execute(query)]
         totals = await handlers.session_totals(conn, sessions.c.plan_id == plan_id)
     page = page_of(items, limit, lambda s: {"session_id": str(s["session_id"])})
