@@ -115,8 +115,8 @@ class IdempotentConsumer:
             applicable, rejected = self._decode(records)
             if applicable:
                 await self._apply(applicable)
-            for record, reason in rejected:
-                await self._dead_letter(record, reason, attempts=0)
+            for record, reason, cause in rejected:
+                await self._dead_letter(record, reason, attempts=0, cause=cause)
         except Exception as error:
             if not (isinstance(error, ConsumerPaused) or _must_wait(error)):
                 raise
@@ -129,19 +129,19 @@ class IdempotentConsumer:
 
     def _decode(
         self, records: Sequence[ConsumerRecord[Any, Any]]
-    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], Envelope]], list[tuple[ConsumerRecord[Any, Any], str]]]:
+    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], Envelope]], list[tuple[ConsumerRecord[Any, Any], str, str]]]:
         applicable: list[tuple[ConsumerRecord[Any, Any], Envelope]] = []
-        rejected: list[tuple[ConsumerRecord[Any, Any], str]] = []
+        rejected: list[tuple[ConsumerRecord[Any, Any], str, str]] = []
         for record in records:
             size = _size_of(record)
             if size > self.max_record_bytes:
                 # Refused before parsing: an absurd payload costs no JSON parse and no validation.
-                rejected.append((record, f"record is {size} bytes, over the limit of {self.max_record_bytes}"))
+                rejected.append((record, f"record is {size} bytes, over the limit of {self.max_record_bytes}", "oversized"))
                 continue
             try:
                 envelope = decode(record.headers, record.value)
             except InvalidMessage as error:
-                rejected.append((record, error.reason))
+                rejected.append((record, error.reason, "invalid"))
                 continue
             if type(envelope.data) in self.handlers or type(envelope.data) in self.batch_handlers:
                 applicable.append((record, envelope))
@@ -188,7 +188,8 @@ class IdempotentConsumer:
                 return
             except TenantMismatch as error:
                 # No retry can make it right: the event claims a tenant it does not belong to.
-                await self._dead_letter(record, f"tenant mismatch: {error.reason}", attempts=attempt)
+                await self._dead_letter(record, f"tenant mismatch: {error.reason}", attempts=attempt,
+                                        cause="tenant_mismatch")
                 return
             except Exception as error:
                 if _must_wait(error):
@@ -202,7 +203,8 @@ class IdempotentConsumer:
             if attempt < self.retry.max_attempts:
                 consumer_retries.add(1, {"consumer": self.name})
                 await asyncio.sleep(self.retry.delay(attempt))
-        await self._dead_letter(record, f"handler failed: {failure}", attempts=self.retry.max_attempts)
+        await self._dead_letter(record, f"handler failed: {failure}", attempts=self.retry.max_attempts,
+                                cause="handler_failed")
 
     async def _handle(self, conn: AsyncConnection, envelope: Envelope) -> None:
         handler = self.handlers[type(envelope.data)]
@@ -235,7 +237,9 @@ class IdempotentConsumer:
         result = await conn.execute(self._claim_sql, {"consumer": self.name, "ids": event_ids})
         return {row[0] for row in result}
 
-    async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str, attempts: int) -> None:
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str, attempts: int, cause: str) -> None:
+        """`cause` is one of invalid, oversized, tenant_mismatch, handler_failed: the metric's label
+        (a tenant mismatch is a producer's bug or an attack, worth an alert of its own)."""
         # The original bytes and headers, untouched, so the message can be replayed as it was
         # (but for a record too large to be an event: see below).
         # The reason names a header, a field or an exception type: never a value.
@@ -258,12 +262,12 @@ class IdempotentConsumer:
         await self.publisher.send(
             OutgoingRecord(topic=self.dead_letter_topic, key=key, value=payload, headers=headers)
         )
-        dead_lettered.add(1, {"consumer": self.name})
+        dead_lettered.add(1, {"consumer": self.name, "cause": cause})
         messages_consumed.add(1, {"consumer": self.name, "outcome": "dead_lettered"})
         log.warning(
             "message dead-lettered",
             extra={"consumer": self.name, "topic": record.topic, "partition": record.partition,
-                   "offset": record.offset, "reason": reason},
+                   "offset": record.offset, "reason": reason, "cause": cause},
         )
 
 

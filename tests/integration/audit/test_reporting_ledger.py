@@ -306,7 +306,7 @@ async def test_an_event_that_cannot_be_recorded_is_dead_lettered_and_counted_not
     failures = [value for labels, value in metric_points("flourish_audit_record_failures")
                 if labels == {"event_type": ReportShared.event_type, "error_type": "UnrecordableEvent"}]
     assert failures and failures[0] >= 1
-    assert any(labels == {"consumer": "reporting.audit-ledger"} and value >= 1
+    assert any(labels == {"consumer": "reporting.audit-ledger", "cause": "handler_failed"} and value >= 1
                for labels, value in metric_points("flourish_dead_lettered"))
 
 

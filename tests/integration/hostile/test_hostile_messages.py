@@ -40,6 +40,7 @@ from tests.integration.hostile.helpers import (
     sample_type,
     seed_rosters,
 )
+from tests.conftest import metric_points
 from tests.integration.kernel.helpers import eventually, read_topic
 
 SERVICES: dict[str, Callable[[Settings], FastAPI]] = {
@@ -105,9 +106,12 @@ async def test_every_consumer_dead_letters_hostile_records_and_applies_the_valid
                 if record.kind == "oversized":
                     assert got[where].value == b"", "an oversized record is not copied to the dead letters"
 
-            # Nothing of a wrong-tenant event was applied.
-            refused = [s.record.event_id for s in mine if s.record.kind.startswith("wrong-") and s.record.event_id]
+            # Nothing of a wrong-tenant event was applied; each was counted as a tenant mismatch.
+            refused = [r.event_id for r in hostile.values() if r.kind.startswith("wrong-")]
             assert not await applied(engine, schema, name, refused), name
+            mismatches = sum(value for labels, value in metric_points("flourish_dead_lettered")
+                             if labels == {"consumer": name, "cause": "tenant_mismatch"})
+            assert mismatches >= len(refused) > 0, (name, mismatches, len(refused))
 
         # No row written for trust B, none changed; no row puts B's academy in trust A; P is A's.
         await _assert_no_cross_tenant_effect(engine, schema, t, trust_b_before, rosters)
