@@ -12,6 +12,7 @@ from typing import Annotated, Any, Generic, TypeVar
 import orjson
 from fastapi import Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import select
@@ -19,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Principal, Role
+from shared.tenancy import enter_scope
 from shared.problems import BadRequest, Forbidden, IdempotencyKeyReused
 
 T = TypeVar("T")
@@ -32,11 +34,19 @@ DEFAULT_PAGE_SIZE = 50
 # --- The caller ---------------------------------------------------------------------------------
 
 
-def caller(
+async def caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
-    """The authenticated caller (401 without a valid bearer token)."""
-    return request.app.state.runtime.auth.principal(credentials)  # type: ignore[no-any-return]
+    """The authenticated caller (401 without a valid bearer token); from here on the request's
+    database work sees only the caller's trust's rows (shared.tenancy).
+
+    Async so that the scope, a contextvar, is set in the request's own task: a sync dependency
+    runs in a worker thread, whose context is thrown away. Not reset here: a streamed body is
+    read after the dependencies have exited; TenantScopeMiddleware ends it with the request. The
+    token check itself may fetch the identity provider's keys, so it still runs in a thread."""
+    principal: Principal = await run_in_threadpool(request.app.state.runtime.auth.principal, credentials)
+    enter_scope(principal.trust_id)
+    return principal
 
 
 def requires(*roles: Role) -> Callable[[Principal], Principal]:

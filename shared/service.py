@@ -33,6 +33,7 @@ from shared.openapi import document_problems
 from shared.auth import Auth, Principal, TokenVerifier
 from shared.problems import (
     ConcurrencyConflict,
+    Forbidden,
     PayloadTooLarge,
     Problem,
     ServiceUnavailable,
@@ -46,6 +47,7 @@ from shared.store.migrations import upgrade
 from shared.store.outbox import OutboxRelay
 from shared.store.tables import KernelTables
 from shared.telemetry import TracingMiddleware, configure_metrics, configure_tracing
+from shared.tenancy import TenantScopeMiddleware, is_policy_violation
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +206,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(BodySizeLimit)  # inside tracing: a refused body still leaves its span
     app.add_middleware(TracingMiddleware)
+    app.add_middleware(TenantScopeMiddleware)  # outermost: each request starts in no trust's scope
     document_problems(app)
     app.include_router(_operations_router(runtime))
     if settings.role != "consumers":  # a consumers-only pod answers health and metrics alone
@@ -228,6 +231,8 @@ _UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
 def _unstorable_text_problem(error: Exception) -> Problem:
     if getattr(getattr(error, "orig", None), "sqlstate", None) in _UNSTORABLE_TEXT:
         return UnprocessableEntity("text may not contain NUL (\\u0000) characters; nothing was changed")
+    if is_policy_violation(error):  # row-level security refused a row of another trust
+        return Forbidden("this record is outside your trust or academies; nothing was changed")
     raise error  # any other database error stays a 500, logged by UnhandledErrorMiddleware
 
 

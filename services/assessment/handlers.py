@@ -61,6 +61,7 @@ from shared.events.envelope import Envelope
 from shared.events.registry import Event
 from shared.store.event_store import NO_STREAM, EventStore, PendingAppend
 from shared.telemetry import current_trace_headers
+from shared.tenancy import across_trusts
 
 SOURCE = "/flourish/assessment"
 
@@ -122,7 +123,8 @@ class Emission:
 
 async def register_academy(conn: AsyncConnection, principal: Principal, academy_id: UUID, name: str) -> bool:
     """Register (or rename) an academy of the caller's trust; True when it is new."""
-    existing = await queries.academy(conn, academy_id)
+    async with across_trusts(conn):  # an academy id is registered to one trust only
+        existing = await queries.academy(conn, academy_id)
     if existing is not None and existing.trust_id != principal.trust_id:
         raise AcademyOfAnotherTrust(academy_id)
     await conn.execute(insert(trusts).values(trust_id=principal.trust_id).on_conflict_do_nothing())

@@ -55,6 +55,7 @@ from shared.events.consent import (
 )
 from shared.problems import BadRequest, Forbidden, Gone, Unauthenticated
 from shared.service import Runtime, runtime_of
+from shared.tenancy import across_trusts
 
 router = APIRouter(tags=["consent"])
 
@@ -489,7 +490,9 @@ async def data_key(
     # Made on first request, so a service can seal a new pupil's data before this service has
     # consumed their enrolment; never re-made after erasure. In production this answer travels
     # only over TLS (it is the key itself).
-    async with runtime.engine.begin() as conn:
+    # A key is the pupil's, whichever trust asks: the owner checks below must see every trust's
+    # keys and pupils, or a key would be minted twice.
+    async with runtime.engine.begin() as conn, across_trusts(conn):
         pupil = await handlers.find_pupil(conn, pupil_id)
         if pupil is not None and pupil.trust_id != principal.trust_id:
             raise Forbidden("this pupil is outside your trust")

@@ -41,6 +41,7 @@ from shared.events.registry import Event
 from shared.problems import Forbidden
 from shared.store.event_store import EventStore
 from shared.telemetry import current_trace_headers
+from shared.tenancy import across_trusts
 
 SOURCE = "/flourish/consent"
 
@@ -247,7 +248,8 @@ async def academy_trust(conn: AsyncConnection, academy_id: UUID) -> UUID | None:
 
 
 async def ensure_academy_scope(conn: AsyncConnection, principal: Principal, academy_id: UUID) -> UUID:
-    trust_id = await academy_trust(conn, academy_id)
+    async with across_trusts(conn):  # whose academy it is, is a question across trusts
+        trust_id = await academy_trust(conn, academy_id)
     if trust_id is not None and trust_id != principal.trust_id:
         raise Forbidden("this academy is outside your trust")
     ensure_scope(principal, principal.trust_id, academy_id)

@@ -8,6 +8,7 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.settings import Settings
+from shared.tenancy import scope_transactions
 
 
 def _dumps(value: Any) -> str:
@@ -16,7 +17,7 @@ def _dumps(value: Any) -> str:
 
 def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
     size = pool_size or settings.db_pool_size
-    return create_async_engine(
+    engine = create_async_engine(
         settings.database_url,
         pool_size=size,
         max_overflow=size,
@@ -27,6 +28,9 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
     )
+    # Row-level security: a transaction in an HTTP request sees only its caller's trust.
+    scope_transactions(engine)
+    return engine
 
 
 def is_transient(error: BaseException) -> bool:

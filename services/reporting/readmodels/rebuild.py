@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
+from shared.tenancy import row_level_security
 from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
 from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
@@ -87,6 +88,9 @@ async def _create_shadow(engine: AsyncEngine) -> None:
         for name in NAMES:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{SCHEMA}"."{name}{SHADOW}"'))
             await conn.execute(text(f'CREATE TABLE "{SCHEMA}"."{name}{SHADOW}" (LIKE "{SCHEMA}"."{name}" INCLUDING ALL)'))
+            # LIKE copies no row-level security: the shadow becomes the live table, so it needs it.
+            for statement in row_level_security(SCHEMA, f"{name}{SHADOW}"):
+                await conn.execute(text(statement))
 
 
 async def _swap(engine: AsyncEngine, reader: _Reader, attempts: int = 10) -> None:

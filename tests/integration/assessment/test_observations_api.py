@@ -82,9 +82,15 @@ async def test_a_pupil_of_another_academy_or_trust_is_403_and_nothing_is_recorde
     _, (pupil, *_) = await class_of(api, tenant, 1)
     other_academy = tenant.headers(academy_ids=[uuid.uuid4()])
     other_trust = tenant.headers(trust_id=uuid.uuid4())
-    for headers in (other_academy, other_trust):
-        assert (await api.post("/observations", json=one(pupil), headers=headers)).status_code == 403
-        assert (await api.post("/observations/bulk", json=whole_class([pupil]), headers=headers)).status_code == 403
+    assert (await api.post("/observations", json=one(pupil), headers=other_academy)).status_code == 403
+    assert (await api.post("/observations/bulk", json=whole_class([pupil]), headers=other_academy)).status_code == 403
+    # Row-level security: to another trust the pupil is as unknown as a made-up one.
+    unknown = uuid.uuid4()
+    for body, made_up in ((one(pupil), one(unknown)), (whole_class([pupil]), whole_class([unknown]))):
+        path = "/observations" if "ratings" not in body else "/observations/bulk"
+        refused = await api.post(path, json=body, headers=other_trust)
+        assert refused.status_code == (await api.post(path, json=made_up, headers=other_trust)).status_code
+        assert refused.status_code in (403, 404, 422) and "on the roster" in refused.text
     assert await observations(engine, tenant) == []
 
 

@@ -140,7 +140,7 @@ async def test_bad_plans_are_refused_and_nothing_changes(planning):
     assert elsewhere.status_code == 403
     other_trust = await p.client.get(f"/pupils/{pupil}/suggestion",
                                      headers=p.tenant.headers(Role.practitioner, trust_id=uuid.uuid4()))
-    assert other_trust.status_code == 403
+    assert other_trust.status_code == 404  # row-level security: another trust's pupil is no pupil at all
     unauthenticated = await p.client.get(f"/pupils/{pupil}/suggestion")
     assert unauthenticated.status_code == 401
     listed = (await p.client.get("/plans", params={"pupil_id": str(pupil)}, headers=staff)).json()

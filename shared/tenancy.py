@@ -1,0 +1,153 @@
+"""The tenant scope of database work: which trust's rows a transaction may see, enforced by
+PostgreSQL row-level security on every tenant table (see docs/security.md).
+
+Inside an HTTP request every transaction on a service's engine starts by telling PostgreSQL its
+scope (`flourish.trust_id`, transaction-local): NOBODY until the caller is authenticated, then the
+caller's trust, so a handler's query without a trust filter still returns only that trust's rows.
+Everything else is the system scope and says nothing: consumers, the outbox relay, background
+tasks, migrations, CLIs and rebuilds legitimately span trusts. SYSTEM may also be entered
+explicitly, for the rare request-path read that must look across trusts."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar, Token
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+SETTING = "flourish.trust_id"
+SYSTEM = "system"
+# Inside a request before the caller is known: a scope that matches no trust (the nil UUID).
+NOBODY = "00000000-0000-0000-0000-000000000000"
+POLICY = "tenant_scope"
+
+# None: nobody said, which is the system scope without a statement to set it.
+_scope: ContextVar[str | None] = ContextVar("flourish_tenant_scope", default=None)
+
+
+def current_scope() -> str:
+    return _scope.get() or SYSTEM
+
+
+def enter_scope(scope: UUID | str) -> Token[str | None]:
+    """Set the scope for the rest of this task (and tasks it starts); `reset_scope` undoes it."""
+    return _scope.set(str(scope))
+
+
+def reset_scope(token: Token[str | None]) -> None:
+    _scope.reset(token)
+
+
+@contextmanager
+def tenant_scope(scope: UUID | str) -> Iterator[None]:
+    """Work done inside sees only the rows of trust `scope` (or every trust's, for SYSTEM)."""
+    token = enter_scope(scope)
+    try:
+        yield
+    finally:
+        reset_scope(token)
+
+
+def scope_transactions(engine: AsyncEngine) -> None:
+    """Make every transaction on `engine` begin by setting its tenant scope."""
+    event.listen(engine.sync_engine, "begin", _set_scope)
+
+
+def _set_scope(conn: Connection) -> None:
+    # Runs before the first statement of every transaction (autobegin included); is_local=true,
+    # so the scope ends with the transaction and a pooled connection carries nothing over. The
+    # system scope costs no statement: consumers and the relay pay nothing for this.
+    scope = _scope.get()
+    if scope is not None:
+        conn.execute(text("SELECT set_config(:name, :scope, true)"), {"name": SETTING, "scope": scope})
+
+
+@asynccontextmanager
+async def across_trusts(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Inside a request's transaction, look across trusts for a moment: for an ownership check
+    ("which trust owns this academy / pupil's key?"), which by its nature must see every trust's
+    rows, and after which the handler refuses what is not the caller's."""
+    await conn.execute(text("SELECT set_config(:name, :scope, true)"), {"name": SETTING, "scope": SYSTEM})
+    try:
+        yield
+    finally:
+        await conn.execute(text("SELECT set_config(:name, :scope, true)"), {"name": SETTING, "scope": current_scope()})
+
+
+def is_policy_violation(error: BaseException) -> bool:
+    """A write the tenant policy refused: a row of another trust than the transaction's scope."""
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "sqlstate", None) == "42501" and "row-level security" in str(orig)
+
+
+class TenantScopeMiddleware:
+    """Pure ASGI: each HTTP request starts in the NOBODY scope; `shared.api.caller` widens it to the
+    authenticated caller's trust. So a handler that touches the database without knowing its
+    caller sees no tenant rows rather than every trust's."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = enter_scope(NOBODY)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_scope(token)
+
+
+# --- Migrations ---------------------------------------------------------------------------------
+
+# Unset ('' once set and reset in a session, NULL before) is the system scope: the services
+# connect as the tables' owner, who could switch the policy off anyway, so failing closed for a
+# connection that never says would stop our own tools (audit verification, exports, benchmarks)
+# without stopping an attacker. What RLS guards against is a request handler's bug.
+_CONDITION = (
+    f"CASE coalesce(current_setting('{SETTING}', true), '') "
+    f"WHEN '' THEN true WHEN '{SYSTEM}' THEN true "
+    f"ELSE trust_id = current_setting('{SETTING}', true)::uuid END"
+)
+
+
+def row_level_security(schema: str, table: str) -> list[str]:
+    """The statements that put `schema.table` (which has a trust_id column) under the tenant
+    policy. FORCE: the services connect as the tables' owner, whom RLS otherwise exempts."""
+    name = f'"{schema}"."{table}"'
+    return [
+        f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY",
+        f"ALTER TABLE {name} FORCE ROW LEVEL SECURITY",
+        f"DROP POLICY IF EXISTS {POLICY} ON {name}",
+        f"CREATE POLICY {POLICY} ON {name} USING ({_CONDITION}) WITH CHECK ({_CONDITION})",
+    ]
+
+
+def no_row_level_security(schema: str, table: str) -> list[str]:
+    name = f'"{schema}"."{table}"'
+    return [f"DROP POLICY IF EXISTS {POLICY} ON {name}", f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY",
+            f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"]
+
+
+def enable(schema: str, tables: Iterable[str]) -> None:
+    """For a migration's upgrade(): the tenant policy on each of `tables`."""
+    from alembic import op
+
+    for table in tables:
+        for statement in row_level_security(schema, table):
+            op.execute(statement)
+
+
+def disable(schema: str, tables: Iterable[str]) -> None:
+    """For a migration's downgrade()."""
+    from alembic import op
+
+    for table in tables:
+        for statement in no_row_level_security(schema, table):
+            op.execute(statement)
