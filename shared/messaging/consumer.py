@@ -31,7 +31,7 @@ from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, decod
 from shared.events.registry import Event
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
-from shared.messaging.topics import dead_letter_topic
+from shared.messaging.topics import consumer_group, dead_letter_topic
 from shared.store.db import is_transient
 from shared.store.tables import KernelTables
 from shared.telemetry import (
@@ -97,6 +97,7 @@ class IdempotentConsumer:
         self.publisher = publisher
         self.retry = retry or RetryPolicy()
         self.dead_letter_topic = dead_letter_topic(name, topic_prefix)
+        self.group_id = consumer_group(name, topic_prefix)
         self._consecutive_pauses = 0
         inbox = f'"{tables.schema}".inbox'
         self._claim_sql = text(

@@ -28,7 +28,7 @@ def subscribe(
     *,
     max_records: int = 500,
 ) -> Any:
-    """Subscribe the consumer (its name is the consumer group) to the topics; returns the subscriber."""
+    """Subscribe the consumer (in its group, `consumer.group_id`) to the topics; returns the subscriber."""
 
     async def handle(body: Any, message: KafkaMessage) -> None:
         await consumer.process(message.raw_message)
@@ -37,7 +37,7 @@ def subscribe(
     handle.__name__ = f"consume_{consumer.name.replace('.', '_').replace('-', '_')}"
     return registrar.subscriber(
         *topics,
-        group_id=consumer.name,
+        group_id=consumer.group_id,
         batch=True,
         max_records=max_records,
         # FastStream waits this long for records, and as long again after an empty poll: short,

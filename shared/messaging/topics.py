@@ -18,6 +18,14 @@ def dead_letter_topic(consumer: str, prefix: str = TOPIC_PREFIX) -> str:
     return f"{prefix}dlq.{consumer}"
 
 
+def consumer_group(consumer: str, prefix: str = TOPIC_PREFIX) -> str:
+    """The consumer's Kafka group: the consumer's name on the platform's own prefix (deployed
+    groups keep their names); under another prefix (a test run, a second platform on the same
+    broker) a group of its own, or members reading other topics would join it and every one
+    that comes or goes would stop all of them for a rebalance."""
+    return consumer if prefix == TOPIC_PREFIX else f"{prefix}{consumer}"
+
+
 def platform_topics(prefix: str = TOPIC_PREFIX) -> list[str]:
     return [topic_for(context, prefix) for context in CONTEXTS]
 

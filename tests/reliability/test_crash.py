@@ -155,7 +155,7 @@ async def _caught_up(settings: Settings, timeout_s: float = 60) -> None:
     await consumer.start()
     try:
         groups = [group for group, _ in await admin.list_consumer_groups()]
-        assert "reporting.readmodels" in groups, groups
+        assert f"{settings.topic_prefix}reporting.readmodels" in groups, groups
         deadline = time.monotonic() + timeout_s
         while True:
             behind = {}

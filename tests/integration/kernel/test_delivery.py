@@ -69,7 +69,7 @@ async def test_an_event_committed_before_the_relay_crashed_still_arrives_with_it
         await eventually(lambda: effects(engine, kernel))
         # Give the second copy time to be consumed too before judging.
         await eventually(lambda: _inbox_count(engine, kernel, expected=1))
-        await _wait_until_committed(engine, kernel, bootstrap, consumer.name, topic, 2)
+        await _wait_until_committed(engine, kernel, bootstrap, consumer.group_id, topic, 2)
     assert await effects(engine, kernel) == [(event.id, "being.safe.1")]
 
 
@@ -84,13 +84,13 @@ async def test_a_redelivered_event_has_its_effect_once(engine, kernel, publisher
 
     consumer = consumer_for("tests.redelivery", engine, kernel, publisher, topic_prefix)
     async with running(bootstrap, consumer, topic):
-        await _wait_until_committed(engine, kernel, bootstrap, consumer.name, topic, 3)
+        await _wait_until_committed(engine, kernel, bootstrap, consumer.group_id, topic, 3)
     # The same event again after the consumer restarted (a producer retry, a manual replay).
     for _ in range(2):
         await publisher.send(OutgoingRecord(topic, key, value, headers))
     restarted = consumer_for("tests.redelivery", engine, kernel, publisher, topic_prefix)
     async with running(bootstrap, restarted, topic):
-        await _wait_until_committed(engine, kernel, bootstrap, restarted.name, topic, 5)
+        await _wait_until_committed(engine, kernel, bootstrap, restarted.group_id, topic, 5)
     lag = [value for labels, value in metric_points("flourish_consumer_lag") if labels["topic"] == topic]
     assert lag == [0], "every record was applied, so the group is not behind"
 
@@ -125,7 +125,7 @@ async def test_poison_messages_go_to_the_dead_letter_topic_while_the_partition_k
 
     consumer = consumer_for("tests.poison", engine, kernel, publisher, topic_prefix, fail_on="boom")
     async with running(bootstrap, consumer, topic):
-        await _wait_until_committed(engine, kernel, bootstrap, consumer.name, topic, 7)
+        await _wait_until_committed(engine, kernel, bootstrap, consumer.group_id, topic, 7)
 
     applied = {event_id for event_id, _ in await effects(engine, kernel)}
     assert applied == {before.id, after.id}  # the failing one's effect was rolled back every time
@@ -190,7 +190,7 @@ async def test_a_batch_that_meets_an_outage_comes_again_and_is_neither_lost_nor_
 
     consumer.handlers[type(first.data)] = flaky
     async with running(bootstrap, consumer, topic):
-        await _wait_until_committed(engine, kernel, bootstrap, consumer.name, topic, 2)
+        await _wait_until_committed(engine, kernel, bootstrap, consumer.group_id, topic, 2)
 
     assert sorted(await effects(engine, kernel)) == sorted([(first.id, "being.safe.1"), (second.id, "being.safe.1")])
     assert await read_topic(bootstrap, consumer.dead_letter_topic, expected=1, timeout=2) == []
@@ -232,7 +232,7 @@ async def test_a_batch_handler_applies_runs_of_one_type_in_order_and_each_event_
         topic_prefix=topic_prefix, batch_handlers={ObservationRecorded: apply_ratings},
     )
     async with running(bootstrap, consumer, topic):
-        await _wait_until_committed(engine, kernel, bootstrap, consumer.name, topic, len(sequence))
+        await _wait_until_committed(engine, kernel, bootstrap, consumer.group_id, topic, len(sequence))
 
     expected = [f"being.safe.{n}" for n in range(20)] + ["enrolled"] + [f"being.safe.{n}" for n in range(20, 40)]
     assert applied == expected
