@@ -9,6 +9,7 @@ derandomized, so CI sees the same requests every time.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import hypothesis
@@ -27,7 +28,9 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.fuzz.conftest import PORTS, Platform
 
-EXAMPLES = 12  # per operation and mode: ~2,200 requests over the four services
+# Per operation and mode: ~2,200 requests over the four services. FLOURISH_FUZZ_EXAMPLES=100 for a
+# deeper search by hand (a few minutes per service).
+EXAMPLES = int(os.environ.get("FLOURISH_FUZZ_EXAMPLES", "12"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 SETTINGS = hypothesis.settings(
     max_examples=EXAMPLES,

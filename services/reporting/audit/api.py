@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import date
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from uuid import UUID
 import orjson
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, BeforeValidator
 
 from services.reporting.audit.domain.canonical import instant
 from services.reporting.audit.domain.facts import SHARE, Kind
@@ -50,8 +51,19 @@ from shared.service import Runtime, runtime_of
 
 Auditor = Annotated[Principal, Depends(requires(Role.auditor, Role.dpo))]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
-From = Annotated[date | None, Query(alias="from", description="First day (UTC), included")]
-To = Annotated[date | None, Query(alias="to", description="Last day (UTC), included")]
+
+
+def _iso_day(value: Any) -> Any:
+    # pydantic reads "0" or "1700000000" as a Unix time: an audit question about 1970 that the
+    # asker never meant. A day is YYYY-MM-DD, nothing else.
+    if isinstance(value, str) and not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[date, BeforeValidator(_iso_day)]
+From = Annotated[Day | None, Query(alias="from", description="First day (UTC), included")]
+To = Annotated[Day | None, Query(alias="to", description="Last day (UTC), included")]
 StaffId = Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, description="A staff member's pseudonymous subject")]
 ActionCode = Annotated[str | None, Query(pattern=CODE_PATTERN, description="An action, e.g. consent_withdrawn")]
 
