@@ -84,6 +84,11 @@ class World:
     headers_a: dict[str, str]  # every role, trust A, academy A1: the positive control
 
 
+def _keyed(headers: dict[str, str]) -> dict[str, str]:
+    """With an Idempotency-Key: so that each service's idempotency keys hold some of A's rows."""
+    return {**headers, "Idempotency-Key": uuid.uuid4().hex}
+
+
 async def _ok(response: httpx.Response, *codes: int) -> Any:
     assert response.status_code in (codes or (200, 201)), f"{response.request.method} {response.request.url}: {response.text}"
     return response.json() if response.headers.get("content-type", "").startswith("application/json") else response.text
@@ -173,7 +178,7 @@ async def _settled(p: Platform, a: TrustA) -> None:
 
 async def _roster(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
     api = p.clients["assessment"]
-    await _ok(await api.put("/trust", json={"name": f"Trust {a.mark}"}, headers=headers))
+    await _ok(await api.put("/trust", json={"name": f"Trust {a.mark}"}, headers=_keyed(headers)))
     a.trust_values.add(f"Trust {a.mark}")
     for academy, name in ((a.academy_id, f"Academy {a.mark}"), (a.other_academy_id, f"Other {a.mark}")):
         await _ok(await api.put(f"/academies/{academy}", json={"name": name}, headers=headers))
@@ -233,7 +238,7 @@ async def _plans(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
         return response.json() if response.status_code == 200 and response.json()["based_on"] else None
 
     suggestion = await eventually(suggested, timeout=60)
-    plan = await _ok(await planning.post("/plans", json=plan_body(uuid.UUID(pupil), suggestion), headers=headers))
+    plan = await _ok(await planning.post("/plans", json=plan_body(uuid.UUID(pupil), suggestion), headers=_keyed(headers)))
     plan_id = a.keep("plan_id", plan["plan_id"])
     await _ok(await planning.post(f"/plans/{plan_id}/issue", json={"practitioner_id": f"prac{a.mark}"}, headers=headers))
     note = f"Session{a.mark} calm and engaged"
@@ -254,7 +259,7 @@ async def _consent(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
 
     await eventually(known, timeout=60)
     parent = f"Parent{a.mark}"
-    decided = await _ok(await consent.post(f"/pupils/{pupil}/consents", headers=headers, json={
+    decided = await _ok(await consent.post(f"/pupils/{pupil}/consents", headers=_keyed(headers), json={
         "purpose": "share_camhs", "decision": "granted", "given_by": {"name": parent, "relationship": "mother"},
         "method": "paper", "evidence_reference": f"Form{a.mark}", "decided_at": datetime.now(UTC).isoformat()}))
     a.keep("decision_id", decided["decision_id"])
@@ -277,7 +282,7 @@ async def _sharing_and_audit(p: Platform, a: TrustA, headers: dict[str, str]) ->
         "category": "camhs", "organisation": organisation, "endpoint_url": p.receiver.url}))
     a.keep("agency_id", agency["agency_id"], trust_level=True)
     a.trust_values.add(organisation)
-    shared = await _ok(await reporting.post("/sharing/shares", headers=headers, json={
+    shared = await _ok(await reporting.post("/sharing/shares", headers=_keyed(headers), json={
         "agency_id": agency["agency_id"], "pupil_id": pupil, "document_kind": "report",
         "document": {"title": f"Report{a.mark}"}}))
     a.keep("share_id", shared["share_id"])
@@ -307,9 +312,9 @@ async def _sharing_and_audit(p: Platform, a: TrustA, headers: dict[str, str]) ->
 # --- The catalog ---------------------------------------------------------------------------------
 
 SCHEMAS = ("assessment", "planning", "consent", "reporting")
-# The kernel's tables are read across trusts by design: the event store's global position and
-# append lock, the outbox relay, the inbox, idempotency keys (docs/security.md).
-KERNEL = ("events", "outbox", "inbox", "idempotency_keys")
+# The kernel's tables read across trusts by design: the event store's global position and append
+# lock, the outbox relay, the inbox (docs/security.md). Idempotency keys are under the policy.
+KERNEL = ("events", "outbox", "inbox")
 
 _TENANT_TABLES = """
 SELECT c.relnamespace::regnamespace::text AS schema, c.relname AS name,
