@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -35,7 +36,9 @@ class Peers:
 
     def __init__(self) -> None:
         self._frameworks: dict[tuple[UUID, str], Framework] = {}
-        self._tokens: ServiceTokens | None = None
+        # Per running service: its own settings say whose keys sign the tokens (one process may
+        # run more than one reporting service, in tests).
+        self._tokens: weakref.WeakKeyDictionary[Runtime, ServiceTokens] = weakref.WeakKeyDictionary()
 
     def _http(self, request: Request, runtime: Runtime) -> tuple[httpx.AsyncClient, bool]:
         injected = getattr(request.app.state, "assessment_http", None)
@@ -45,8 +48,10 @@ class Peers:
 
     async def get(self, request: Request, runtime: Runtime, trust_id: UUID, path: str,
                   as_caller: bool = False) -> dict[str, Any]:
-        self._tokens = self._tokens or ServiceTokens(runtime.settings, "reporting")
-        headers = {"Authorization": f"Bearer {await self._tokens.for_trust(trust_id)}"}
+        tokens = self._tokens.get(runtime)
+        if tokens is None:
+            tokens = self._tokens[runtime] = ServiceTokens(runtime.settings, "reporting")
+        headers = {"Authorization": f"Bearer {await tokens.for_trust(trust_id)}"}
         if as_caller:
             headers = {"Authorization": request.headers.get("Authorization", "")}
         http, own = self._http(request, runtime)
