@@ -40,7 +40,7 @@ class BodySizeLimit:
         self._limits: list[tuple[re.Pattern[str], dict[str, int]]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self._limit_for(scope)
@@ -99,13 +99,6 @@ def _declared_limits(document: dict[str, Any]) -> list[tuple[re.Pattern[str], di
         if limits:
             declared.append((re.compile(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(path))), limits))
     return declared
-
-
-def _has_body(scope: Scope) -> bool:
-    for name, value in scope["headers"]:
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            return True
-    return False
 
 
 def _content_length(scope: Scope) -> int | None:
