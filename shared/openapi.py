@@ -51,6 +51,7 @@ DESCRIPTIONS = {
     503: "A dependency did not answer; try again later",
 }
 COMMANDS = frozenset({"post", "put", "patch", "delete"})
+FRAMEWORK_DESCRIPTIONS = frozenset({None, "", "Validation Error", "Additional Response"})
 
 
 def document_problems(app: FastAPI) -> None:
@@ -79,7 +80,8 @@ def with_problems(document: dict[str, Any]) -> dict[str, Any]:
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"}}}
-                    response["description"] = DESCRIPTIONS.get(int(status), response.get("description", "A problem"))
+                    if response.get("description") in FRAMEWORK_DESCRIPTIONS:  # a route's own words stay
+                        response["description"] = DESCRIPTIONS.get(int(status), "A problem")
     return document
 
 
