@@ -43,5 +43,6 @@ WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8000
 # Kubernetes gives its own command (deploy/k8s/base/service/api.yaml); this one is for docker run
-# and compose. No access log: client addresses are staff's personal data.
-CMD ["sh", "-c", "exec uvicorn --factory \"services.${FLOURISH_SERVICE}.app:app\" --host 0.0.0.0 --port 8000 --no-access-log --timeout-graceful-shutdown 20"]
+# and compose. No access log: client addresses are staff's personal data. The asyncio loop, not
+# uvloop: see UVICORN_LOOP in shared/infra/services.py (a consumer must survive a broker restart).
+CMD ["sh", "-c", "exec uvicorn --factory \"services.${FLOURISH_SERVICE}.app:app\" --host 0.0.0.0 --port 8000 --no-access-log --timeout-graceful-shutdown 20 --loop asyncio"]

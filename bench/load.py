@@ -112,14 +112,14 @@ class Load:
     (a slow or retrying request does not slow the rate, so trouble shows as latency), and an
     assessment every `assessment_every_s` seconds."""
 
-    def __init__(self, client: httpx.AsyncClient, tenant: Tenant, *, retry_for_s: float = 180.0,
-                 assessment_every_s: float = 5.0, seed: int = 7) -> None:
+    def __init__(self, client: httpx.AsyncClient, tenant: Tenant, *, watcher: Watcher | None = None,
+                 retry_for_s: float = 180.0, assessment_every_s: float = 5.0, seed: int = 7) -> None:
         self.client = client
         self.tenant = tenant
+        self.watcher = watcher  # told of every accepted command, to time its effect
         self.retry_for_s = retry_for_s
         self.assessment_every_s = assessment_every_s
         self.commands: list[Command] = []
-        self.watcher: Watcher | None = None
         self._random = random.Random(seed)
         self._tasks: set[asyncio.Task[None]] = set()
         self._used: set[tuple[str, datetime]] = set()
@@ -482,8 +482,7 @@ async def _ramp(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, sca
     the last rate that met it, and every step's run (for the reconciliation)."""
     best, steps = scale.ramp_rates[0], []
     for rate in scale.ramp_rates:
-        step = Load(client, tenant, assessment_every_s=scale.assessment_every_s, retry_for_s=30)
-        step.watcher = watcher
+        step = Load(client, tenant, watcher=watcher, assessment_every_s=scale.assessment_every_s, retry_for_s=30)
         steps.append(step)
         started = time.monotonic()
         await step.run(rate, scale.ramp_step_s)
@@ -506,8 +505,7 @@ async def _hold(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, sca
     """The rate held for the whole duration; the peak RSS of each service meanwhile."""
     from shared.infra.services import service_pids
 
-    held = Load(client, tenant, assessment_every_s=scale.assessment_every_s)
-    held.watcher = watcher
+    held = Load(client, tenant, watcher=watcher, assessment_every_s=scale.assessment_every_s)
     peak: dict[str, float] = {}
 
     async def sample() -> None:

@@ -26,6 +26,11 @@ from shared.settings import PROJECT_ROOT, Settings
 
 SERVICES: dict[str, int] = {"assessment": 8101, "planning": 8102, "consent": 8103, "reporting": 8104}
 READY_TIMEOUT_S = 90.0
+# The plain asyncio loop, not uvloop: writing to a socket the broker has closed raises RuntimeError
+# under uvloop, which aiokafka does not catch (aio-libs/aiokafka#1038): after a broker restart a
+# consumer's group coordinator dies for good and the consumer never reads again. The Dockerfile
+# and the Kubernetes manifests pass the same flag.
+UVICORN_LOOP = ("--loop", "asyncio")
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ def _spawn(process: ServiceProcess, environment: dict[str, str]) -> None:
     process.folder.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "uvicorn", "--factory", process.module,
-        "--host", "127.0.0.1", "--port", str(process.port), "--no-access-log",
+        "--host", "127.0.0.1", "--port", str(process.port), "--no-access-log", *UVICORN_LOOP,
     ]
     with process.log_file.open("ab") as log:
         child = subprocess.Popen(

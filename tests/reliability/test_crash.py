@@ -85,9 +85,8 @@ async def test_every_accepted_command_has_exactly_one_effect_through_crashes_and
     recovery: dict[str, dict[str, float]] = {}
     async with httpx.AsyncClient(base_url=settings.assessment_url, timeout=10) as client:
         tenant = await setup_tenant(client, DevIssuer(settings), pupils=40)
-        load = Load(client, tenant, assessment_every_s=2.0, retry_for_s=RECOVERY_TIMEOUT_S)
         async with Watcher(settings.sync_database_url) as watcher:
-            load.watcher = watcher
+            load = Load(client, tenant, watcher=watcher, assessment_every_s=2.0, retry_for_s=RECOVERY_TIMEOUT_S)
             driving = asyncio.create_task(load.run(RATE_PER_S))
             await asyncio.sleep(5)
             for name, inject in FAULTS:
