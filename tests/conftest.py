@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import asyncpg
 
@@ -54,6 +55,24 @@ def stack_settings() -> Iterator[Settings]:
         consumer_backoff_max_s=0.05,
     )
     run_sync(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+
+
+@contextmanager
+def database_of_its_own(settings: Settings, label: str) -> Iterator[Settings]:
+    """The same servers, with a database no other test uses. For platforms that outlive one test:
+    their services' relays lead the outbox of every schema they migrate, so on a shared database
+    they would publish other tests' events to their own topics."""
+    from shared.infra import run_sync
+
+    server = make_url(settings.database_url)
+    database = f"flourish_{label}_{uuid.uuid4().hex[:8]}"
+    run_sync(lambda: _admin(server, f'CREATE DATABASE "{database}"'))
+    try:
+        yield settings.model_copy(
+            update={"database_url": server.set(database=database).render_as_string(hide_password=False)}
+        )
+    finally:
+        run_sync(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 
 async def _admin(server: URL, statement: str) -> None:

@@ -19,6 +19,7 @@ import pytest
 from shared.auth import DevIssuer, Role
 from shared.infra.services import platform_environment, service_processes, start_services, stop_services
 from shared.settings import Settings
+from tests.conftest import database_of_its_own
 from tests.integration.reporting.sharing.conftest import Receiver, receiver
 
 __all__ = ["Platform", "Receiver", "receiver"]
@@ -77,7 +78,13 @@ class Platform:
 
 @pytest.fixture
 async def platform(stack_settings: Settings, topic_prefix: str, tmp_path: Path) -> AsyncIterator[Platform]:
-    settings = stack_settings.model_copy(update={
+    with database_of_its_own(stack_settings, "e2e") as own:
+        async for platform in _platform(own, topic_prefix, tmp_path):
+            yield platform
+
+
+async def _platform(base: Settings, topic_prefix: str, tmp_path: Path) -> AsyncIterator[Platform]:
+    settings = base.model_copy(update={
         "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
         "trace_file": tmp_path / "spans.jsonl",
         **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in PORTS.items()},

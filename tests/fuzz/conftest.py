@@ -1,21 +1,24 @@
-"""The four services as real processes on ports of their own (18501-18504), on this run's database
-and topic prefix, with a trust that has data: an academy, a class of pupils and a group, so fuzzed
-requests carrying real ids reach the handlers rather than stopping at 404."""
+"""The four services as real processes on ports of their own (18501-18504), on a database and topic
+prefix of their own while the fuzz package runs, with a trust that has data: an academy, a class of
+pupils and a group, so fuzzed requests carrying real ids reach the handlers rather than 404."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.auth import DevIssuer, Role
 from shared.infra import run_sync
 from shared.infra.services import platform_environment, start_services, stop_services
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
+from shared.store.db import create_engine
+from tests.conftest import database_of_its_own
 from tests.integration.assessment.helpers import pupil_rows, roster_csv
 
 PORTS = {"assessment": 18501, "planning": 18502, "consent": 18503, "reporting": 18504}
@@ -46,10 +49,15 @@ class Platform:
                 "pupil_id": str(self.pupil_ids[0]), "group_id": str(self.group_id)}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def platform(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
+    with database_of_its_own(stack_settings, "fuzz") as own:
+        yield from _platform(own, tmp_path_factory)
+
+
+def _platform(base: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     state = tmp_path_factory.mktemp("fuzz-platform")
-    settings = stack_settings.model_copy(update={
+    settings = base.model_copy(update={
         "state_dir": state, "jwks_path": state / "dev-issuer" / "jwks.json",
         "topic_prefix": f"test.fuzz{uuid.uuid4().hex[:8]}.",
         **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in PORTS.items()},
@@ -80,3 +88,11 @@ def _seed(settings: Settings, issuer: DevIssuer) -> Platform:
 def _ok(response: httpx.Response) -> dict:  # type: ignore[type-arg]
     assert response.is_success, response.text
     return response.json()  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="package")
+async def engine(platform: Platform) -> AsyncIterator[AsyncEngine]:
+    """The fuzzed platform's database (not the run's shared one)."""
+    engine = create_engine(platform.settings, pool_size=2)
+    yield engine
+    await engine.dispose()
