@@ -11,8 +11,8 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 from fastapi import Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import select
@@ -20,8 +20,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Principal, Role
-from shared.tenancy import enter_scope
 from shared.problems import BadRequest, Forbidden, IdempotencyKeyReused
+from shared.tenancy import enter_scope
 
 T = TypeVar("T")
 
