@@ -28,9 +28,9 @@ from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer,
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
 from shared.messaging.topics import CONTEXTS, ensure_topics
+from shared.auth import Auth, Principal, TokenVerifier
 from shared.limits import BodySizeLimit
 from shared.openapi import document_problems
-from shared.auth import Auth, Principal, TokenVerifier
 from shared.problems import (
     ConcurrencyConflict,
     Forbidden,
@@ -202,7 +202,7 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     app.state.runtime = runtime
     install_problem_handlers(
         app, {StreamVersionConflict: _concurrency_problem, EventTooLarge: _too_large_problem,
-              DBAPIError: _unstorable_text_problem, **spec.domain_errors}
+              DBAPIError: _database_error_problem, **spec.domain_errors}
     )
     app.add_middleware(BodySizeLimit)  # inside tracing: a refused body still leaves its span
     app.add_middleware(TracingMiddleware)
@@ -228,7 +228,8 @@ def _too_large_problem(error: Exception) -> Problem:
 _UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
 
 
-def _unstorable_text_problem(error: Exception) -> Problem:
+def _database_error_problem(error: Exception) -> Problem:
+    """A database error that is the client's doing, as a problem; any other stays a 500."""
     if getattr(getattr(error, "orig", None), "sqlstate", None) in _UNSTORABLE_TEXT:
         return UnprocessableEntity("text may not contain NUL (\\u0000) characters; nothing was changed")
     if is_policy_violation(error):  # row-level security refused a row of another trust

@@ -33,6 +33,11 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
     return engine
 
 
+# Server states that pass: shut down under us (57P01/57P02), starting up after a restart
+# (57P03), too many connections (53300); and any connection exception (class 08).
+TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
 def is_transient(error: BaseException) -> bool:
     """True for failures of the database or network rather than of the message: waiting and
     trying again will fix them, so they must never send a message to the dead-letter topic."""
@@ -43,9 +48,7 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, DBAPIError):
         if error.connection_invalidated:
             return True
-        # SQLAlchemy wraps asyncpg's errors in a plain DBAPIError: "the database system is
-        # starting up" after a restart (57P03), shut down under us (57P01/57P02), too many
-        # connections (53300), or any connection exception (class 08).
+        # SQLAlchemy wraps asyncpg's errors in a plain DBAPIError: its SQLSTATE says.
         sqlstate = str(getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None) or "")
         if sqlstate.startswith("08") or sqlstate in TRANSIENT_SQLSTATES:
             return True
@@ -53,6 +56,3 @@ def is_transient(error: BaseException) -> bool:
     name = type(error).__name__
     # asyncpg's own connection errors, when they surface unwrapped.
     return name in {"ConnectionDoesNotExistError", "CannotConnectNowError", "TooManyConnectionsError"}
-
-
-TRANSIENT_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
