@@ -249,6 +249,8 @@ class TokenVerifier:
                 settings.jwks_url, client, min_refetch_interval_s, max_key_age_s, clock
             )
         else:
+            # Never None once Settings is validated: it defaults to the dev issuer's, beside the state dir.
+            assert settings.jwks_path is not None
             self._keys = _JwksFile(settings.jwks_path)
 
     def verify(self, token: str) -> Principal:

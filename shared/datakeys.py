@@ -160,7 +160,7 @@ class DataKey:
         if len(raw) < NONCE_BYTES + 16:
             raise SealedFieldUnreadable("the sealed value is truncated")
         try:
-            return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], self._context + field.encode())  # type: ignore[no-any-return]
+            return self._aead.decrypt(raw[:NONCE_BYTES], raw[NONCE_BYTES:], self._context + field.encode())
         except InvalidTag:
             raise SealedFieldUnreadable(f"the sealed field {field!r} does not open with this pupil's key") from None
 

@@ -63,6 +63,8 @@ def document_problems(app: FastAPI) -> None:
             app.openapi_schema = with_problems(build())
         return app.openapi_schema
 
+    # FastAPI's documented way to customise the schema is to replace `app.openapi`; mypy refuses any
+    # assignment to a method.
     app.openapi = openapi  # type: ignore[method-assign]
 
 

@@ -210,6 +210,8 @@ def install_problem_handlers(
 
     Call once, when the app is built (before it serves): it adds a middleware.
     """
+    # Starlette types every handler as taking `Exception`, though it calls each only with the class it
+    # was registered for: a handler of a subclass is right, and mypy cannot see why.
     app.add_exception_handler(Problem, _handle_problem)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _handle_validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _handle_http_exception)  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -137,7 +139,7 @@ def configure_tracing(service: str, otlp_endpoint: str | None, trace_file: Path 
     trace.set_tracer_provider(provider)
 
 
-class JsonLinesSpanExporter:
+class JsonLinesSpanExporter(SpanExporter):
     """Appends each finished span as one line of OTel's JSON form; several processes may share a
     file (each line is written with one O_APPEND write)."""
 
@@ -145,9 +147,7 @@ class JsonLinesSpanExporter:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
-    def export(self, spans: Sequence[Any]) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = "".join(span.to_json(indent=None) + "\n" for span in spans)
         os.write(self._fd, lines.encode())
         return SpanExportResult.SUCCESS

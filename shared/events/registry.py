@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -41,7 +42,7 @@ class UnknownEventType(LookupError):
 _registry: dict[str, type[Event]] = {}
 
 
-def register(event_type: str, context: str):  # type: ignore[no-untyped-def]
+def register(event_type: str, context: str) -> Callable[[type[E]], type[E]]:
     """Class decorator: give an event model its type and make it decodable."""
 
     def decorate(cls: type[E]) -> type[E]:

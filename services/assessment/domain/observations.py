@@ -74,7 +74,7 @@ def decide_observations(
             reasons.append(f"no framework version {version!r} is loaded for this trust")
         if framework is not None and rating.statement_id not in framework.statements:
             reasons.append(f"framework {version!r} has no statement {rating.statement_id!r}")
-        elif framework is not None and rating.assessment_id in assessments:
+        elif framework is not None and rating.assessment_id is not None and rating.assessment_id in assessments:
             slot = assessments[rating.assessment_id]
             if framework.statements[rating.statement_id].strand not in slot.strands:
                 reasons.append(f"statement {rating.statement_id!r} is not in a strand this assessment covers")

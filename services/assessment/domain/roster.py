@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from uuid import UUID
@@ -220,7 +220,7 @@ def _row(number: int, cells: list[str], columns: Mapping[str, int], width: int, 
     return MisRow(number, details, value["reg_group"] or None, admitted, leaving)
 
 
-def _date(raw: str, name: str, problem: object) -> date | None:
+def _date(raw: str, name: str, problem: Callable[[str, str], None]) -> date | None:
     if not raw:
         return None
     for fmt in DATE_FORMATS:
@@ -228,7 +228,7 @@ def _date(raw: str, name: str, problem: object) -> date | None:
             return datetime.strptime(raw, fmt).date()
         except ValueError:
             continue
-    problem(name, "is not a date (DD/MM/YYYY or YYYY-MM-DD)")  # type: ignore[operator]
+    problem(name, "is not a date (DD/MM/YYYY or YYYY-MM-DD)")
     return None
 
 

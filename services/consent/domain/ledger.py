@@ -100,8 +100,8 @@ class ConsentRecord:
 def _moment(event: Event) -> datetime:
     for name in ("decided_at", "withdrawn_at"):
         value = getattr(event, name, None)
-        if value is not None:
-            return value  # type: ignore[no-any-return]
+        if isinstance(value, datetime):
+            return value
     raise TypeError(f"{type(event).__name__} has no decision time")
 
 

@@ -11,6 +11,7 @@ from Doing on.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from uuid import UUID
@@ -169,7 +170,7 @@ def suggest_for_class(framework: PlanningFramework, scores: list[Score]) -> Sugg
 
 
 def _targets(framework: PlanningFramework, needs: list[str], candidates: list[str],
-             percents: dict[str, float], reason: object) -> list[Target]:
+             percents: dict[str, float], reason: Callable[[str], str]) -> list[Target]:
     targets: list[Target] = []
     for need_id in needs:
         need = framework.needs[need_id]
@@ -180,7 +181,7 @@ def _targets(framework: PlanningFramework, needs: list[str], candidates: list[st
             statement = framework.statements[statement_id]
             targets.append(Target(
                 statement_id, statement.text, need_id, need.name,
-                f"{reason(statement_id)} in {need.name} ({percents[need_id]:g}%)",  # type: ignore[operator]
+                f"{reason(statement_id)} in {need.name} ({percents[need_id]:g}%)",
             ))
     return targets
 
