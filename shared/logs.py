@@ -164,7 +164,7 @@ def configure_logging(service: str, level: str = "INFO", stream: TextIO | None =
 def _message_of(record: logging.LogRecord) -> str:
     try:
         return record.getMessage()
-    except Exception:  # A bad format string must not lose the log line.
+    except Exception:  # noqa: BLE001 - a bad format string must not lose the log line
         return str(record.msg)
 
 

@@ -81,7 +81,8 @@ def with_problems(document: dict[str, Any]) -> dict[str, Any]:
                 responses.setdefault(str(status), {"description": DESCRIPTIONS[status]})
             for status, response in responses.items():
                 if status.isdigit() and int(status) >= 400:
-                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"}}}
+                    problem_ref = {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA_NAME}"}
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": problem_ref}}
                     if response.get("description") in FRAMEWORK_DESCRIPTIONS:  # a route's own words stay
                         response["description"] = DESCRIPTIONS.get(int(status), "A problem")
     return document

@@ -69,7 +69,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         # Exponential backoff with full jitter, so replicas that failed together retry apart.
-        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))  # noqa: S311 - not a secret
 
 
 class IdempotentConsumer:

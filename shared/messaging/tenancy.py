@@ -66,9 +66,9 @@ class TenancyGuard:
             for pupil_id in pupils_of(envelope):
                 if pupils.setdefault(pupil_id, envelope.trust_id) != envelope.trust_id:
                     raise TenantMismatch("events of one batch claim different trusts (ce_trustid) for one pupil")
-            if envelope.academy_id != TRUST_LEVEL:
-                if academies.setdefault(envelope.academy_id, envelope.trust_id) != envelope.trust_id:
-                    raise TenantMismatch("events of one batch claim different trusts (ce_trustid) for one academy")
+            if (envelope.academy_id != TRUST_LEVEL
+                    and academies.setdefault(envelope.academy_id, envelope.trust_id) != envelope.trust_id):
+                raise TenantMismatch("events of one batch claim different trusts (ce_trustid) for one academy")
         r = self.roster.c
         if pupils:
             known = await conn.execute(select(r.pupil_id, r.trust_id).where(r.pupil_id.in_(list(pupils))))

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import yaml
@@ -123,7 +124,8 @@ class Framework:
     @cached_property
     def statements(self) -> dict[str, StatementRef]:
         return {
-            statement_id(strand.id, s.number): StatementRef(statement_id(strand.id, s.number), strand.id, need.id, s.number, s.text)
+            statement_id(strand.id, s.number):
+                StatementRef(statement_id(strand.id, s.number), strand.id, need.id, s.number, s.text)
             for strand in self.document.strands
             for need in strand.needs
             for s in need.statements
@@ -244,7 +246,7 @@ def _level_problems(document: FrameworkDocument) -> list[FrameworkProblem]:
         expected = ", ".join(level.value for level in LEVEL_ORDER)
         return [FrameworkProblem(f"the levels must be exactly {expected}, in that order", field="levels")]
     points = [entry.points for entry in document.levels]
-    if any(later <= earlier for earlier, later in zip(points, points[1:])):
+    if any(later <= earlier for earlier, later in pairwise(points)):
         return [FrameworkProblem("points must rise strictly from Rarely to Secure", field="levels.points")]
     return []
 

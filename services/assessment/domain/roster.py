@@ -175,7 +175,9 @@ def _columns(header: Sequence[str], number: int) -> tuple[dict[str, int], list[s
             problems.append(RowProblem(number, title.strip(), f"a second column for {LABELS[name]}"))
         else:
             columns[name] = position
-    problems += [RowProblem(number, LABELS[n], f"the required column {LABELS[n]} is missing") for n in REQUIRED if n not in columns]
+    problems += [
+        RowProblem(number, LABELS[n], f"the required column {LABELS[n]} is missing") for n in REQUIRED if n not in columns
+    ]
     if problems:
         raise RosterFileRejected(problems)
     return columns, ignored

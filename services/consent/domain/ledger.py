@@ -226,10 +226,10 @@ def decide_sharing(
 
     if record is None or (record.status is ConsentStatus.NONE and record.basis is None):
         return deny(DenyReason.NO_RECORD)
-    if record.status is ConsentStatus.GRANTED and (record.valid_until is None or record.valid_until > now):
-        if kind in record.covers:
-            return SharingDecision(True, category, kind, "consent_in_force", LawfulBasis.CONSENT, True,
-                                   record.consent_id, version, record.valid_until)
+    in_force = record.status is ConsentStatus.GRANTED and (record.valid_until is None or record.valid_until > now)
+    if in_force and kind in record.covers:
+        return SharingDecision(True, category, kind, "consent_in_force", LawfulBasis.CONSENT, True,
+                               record.consent_id, version, record.valid_until)
     basis = record.basis
     if basis is not None and basis.valid_until > now and basis.decided_at <= now and kind in basis.covers:
         consent_obtained = False

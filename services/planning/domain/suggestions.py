@@ -150,7 +150,8 @@ def suggest_for_class(framework: PlanningFramework, scores: list[Score]) -> Sugg
     needs = focus_needs(means, order, threshold)
     counts = Counter(statement for s in at_strand for statement in s.focus_statements)
     ranked = sorted(counts, key=lambda st: (-counts[st], framework.statements[st].number if st in framework.statements else 0))
-    targets = _targets(framework, needs, ranked, means, lambda s: f"Rarely or Emerging for {counts[s]} of {len(at_strand)} pupils")
+    targets = _targets(framework, needs, ranked, means,
+                       lambda s: f"Rarely or Emerging for {counts[s]} of {len(at_strand)} pupils")
     if not targets:
         raise NoSuggestion(f"no statement of {strand.name} is at Rarely or Emerging for this class")
     class_percent = round(sum(s.strand_percent for s in at_strand) / len(at_strand), 1)

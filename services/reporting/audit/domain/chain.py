@@ -185,14 +185,17 @@ class ChainVerifier:
             if seq != expected_seq:
                 self._settle(expected_seq - 1, expected_prev, body, count)
                 if seq > expected_seq:
-                    return self._fail(seq, f"entries {expected_seq}..{seq - 1} are missing: it follows entry {expected_seq - 1}", body)
+                    missing = f"entries {expected_seq}..{seq - 1} are missing: it follows entry {expected_seq - 1}"
+                    return self._fail(seq, missing, body)
                 return self._fail(seq, f"entry {seq} appears again or out of order after entry {expected_seq - 1}", body)
             if prev_hash != expected_prev:
                 self._settle(seq - 1, expected_prev, body, count)
                 return self._fail(seq, "its prev_hash is not the hash of the entry before it", body)
             if not body.startswith(chain_prefix(trust, seq, expected_prev)):
                 self._settle(seq - 1, expected_prev, body, count)
-                return self._fail(seq, "its recorded trust, position or predecessor differs from where it sits in the chain", body)
+                return self._fail(
+                    seq, "its recorded trust, position or predecessor differs from where it sits in the chain", body
+                )
             if sha256(body.encode()).hexdigest() != entry_hash:
                 self._settle(seq - 1, expected_prev, body, count)
                 return self._fail(seq, "its content does not match its hash (changed after it was written)", body)

@@ -17,10 +17,10 @@ from enum import Enum, StrEnum
 from typing import Any
 from uuid import UUID
 
+from services.reporting.audit.domain.canonical import instant
 from shared.events.audit import AdminActionTaken
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
-from services.reporting.audit.domain.canonical import instant
 
 # The nil academy marks a trust-level fact (shared.audit.TRUST_LEVEL).
 _TRUST_LEVEL = UUID(int=0)
