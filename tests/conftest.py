@@ -41,8 +41,8 @@ metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader(
 def stack_settings() -> Iterator[Settings]:
     """The stack, with a database of this test run's own: services' schemas are fixed names, and a
     platform started with `make up` on the same server must neither see nor relay test events."""
-    from shared.infra import run_sync
-    from shared.infra.stack import ensure_stack
+    from flourish.local import run_sync
+    from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     server = make_url(endpoints.database_url)
@@ -62,7 +62,7 @@ def database_of_its_own(settings: Settings, label: str) -> Iterator[Settings]:
     """The same servers, with a database no other test uses. For platforms that outlive one test:
     their services' relays lead the outbox of every schema they migrate, so on a shared database
     they would publish other tests' events to their own topics."""
-    from shared.infra import run_sync
+    from flourish.local import run_sync
 
     server = make_url(settings.database_url)
     database = f"flourish_{label}_{uuid.uuid4().hex[:8]}"

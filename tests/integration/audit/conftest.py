@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flourish.local.postgres import SUPERUSER, PostgresLayout, is_external
 from services.reporting.audit.checkpoints import checkpoint_chain
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.ledger import Ledger
@@ -26,7 +27,6 @@ from services.reporting.audit.tables import create_statements
 from shared.auth import DevIssuer, Role
 from shared.events.envelope import Envelope
 from shared.events.reporting import ReportShared
-from shared.infra.postgres import SUPERUSER, PostgresLayout, is_external
 from shared.service import ServiceSpec, create_app
 from shared.settings import Settings
 
