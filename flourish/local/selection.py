@@ -149,7 +149,8 @@ def _started(stack: ExitStack, container: Any, **start: Any) -> Any:
 
 
 def _postgres_container() -> Any:
-    # testcontainers moved its modules under testcontainers.community (4.14); >=4.8 has the old path.
+    # Newer testcontainers releases keep their modules under testcontainers.community (the old
+    # path warns there); 4.8, the oldest pyproject allows, has only the old one.
     try:
         from testcontainers.community.postgres import PostgresContainer
     except ImportError:
