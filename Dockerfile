@@ -16,12 +16,14 @@ WORKDIR /src
 RUN python -m venv /opt/flourish
 # Dependencies first, so a code change does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN mkdir -p shared services \
- && touch shared/__init__.py services/__init__.py \
+RUN mkdir -p shared services flourish \
+ && touch shared/__init__.py services/__init__.py flourish/__init__.py \
  && /opt/flourish/bin/pip install --quiet . \
  && /opt/flourish/bin/pip uninstall --quiet --yes flourish
 COPY shared ./shared
 COPY services ./services
+# The composition: the `flourish` command (dev-token, audit verify, ...) inside the image.
+COPY flourish ./flourish
 RUN /opt/flourish/bin/pip install --quiet --no-deps . \
  # Bytecode now, because the running container cannot write it.
  && /opt/flourish/bin/python -m compileall -q -j 0 /opt/flourish/lib \
@@ -44,5 +46,5 @@ USER 10001:10001
 EXPOSE 8000
 # Kubernetes gives its own command (deploy/k8s/base/service/api.yaml); this one is for docker run
 # and compose. No access log: client addresses are staff's personal data. The asyncio loop, not
-# uvloop: see UVICORN_LOOP in shared/infra/services.py (a consumer must survive a broker restart).
+# uvloop: see UVICORN_LOOP in flourish/local/services.py (a consumer must survive a broker restart).
 CMD ["sh", "-c", "exec uvicorn --factory \"services.${FLOURISH_SERVICE}.app:app\" --host 0.0.0.0 --port 8000 --no-access-log --timeout-graceful-shutdown 20 --loop asyncio"]

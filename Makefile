@@ -17,8 +17,11 @@ up: install
 down:
 	@if [ -x $(FLOURISH) ]; then $(FLOURISH) platform down; fi
 
-## Install what the tests need, start the stack if it is not running, run every test.
+## Install what the tests need, check the import contracts (pyproject's [tool.importlinter]),
+## start the stack if it is not running, run every test. FLOURISH_TEST_STACK=containers takes the
+## tests' PostgreSQL and Kafka from testcontainers instead (needs a Docker engine).
 test: install
+	$(BIN)/lint-imports --no-logo
 	$(FLOURISH) infra up
 	$(BIN)/pytest -q
 

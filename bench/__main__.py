@@ -45,7 +45,7 @@ def _scaled(scale: object, factor: float) -> object:
 
 
 async def main(args: argparse.Namespace) -> int:
-    from shared.infra.stack import ensure_stack
+    from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)

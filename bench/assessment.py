@@ -65,7 +65,7 @@ LEVELS = [Level.RARELY, Level.EMERGING, Level.DEVELOPING, Level.SECURE]
 
 
 async def run() -> list[dict[str, Any]]:
-    from shared.infra.stack import ensure_stack
+    from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     # A database of the run's own (dropped afterwards): the services' schemas have fixed names,

@@ -68,7 +68,7 @@ TWO_YEARS_S = 2 * 365 * 86_400
 
 async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     """Every audit figure, as the JSON-line dicts bench/__main__.py prints."""
-    from shared.infra.stack import ensure_stack
+    from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)

@@ -52,7 +52,7 @@ SEAL_SECONDS = 2.0
 
 
 async def run() -> list[dict[str, Any]]:
-    from shared.infra.stack import ensure_stack
+    from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)

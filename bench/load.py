@@ -426,8 +426,8 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
     """The platform as four processes on the local stack (a database and topics of its own): a
     short ramp finds the highest rate whose p99 stays within the goal, then the load is held."""
     from bench.planning import _admin
-    from shared.infra.services import platform_environment, service_pids, start_services, stop_services
-    from shared.infra.stack import ensure_stack
+    from flourish.local.services import platform_environment, service_pids, start_services, stop_services
+    from flourish.local.stack import ensure_stack
     from sqlalchemy import make_url
 
     scale = scale or LoadScale()
@@ -509,7 +509,7 @@ async def _ramp(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, sca
 async def _hold(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, scale: LoadScale, settings: Settings,
                 rate: float) -> tuple[Load, dict[str, float]]:
     """The rate held for the whole duration; the peak RSS of each service meanwhile."""
-    from shared.infra.services import service_pids
+    from flourish.local.services import service_pids
 
     held = Load(client, tenant, watcher=watcher, assessment_every_s=scale.assessment_every_s)
     peak: dict[str, float] = {}

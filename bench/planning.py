@@ -34,7 +34,7 @@ def _scores(count: int, trust: uuid.UUID) -> list[Envelope]:
 
 
 async def run() -> list[dict[str, Any]]:
-    from shared.infra.stack import ensure_stack
+    from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     prefix = unique("bench.") + "."

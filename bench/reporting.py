@@ -52,7 +52,7 @@ def _history(count: int, trust: uuid.UUID) -> list[Envelope]:
 
 async def run() -> list[dict[str, Any]]:
     from bench.planning import _admin
-    from shared.infra.stack import ensure_stack
+    from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     server = make_url(endpoints.database_url)

@@ -1,12 +1,14 @@
 """One real stack for the whole run: the Kafka broker and PostgreSQL server the project starts
-itself (or those DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS name). Each test gets its own schema and
-its own topics, so tests never see each other's data."""
+itself (or those DATABASE_URL / KAFKA_BOOTSTRAP_SERVERS name), or with FLOURISH_TEST_STACK=containers
+a PostgreSQL and a Kafka container from testcontainers (flourish/local/selection.py). Each test gets
+its own schema and its own topics, so tests never see each other's data."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -27,6 +29,9 @@ from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.tables import KernelTables, kernel_tables
 
+if TYPE_CHECKING:
+    from flourish.local.selection import StackForTests
+
 # Spans from every test land here, so a test can follow a trace across a Kafka hop; metrics go
 # both to Prometheus' registry (what /metrics serves) and to a reader tests can inspect.
 SPANS = InMemorySpanExporter()
@@ -37,14 +42,33 @@ METRICS = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader(), METRICS]))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A FLOURISH_TEST_STACK this machine cannot honour stops the run before the first test."""
+    from flourish.local import selection
+
+    try:
+        selection.check_selection()
+    except selection.StackSelectionError as error:
+        pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
-def stack_settings() -> Iterator[Settings]:
+def stack_for_tests() -> Iterator[StackForTests]:
+    """The servers FLOURISH_TEST_STACK selects (embedded unless it says containers), up for the
+    whole session; containers are removed at its end."""
+    from flourish.local import selection
+
+    with selection.stack_for_tests() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def stack_settings(stack_for_tests: StackForTests) -> Iterator[Settings]:
     """The stack, with a database of this test run's own: services' schemas are fixed names, and a
     platform started with `make up` on the same server must neither see nor relay test events."""
-    from shared.infra import run_sync
-    from shared.infra.stack import ensure_stack
+    from flourish.local import run_sync
 
-    endpoints = ensure_stack()
+    endpoints = stack_for_tests.endpoints
     server = make_url(endpoints.database_url)
     database = f"flourish_test_{uuid.uuid4().hex[:8]}"
     run_sync(lambda: _admin(server, f'CREATE DATABASE "{database}"'))
@@ -62,7 +86,7 @@ def database_of_its_own(settings: Settings, label: str) -> Iterator[Settings]:
     """The same servers, with a database no other test uses. For platforms that outlive one test:
     their services' relays lead the outbox of every schema they migrate, so on a shared database
     they would publish other tests' events to their own topics."""
-    from shared.infra import run_sync
+    from flourish.local import run_sync
 
     server = make_url(settings.database_url)
     database = f"flourish_{label}_{uuid.uuid4().hex[:8]}"

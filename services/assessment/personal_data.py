@@ -5,7 +5,7 @@ into events, read models or logs: they live in two tables of their own and nothi
 touches them. Every field is sealed with the pupil's data key (the consent service's, through a
 PupilKeyring; AES-256-GCM bound to trust, pupil and field) before it is written and opened when
 read, so erasing the pupil (destroying the key) makes every copy unreadable, backups included.
-UPNs are looked up by a keyed blind index (privacy.BlindIndex), never by value.
+UPNs are looked up by a keyed blind index (pupil_keys.BlindIndex), never by value.
 
 Failure modes, as docs/consent.md asks: an erased pupil (DataKeyDestroyed) is skipped by bulk
 reads and raised by single reads; any other DataKeyError (consent unreachable, a refused token)
@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.assessment.domain.roster import PupilDetails
-from services.assessment.privacy import BlindIndex, keys_for
+from services.assessment.pupil_keys import BlindIndex, keys_for
 from services.assessment.tables import observation_notes, pupil_personal_data
 from shared.datakeys import DataKey, DataKeyDestroyed, DataKeyError, PupilKeyring
 

@@ -4,10 +4,9 @@ consent service each pupil's date of birth (reliably), and erasure.
 * ``Privacy`` is one per process (built by app.create, closed at shutdown): the keyring (a
   ``DataKeyClient`` to the consent service, as role ``service`` of the pupil's trust), the blind
   index, and the HTTP client both use.
-* ``BlindIndex``: UPNs are guessable (a check letter and 12 digits), so a plain hash of one is as
-  good as the UPN. Import matching uses HMAC-SHA256 of the normalised UPN under a per-trust lookup
-  key derived from FLOURISH_LOOKUP_KEY (a secret; a development key is generated under state_dir,
-  and production refuses to start without the setting).
+* ``BlindIndex``, ``AssessmentPrivacySettings`` and ``keys_for`` live in pupil_keys.py, which
+  personal_data.py needs too; the imports go one way (pupil_keys <- personal_data <- privacy), and
+  the names stay importable from here.
 * The retention clock: consent counts the default retention period (25 years) from the date of
   birth, which only this service knows. The import writes a row to ``retention_clock_outbox`` in
   its own transaction; ``RetentionClockDelivery`` (a background task) PUTs the date to consent's
@@ -22,119 +21,27 @@ consent service each pupil's date of birth (reliably), and erasure.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
 import logging
-import os
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import httpx
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.assessment.personal_data import PersonalDataRepository
+from services.assessment.pupil_keys import AssessmentPrivacySettings, BlindIndex, keys_for, normalise_upn
 from services.assessment.tables import erased_pupils, observation_notes, pupil_personal_data, retention_clock_outbox
-from shared.localsecrets import dev_secret
-from shared.datakeys import DataKey, DataKeyClient, DataKeyDestroyed, DataKeyError, DataKeySettings, PupilKeyring
+from shared.datakeys import DataKeyClient, DataKeyDestroyed, DataKeyError, DataKeySettings, PupilKeyring
 from shared.events.consent import DataCategory, PupilErased, RetentionExpired
 from shared.events.envelope import Envelope
 from shared.peers import ServiceTokens
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-LOOKUP_KEY_BYTES = 32
-# At most this many key fetches at once from the consent service (an import of a whole school).
-KEY_FETCH_CONCURRENCY = 16
-
-
-class AssessmentPrivacySettings(BaseSettings):
-    """The assessment service's own privacy settings (beside the kernel's Settings)."""
-
-    model_config = SettingsConfigDict(env_prefix="FLOURISH_", extra="ignore")
-
-    # Base64 of 32 random bytes: the master key per-trust UPN lookup keys are derived from. A
-    # secret like the KEK; changing it orphans every stored index (re-imports would re-enrol).
-    lookup_key: SecretStr | None = None
-    # How often the retention-clock outbox is looked at, and the longest wait between retries.
-    retention_clock_interval_s: float = Field(default=2.0, gt=0)
-    retention_clock_backoff_max_s: float = Field(default=300.0, gt=0)
-
-
-# --- The blind index ----------------------------------------------------------------------------
-
-
-class BlindIndex:
-    """HMAC-SHA256 of a normalised UPN under the trust's lookup key (derived from the master)."""
-
-    def __init__(self, master: bytes) -> None:
-        if len(master) != LOOKUP_KEY_BYTES:
-            raise ValueError("FLOURISH_LOOKUP_KEY must be base64 of 32 random bytes")
-        self._master = master
-        self._per_trust: dict[UUID, bytes] = {}
-
-    @classmethod
-    def from_settings(cls, settings: AssessmentPrivacySettings, state_dir: Path, *, production: bool) -> BlindIndex:
-        if settings.lookup_key is not None:
-            value = settings.lookup_key.get_secret_value()
-        elif production:
-            raise ValueError("FLOURISH_LOOKUP_KEY is required in production (the UPN blind index key)")
-        else:
-            value = _dev_lookup_key(state_dir)
-        try:
-            return cls(base64.b64decode(value.strip(), validate=True))
-        except (ValueError, binascii.Error):
-            raise ValueError("FLOURISH_LOOKUP_KEY is not valid base64 of 32 bytes") from None
-
-    def trust_key(self, trust_id: UUID) -> bytes:
-        key = self._per_trust.get(trust_id)
-        if key is None:
-            key = hmac.new(self._master, b"flourish/v1/upn-lookup/" + trust_id.bytes, hashlib.sha256).digest()
-            self._per_trust[trust_id] = key
-        return key
-
-    def upn(self, trust_id: UUID, upn: str) -> str:
-        return hmac.new(self.trust_key(trust_id), normalise_upn(upn).encode(), hashlib.sha256).hexdigest()
-
-
-def normalise_upn(upn: str) -> str:
-    return "".join(upn.split()).upper()
-
-
-def _dev_lookup_key(state_dir: Path) -> str:
-    """Created once under state_dir, then read by every process."""
-    return dev_secret(state_dir / "lookup-key" / "lookup.b64",
-                      lambda: base64.b64encode(os.urandom(LOOKUP_KEY_BYTES)) + b"\n").decode()
-
-
-# --- Keys ---------------------------------------------------------------------------------------
-
-
-async def keys_for(keyring: PupilKeyring, pairs: Iterable[tuple[UUID, UUID]]) -> dict[UUID, DataKey | DataKeyDestroyed]:
-    """The keys of many pupils ((trust_id, pupil_id) pairs) at once, a few fetches in flight.
-
-    An erased pupil maps to the DataKeyDestroyed raised for them; any other DataKeyError raises
-    (fail closed)."""
-    wanted = dict((pupil_id, trust_id) for trust_id, pupil_id in pairs)
-    gate = asyncio.Semaphore(KEY_FETCH_CONCURRENCY)
-
-    async def one(pupil_id: UUID, trust_id: UUID) -> DataKey | DataKeyDestroyed:
-        async with gate:
-            try:
-                return await keyring.key_for(trust_id, pupil_id)
-            except DataKeyDestroyed as erased:
-                return erased
-
-    found = await asyncio.gather(*(one(p, t) for p, t in wanted.items()))
-    return dict(zip(wanted, found, strict=True))
 
 
 class Privacy:
@@ -213,8 +120,6 @@ class RetentionClockDelivery:
             ))
             if not due:
                 return 0
-            from services.assessment.personal_data import PersonalDataRepository
-
             repository = PersonalDataRepository(self.privacy.keyring, self.privacy.index)
             births = await repository.dates_of_birth(conn, [(r.trust_id, r.pupil_id) for r in due])
             outcomes = await asyncio.gather(*(self._send(r.trust_id, r.pupil_id, births.get(r.pupil_id)) for r in due))

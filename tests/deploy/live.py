@@ -28,8 +28,8 @@ from aiokafka import AIOKafkaProducer
 from shared.messaging.topics import delete_topics_with_prefix
 from sqlalchemy import text
 
+from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
-from shared.infra.services import SERVICES
 from shared.settings import Settings
 from tests.deploy.manifests import ROOT
 
@@ -44,7 +44,7 @@ def install_like_the_image(work: Path) -> Path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
-    for name in ("shared", "services"):
+    for name in ("shared", "services", "flourish"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     # No build isolation: the build backend comes from the test virtualenv (make install puts it

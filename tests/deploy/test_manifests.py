@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
-from shared.infra.services import SERVICES
 from shared.messaging.topics import CONTEXTS, dead_letter_topic
 from shared.settings import Settings
 from tests.deploy.conftest import Tools

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.infra.services import SERVICES
+from flourish.local.services import SERVICES
 from tests.deploy import live
 from tests.deploy.conftest import PENDING_REPORT, Tools
 from tests.deploy.promql import TARGET_LABELS, alert_queries, dashboard_queries, pending_metrics, selectors

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
+from flourish.local.services import platform_environment, service_processes, start_services, stop_services
 from shared.auth import DevIssuer, Role
-from shared.infra.services import platform_environment, service_processes, start_services, stop_services
 from shared.settings import Settings
 from tests.conftest import database_of_its_own
 from tests.integration.reporting.sharing.conftest import Receiver, receiver

@@ -26,8 +26,8 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from standardwebhooks.webhooks import Webhook
 
+from flourish.local.services import platform_environment
 from shared.auth import Role
-from shared.infra.services import platform_environment
 from tests.e2e.conftest import Platform, Receiver
 from tests.integration.kernel.helpers import eventually
 from tests.unit.assessment.report import levels_at

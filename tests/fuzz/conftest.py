@@ -12,9 +12,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flourish.local import run_sync
+from flourish.local.services import platform_environment, start_services, stop_services
 from shared.auth import DevIssuer, Role
-from shared.infra import run_sync
-from shared.infra.services import platform_environment, start_services, stop_services
 from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from shared.store.db import create_engine

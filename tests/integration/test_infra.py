@@ -10,8 +10,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from typer.testing import CliRunner
 
-from shared.cli.infra import app
-from shared.infra.stack import StackEndpoints, ensure_stack, stack_status
+from flourish.cli.infra import app
+from flourish.local.stack import StackEndpoints, ensure_stack, stack_status
 
 # The stack stays up after these tests: the other integration tests reuse it.
 pytestmark = pytest.mark.infra

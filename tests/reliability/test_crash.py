@@ -24,12 +24,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench.load import COMPLETE, OBSERVE, Load, Watcher, reconcile, setup_tenant
+from flourish.local.services import kill_service, platform_environment, start_services, stop_services
+from flourish.local.stack import ensure_stack, restart_kafka, restart_postgres, stop_stack
 from services.reporting.readmodels.rebuild import partitions_of, rebuild
 from services.reporting.readmodels.tables import NAMES, SCHEMA
 from shared.auth import DevIssuer
 from shared.events.envelope import topic_for
-from shared.infra.services import kill_service, platform_environment, start_services, stop_services
-from shared.infra.stack import ensure_stack, restart_kafka, restart_postgres, stop_stack
 from shared.settings import STATE_DIR, Settings
 
 STATE = STATE_DIR / "reliability"

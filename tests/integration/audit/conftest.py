@@ -1,5 +1,5 @@
 """Fixtures for the audit ledger on the real server and broker: throw-away ledgers made by the
-migration's own statements, a real superuser connection (the embedded server's unix socket), and
+migration's own statements, a real superuser connection (the stack's: see `superuser`), and
 the reporting service running in-process with topics of its own."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from fastapi import FastAPI
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flourish.local.postgres import SUPERUSER, PostgresLayout, is_external
+from flourish.local.selection import StackForTests
 from services.reporting.audit.checkpoints import checkpoint_chain
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.ledger import Ledger
@@ -26,7 +28,6 @@ from services.reporting.audit.tables import create_statements
 from shared.auth import DevIssuer, Role
 from shared.events.envelope import Envelope
 from shared.events.reporting import ReportShared
-from shared.infra.postgres import SUPERUSER, PostgresLayout, is_external
 from shared.service import ServiceSpec, create_app
 from shared.settings import Settings
 
@@ -47,15 +48,19 @@ async def ledger(engine: AsyncEngine) -> AsyncIterator[Ledger]:
 
 
 @pytest.fixture
-async def superuser(stack_settings: Settings) -> AsyncIterator[asyncpg.Connection]:
-    """A real superuser: the embedded server's bootstrap role over its unix socket, in this test
-    run's database."""
-    local = Settings()
-    if is_external(local):
-        pytest.skip("DATABASE_URL names a server whose superuser these tests cannot log in as")
-    layout = PostgresLayout.from_settings(local)
-    conn = await asyncpg.connect(host=str(layout.socket_dir), port=layout.port, user=SUPERUSER,
-                                 database=make_url(stack_settings.database_url).database)
+async def superuser(stack_settings: Settings, stack_for_tests: StackForTests) -> AsyncIterator[asyncpg.Connection]:
+    """A real superuser in this test run's database: the container's (FLOURISH_TEST_STACK=containers),
+    or the embedded server's bootstrap role over its unix socket."""
+    database = make_url(stack_settings.database_url).database
+    if stack_for_tests.superuser_url is not None:
+        url = make_url(stack_for_tests.superuser_url).set(drivername="postgresql", database=database)
+        conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    else:
+        local = Settings()
+        if is_external(local):
+            pytest.skip("DATABASE_URL names a server whose superuser these tests cannot log in as")
+        layout = PostgresLayout.from_settings(local)
+        conn = await asyncpg.connect(host=str(layout.socket_dir), port=layout.port, user=SUPERUSER, database=database)
     assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
     yield conn
     await conn.close()

@@ -10,16 +10,16 @@ import uuid
 
 import asyncpg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
+from services.reporting.audit.cli import app as audit_cli
 from services.reporting.audit.domain.canonical import entry_body, sha256_hex
 from services.reporting.audit.domain.chain import ChainReport
 from services.reporting.audit.signing import CheckpointSigner
 from services.reporting.audit.verification import export_chain, verify_chain, verify_database, verify_export
-from shared.cli.audit import app as audit_cli
 from tests.integration.audit.conftest import fill
 
 

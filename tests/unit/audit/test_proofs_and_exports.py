@@ -68,7 +68,7 @@ def test_an_export_verifies_offline_and_a_missing_line_is_named():
 def test_the_cli_checks_a_proof_with_the_key_you_give_it(tmp_path):
     from typer.testing import CliRunner
 
-    from shared.cli.audit import app
+    from services.reporting.audit.cli import app
 
     chain = build_chain(12, checkpoint_every=5)
     (tmp_path / "proof.json").write_text(json.dumps(proof_for(chain, 7)))

@@ -1,6 +1,6 @@
 """The local stack launcher's common ground: status records, errors, pid files and process control.
 
-The public API lives in `shared.infra.stack` (ensure_stack, stop_stack, stack_status, restarts);
+The public API lives in `flourish.local.stack` (ensure_stack, stop_stack, stack_status, restarts);
 `kafka` and `postgres` each manage one server. This module holds what both of them need.
 """
 

@@ -7,8 +7,8 @@ from typing import NoReturn
 import typer
 from sqlalchemy.engine import make_url
 
-from shared.infra import ComponentStatus, InfraError, postgres
-from shared.infra.stack import ensure_stack, stack_status, stop_stack
+from flourish.local import ComponentStatus, InfraError, postgres
+from flourish.local.stack import ensure_stack, stack_status, stop_stack
 from shared.settings import Settings
 
 app = typer.Typer(

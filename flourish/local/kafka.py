@@ -16,7 +16,7 @@ import psutil
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from shared.infra import (
+from flourish.local import (
     ComponentStatus,
     InfraError,
     cmdline_contains,
@@ -308,7 +308,7 @@ def write_properties(layout: KafkaLayout) -> None:
     }
     body = "\n".join(f"{key}={value}" for key, value in settings.items())
     layout.properties.write_text(
-        "# Written by shared/infra/kafka.py on every `flourish infra up`; edits are overwritten.\n"
+        "# Written by flourish/local/kafka.py on every `flourish infra up`; edits are overwritten.\n"
         + body
         + "\n"
     )

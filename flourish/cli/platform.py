@@ -6,9 +6,9 @@ import asyncio
 
 import typer
 
-from shared.infra import InfraError
-from shared.infra.services import services_status, start_services, stop_services
-from shared.infra.stack import ensure_stack, stack_status, stop_stack
+from flourish.local import InfraError
+from flourish.local.services import services_status, start_services, stop_services
+from flourish.local.stack import ensure_stack, stack_status, stop_stack
 from shared.settings import Settings
 
 app = typer.Typer(help="Start, inspect and stop the four services on top of the local stack.", no_args_is_help=True)

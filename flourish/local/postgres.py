@@ -31,7 +31,7 @@ with warnings.catch_warnings():
         ensure_user_exists,
     )
 
-from shared.infra import (
+from flourish.local import (
     ComponentStatus,
     InfraError,
     cmdline_contains,
@@ -306,14 +306,14 @@ def _initdb(layout: PostgresLayout, os_user: str | None) -> None:
         os_user,
     )
     with (layout.data_dir / "postgresql.conf").open("a") as conf:
-        conf.write(f"\n# Added by shared/infra/postgres.py: ports and folders of the local stack.\n"
+        conf.write(f"\n# Added by flourish/local/postgres.py: ports and folders of the local stack.\n"
                    f"include_if_exists = '{CONF_NAME}'\n")
 
 
 def _write_conf(layout: PostgresLayout, os_user: str | None) -> None:
     """Rewritten on every start so that the URL's host and port always win."""
     lines = [
-        "# Written by shared/infra/postgres.py on every start; edits are overwritten.",
+        "# Written by flourish/local/postgres.py on every start; edits are overwritten.",
         f"listen_addresses = '{layout.host}'",
         f"port = {layout.port}",
         f"unix_socket_directories = '{layout.socket_dir}'",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.infra import (
+from flourish.local import (
     ComponentStatus,
     InfraError,
     cmdline_contains,

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
-from shared.infra import ComponentStatus, InfraError, file_lock, kafka, postgres
+from flourish.local import ComponentStatus, InfraError, file_lock, kafka, postgres
 from shared.settings import Settings
 
 __all__ = [

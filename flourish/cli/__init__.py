@@ -1,0 +1,30 @@
+"""`flourish`: the operators' command line: the local stack, the platform, dev tokens, demo data.
+
+The composition mounts the commands each service contributes (`flourish audit`, `flourish
+reporting`) beside its own (`infra`, `platform`, `dev-token`); it is the one place that may.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from flourish.cli import infra, platform, tokens
+from services.reporting.audit import cli as audit_cli
+from services.reporting.readmodels import cli as readmodels_cli
+
+app = typer.Typer(help="Operate Flourish: the local stack, the services, tokens and demo data.", no_args_is_help=True)
+app.add_typer(infra.app, name="infra")
+app.add_typer(platform.app, name="platform")
+app.add_typer(audit_cli.app, name="audit")
+app.add_typer(readmodels_cli.app, name="reporting")
+app.command("dev-token")(tokens.dev_token)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
