@@ -17,7 +17,9 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.consent import handlers, queries, receipts, rendering, scheduler as retention, subject_access as exports
+from services.consent import handlers, queries, receipts, rendering
+from services.consent import scheduler as retention
+from services.consent import subject_access as exports
 from services.consent.domain.retention import RetentionPeriod
 from services.consent.handlers import ConsentDeps, GivenBy
 from services.consent.projections import record_from_row
