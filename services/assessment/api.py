@@ -2,7 +2,13 @@
 
 Commands run in one transaction each, once per Idempotency-Key (shared.api.run_command); lists
 are cursor-paginated (shared.api.Page). Every record is scope-checked against the trust and academy
-it is stored under; errors are problem+json (app.py maps the domain's exceptions).
+it is stored under (scope.py); reads are in queries.py, bodies in schemas.py, class profiles in
+profiles.py; errors are problem+json (app.py maps the domain's exceptions).
+
+Longer than ~400 lines on purpose: it is the service's one router, some thirty routes of a few
+lines each over four areas (frameworks, roster, observations, assessments). Split by area, every
+part would repeat the role aliases and dependencies above, and "which file holds this route" would
+have four answers instead of one.
 """
 
 from __future__ import annotations
@@ -17,29 +23,23 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.assessment import handlers, queries
-from services.assessment.domain.errors import (
-    UnknownAssessment,
-    UnknownClass,
-    UnknownGroup,
-    UnknownPupil,
-    UnknownScreening,
-)
 from services.assessment.domain.errors import UnknownFrameworkVersion
-from services.assessment.domain.framework import Framework, framework_json_schema, parse_framework
+from services.assessment.domain.framework import framework_json_schema, parse_framework
 from services.assessment.domain.observations import Rating
-from services.assessment.domain.screening import AssessmentPoint, ChildResult, ClassProfile, class_profile, progress
+from services.assessment.domain.screening import ClassProfile, progress
 from services.assessment.framework_store import SAMPLE_VERSION, FrameworkSummary
+from services.assessment.personal_data import PersonalDataRepository
+from services.assessment.privacy import Privacy
+from services.assessment.profiles import profile_of
 from services.assessment.schemas import (
     AcademyOut,
     AssessmentOut,
     AssessmentStartIn,
     BulkObservationsIn,
     ClassOut,
-    CompletedAssessment,
     CompletedOut,
     CorrectionIn,
     GroupIn,
@@ -55,18 +55,21 @@ from services.assessment.schemas import (
     ScreeningOut,
     StartedAssessment,
     StartedOut,
-    StrandScoreOut,
+    completed_out,
+    score_out,
 )
-from services.assessment.personal_data import PersonalDataRepository
-from services.assessment.privacy import Privacy, erased
-from services.assessment.tables import academies, assessments, classes, group_members, groups, observations
+from services.assessment.scope import (
+    assessment_in_scope,
+    class_in_scope,
+    group_in_scope,
+    pupil_in_scope,
+    screening_in_scope,
+)
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, cursor_position, page_of, requires, run_command
 from shared.audit import PersonalDataReads, audit_reads
-from shared.auth import Principal, Role, ensure_scope
-from shared.events.assessment import AssessmentCompleted, StrandScored
-from shared.events.registry import Event
+from shared.auth import Principal, Role
 from shared.limits import MIB, body_limit
-from shared.problems import Gone, NotFound, UnprocessableEntity
+from shared.problems import NotFound, UnprocessableEntity
 from shared.service import Runtime, runtime_of
 
 router = APIRouter()
@@ -191,13 +194,10 @@ async def register_academy(academy_id: UUID, body: NameIn, principal: TenancyAdm
 @router.get("/academies", tags=["roster"], summary="The academies in the caller's scope")
 async def list_academies(principal: AnyCaller, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[AcademyOut]:
     after = (cursor_position(cursor, academy_id=UUID) or {}).get("academy_id")
-    query = select(academies).where(academies.c.trust_id == principal.trust_id).order_by(academies.c.academy_id).limit(limit + 1)
-    if not principal.trust_wide:
-        query = query.where(academies.c.academy_id.in_(list(principal.academy_ids)))
-    if after:
-        query = query.where(academies.c.academy_id > after)
+    reachable = None if principal.trust_wide else principal.academy_ids
     async with runtime.engine.connect() as conn:
-        items = [AcademyOut(academy_id=r.academy_id, trust_id=r.trust_id, name=r.name) for r in await conn.execute(query)]
+        rows = await queries.academies_after(conn, principal.trust_id, reachable, after, limit + 1)
+    items = [AcademyOut(academy_id=r.academy_id, trust_id=r.trust_id, name=r.name) for r in rows]
     return page_of(items, limit, lambda a: {"academy_id": str(a.academy_id)})
 
 
@@ -226,10 +226,8 @@ async def list_classes(academy_id: UUID, principal: Staff, runtime: Run, limit: 
     after = (cursor_position(cursor, name=str) or {}).get("name")
     async with runtime.engine.connect() as conn:
         await handlers.academy_in_scope(conn, principal, academy_id)
-        query = select(classes).where(classes.c.academy_id == academy_id).order_by(classes.c.name).limit(limit + 1)
-        if after is not None:
-            query = query.where(classes.c.name > after)
-        items = [ClassOut(class_id=r.class_id, academy_id=r.academy_id, name=r.name) for r in await conn.execute(query)]
+        rows = await queries.classes_after(conn, academy_id, after, limit + 1)
+    items = [ClassOut(class_id=r.class_id, academy_id=r.academy_id, name=r.name) for r in rows]
     return page_of(items, limit, lambda c: {"name": c.name})
 
 
@@ -238,12 +236,8 @@ async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx:
                             cursor: Cursor = None) -> Page[PupilSummary]:
     after = (cursor_position(cursor, pupil_id=UUID) or {}).get("pupil_id")
     async with runtime.engine.connect() as conn:
-        owner = await queries.class_row(conn, class_id)
-        if owner is None:
-            raise UnknownClass(class_id)
-        ensure_scope(principal, owner.trust_id, owner.academy_id)
-        rows = [p for p in await queries.pupils_in(conn, class_id=class_id) if after is None or str(p.pupil_id) > str(after)]
-        rows = sorted(rows, key=lambda p: str(p.pupil_id))[: limit + 1]
+        await class_in_scope(conn, principal, class_id)
+        rows = await queries.class_pupils_after(conn, class_id, after, limit + 1)
         details = await ctx.personal.details(conn, [p.pupil_id for p in rows])
     items = [
         PupilSummary(pupil_id=p.pupil_id, class_id=p.class_id, on_roll=p.on_roll,
@@ -258,7 +252,7 @@ async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx:
 async def get_pupil(pupil_id: UUID, principal: PupilReader, runtime: Run, ctx: Ctx,
                     read: Annotated[PersonalDataReads, Depends(audit_reads)]) -> PupilOut:
     async with runtime.engine.begin() as conn:
-        pupil = await _pupil_in_scope(conn, principal, pupil_id, personal=True)
+        pupil = await pupil_in_scope(conn, principal, pupil_id, personal=True)
         details = (await ctx.personal.details(conn, [pupil_id])).get(pupil_id)
         # Every read of a pupil's personal data is audited, in the transaction that reads it.
         await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
@@ -281,14 +275,9 @@ async def create_group(academy_id: UUID, body: GroupIn, principal: Observer, run
 @router.get("/groups/{group_id}", tags=["roster"], summary="A group and its members")
 async def get_group(group_id: UUID, principal: Staff, runtime: Run) -> GroupOut:
     async with runtime.engine.connect() as conn:
-        group = await queries.group_row(conn, group_id)
-        if group is None:
-            raise UnknownGroup(group_id)
-        ensure_scope(principal, group.trust_id, group.academy_id)
-        members = (await conn.execute(
-            select(group_members.c.pupil_id).where(group_members.c.group_id == group_id).order_by(group_members.c.pupil_id)
-        )).scalars()
-        return GroupOut(group_id=group_id, academy_id=group.academy_id, name=group.name, pupil_ids=list(members))
+        group = await group_in_scope(conn, principal, group_id)
+        members = await queries.group_member_ids(conn, group_id)
+    return GroupOut(group_id=group_id, academy_id=group.academy_id, name=group.name, pupil_ids=members)
 
 
 @router.get("/academies/{academy_id}/groups", tags=["roster"], summary="An academy's groups")
@@ -296,10 +285,8 @@ async def list_groups(academy_id: UUID, principal: Staff, runtime: Run, limit: P
     after = (cursor_position(cursor, group_id=UUID) or {}).get("group_id")
     async with runtime.engine.connect() as conn:
         await handlers.academy_in_scope(conn, principal, academy_id)
-        query = select(groups.c.group_id, groups.c.name).where(groups.c.academy_id == academy_id).order_by(groups.c.group_id).limit(limit + 1)
-        if after:
-            query = query.where(groups.c.group_id > after)
-        items = [{"group_id": r.group_id, "name": r.name} for r in await conn.execute(query)]
+        rows = await queries.groups_after(conn, academy_id, after, limit + 1)
+    items = [{"group_id": r.group_id, "name": r.name} for r in rows]
     return page_of(items, limit, lambda g: {"group_id": str(g["group_id"])})
 
 
@@ -362,17 +349,10 @@ async def correct_observation(observation_id: UUID, body: CorrectionIn, principa
 async def list_observations(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, limit: PageSize = 50,
                             cursor: Cursor = None) -> Page[ObservationOut]:
     position = cursor_position(cursor, observed_at=AwareDatetime, observation_id=UUID)
-    query = (select(observations).where(observations.c.pupil_id == pupil_id)
-             .order_by(observations.c.observed_at.desc(), observations.c.observation_id.desc()).limit(limit + 1))
-    if position:
-        moment, last = position["observed_at"], position["observation_id"]
-        query = query.where(
-            (observations.c.observed_at < moment)
-            | ((observations.c.observed_at == moment) & (observations.c.observation_id < last))
-        )
+    before = (position["observed_at"], position["observation_id"]) if position else None
     async with runtime.engine.connect() as conn:
-        await _pupil_in_scope(conn, principal, pupil_id, personal=True)
-        rows = list(await conn.execute(query))
+        await pupil_in_scope(conn, principal, pupil_id, personal=True)
+        rows = await queries.observations_before(conn, pupil_id, before, limit + 1)
         notes = await ctx.personal.notes(conn, [r.observation_id for r in rows if r.has_note])
     items = [
         ObservationOut(observation_id=r.observation_id, pupil_id=r.pupil_id, assessment_id=r.assessment_id,
@@ -408,10 +388,7 @@ async def start_assessment(body: AssessmentStartIn, principal: Observer, runtime
             summary="An assessment: what is rated, what is missing, and its scores once completed")
 async def get_assessment(assessment_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> AssessmentOut:
     async with runtime.engine.connect() as conn:
-        row = (await queries.assessment_rows(conn, [assessment_id])).get(assessment_id)
-        if row is None:
-            raise UnknownAssessment(assessment_id)
-        ensure_scope(principal, row.trust_id, row.academy_id)
+        row = await assessment_in_scope(conn, principal, assessment_id)
         framework = await ctx.frameworks.get(conn, row.trust_id, row.framework_version)
         rated = await queries.rated_statements(conn, assessment_id)
         scores = await queries.strand_scores_of(conn, assessment_id)
@@ -421,7 +398,7 @@ async def get_assessment(assessment_id: UUID, principal: Staff, runtime: Run, ct
         started_at=row.started_at, status="completed" if row.completed_at else "open", completed_at=row.completed_at,
         working_at_strand=row.working_at_strand, baseline=row.baseline, rated_statements=len(rated),
         missing_statements=[s for s in framework.statement_ids(row.strands) if s not in rated],
-        scores=[_score_out(s, framework) for s in scores],
+        scores=[score_out(s, framework) for s in scores],
     )
 
 
@@ -430,7 +407,7 @@ async def get_assessment(assessment_id: UUID, principal: Staff, runtime: Run, ct
 async def complete_assessment(assessment_id: UUID, principal: Observer, runtime: Run, ctx: Ctx,
                               key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
-        return 200, _completed(await handlers.complete_assessment(conn, ctx, principal, assessment_id))
+        return 200, completed_out(await handlers.complete_assessment(conn, ctx, principal, assessment_id))
 
     return await command(runtime, principal, key, {"assessment_id": assessment_id}, handle)
 
@@ -439,20 +416,16 @@ async def complete_assessment(assessment_id: UUID, principal: Observer, runtime:
 async def list_assessments(pupil_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50,
                            cursor: Cursor = None) -> Page[dict[str, Any]]:
     position = cursor_position(cursor, started_at=AwareDatetime, assessment_id=UUID)
-    query = (select(assessments).where(assessments.c.pupil_id == pupil_id)
-             .order_by(assessments.c.started_at.desc(), assessments.c.assessment_id.desc()).limit(limit + 1))
-    if position:
-        moment, last = position["started_at"], position["assessment_id"]
-        query = query.where((assessments.c.started_at < moment)
-                            | ((assessments.c.started_at == moment) & (assessments.c.assessment_id < last)))
+    before = (position["started_at"], position["assessment_id"]) if position else None
     async with runtime.engine.connect() as conn:
-        await _pupil_in_scope(conn, principal, pupil_id)
-        items = [
-            {"assessment_id": r.assessment_id, "screening_id": r.screening_id, "framework_version": r.framework_version,
-             "strands": list(r.strands), "started_at": r.started_at, "completed_at": r.completed_at,
-             "working_at_strand": r.working_at_strand, "baseline": r.baseline}
-            for r in await conn.execute(query)
-        ]
+        await pupil_in_scope(conn, principal, pupil_id)
+        rows = await queries.assessments_before(conn, pupil_id, before, limit + 1)
+    items = [
+        {"assessment_id": r.assessment_id, "screening_id": r.screening_id, "framework_version": r.framework_version,
+         "strands": list(r.strands), "started_at": r.started_at, "completed_at": r.completed_at,
+         "working_at_strand": r.working_at_strand, "baseline": r.baseline}
+        for r in rows
+    ]
     return page_of(items, limit, lambda a: {"started_at": a["started_at"].isoformat(), "assessment_id": str(a["assessment_id"])})
 
 
@@ -460,7 +433,7 @@ async def list_assessments(pupil_id: UUID, principal: Staff, runtime: Run, limit
             summary="A pupil's completed assessments (% per need over time) and progress from the baseline")
 async def get_progress(pupil_id: UUID, principal: Staff, runtime: Run) -> dict[str, Any]:
     async with runtime.engine.connect() as conn:
-        await _pupil_in_scope(conn, principal, pupil_id)
+        await pupil_in_scope(conn, principal, pupil_id)
         series = (await queries.completed_series(conn, [pupil_id]))[pupil_id]
     baseline = next((p.assessment_id for p in series if p.baseline), series[0].assessment_id if series else None)
     return {
@@ -474,7 +447,7 @@ async def get_progress(pupil_id: UUID, principal: Staff, runtime: Run) -> dict[s
 @router.get("/screenings/{screening_id}", tags=["screening"], response_model=ScreeningOut, summary="A screening and its assessments")
 async def get_screening(screening_id: UUID, principal: Staff, runtime: Run) -> ScreeningOut:
     async with runtime.engine.connect() as conn:
-        screening = await _screening_in_scope(conn, principal, screening_id)
+        screening = await screening_in_scope(conn, principal, screening_id)
         rows = await queries.assessment_rows(conn, await queries.screening_assessment_ids(conn, screening_id))
     return ScreeningOut(
         screening_id=screening_id, academy_id=screening.academy_id, class_id=screening.class_id,
@@ -490,7 +463,7 @@ async def get_screening(screening_id: UUID, principal: Staff, runtime: Run) -> S
 async def complete_screening(screening_id: UUID, principal: Observer, runtime: Run, ctx: Ctx,
                              key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
-        return 200, _completed(await handlers.complete_screening(conn, ctx, principal, screening_id))
+        return 200, completed_out(await handlers.complete_screening(conn, ctx, principal, screening_id))
 
     return await command(runtime, principal, key, {"screening_id": screening_id}, handle)
 
@@ -499,10 +472,10 @@ async def complete_screening(screening_id: UUID, principal: Observer, runtime: R
             summary="The screening's class profile: working-at against expected for age, who is flagged, the distribution")
 async def screening_profile(screening_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> ClassProfile:
     async with runtime.engine.connect() as conn:
-        screening = await _screening_in_scope(conn, principal, screening_id)
+        screening = await screening_in_scope(conn, principal, screening_id)
         rows = await queries.assessment_rows(conn, await queries.screening_assessment_ids(conn, screening_id))
         framework = await ctx.frameworks.get(conn, screening.trust_id, screening.framework_version)
-        return await _profile(conn, ctx, framework, [r.pupil_id for r in rows.values()], screening_id)
+        return await profile_of(conn, ctx, framework, [r.pupil_id for r in rows.values()], screening_id)
 
 
 @router.get("/classes/{class_id}/profile", tags=["screening"], response_model=ClassProfile,
@@ -512,76 +485,14 @@ async def class_profile_of(
     framework_version: Annotated[str | None, Query(max_length=80, description="Default: the class's latest assessments'")] = None,
 ) -> ClassProfile:
     async with runtime.engine.connect() as conn:
-        owner = await queries.class_row(conn, class_id)
-        if owner is None:
-            raise UnknownClass(class_id)
-        ensure_scope(principal, owner.trust_id, owner.academy_id)
+        owner = await class_in_scope(conn, principal, class_id)
         cohort = [p.pupil_id for p in await queries.pupils_in(conn, class_id=class_id)]
         version = framework_version or await queries.latest_framework_version(conn, cohort) or SAMPLE_VERSION
         framework = await ctx.frameworks.get(conn, owner.trust_id, version)
-        return await _profile(conn, ctx, framework, cohort, None)
-
-
-async def _profile(conn: AsyncConnection, ctx: handlers.Context, framework: Framework, pupil_ids: list[UUID],
-                   screening_id: UUID | None) -> ClassProfile:
-    series = await queries.completed_series(conn, pupil_ids, screening_id)
-    details = await ctx.personal.details(conn, pupil_ids)
-    children = []
-    # As a class list reads: by name (the same order however the profile was asked for).
-    for pupil_id in sorted(pupil_ids, key=lambda p: (details[p].display_name if p in details else "", str(p))):
-        latest: AssessmentPoint | None = series[pupil_id][-1] if series[pupil_id] else None
-        known = details.get(pupil_id)
-        children.append(ChildResult(
-            pupil_id=pupil_id, name=known.display_name if known else str(pupil_id),
-            date_of_birth=known.date_of_birth if known else None,
-            assessment_id=latest.assessment_id if latest else None, completed_at=latest.completed_at if latest else None,
-            working_at=latest.working_at if latest else None, strands=latest.strands if latest else {},
-        ))
-    return class_profile(framework, children, ctx.clock().date())
+        return await profile_of(conn, ctx, framework, cohort, None)
 
 
 # --- Helpers -------------------------------------------------------------------------------------
-
-
-async def _pupil_in_scope(conn: AsyncConnection, principal: Principal, pupil_id: UUID, *,
-                          personal: bool = False) -> queries.PupilRow:
-    """The pupil's roster row, in the caller's scope; `personal`: the caller is about to read the
-    pupil's personal data, which an erased pupil no longer has (410)."""
-    pupil = (await queries.pupil_rows(conn, [pupil_id])).get(pupil_id)
-    if pupil is None:
-        raise UnknownPupil([pupil_id])
-    ensure_scope(principal, pupil.trust_id, pupil.academy_id)
-    if personal and await erased(conn, [pupil_id]):
-        raise Gone("the pupil was erased: their personal data is no longer held")
-    return pupil
-
-
-async def _screening_in_scope(conn: AsyncConnection, principal: Principal, screening_id: UUID) -> Any:
-    screening = await queries.screening_row(conn, screening_id)
-    if screening is None:
-        raise UnknownScreening(screening_id)
-    ensure_scope(principal, screening.trust_id, screening.academy_id)
-    return screening
-
-
-def _score_out(row: Any, framework: Framework | None = None) -> StrandScoreOut:
-    return StrandScoreOut(
-        strand=row.strand, need_percents=row.need_percents, strand_percent=row.strand_percent,
-        threshold_percent=framework.threshold_percent if framework else getattr(row, "threshold_percent", None),
-        threshold_met=row.threshold_met, working_at_strand=row.working_at_strand,
-        focus_statements=list(row.focus_statements), baseline=row.baseline,
-    )
-
-
-def _completed(events: list[Event]) -> CompletedOut:
-    completed: list[CompletedAssessment] = []
-    for event in events:
-        if isinstance(event, AssessmentCompleted):
-            completed.append(CompletedAssessment(assessment_id=event.assessment_id, pupil_id=event.pupil_id,
-                                                 working_at_strand=event.working_at_strand, baseline=event.baseline, scores=[]))
-        elif isinstance(event, StrandScored):
-            completed[-1].scores.append(_score_out(event))
-    return CompletedOut(completed=completed)
 
 
 async def _required_body(request: Request) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -75,6 +75,12 @@ async def pupils_in(conn: AsyncConnection, *, class_id: UUID | None = None, grou
     return [PupilRow(**row._mapping) for row in await conn.execute(query)]
 
 
+async def class_pupils_after(conn: AsyncConnection, class_id: UUID, after: UUID | None, limit: int) -> list[PupilRow]:
+    """A page of the pupils on roll in a class, by pupil id as text, after `after`."""
+    rows = [p for p in await pupils_in(conn, class_id=class_id) if after is None or str(p.pupil_id) > str(after)]
+    return sorted(rows, key=lambda p: str(p.pupil_id))[:limit]
+
+
 async def academy(conn: AsyncConnection, academy_id: UUID) -> Any:
     return (await conn.execute(select(academies).where(academies.c.academy_id == academy_id))).first()
 
@@ -87,6 +93,41 @@ async def group_row(conn: AsyncConnection, group_id: UUID) -> Any:
     return (await conn.execute(select(groups).where(groups.c.group_id == group_id))).first()
 
 
+async def academies_after(conn: AsyncConnection, trust_id: UUID, academy_ids: Iterable[UUID] | None,
+                          after: UUID | None, limit: int) -> list[Any]:
+    """A page of the trust's academies by id (only `academy_ids`, unless None: the whole trust)."""
+    query = select(academies).where(academies.c.trust_id == trust_id).order_by(academies.c.academy_id).limit(limit)
+    if academy_ids is not None:
+        query = query.where(academies.c.academy_id.in_(list(academy_ids)))
+    if after:
+        query = query.where(academies.c.academy_id > after)
+    return list(await conn.execute(query))
+
+
+async def classes_after(conn: AsyncConnection, academy_id: UUID, after_name: str | None, limit: int) -> list[Any]:
+    """A page of an academy's classes by name."""
+    query = select(classes).where(classes.c.academy_id == academy_id).order_by(classes.c.name).limit(limit)
+    if after_name is not None:
+        query = query.where(classes.c.name > after_name)
+    return list(await conn.execute(query))
+
+
+async def groups_after(conn: AsyncConnection, academy_id: UUID, after: UUID | None, limit: int) -> list[Any]:
+    """A page of an academy's groups (id and name) by id."""
+    query = (select(groups.c.group_id, groups.c.name).where(groups.c.academy_id == academy_id)
+             .order_by(groups.c.group_id).limit(limit))
+    if after:
+        query = query.where(groups.c.group_id > after)
+    return list(await conn.execute(query))
+
+
+async def group_member_ids(conn: AsyncConnection, group_id: UUID) -> list[UUID]:
+    rows = await conn.execute(
+        select(group_members.c.pupil_id).where(group_members.c.group_id == group_id).order_by(group_members.c.pupil_id)
+    )
+    return list(rows.scalars())
+
+
 async def class_names(conn: AsyncConnection, academy_id: UUID) -> dict[UUID, str]:
     rows = await conn.execute(select(classes.c.class_id, classes.c.name).where(classes.c.academy_id == academy_id))
     return {row.class_id: row.name for row in rows}
@@ -94,6 +135,21 @@ async def class_names(conn: AsyncConnection, academy_id: UUID) -> dict[UUID, str
 
 async def observation_row(conn: AsyncConnection, observation_id: UUID) -> Any:
     return (await conn.execute(select(observations).where(observations.c.observation_id == observation_id))).first()
+
+
+async def observations_before(conn: AsyncConnection, pupil_id: UUID, before: tuple[datetime, UUID] | None,
+                              limit: int) -> list[Any]:
+    """A page of a pupil's observations, newest first, after the (observed_at, observation_id)
+    that ended the previous page."""
+    query = (select(observations).where(observations.c.pupil_id == pupil_id)
+             .order_by(observations.c.observed_at.desc(), observations.c.observation_id.desc()).limit(limit))
+    if before:
+        moment, last = before
+        query = query.where(
+            (observations.c.observed_at < moment)
+            | ((observations.c.observed_at == moment) & (observations.c.observation_id < last))
+        )
+    return list(await conn.execute(query))
 
 
 async def correction_of(conn: AsyncConnection, observation_id: UUID) -> UUID | None:
@@ -112,6 +168,19 @@ async def assessment_rows(conn: AsyncConnection, assessment_ids: Iterable[UUID],
     if lock is not None:
         query = query.with_for_update(read=lock == "share")
     return {row.assessment_id: row for row in await conn.execute(query)}
+
+
+async def assessments_before(conn: AsyncConnection, pupil_id: UUID, before: tuple[datetime, UUID] | None,
+                             limit: int) -> list[Any]:
+    """A page of a pupil's assessments, newest first, after the (started_at, assessment_id) that
+    ended the previous page."""
+    query = (select(assessments).where(assessments.c.pupil_id == pupil_id)
+             .order_by(assessments.c.started_at.desc(), assessments.c.assessment_id.desc()).limit(limit))
+    if before:
+        moment, last = before
+        query = query.where((assessments.c.started_at < moment)
+                            | ((assessments.c.started_at == moment) & (assessments.c.assessment_id < last)))
+    return list(await conn.execute(query))
 
 
 async def screening_row(conn: AsyncConnection, screening_id: UUID) -> Any:

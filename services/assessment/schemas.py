@@ -1,14 +1,17 @@
-"""The request and response bodies of the assessment API (what OpenAPI documents)."""
+"""The request and response bodies of the assessment API (what OpenAPI documents), and how a
+response body is made from a row or an event."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from shared.events.assessment import Level
+from services.assessment.domain.framework import Framework
+from shared.events.assessment import AssessmentCompleted, Level, StrandScored
+from shared.events.registry import Event
 
 Text200 = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
@@ -230,3 +233,25 @@ class ScreeningOut(BaseModel):
     strands: list[str]
     started_at: datetime
     assessments: list[ScreeningAssessment]
+
+
+def score_out(row: Any, framework: Framework | None = None) -> StrandScoreOut:
+    """A strand score from a strand_scores row (threshold from its framework) or a StrandScored event."""
+    return StrandScoreOut(
+        strand=row.strand, need_percents=row.need_percents, strand_percent=row.strand_percent,
+        threshold_percent=framework.threshold_percent if framework else getattr(row, "threshold_percent", None),
+        threshold_met=row.threshold_met, working_at_strand=row.working_at_strand,
+        focus_statements=list(row.focus_statements), baseline=row.baseline,
+    )
+
+
+def completed_out(events: list[Event]) -> CompletedOut:
+    """What completing emitted: each AssessmentCompleted with the StrandScored events after it."""
+    completed: list[CompletedAssessment] = []
+    for event in events:
+        if isinstance(event, AssessmentCompleted):
+            completed.append(CompletedAssessment(assessment_id=event.assessment_id, pupil_id=event.pupil_id,
+                                                 working_at_strand=event.working_at_strand, baseline=event.baseline, scores=[]))
+        elif isinstance(event, StrandScored):
+            completed[-1].scores.append(score_out(event))
+    return CompletedOut(completed=completed)
