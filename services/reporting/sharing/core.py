@@ -366,7 +366,7 @@ class Sharing:
         self.wake(runtime)
         return {"delivery_id": delivery_id, "status": "pending"}
 
-    async def on_consent_withdrawn(self, conn: AsyncConnection, envelope: Envelope) -> None:
+    async def on_consent_withdrawn(self, conn: AsyncConnection, envelope: Envelope[ConsentWithdrawn]) -> None:
         """Consumer: stop pending shares to that category's agencies, and send a deletion notice to
         every agency of the category that received the pupil's data."""
         data = envelope.data
