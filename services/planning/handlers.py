@@ -196,8 +196,9 @@ async def draft_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Princ
     framework = await deps.frameworks.get(principal.trust_id, version)
     plan = Plan.draft(uuid4(), content, framework)
     await conn.execute(plans.insert().values(
-        plan_id=plan.plan_id, version=plan.plan_version, trust_id=principal.trust_id, academy_id=academy, framework_version=version,
-        status=PlanStatus.DRAFT, created_by=principal.subject, created_at=deps.clock(), **_content_row(content)))
+        plan_id=plan.plan_id, version=plan.plan_version, trust_id=principal.trust_id, academy_id=academy,
+        framework_version=version, status=PlanStatus.DRAFT, created_by=principal.subject, created_at=deps.clock(),
+        **_content_row(content)))
     return plan.plan_id
 
 

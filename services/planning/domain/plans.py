@@ -188,7 +188,8 @@ class Plan:
     def review(self, reviews: list[PupilReview], reviewed_by: str, at: datetime) -> list[PlanReviewed]:
         """One PlanReviewed per pupil reviewed (one without a pupil for a class plan)."""
         check_can_review(self.status)
-        common: dict[str, Any] = dict(plan_id=self.plan_id, plan_version=self.plan_version, reviewed_by=reviewed_by, reviewed_at=at)
+        common: dict[str, Any] = {"plan_id": self.plan_id, "plan_version": self.plan_version,
+                                  "reviewed_by": reviewed_by, "reviewed_at": at}
         events = [PlanReviewed(
             pupil_id=r.pupil_id, strand_percent_now=r.change.percent_now,
             change_since_previous_plan=r.change.since_previous_plan, change_since_baseline=r.change.since_baseline,
@@ -203,20 +204,23 @@ class Plan:
     def log_session(self, session: SessionHeld, today: date) -> list[SessionLogged]:
         """One SessionLogged per pupil present (one without a pupil for a class plan)."""
         check_session(self.status, session.held_on, today, session.minutes, self.content.pupil_ids, session.present)
-        common: dict[str, Any] = dict(session_id=session.session_id, plan_id=self.plan_id, held_on=session.held_on,
-                      minutes=session.minutes, activities_done=session.activities_done, logged_by=session.logged_by,
-                      has_note=session.has_note)
-        return [SessionLogged(pupil_id=p, **common) for p in session.present] or [SessionLogged(pupil_id=None, **common)]
+        common: dict[str, Any] = {
+            "session_id": session.session_id, "plan_id": self.plan_id, "held_on": session.held_on,
+            "minutes": session.minutes, "activities_done": session.activities_done, "logged_by": session.logged_by,
+            "has_note": session.has_note}
+        present: list[UUID | None] = list(session.present) or [None]
+        return [SessionLogged(pupil_id=p, **common) for p in present]
 
     def _issued(self, content: PlanContent, version: int, practitioner_id: str, at: datetime,
                 supersedes: int | None) -> list[PlanIssued]:
-        common: dict[str, Any] = dict(plan_id=self.plan_id, plan_version=version, kind=content.kind, strand=content.strand,
-                      target_statements=list(content.targets), activities=list(content.activities),
-                      frequency=f"{content.sessions_per_week} × {content.session_minutes} min a week, {content.setting}",
-                      practitioner_id=practitioner_id, review_on=content.review_on, issued_at=at,
-                      pupil_ids=list(content.pupil_ids), class_id=content.class_id,
-                      sessions_per_week=content.sessions_per_week, session_minutes=content.session_minutes,
-                      supersedes_version=supersedes)
+        common: dict[str, Any] = {
+            "plan_id": self.plan_id, "plan_version": version, "kind": content.kind, "strand": content.strand,
+            "target_statements": list(content.targets), "activities": list(content.activities),
+            "frequency": f"{content.sessions_per_week} × {content.session_minutes} min a week, {content.setting}",
+            "practitioner_id": practitioner_id, "review_on": content.review_on, "issued_at": at,
+            "pupil_ids": list(content.pupil_ids), "class_id": content.class_id,
+            "sessions_per_week": content.sessions_per_week, "session_minutes": content.session_minutes,
+            "supersedes_version": supersedes}
         # One event per pupil keeps each pupil's events in order on Kafka (keyed by pupil).
         return [PlanIssued(pupil_id=p, **common) for p in _pupils_of(content)]
 
