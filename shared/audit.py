@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 from uuid import UUID
 
 from fastapi import Depends, Header, Request
@@ -33,8 +33,8 @@ from shared.events.audit import (
 )
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
+from shared.store.emission import Emission
 from shared.store.event_store import EventStore
-from shared.telemetry import current_trace_headers
 
 __all__ = [
     "TRUST_LEVEL",
@@ -53,6 +53,7 @@ __all__ = [
 TRUST_LEVEL = UUID(int=0)
 
 Actor = Principal | str
+AuditFact = TypeVar("AuditFact", bound=Event)
 
 
 def actor_of(actor: Actor) -> str:
@@ -63,12 +64,12 @@ def actor_of(actor: Actor) -> str:
 async def record_audit(
     conn: AsyncConnection,
     store: EventStore,
-    fact: Event,
+    fact: AuditFact,
     *,
     trust_id: UUID,
     academy_id: UUID | None = None,
-    cause: Envelope | None = None,
-) -> Envelope:
+    cause: Envelope[Event] | None = None,
+) -> Envelope[AuditFact]:
     """Append an audit fact to this service's event store, in the caller's transaction.
 
     The fact reaches flourish.audit through the outbox once the transaction commits; if it rolls
@@ -77,19 +78,10 @@ async def record_audit(
     """
     if fact.context != "audit":
         raise ValueError(f"{fact.event_type} is not an audit fact (context {fact.context!r})")
-    traceparent, tracestate = current_trace_headers()
-    envelope = Envelope(
-        data=fact,
-        trust_id=trust_id,
-        academy_id=academy_id or TRUST_LEVEL,
-        source=f"/flourish/{store.tables.schema}",
-        correlation_id=cause.correlation_id if cause else None,
-        causation_id=cause.id if cause else None,
-        traceparent=traceparent,
-        tracestate=tracestate,
-    )
+    emission = Emission(store, trust_id, cause=cause)
     # One stream per trust: the audit facts this service recorded for it, numbered in order.
-    await store.append(conn, f"audit-{trust_id}", [envelope])
+    envelope = emission.add(f"audit-{trust_id}", academy_id or TRUST_LEVEL, fact)
+    await emission.append(conn)
     return envelope
 
 
@@ -105,7 +97,7 @@ async def record_personal_data_read(
     route: str,
     reason: str | None = None,
     at: datetime | None = None,
-) -> Envelope:
+) -> Envelope[PersonalDataRead]:
     """Record that `reader` read a pupil's personal data (which categories, through which route)."""
     fact = PersonalDataRead(
         pupil_id=pupil_id,
@@ -131,7 +123,7 @@ async def record_admin_action(
     pupil_id: UUID | None = None,
     details: Mapping[str, str] | None = None,
     at: datetime | None = None,
-) -> Envelope:
+) -> Envelope[AdminActionTaken]:
     """Record an admin action (framework loaded, policy changed, agency registered, key destroyed)."""
     fact = AdminActionTaken(
         action=str(action),
@@ -155,7 +147,7 @@ async def record_audit_query(
     filters: Mapping[str, str] | None = None,
     result_count: int | None = None,
     at: datetime | None = None,
-) -> Envelope:
+) -> Envelope[AuditQueried]:
     """Record that someone asked the audit ledger a question (every audit query is audited)."""
     fact = AuditQueried(
         actor=actor_of(actor),
@@ -201,7 +193,7 @@ class PersonalDataReads:
         trust_id: UUID,
         academy_id: UUID | None,
         data_categories: Iterable[str],
-    ) -> Envelope:
+    ) -> Envelope[PersonalDataRead]:
         return await record_personal_data_read(
             conn, store, self.principal, pupil_id=pupil_id, trust_id=trust_id, academy_id=academy_id,
             data_categories=data_categories, route=self.route, reason=self.reason,

@@ -8,7 +8,6 @@ a request sent.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -57,13 +56,10 @@ from shared.events.assessment import (
     PupilEnrolled,
     PupilLeft,
 )
-from shared.events.envelope import Envelope
 from shared.events.registry import Event
-from shared.store.event_store import NO_STREAM, EventStore, PendingAppend
-from shared.telemetry import current_trace_headers
+from shared.store.emission import Emission
+from shared.store.event_store import NO_STREAM, EventStore
 from shared.tenancy import across_trusts
-
-SOURCE = "/flourish/assessment"
 
 
 def utc_now() -> datetime:
@@ -86,36 +82,6 @@ class Context:
         if self.personal_data is None:
             raise RuntimeError("this context has no personal-data repository (no data keys)")
         return self.personal_data
-
-
-class Emission:
-    """The envelopes of one command: one correlation id, the request's trace, each event's tenancy."""
-
-    def __init__(self, trust_id: UUID) -> None:
-        self.trust_id = trust_id
-        self.correlation_id = uuid.uuid4()
-        self.traceparent, self.tracestate = current_trace_headers()
-        self.by_stream: dict[str, list[Envelope]] = defaultdict(list)
-        self.in_order: list[Envelope] = []
-
-    def add(self, stream: str, academy_id: UUID, event: Event) -> Envelope:
-        envelope = Envelope(
-            data=event, trust_id=self.trust_id, academy_id=academy_id, source=SOURCE,
-            correlation_id=self.correlation_id, traceparent=self.traceparent, tracestate=self.tracestate,
-        )
-        self.by_stream[stream].append(envelope)
-        self.in_order.append(envelope)
-        return envelope
-
-    async def append(self, conn: AsyncConnection, store: EventStore, expected: dict[str, int] | None = None,
-                     projected: bool = False) -> None:
-        """Append every stream's events in one statement and project them (unless done already)."""
-        expected = expected or {}
-        await store.append_batch(
-            conn, [PendingAppend(stream, envelopes, expected.get(stream)) for stream, envelopes in self.by_stream.items()]
-        )
-        if not projected:
-            await project(conn, self.in_order)
 
 
 # --- Tenancy and roster ------------------------------------------------------------------------
@@ -175,7 +141,7 @@ async def import_roster(conn: AsyncConnection, ctx: Context, principal: Principa
     roster = await _roster_by_upn(conn, ctx, academy.trust_id, academy_id, names, [row.details.upn for row in rows])
     plan = plan_import(rows, roster, whole_roll, today)
     class_ids, created = await _ensure_classes(conn, academy, names, plan)
-    emission = Emission(academy.trust_id)
+    emission = Emission(ctx.store, academy.trust_id)
     enrolled = _enrolment_events(emission, academy_id, plan, class_ids, today)
     details = {pupil_id: row.details for pupil_id, row in enrolled}
     details.update({pupil_id: row.details for pupil_id, row in plan.rejoin})
@@ -184,7 +150,8 @@ async def import_roster(conn: AsyncConnection, ctx: Context, principal: Principa
     # Consent counts retention from the date of birth: tell it, reliably (privacy.py's outbox).
     await enqueue_retention_clock(conn, academy.trust_id, academy_id, details)
     expected = {pupil_stream(pupil_id): NO_STREAM for pupil_id, _ in enrolled}
-    await emission.append(conn, ctx.store, expected)
+    await emission.append(conn, expected)
+    await project(conn, emission.in_order)
     return ImportReport(
         rows=len(rows), enrolled=[{"row": row.row, "pupil_id": pupil_id} for pupil_id, row in enrolled],
         rejoined=len(plan.rejoin), moved=len(plan.move), updated=len(plan.update_details), left=len(plan.leave),
@@ -267,7 +234,7 @@ async def record_observations(conn: AsyncConnection, ctx: Context, principal: Pr
     versions = {s.framework_version for s in slots.values()} | {r.framework_version for r in ratings if r.framework_version}
     frameworks = await ctx.frameworks.get_many(conn, principal.trust_id, versions, for_use=True)
     events = decide_observations(ratings, frameworks, slots, ctx.clock())
-    emission = Emission(principal.trust_id)
+    emission = Emission(ctx.store, principal.trust_id)
     for event in events:
         stream = assessment_stream(event.assessment_id) if event.assessment_id else pupil_stream(event.pupil_id)
         emission.add(stream, pupils[event.pupil_id].academy_id, event)
@@ -281,7 +248,7 @@ async def record_observations(conn: AsyncConnection, ctx: Context, principal: Pr
         Note(r.observation_id, r.pupil_id, principal.trust_id, pupils[r.pupil_id].academy_id, notes[r.index])
         for r in ratings if r.index in notes
     ])
-    await emission.append(conn, ctx.store, projected=True)
+    await emission.append(conn)  # projected above, before the notes
     return events
 
 
@@ -355,7 +322,7 @@ async def start_assessment(conn: AsyncConnection, ctx: Context, principal: Princ
     strands = ordered_strands(framework, request.strands)
     screening_id = None if request.pupil_id else uuid.uuid4()
     now = ctx.clock()
-    emission = Emission(principal.trust_id)
+    emission = Emission(ctx.store, principal.trust_id)
     started = []
     for pupil in cohort:
         event = AssessmentStarted(
@@ -365,7 +332,8 @@ async def start_assessment(conn: AsyncConnection, ctx: Context, principal: Princ
         )
         emission.add(assessment_stream(event.assessment_id), pupil.academy_id, event)
         started.append(event)
-    await emission.append(conn, ctx.store, {stream: NO_STREAM for stream in emission.by_stream})
+    await emission.append(conn, {stream: NO_STREAM for stream in emission.by_stream})
+    await project(conn, emission.in_order)
     return Started(screening_id, started)
 
 
@@ -430,7 +398,7 @@ async def _complete(conn: AsyncConnection, ctx: Context, principal: Principal, r
     now = ctx.clock()
     histories = await queries.histories(conn, [row.pupil_id for row in rows])
     frameworks = await ctx.frameworks.get_many(conn, principal.trust_id, {row.framework_version for row in rows})
-    emission = Emission(principal.trust_id)
+    emission = Emission(ctx.store, principal.trust_id)
     expected: dict[str, int] = {}
     missing: dict[UUID | None, list[str]] = {}
     produced: list[Event] = []
@@ -452,7 +420,8 @@ async def _complete(conn: AsyncConnection, ctx: Context, principal: Principal, r
         produced.extend(events)
     if missing:
         raise MissingRatings(missing)
-    await emission.append(conn, ctx.store, expected)
+    await emission.append(conn, expected)
+    await project(conn, emission.in_order)
     return produced
 
 

@@ -16,11 +16,11 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.consent.decisions import DecisionReader
 from services.consent.domain import ledger
 from services.consent.domain.errors import DecisionInFuture, PupilAlreadyErased, UnknownPupil
 from services.consent.domain.retention import RetentionPeriod, RetentionPolicy, effective_policies
 from services.consent.projections import load_record, on_consent_event, record_from_row, touch_activity
-from services.consent.decisions import DecisionReader
 from services.consent.tables import consent_decisions, erasures, pupils, retention_policies
 from shared.auth import Principal, ensure_scope
 from shared.datakeys import DataKey, DataKeyVault
@@ -39,11 +39,9 @@ from shared.events.consent import (
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
 from shared.problems import Forbidden
+from shared.store.emission import emit
 from shared.store.event_store import EventStore
-from shared.telemetry import current_trace_headers
 from shared.tenancy import across_trusts
-
-SOURCE = "/flourish/consent"
 
 # Field names personal data is sealed under (the AES-GCM associated data names them).
 GIVEN_BY = "consent.given_by"
@@ -100,12 +98,6 @@ async def pupil_in_scope(conn: AsyncConnection, principal: Principal, pupil_id: 
     return pupil
 
 
-def envelope_for(event: Event, trust_id: UUID, academy_id: UUID) -> Envelope:
-    traceparent, tracestate = current_trace_headers()
-    return Envelope(data=event, trust_id=trust_id, academy_id=academy_id, source=SOURCE,
-                    traceparent=traceparent, tracestate=tracestate)
-
-
 def record_stream(pupil_id: UUID, purpose: Purpose) -> str:
     return f"consent-{pupil_id}-{purpose.value}"
 
@@ -147,9 +139,8 @@ def _seal_parent(key: DataKey, given_by: GivenBy, evidence: str | None) -> tuple
 
 async def _append_decision(conn: AsyncConnection, deps: ConsentDeps, pupil: Pupil, record: ledger.ConsentRecord,
                            event: Event) -> None:
-    envelope = envelope_for(event, pupil.trust_id, pupil.academy_id)
-    await deps.store.append(conn, record_stream(pupil.pupil_id, record.purpose), [envelope],
-                            expected_version=record.version)
+    (envelope,) = await emit(conn, deps.store, record_stream(pupil.pupil_id, record.purpose), [event],
+                             trust_id=pupil.trust_id, academy_id=pupil.academy_id, expected_version=record.version)
     await on_consent_event(conn, envelope)
 
 
@@ -277,7 +268,7 @@ async def set_retention_policy(
         period_years=period.years, period_months=period.months, period_days=period.days,
         set_by=principal.subject, set_at=deps.clock(),
     )
-    await deps.store.append(conn, f"retention-{academy_id}", [envelope_for(event, trust_id, academy_id)])
+    await emit(conn, deps.store, f"retention-{academy_id}", [event], trust_id=trust_id, academy_id=academy_id)
     values = {"trust_id": trust_id, "policy_id": event.policy_id, "counted_from": counted_from.value,
               "period_years": period.years, "period_months": period.months, "period_days": period.days,
               "set_by": principal.subject, "set_at": event.set_at}
@@ -332,10 +323,11 @@ async def read_date_of_birth(conn: AsyncConnection, vault: DataKeyVault, trust_i
 
 async def erase(
     conn: AsyncConnection, deps: ConsentDeps, pupil: Pupil, *, reason: ErasureReason, requested_by: str,
+    cause: Envelope[Event] | None = None,
 ) -> dict[str, Any]:
     """Crypto-shred the pupil: destroy their data key (every sealed copy, Kafka's included, is
     unreadable from this commit on), redact what this service holds, keep a non-personal record,
-    and tell every service (PupilErased)."""
+    and tell every service (PupilErased). `cause`: the event that led to it (RetentionExpired)."""
     if pupil.erased_at is not None:
         raise PupilAlreadyErased(f"pupil {pupil.pupil_id} was already erased")
     now = deps.clock()
@@ -351,7 +343,8 @@ async def erase(
         reason=reason.value, requested_by=requested_by, key_destroyed=True, erased_at=now))
     event = PupilErased(pupil_id=pupil.pupil_id, erasure_id=erasure_id, data_category=DataCategory.ALL,
                         reason=reason, requested_by=requested_by, key_destroyed=True, erased_at=now)
-    await deps.store.append(conn, pupil_stream(pupil.pupil_id), [envelope_for(event, pupil.trust_id, pupil.academy_id)])
+    await emit(conn, deps.store, pupil_stream(pupil.pupil_id), [event], trust_id=pupil.trust_id,
+               academy_id=pupil.academy_id, cause=cause)
     return erasure_body(erasure_id, pupil, reason.value, requested_by, True, now)
 
 

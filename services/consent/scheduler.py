@@ -29,7 +29,6 @@ from services.consent.handlers import (
     ConsentDeps,
     Pupil,
     academy_policies,
-    envelope_for,
     erase,
     find_pupil,
     pupil_stream,
@@ -38,6 +37,7 @@ from services.consent.handlers import (
 from services.consent.tables import pupils, retention_expiries
 from shared.datakeys import DataKeyError
 from shared.events.consent import DataCategory, ErasureReason, RetentionClock, RetentionExpired
+from shared.store.emission import Emission
 from shared.telemetry import meter
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,8 @@ class RetentionScheduler:
             event = RetentionExpired(pupil_id=expiry.pupil_id, data_category=expiry.data_category,
                                      policy_id=expiry.policy_id, counted_from=expiry.counted_from,
                                      due_on=expiry.due_on, expired_at=now)
-            envelope = envelope_for(event, trust_id, academy_id)
+            emission = Emission(self.deps.store, trust_id)
+            envelope = emission.add(pupil_stream(expiry.pupil_id), academy_id, event)
             claimed = await conn.execute(
                 insert(retention_expiries).values(
                     pupil_id=expiry.pupil_id, data_category=expiry.data_category.value, trust_id=trust_id,
@@ -167,10 +168,10 @@ class RetentionScheduler:
             if claimed.first() is None:
                 return False
             self._fault("claimed")
-            await self.deps.store.append(conn, pupil_stream(expiry.pupil_id), [envelope])
+            await emission.append(conn)
             if expiry.data_category is DataCategory.ALL:
                 await erase(conn, self.deps, Pupil(pupil.pupil_id, pupil.trust_id, pupil.academy_id, None),
-                            reason=ErasureReason.RETENTION_EXPIRED, requested_by=SCHEDULER)
+                            reason=ErasureReason.RETENTION_EXPIRED, requested_by=SCHEDULER, cause=envelope)
             self._fault("before_commit")
         return True
 

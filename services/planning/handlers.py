@@ -1,8 +1,9 @@
-"""One function per planning command: load, decide (domain), write rows and append events."""
+"""One function per planning command: load the plan, decide (its `Plan` aggregate returns the
+events), write rows and emit the events through the kernel's one emission path."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -19,18 +20,16 @@ from services.planning.domain.errors import (
     UnknownPlan,
     UnknownPupil,
 )
-from services.planning.domain.plans import PlanContent, PlanStatus
+from services.planning.domain.plans import Plan, PlanContent, PlanStatus, PupilReview, SessionHeld, plan_stream
 from services.planning.domain.suggestions import Score, Suggestion, suggest_for_class, suggest_for_pupil
 from services.planning.framework_source import FrameworkSource
 from services.planning.notes import SessionNotes
 from services.planning.tables import erased_pupils, participation, plans, pupils, sessions, strand_scores
 from shared.auth import Principal, ensure_scope
-from shared.events.envelope import Envelope
-from shared.events.planning import PlanClosed, PlanIssued, PlanKind, PlanReviewed, SessionLogged
+from shared.events.planning import PlanKind
 from shared.events.registry import Event
+from shared.store.emission import emit
 from shared.store.event_store import EventStore
-
-SOURCE = "/flourish/planning"
 
 
 def utcnow() -> datetime:
@@ -145,6 +144,26 @@ async def current_plan(conn: AsyncConnection, principal: Principal, plan_id: UUI
     return await _plan_row(conn, plan_id, principal)
 
 
+async def _load(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, plan_id: UUID) -> tuple[Any, Plan]:
+    """The plan's current row, locked for the command, and the aggregate that decides on it."""
+    row = await _plan_row(conn, plan_id, principal, lock=True)
+    version = await deps.store.stream_version(conn, plan_stream(plan_id))
+    return row, Plan(row.plan_id, int(row.version), PlanStatus(row.status), _content(row), version)
+
+
+def _content(row: Any) -> PlanContent:
+    return PlanContent(kind=PlanKind(row.kind), pupil_ids=_ids(row), class_id=row.class_id, strand=row.strand,
+                       targets=list(row.targets), activities=list(row.activities),
+                       sessions_per_week=row.sessions_per_week, session_minutes=row.session_minutes,
+                       setting=row.setting, review_on=row.review_on)
+
+
+async def _emit(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, academy_id: UUID, plan: Plan,
+                events: Sequence[Event]) -> None:
+    await emit(conn, deps.store, plan_stream(plan.plan_id), events, trust_id=principal.trust_id,
+               academy_id=academy_id, expected_version=plan.version)
+
+
 async def _who_and_where(conn: AsyncConnection, principal: Principal, content: PlanContent,
                          academy_id: UUID | None) -> tuple[UUID, str]:
     """The plan's academy and framework version, from its pupils' (or class's) stored records."""
@@ -175,12 +194,12 @@ async def draft_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Princ
                      academy_id: UUID | None) -> UUID:
     academy, version = await _who_and_where(conn, principal, content, academy_id)
     framework = await deps.frameworks.get(principal.trust_id, version)
-    rules.check_content(content, framework)
-    plan_id = uuid4()
+    plan = Plan.draft(uuid4(), content, framework)
     await conn.execute(plans.insert().values(
-        plan_id=plan_id, version=1, trust_id=principal.trust_id, academy_id=academy, framework_version=version,
-        status=PlanStatus.DRAFT, created_by=principal.subject, created_at=deps.clock(), **_content_row(content)))
-    return plan_id
+        plan_id=plan.plan_id, version=plan.plan_version, trust_id=principal.trust_id, academy_id=academy,
+        framework_version=version, status=PlanStatus.DRAFT, created_by=principal.subject, created_at=deps.clock(),
+        **_content_row(content)))
+    return plan.plan_id
 
 
 def _ids(row: Any) -> list[UUID]:
@@ -204,49 +223,28 @@ async def _percents_now(conn: AsyncConnection, pupil_ids: list[UUID], strand: st
     return out
 
 
-async def _append(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, academy_id: UUID, plan_id: UUID,
-                  events: list[Event]) -> None:
-    envelopes = [Envelope(data=e, trust_id=principal.trust_id, academy_id=academy_id, source=SOURCE) for e in events]
-    await deps.store.append(conn, f"plan-{plan_id}", envelopes)
-
-
-def _issued_events(row: Any, version: int, practitioner: str, at: datetime, supersedes: int | None) -> list[Event]:
-    pupil_ids = _ids(row)
-    common = dict(plan_id=row.plan_id, plan_version=version, kind=PlanKind(row.kind), strand=row.strand,
-                  target_statements=list(row.targets), activities=list(row.activities),
-                  frequency=f"{row.sessions_per_week} × {row.session_minutes} min a week, {row.setting}",
-                  practitioner_id=practitioner, review_on=row.review_on, issued_at=at, pupil_ids=pupil_ids,
-                  class_id=row.class_id, sessions_per_week=row.sessions_per_week,
-                  session_minutes=row.session_minutes, supersedes_version=supersedes)
-    # One event per pupil keeps each pupil's events in order on Kafka (keyed by pupil).
-    return [PlanIssued(pupil_id=p, **common) for p in pupil_ids] or [PlanIssued(pupil_id=None, **common)]
-
-
 async def issue_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, plan_id: UUID,
                      practitioner_id: str) -> int:
-    row = await _plan_row(conn, plan_id, principal, lock=True)
-    rules.check_can_issue(row.status)
-    await ensure_may_take_part(conn, _ids(row))
+    row, plan = await _load(conn, deps, principal, plan_id)
     at = deps.clock()
-    percents = await _percents_now(conn, _ids(row), row.strand)
+    events = plan.issue(practitioner_id, at)
+    await ensure_may_take_part(conn, plan.content.pupil_ids)
+    percents = await _percents_now(conn, plan.content.pupil_ids, plan.content.strand)
     await conn.execute(plans.update().where(plans.c.plan_id == plan_id, plans.c.version == row.version).values(
         status=PlanStatus.ISSUED, practitioner_id=practitioner_id, issued_at=at, percents_at_issue=percents))
-    await _append(conn, deps, principal, row.academy_id, plan_id, _issued_events(row, row.version, practitioner_id, at, None))
-    return int(row.version)
+    await _emit(conn, deps, principal, row.academy_id, plan, events)
+    return plan.plan_version
 
 
 async def revise_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, plan_id: UUID,
                       content: PlanContent, practitioner_id: str) -> int:
     """A change to an issued plan: a new issued version; the old one stays, superseded."""
-    row = await _plan_row(conn, plan_id, principal, lock=True)
-    rules.check_can_revise(row.status)
-    if PlanKind(row.kind) is not content.kind or _ids(row) != content.pupil_ids or row.class_id != content.class_id:
-        raise rules.InvalidPlan("a new version keeps the plan's kind and who it is for; start a new plan otherwise")
-    await ensure_may_take_part(conn, content.pupil_ids)
+    row, plan = await _load(conn, deps, principal, plan_id)
     framework = await deps.frameworks.get(row.trust_id, row.framework_version)
-    rules.check_content(content, framework)
     at = deps.clock()
-    version = int(row.version) + 1
+    events = plan.revise(content, framework, practitioner_id, at)
+    await ensure_may_take_part(conn, content.pupil_ids)
+    version = plan.plan_version + 1
     await conn.execute(plans.update().where(plans.c.plan_id == plan_id, plans.c.version == row.version)
                        .values(status=PlanStatus.SUPERSEDED))
     await conn.execute(plans.insert().values(
@@ -254,19 +252,18 @@ async def revise_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Prin
         framework_version=row.framework_version, status=PlanStatus.ISSUED, created_by=principal.subject,
         created_at=at, practitioner_id=practitioner_id, issued_at=at,
         percents_at_issue=await _percents_now(conn, content.pupil_ids, content.strand), **_content_row(content)))
-    new = (await conn.execute(select(plans).where(plans.c.plan_id == plan_id, plans.c.version == version))).one()
-    await _append(conn, deps, principal, row.academy_id, plan_id, _issued_events(new, version, practitioner_id, at, int(row.version)))
+    await _emit(conn, deps, principal, row.academy_id, plan, events)
     return version
 
 
 async def review_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, plan_id: UUID) -> dict[str, Any]:
-    row = await _plan_row(conn, plan_id, principal, lock=True)
-    rules.check_can_review(row.status)
+    row, plan = await _load(conn, deps, principal, plan_id)
+    rules.check_can_review(plan.status)  # before reading every pupil's scores
     at = deps.clock()
     at_issue = dict(row.percents_at_issue or {})
     outcomes: list[dict[str, Any]] = []
-    events: list[Event] = []
-    for pupil_id in _ids(row):
+    reviews: list[PupilReview] = []
+    for pupil_id in plan.content.pupil_ids:
         latest = await latest_at_strand(conn, pupil_id, row.strand)
         baseline = await baseline_at_strand(conn, pupil_id, row.strand)
         change = rules.progress(latest.strand_percent if latest else None, at_issue.get(str(pupil_id)),
@@ -280,32 +277,23 @@ async def review_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Prin
             "change_since_baseline": change.since_baseline,
             "working_at_strand": latest.working_at_strand if latest else None,
         })
-        events.append(PlanReviewed(
-            plan_id=plan_id, plan_version=row.version, pupil_id=pupil_id, reviewed_by=principal.subject,
-            reviewed_at=at, strand_percent_now=change.percent_now,
-            change_since_previous_plan=change.since_previous_plan, change_since_baseline=change.since_baseline,
-            need_percents_now=latest.need_percents if latest else {},
-            assessment_id=latest.assessment_id if latest else None))
-    if not events:
-        events.append(PlanReviewed(plan_id=plan_id, plan_version=row.version, pupil_id=None,
-                                   reviewed_by=principal.subject, reviewed_at=at))
+        reviews.append(PupilReview(pupil_id, change, latest.need_percents if latest else {},
+                                   latest.assessment_id if latest else None))
+    events = plan.review(reviews, principal.subject, at)
     review = {"reviewed_by": principal.subject, "reviewed_at": at.isoformat(), "pupils": outcomes}
     await conn.execute(plans.update().where(plans.c.plan_id == plan_id, plans.c.version == row.version)
                        .values(status=PlanStatus.REVIEWED, review=review))
-    await _append(conn, deps, principal, row.academy_id, plan_id, events)
+    await _emit(conn, deps, principal, row.academy_id, plan, events)
     return review
 
 
 async def close_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, plan_id: UUID) -> None:
-    row = await _plan_row(conn, plan_id, principal, lock=True)
-    rules.check_can_close(row.status)
+    row, plan = await _load(conn, deps, principal, plan_id)
     at = deps.clock()
+    events = plan.close(principal.subject, at)
     await conn.execute(plans.update().where(plans.c.plan_id == plan_id, plans.c.version == row.version)
                        .values(status=PlanStatus.CLOSED, closed_at=at))
-    pupil_ids = _ids(row) or [None]
-    await _append(conn, deps, principal, row.academy_id, plan_id, [
-        PlanClosed(plan_id=plan_id, plan_version=row.version, pupil_id=p, closed_by=principal.subject, closed_at=at)
-        for p in pupil_ids])
+    await _emit(conn, deps, principal, row.academy_id, plan, events)
 
 
 # --- Sessions -------------------------------------------------------------------------------------
@@ -323,11 +311,13 @@ class SessionIn:
 
 async def log_session(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, plan_id: UUID,
                       session: SessionIn) -> UUID:
-    row = await _plan_row(conn, plan_id, principal, lock=True)
-    present = _ids(row) if session.pupils_present is None else session.pupils_present
-    rules.check_session(row.status, session.held_on, deps.clock().date(), session.minutes, _ids(row), present)
-    await ensure_may_take_part(conn, present)
+    row, plan = await _load(conn, deps, principal, plan_id)
+    present = plan.content.pupil_ids if session.pupils_present is None else session.pupils_present
     session_id = uuid4()
+    events = plan.log_session(SessionHeld(session_id, session.held_on, session.minutes, present,
+                                          session.activities_done, principal.subject, bool(session.note)),
+                              deps.clock().date())
+    await ensure_may_take_part(conn, present)
     await conn.execute(sessions.insert().values(
         session_id=session_id, plan_id=plan_id, plan_version=row.version, trust_id=row.trust_id,
         academy_id=row.academy_id, held_on=session.held_on, minutes=session.minutes, pupil_ids=present,
@@ -335,10 +325,7 @@ async def log_session(conn: AsyncConnection, deps: PlanningDeps, principal: Prin
         logged_at=deps.clock()))
     if session.note:
         await deps.notes.put(conn, session_id, row.trust_id, row.academy_id, session.note)
-    common = dict(session_id=session_id, plan_id=plan_id, held_on=session.held_on, minutes=session.minutes,
-                  activities_done=session.activities_done, logged_by=principal.subject, has_note=bool(session.note))
-    events: list[Event] = [SessionLogged(pupil_id=p, **common) for p in present] or [SessionLogged(pupil_id=None, **common)]
-    await _append(conn, deps, principal, row.academy_id, plan_id, events)
+    await _emit(conn, deps, principal, row.academy_id, plan, events)
     return session_id
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 from uuid import UUID, uuid4
 
 from pydantic import ValidationError
@@ -21,6 +22,9 @@ CONTENT_TYPE = "application/json"
 TOPIC_PREFIX = "flourish."
 
 Headers = list[tuple[str, bytes]]
+
+# The event an envelope carries: `Envelope[ObservationRecorded]` says which one a handler takes.
+EventT_co = TypeVar("EventT_co", bound=Event, covariant=True)
 
 
 def topic_for(context: str, prefix: str = TOPIC_PREFIX) -> str:
@@ -38,10 +42,14 @@ class InvalidMessage(ValueError):
 
 
 @dataclass(frozen=True)
-class Envelope:
-    """An event with the context every consumer needs: who it is about, for which tenant, why."""
+class Envelope(Generic[EventT_co]):
+    """An event with the context every consumer needs: who it is about, for which tenant, why.
 
-    data: Event
+    Envelopes are built in one place, `shared.store.emission` (what a service appends), and read
+    back by `decode` (from Kafka) and the event store (from its rows); nothing else builds one.
+    """
+
+    data: EventT_co
     trust_id: UUID
     academy_id: UUID
     source: str
@@ -65,22 +73,11 @@ class Envelope:
     def subject(self) -> str | None:
         return self.data.partition_key()
 
-    def caused(self, data: Event, source: str) -> Envelope:
-        """An envelope for an event this one caused: same tenant and correlation, new id."""
-        return Envelope(
-            data=data,
-            trust_id=self.trust_id,
-            academy_id=self.academy_id,
-            source=source,
-            correlation_id=self.correlation_id,
-            causation_id=self.id,
-        )
-
-    def with_trace(self, traceparent: str | None, tracestate: str | None) -> Envelope:
+    def with_trace(self, traceparent: str | None, tracestate: str | None) -> Envelope[EventT_co]:
         return replace(self, traceparent=traceparent, tracestate=tracestate)
 
 
-def encode(envelope: Envelope, stream_id: str | None = None) -> tuple[bytes, Headers, bytes]:
+def encode(envelope: Envelope[Event], stream_id: str | None = None) -> tuple[bytes, Headers, bytes]:
     """Kafka key, headers and value for an envelope (binary content mode)."""
     attributes = WireAttributes(
         id=str(envelope.id),
@@ -140,7 +137,7 @@ class WireAttributes:
         return headers
 
 
-def decode(headers: Headers | None, value: bytes | None) -> Envelope:
+def decode(headers: Headers | None, value: bytes | None) -> Envelope[Event]:
     """Parse a Kafka record into an envelope, or raise InvalidMessage saying exactly why not."""
     attributes = _header_map(headers)
     spec = _required(attributes, "ce_specversion")

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events.envelope import Envelope
-from shared.events.registry import model_for
+from shared.events.registry import Event, model_for
 from shared.store.tables import KernelTables
 from shared.telemetry import events_appended
 
@@ -59,7 +59,7 @@ class RecordedEvent:
     position: int
     stream_id: str
     stream_version: int
-    envelope: Envelope
+    envelope: Envelope[Event]
     recorded_at: datetime
 
 
@@ -68,7 +68,7 @@ class PendingAppend:
     """What one stream gets in a batched append."""
 
     stream_id: str
-    envelopes: Sequence[Envelope]
+    envelopes: Sequence[Envelope[Event]]
     expected_version: int | None = ANY_VERSION
 
 
@@ -112,7 +112,7 @@ class EventStore:
         self,
         conn: AsyncConnection,
         stream_id: str,
-        envelopes: Sequence[Envelope],
+        envelopes: Sequence[Envelope[Event]],
         expected_version: int | None = ANY_VERSION,
     ) -> int:
         """Append to one stream; returns its new version."""
@@ -195,7 +195,7 @@ class _Rows:
             for name in ("event_ids", "stream_ids", "versions", "types", "trust_ids", "academy_ids", "datas", "metadatas")
         }
 
-    def add(self, stream_id: str, version: int, envelope: Envelope) -> None:
+    def add(self, stream_id: str, version: int, envelope: Envelope[Event]) -> None:
         c = self.columns
         c["event_ids"].append(envelope.id)
         c["stream_ids"].append(stream_id)
@@ -213,7 +213,7 @@ class _Rows:
         return self.columns
 
 
-def envelope_metadata(envelope: Envelope, stream_id: str) -> dict[str, str | None]:
+def envelope_metadata(envelope: Envelope[Event], stream_id: str) -> dict[str, str | None]:
     """What the events table keeps beside the data: the CloudEvents attributes and trace context."""
     return {
         "partition_key": envelope.subject or stream_id,
@@ -229,7 +229,7 @@ def envelope_metadata(envelope: Envelope, stream_id: str) -> dict[str, str | Non
 
 def envelope_from_row(
     event_id: UUID, event_type: str, trust_id: UUID, academy_id: UUID, data: Any, metadata: dict[str, Any]
-) -> Envelope:
+) -> Envelope[Event]:
     model = model_for(event_type)
     return Envelope(
         data=model.model_validate(data),

@@ -34,11 +34,11 @@ from shared.events.envelope import Envelope
 from shared.events.registry import Event
 from shared.events.reporting import ReportShared, ShareBlocked, ShareDelivered, ShareDeliveryFailed
 from shared.problems import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
+from shared.store.emission import emit
 from shared.store.event_store import EventStore
 
 log = logging.getLogger(__name__)
 
-SOURCE = "/flourish/reporting"
 TRUST_LEVEL = UUID(int=0)
 SHARE_EVENT = "share.created"
 DELETION_EVENT = "share.deletion_requested"
@@ -180,9 +180,18 @@ class Sharing:
         self.wake(runtime)
         return 201, {**body, "status": "accepted", "delivery_id": delivery_id}
 
-    async def _append(self, conn: AsyncConnection, trust_id: UUID, academy_id: UUID, stream: str, data: Event) -> None:
-        await self.store.append(conn, stream, [Envelope(data=data, trust_id=trust_id, academy_id=academy_id,
-                                                        source=SOURCE)])
+    async def _append(self, conn: AsyncConnection, trust_id: UUID, academy_id: UUID, stream: str, data: Event,
+                      cause: Envelope[Event] | None = None) -> None:
+        await emit(conn, self.store, stream, [data], trust_id=trust_id, academy_id=academy_id, cause=cause)
+
+    async def _cause(self, conn: AsyncConnection, row: Any) -> Envelope[Event] | None:
+        """What a delivery's outcome is caused by: the share that queued it (its ReportShared, the
+        first event of the share's stream), so the outcome joins the trace of the request that
+        shared. A deletion notice's withdrawal is not kept with it: its outcome starts a trace."""
+        if row.share_id is None:
+            return None
+        recorded = await self.store.read_stream(conn, _stream(row))
+        return recorded[0].envelope if recorded else None
 
     # --- delivery ------------------------------------------------------------------------------
 
@@ -305,18 +314,19 @@ class Sharing:
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
                     share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries,
-                    status_code=result.status_code or 0, delivered_at=result.at))
+                    status_code=result.status_code or 0, delivered_at=result.at), await self._cause(conn, row))
             elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.max_attempts):
                 outcome = Outcome.BLOCKED
                 values |= {"status": "blocked", "payload": None, "finished_at": result.at}
-                await self._blocked(conn, row, result.error or "blocked", result.at, result.decision)
+                await self._blocked(conn, row, result.error or "blocked", result.at, result.decision,
+                                    await self._cause(conn, row))
             elif tries >= self.config.max_attempts:
                 outcome = Outcome.FAILED
                 values |= {"status": "failed", "finished_at": result.at}
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
                     share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries, status_code=result.status_code,
-                    reason=result.error or "failed", failed_at=result.at))
+                    reason=result.error or "failed", failed_at=result.at), await self._cause(conn, row))
             else:
                 outcome = Outcome.RETRIED
                 values |= {"next_attempt_at": result.at + self.backoff(tries)}
@@ -332,13 +342,13 @@ class Sharing:
                 metrics.record(outcome, count)
 
     async def _blocked(self, conn: AsyncConnection, row: Any, reason: str, at: datetime,
-                       decision: Decision | None) -> None:
+                       decision: Decision | None, cause: Envelope[Event] | None) -> None:
         if row.share_id is None:
             return
         await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareBlocked(
             share_id=row.share_id, pupil_id=row.pupil_id, agency_id=row.agency_id, agency_category=row.agency_category,
             reason=_code(reason), blocked_at=at, document_kind=row.document_kind, outcome="delivery",
-            delivery_id=row.delivery_id, **(_basis(decision) if decision else {})))
+            delivery_id=row.delivery_id, **(_basis(decision) if decision else {})), cause)
 
     # --- replay and withdrawal -----------------------------------------------------------------
 
@@ -356,7 +366,7 @@ class Sharing:
         self.wake(runtime)
         return {"delivery_id": delivery_id, "status": "pending"}
 
-    async def on_consent_withdrawn(self, conn: AsyncConnection, envelope: Envelope) -> None:
+    async def on_consent_withdrawn(self, conn: AsyncConnection, envelope: Envelope[ConsentWithdrawn]) -> None:
         """Consumer: stop pending shares to that category's agencies, and send a deletion notice to
         every agency of the category that received the pupil's data."""
         data = envelope.data
@@ -374,7 +384,7 @@ class Sharing:
             .values(status="blocked", payload=None, finished_at=at, last_error="consent_withdrawn")
             .returning(deliveries))).all()
         for row in stopped:
-            await self._blocked(conn, row, "consent_withdrawn", at, None)
+            await self._blocked(conn, row, "consent_withdrawn", at, None, envelope)
         if stopped:
             metrics.record(Outcome.BLOCKED, len(stopped))
         received = (await conn.execute(
