@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from opentelemetry import trace
 
 from flourish.cli import infra, platform, tokens
 from services.reporting.audit import cli as audit_cli
@@ -23,7 +24,17 @@ app.command("dev-token")(tokens.dev_token)
 
 
 def main() -> None:
-    app()
+    """Each command runs in a span of its own, so what it records (an `AdminActionTaken` for an
+    audit export, say) carries that span's trace like an event caused by a request does."""
+    from shared.settings import Settings
+    from shared.telemetry import configure_tracing
+
+    settings = Settings()
+    configure_tracing("cli", settings.otlp_endpoint, settings.trace_file)
+    words = [word for word in sys.argv[1:3] if not word.startswith("-")]  # command names, never values
+    with trace.get_tracer("flourish.cli").start_as_current_span(" ".join(["flourish", *words]),
+                                                               record_exception=False, set_status_on_exception=False):
+        app()
 
 
 if __name__ == "__main__":
