@@ -25,6 +25,9 @@ ENTRIES = "audit_entries"
 CHECKPOINTS = "audit_checkpoints"
 HEADS = "audit_chain_heads"
 IMMUTABLE_TABLES = (ENTRIES, CHECKPOINTS)
+# Their tenancy, declared here because they are plain SQL: each row is one trust's, under the
+# tenant policy (shared/tenancy.py).
+PER_TRUST_TABLES = (ENTRIES, CHECKPOINTS, HEADS)
 
 # The columns PostgreSQL derives from an entry's body: (name, type, path in the body).
 GENERATED_COLUMNS: tuple[tuple[str, str, str], ...] = (
