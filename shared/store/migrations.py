@@ -5,7 +5,8 @@ the command line.
 Every service's migrations include the kernel's branch (kernel_migrations/: events, outbox,
 inbox, idempotency keys and their row-level security), run in the service's own schema: a
 service's first revision builds on the kernel's first (its down_revision), and a later kernel
-revision is a head of every service, applied by the same `upgrade ... heads`.
+revision is a head of every service, applied by the same `upgrade ... heads` (after the service's
+own revisions; one that needs it first names it in depends_on).
 
 Revisions are frozen: they spell out their DDL and never import tables.py, so editing a table
 changes nothing an old revision does; the change comes as a new revision, and
