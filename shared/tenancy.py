@@ -172,12 +172,6 @@ def row_level_security(schema: str, table: str) -> list[str]:
     ]
 
 
-def no_row_level_security(schema: str, table: str) -> list[str]:
-    name = f'"{schema}"."{table}"'
-    return [f"DROP POLICY IF EXISTS {POLICY} ON {name}", f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY",
-            f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"]
-
-
 def enable(schema: str, tables: Iterable[str]) -> None:
     """For a migration's upgrade() of tables made in plain SQL (the audit ledger): the tenant policy
     on each of `tables`. Tables made with op.create_table declare per_trust() and go through
@@ -186,13 +180,4 @@ def enable(schema: str, tables: Iterable[str]) -> None:
 
     for table in tables:
         for statement in row_level_security(schema, table):
-            op.execute(statement)
-
-
-def disable(schema: str, tables: Iterable[str]) -> None:
-    """For a migration's downgrade()."""
-    from alembic import op
-
-    for table in tables:
-        for statement in no_row_level_security(schema, table):
             op.execute(statement)

@@ -27,7 +27,8 @@ SCHEMA = "assessment"
 
 
 def upgrade() -> None:
-    apply_tenancy([
+    # Each table declares its tenancy as tables.py does; the tenant policy follows from that.
+    created = [
         op.create_table(
             "frameworks",
             sa.Column("owner_trust_id", sa.Uuid, nullable=False),
@@ -224,7 +225,8 @@ def upgrade() -> None:
             schema=SCHEMA,
             info=per_trust(),
         ),
-    ])
+    ]
+    apply_tenancy(created)
 
 
 def downgrade() -> None:

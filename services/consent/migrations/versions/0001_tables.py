@@ -25,7 +25,8 @@ SCHEMA = "consent"
 
 
 def upgrade() -> None:
-    apply_tenancy([
+    # Each table declares its tenancy as tables.py does; the tenant policy follows from that.
+    created = [
         op.create_table(
             "data_keys",
             sa.Column("pupil_id", sa.Uuid, nullable=False),
@@ -153,7 +154,8 @@ def upgrade() -> None:
             schema=SCHEMA,
             info=per_trust(),
         ),
-    ])
+    ]
+    apply_tenancy(created)
 
 
 def downgrade() -> None:

@@ -27,7 +27,8 @@ SCHEMA = "planning"
 
 
 def upgrade() -> None:
-    apply_tenancy([
+    # Each table declares its tenancy as tables.py does; the tenant policy follows from that.
+    created = [
         op.create_table(
             "frameworks",
             sa.Column("trust_id", sa.Uuid, nullable=False),
@@ -154,7 +155,8 @@ def upgrade() -> None:
             schema=SCHEMA,
             info=per_trust(),
         ),
-    ])
+    ]
+    apply_tenancy(created)
 
 
 def downgrade() -> None:

@@ -26,7 +26,8 @@ SCHEMA = "reporting"
 
 
 def upgrade() -> None:
-    apply_tenancy([
+    # Each table declares its tenancy as tables.py does; the tenant policy follows from that.
+    created = [
         op.create_table(
             "rm_pupils",
             sa.Column("pupil_id", sa.UUID, nullable=False),
@@ -174,7 +175,8 @@ def upgrade() -> None:
             schema=SCHEMA,
             info=per_trust(),
         ),
-    ])
+    ]
+    apply_tenancy(created)
 
 
 def downgrade() -> None:

@@ -25,7 +25,8 @@ SCHEMA = "reporting"
 
 
 def upgrade() -> None:
-    apply_tenancy([
+    # Each table declares its tenancy as tables.py does; the tenant policy follows from that.
+    created = [
         op.create_table(
             "sharing_agencies",
             sa.Column("agency_id", sa.UUID, nullable=False),
@@ -109,7 +110,8 @@ def upgrade() -> None:
             schema=SCHEMA,
             info=per_trust(),
         ),
-    ])
+    ]
+    apply_tenancy(created)
 
 
 def downgrade() -> None:
