@@ -70,11 +70,9 @@ def _snapshot(role: str, server_version: int) -> str:
     return sql
 
 
-async def _migrate(settings: Settings) -> AsyncEngine:
-    engine = create_engine(settings, pool_size=2)
+async def _migrate(engine: AsyncEngine, settings: Settings) -> None:
     for service in SERVICES:
         await upgrade(engine, ROOT / "services" / service / "migrations", settings)
-    return engine
 
 
 async def _catalogs(engine: AsyncEngine) -> dict[str, Any]:
@@ -90,7 +88,8 @@ async def _catalogs(engine: AsyncEngine) -> dict[str, Any]:
 async def fresh(stack_settings: Settings) -> AsyncIterator[AsyncEngine]:
     """A database the migrations built from nothing."""
     with database_of_its_own(stack_settings, "schema_fresh") as settings:
-        engine = await _migrate(settings)
+        engine = create_engine(settings, pool_size=2)
+        await _migrate(engine, settings)
         yield engine
         await engine.dispose()
 
@@ -111,7 +110,7 @@ async def test_a_database_at_the_heads_before_the_freeze_upgrades_to_exactly_a_f
         try:
             before = await _catalogs(engine)
             assert {s: before[f"{s} versions"] for s in SERVICES} == TODAYS_HEADS
-            await _migrate(settings)
+            await _migrate(engine, settings)
             upgraded = await _catalogs(engine)
         finally:
             await engine.dispose()
@@ -125,7 +124,10 @@ async def test_a_database_at_the_heads_before_the_freeze_upgrades_to_exactly_a_f
         )
     # The snapshot's schema is what the frozen migrations make: the freeze changed nothing.
     for service in SERVICES:
-        assert not differences(before[service], installed[service]), service
+        assert not differences(before[service], installed[service]), (
+            f"{service}: at aa1c866's heads (first) and freshly installed (second) differ:\n"
+            + "\n".join(differences(before[service], installed[service]))
+        )
 
 
 def _compare(connection: Connection, service: str) -> list[Any]:
