@@ -16,7 +16,7 @@ from contextvars import ContextVar, Token
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import event, text
+from sqlalchemy import MetaData, Table, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -104,7 +104,50 @@ class TenantScopeMiddleware:
             reset_scope(token)
 
 
-# --- Migrations ---------------------------------------------------------------------------------
+# --- Declarations ----------------------------------------------------------------------------
+
+# A table says its tenancy once, where it is declared (tables.py, the kernel's tables, a migration's
+# op.create_table): `Table(..., info=per_trust())`. The policy statements are derived from those
+# declarations, and tests/integration/schema checks that every table with a trust_id column says
+# which it is and that the database's policies are what the declarations say.
+TENANCY = "tenancy"
+PER_TRUST = "per_trust"
+ACROSS_TRUSTS = "across_trusts"
+
+
+def per_trust() -> dict[str, str]:
+    """A table's `info`: each row is one trust's, and the tenant policy (below) guards it."""
+    return {TENANCY: PER_TRUST}
+
+
+def read_across_trusts(reason: str) -> dict[str, str]:
+    """A table's `info`: it carries trust_id but is read across trusts by design, so it has no
+    policy; the reason is part of the declaration, for the reader."""
+    return {TENANCY: ACROSS_TRUSTS, "reason": reason}
+
+
+def tenancy_of(table: Table) -> str | None:
+    """PER_TRUST, ACROSS_TRUSTS, or None for a table that declared nothing."""
+    return table.info.get(TENANCY)
+
+
+def under_policy(tables: MetaData | Iterable[Table]) -> list[Table]:
+    """The tables (of a MetaData, or given) declared per trust, in name order."""
+    candidates = tables.tables.values() if isinstance(tables, MetaData) else tables
+    return sorted((t for t in candidates if tenancy_of(t) == PER_TRUST), key=lambda t: (t.schema or "", t.name))
+
+
+def row_level_security_statements(tables: MetaData | Iterable[Table]) -> list[str]:
+    """The ENABLE, FORCE and POLICY statements for every table declared per trust."""
+    statements: list[str] = []
+    for table in under_policy(tables):
+        if table.schema is None or "trust_id" not in table.c:
+            raise ValueError(f"{table.name}: a table under the tenant policy names its schema and has trust_id")
+        statements += row_level_security(table.schema, table.name)
+    return statements
+
+
+# --- The policy ---------------------------------------------------------------------------------
 
 # Unset ('' once set and reset in a session, NULL before) is the system scope: the services
 # connect as the tables' owner, who could switch the policy off anyway, so failing closed for a
@@ -129,25 +172,12 @@ def row_level_security(schema: str, table: str) -> list[str]:
     ]
 
 
-def no_row_level_security(schema: str, table: str) -> list[str]:
-    name = f'"{schema}"."{table}"'
-    return [f"DROP POLICY IF EXISTS {POLICY} ON {name}", f"ALTER TABLE {name} NO FORCE ROW LEVEL SECURITY",
-            f"ALTER TABLE {name} DISABLE ROW LEVEL SECURITY"]
-
-
 def enable(schema: str, tables: Iterable[str]) -> None:
-    """For a migration's upgrade(): the tenant policy on each of `tables`."""
+    """For a migration's upgrade() of tables made in plain SQL (the audit ledger): the tenant policy
+    on each of `tables`. Tables made with op.create_table declare per_trust() and go through
+    shared.store.migrations.apply_tenancy instead."""
     from alembic import op
 
     for table in tables:
         for statement in row_level_security(schema, table):
-            op.execute(statement)
-
-
-def disable(schema: str, tables: Iterable[str]) -> None:
-    """For a migration's downgrade()."""
-    from alembic import op
-
-    for table in tables:
-        for statement in no_row_level_security(schema, table):
             op.execute(statement)

@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.store.tables import kernel_tables
+from shared.tenancy import per_trust
 
 SCHEMA = "assessment"
 
@@ -70,6 +71,7 @@ trusts = Table(
     Column("trust_id", Uuid, primary_key=True),
     Column("name", Text),
     Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    info=per_trust(),
 )
 
 academies = Table(
@@ -80,6 +82,7 @@ academies = Table(
     Column("name", Text, nullable=False),
     Column("registered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("academies_trust_idx", "trust_id"),
+    info=per_trust(),
 )
 
 classes = Table(
@@ -91,6 +94,7 @@ classes = Table(
     Column("academy_id", Uuid, ForeignKey(f"{SCHEMA}.academies.academy_id"), nullable=False),
     Column("name", Text, nullable=False),
     UniqueConstraint("academy_id", "name", name="classes_academy_name_key"),
+    info=per_trust(),
 )
 
 groups = Table(
@@ -104,6 +108,7 @@ groups = Table(
     Column("created_by", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("groups_academy_idx", "academy_id"),
+    info=per_trust(),
 )
 
 group_members = Table(
@@ -114,6 +119,7 @@ group_members = Table(
     Column("trust_id", Uuid, nullable=False),
     Column("academy_id", Uuid, nullable=False),
     PrimaryKeyConstraint("group_id", "pupil_id", name="group_members_pkey"),
+    info=per_trust(),
 )
 
 # --- Read models derived from events -------------------------------------------------------
@@ -131,6 +137,7 @@ pupils = Table(
     Column("left_on", Date),
     Index("pupils_class_idx", "class_id"),
     Index("pupils_academy_idx", "academy_id"),
+    info=per_trust(),
 )
 
 observations = Table(
@@ -157,6 +164,7 @@ observations = Table(
     ),
     # ...and an observation is corrected at most once: a later correction corrects the correction.
     Index("observations_corrects_key", "corrects", unique=True, postgresql_where=text("corrects IS NOT NULL")),
+    info=per_trust(),
 )
 
 screenings = Table(
@@ -172,6 +180,7 @@ screenings = Table(
     Column("strands", ARRAY(Text), nullable=False),
     Column("started_by", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
+    info=per_trust(),
 )
 
 assessments = Table(
@@ -191,6 +200,7 @@ assessments = Table(
     Column("baseline", Boolean),
     Index("assessments_pupil_idx", "pupil_id", "started_at"),
     Index("assessments_screening_idx", "screening_id"),
+    info=per_trust(),
 )
 
 strand_scores = Table(
@@ -211,6 +221,7 @@ strand_scores = Table(
     Column("scored_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("assessment_id", "strand", name="strand_scores_pkey"),
     Index("strand_scores_pupil_idx", "pupil_id", "scored_at"),
+    info=per_trust(),
 )
 
 # The read models projections.py maintains, in the order a rebuild clears them.
@@ -239,6 +250,7 @@ pupil_personal_data = Table(
     Column("year_group", Text, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("academy_id", "upn_index", name="pupil_personal_data_upn_index_key"),
+    info=per_trust(),
 )
 
 observation_notes = Table(
@@ -252,6 +264,7 @@ observation_notes = Table(
     Column("note", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("observation_notes_pupil_idx", "pupil_id"),
+    info=per_trust(),
 )
 
 # --- Erasure and retention (non-personal; their own truth) -------------------------------------
@@ -266,6 +279,7 @@ erased_pupils = Table(
     Column("academy_id", Uuid, nullable=False),
     Column("erasure_event_id", Uuid, nullable=False),
     Column("erased_at", DateTime(timezone=True), nullable=False),
+    info=per_trust(),
 )
 
 retention_clock_outbox = Table(
@@ -283,4 +297,5 @@ retention_clock_outbox = Table(
     Column("last_error", Text),
     Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("retention_clock_outbox_due_idx", "next_attempt_at"),
+    info=per_trust(),
 )

@@ -26,6 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 from shared.datakeys import data_keys_table
 from shared.store.tables import kernel_tables
+from shared.tenancy import per_trust
 
 SCHEMA = "consent"
 
@@ -34,6 +35,7 @@ kernel = kernel_tables(metadata)
 
 # The wrapped per-pupil data keys (tombstones after erasure).
 data_keys = data_keys_table(metadata)
+data_keys.info.update(per_trust())
 
 # The roster as the consent service knows it (from the assessment context's events), with the
 # dates retention periods are counted from.
@@ -51,6 +53,7 @@ pupils = Table(
     Column("erased_at", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("pupils_tenant_idx", "trust_id", "academy_id"),
+    info=per_trust(),
 )
 
 # The current state of each pupil's record per purpose: what a sharing decision reads (one row,
@@ -78,6 +81,7 @@ consent_records = Table(
     Column("basis_covers", ARRAY(Text), nullable=True),
     PrimaryKeyConstraint("pupil_id", "purpose", name="consent_records_pkey"),
     Index("consent_records_tenant_idx", "trust_id", "academy_id"),
+    info=per_trust(),
 )
 
 # Every decision ever recorded (the ledger as people read it), for receipts and history.
@@ -106,6 +110,7 @@ consent_decisions = Table(
     Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("seq", name="consent_decisions_seq_key"),
     Index("consent_decisions_pupil_idx", "pupil_id", "seq"),
+    info=per_trust(),
 )
 
 # Each academy's retention policy per data category (the defaults apply where none is set).
@@ -123,6 +128,7 @@ retention_policies = Table(
     Column("set_by", Text, nullable=False),
     Column("set_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("academy_id", "data_category", name="retention_policies_pkey"),
+    info=per_trust(),
 )
 
 # One row per pupil and category whose retention period ended: written in the same transaction
@@ -139,6 +145,7 @@ retention_expiries = Table(
     Column("event_id", Uuid, nullable=False),
     Column("expired_at", DateTime(timezone=True), nullable=False),
     PrimaryKeyConstraint("pupil_id", "data_category", name="retention_expiries_pkey"),
+    info=per_trust(),
 )
 
 # The non-personal record that a pupil was erased: what, when, why, by whom, key destroyed.
@@ -154,4 +161,5 @@ erasures = Table(
     Column("key_destroyed", Boolean, nullable=False),
     Column("erased_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("pupil_id", name="erasures_pupil_key"),
+    info=per_trust(),
 )

@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from shared.store.tables import kernel_tables
+from shared.tenancy import per_trust
 
 SCHEMA = "planning"
 
@@ -41,6 +42,7 @@ frameworks = Table(
     Column("document", JSONB, nullable=False),
     Column("fetched_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("trust_id", "version", name="frameworks_pkey"),
+    info=per_trust(),
 )
 
 # Which academy (and class) a pupil belongs to, from the roster and scores events.
@@ -52,6 +54,7 @@ pupils = Table(
     Column("academy_id", Uuid, nullable=False),
     Column("class_id", Uuid, nullable=True),
     Index("pupils_class", "trust_id", "class_id"),
+    info=per_trust(),
 )
 
 # One row per StrandScored: keyed by (assessment, strand), so applying an event again changes nothing.
@@ -76,6 +79,7 @@ strand_scores = Table(
     Column("applied_at", DateTime(timezone=True), nullable=False, server_default=text("clock_timestamp()")),
     PrimaryKeyConstraint("assessment_id", "strand", name="strand_scores_pkey"),
     Index("strand_scores_pupil", "pupil_id", "scored_at"),
+    info=per_trust(),
 )
 
 # Taking part in interventions (opt-out): no row means the pupil may take part.
@@ -88,6 +92,7 @@ participation = Table(
     Column("withdrawn", Boolean, nullable=False),
     Column("record_version", Integer, nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False),
+    info=per_trust(),
 )
 
 # Pupils erased from this service: only the pseudonymous id, so replayed events never bring them back.
@@ -97,6 +102,7 @@ erased_pupils = Table(
     Column("pupil_id", Uuid, primary_key=True),
     Column("trust_id", Uuid, nullable=False),
     Column("erased_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    info=per_trust(),
 )
 
 # Every version of every plan; a change to an issued plan is a new version, the old one stays.
@@ -130,6 +136,7 @@ plans = Table(
     PrimaryKeyConstraint("plan_id", "version", name="plans_pkey"),
     Index("plans_tenant", "trust_id", "academy_id", "created_at"),
     Index("plans_pupils", "pupil_ids", postgresql_using="gin"),
+    info=per_trust(),
 )
 
 sessions = Table(
@@ -149,6 +156,7 @@ sessions = Table(
     Column("logged_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("sessions_plan", "plan_id", "held_on"),
     Index("sessions_pupils", "pupil_ids", postgresql_using="gin"),
+    info=per_trust(),
 )
 
 # Free text about children: personal data, reached only through notes.SessionNotes.
@@ -159,6 +167,7 @@ session_notes = Table(
     Column("trust_id", Uuid, nullable=False),
     Column("academy_id", Uuid, nullable=False),
     Column("note", Text, nullable=False),
+    info=per_trust(),
 )
 
 TABLES = ("frameworks", "pupils", "strand_scores", "participation", "erased_pupils", "plans", "sessions",

@@ -1,23 +1,42 @@
 """Alembic for every service: each service's migrations live beside its tables and upgrade its own
 schema, at start-up (under an advisory lock, so replicas starting together migrate once) or from
-the command line."""
+the command line.
+
+Every service's migrations include the kernel's branch (kernel_migrations/: events, outbox,
+inbox, idempotency keys and their row-level security), run in the service's own schema: a
+service's first revision builds on the kernel's first (its down_revision), and a later kernel
+revision is a head of every service, applied by the same `upgrade ... heads` (after the service's
+own revisions; one that needs it first names it in depends_on).
+
+Revisions are frozen: they spell out their DDL and never import tables.py, so editing a table
+changes nothing an old revision does; the change comes as a new revision, and
+tests/integration/schema fails until the migrated schema is again what the tables declare."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from alembic import command, context, op
 from alembic.config import Config
-from sqlalchemy import Connection, MetaData, pool, text
+from sqlalchemy import Connection, MetaData, Table, pool, text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
 
+from shared import tenancy
 from shared.settings import Settings
+
+KERNEL_MIGRATIONS = Path(__file__).parent / "kernel_migrations"
 
 
 def alembic_config(script_location: Path, settings: Settings) -> Config:
+    """A service's migrations (`script_location`: its env.py and versions/) with the kernel's."""
     config = Config()
     config.set_main_option("script_location", str(script_location))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", os.pathsep.join([str(script_location / "versions"),
+                                                                  str(KERNEL_MIGRATIONS)]))
     config.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
     return config
 
@@ -35,17 +54,19 @@ async def upgrade(engine: AsyncEngine, script_location: Path, settings: Settings
         await conn.run_sync(run)
 
 
-def run_env(metadata: MetaData) -> None:
-    """The body of a service's migrations/env.py."""
+def run_env(metadata: MetaData, *more: MetaData) -> None:
+    """The body of a service's migrations/env.py: `metadata` names the service's schema; `more`
+    holds the rest of its tables, if it keeps them in several (what `alembic check` compares)."""
     schema = metadata.schema
     assert schema, "a service's MetaData names its schema"
+    assert all(m.schema == schema for m in more), "a service's tables live in its own schema"
 
     def migrate(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"flourish.migrate.{schema}"})
         connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         context.configure(
             connection=connection,
-            target_metadata=metadata,
+            target_metadata=[metadata, *more],
             version_table_schema=schema,
             include_schemas=False,
             transaction_per_migration=False,
@@ -71,18 +92,16 @@ def run_env(metadata: MetaData) -> None:
     asyncio.run(standalone())
 
 
-def create_kernel_tables(schema: str) -> None:
-    """For a service's first revision: the kernel's tables (events, outbox, inbox, idempotency keys).
-
-    Built from kernel_tables() as it stands at revision 1; a later change to the kernel's tables
-    comes as a new revision in every service, never as an edit here."""
-    from shared.store.tables import kernel_tables
-
-    metadata = MetaData(schema=schema)
-    kernel_tables(metadata)
-    metadata.create_all(op.get_bind())
+def service_schema() -> str:
+    """For a revision of the kernel's branch: the schema of the service being migrated (the one
+    its alembic_version lives in)."""
+    schema: str | None = op.get_context().version_table_schema
+    assert schema, "a service's migrations keep their version table in the service's schema"
+    return schema
 
 
-def drop_kernel_tables(schema: str) -> None:
-    for name in ("idempotency_keys", "inbox", "outbox", "events"):
-        op.drop_table(name, schema=schema)
+def apply_tenancy(tables: Iterable[Table]) -> None:
+    """For a revision that creates tables: the tenant policy on each one it declared per trust
+    (`op.create_table(..., info=tenancy.per_trust())`), derived from the declarations."""
+    for statement in tenancy.row_level_security_statements(tables):
+        op.execute(statement)

@@ -1,4 +1,8 @@
-"""The kernel's tables, created in each service's own schema: events, outbox, inbox."""
+"""The kernel's tables, in each service's own schema: events, outbox, inbox, idempotency keys.
+
+What the code reads and writes. What the database holds comes from the kernel's migration branch
+(shared/store/kernel_migrations), which every service's migrations build on; a change here comes
+with a new revision there (tests/integration/schema compares the two)."""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from shared.tenancy import per_trust, read_across_trusts
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,8 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
         UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
         # No tenant index: the store is read by stream and by position; queries by tenant go to
         # read models, and every index here slows every append.
+        info=read_across_trusts("read by stream and by global position (the relay, replays, the append lock), "
+                                "never by tenant; aggregates check their trust (docs/security.md)"),
     )
     outbox = Table(
         "outbox",
@@ -88,5 +96,7 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
         Column("response", JSONB, nullable=False),
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("trust_id", "subject", "key", name="idempotency_keys_pkey"),
+        # Commands' responses are tenant data; only run_command touches them, in the caller's scope.
+        info=per_trust(),
     )
     return KernelTables(schema=metadata.schema, events=events, outbox=outbox, inbox=inbox, idempotency=idempotency)

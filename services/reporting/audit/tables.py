@@ -1,9 +1,10 @@
 """The audit ledger's tables, in the reporting service's schema, as plain SQL.
 
 Plain SQL rather than SQLAlchemy models because what matters here is what SQLAlchemy does not
-model: generated columns, the triggers that refuse change and the privileges that do too. The
-same statements make the real ledger (migration reporting_0001) and the throw-away ledgers of
-tests and benchmarks, so what is tested is what runs.
+model: generated columns, the triggers that refuse change and the privileges that do too. These
+statements make the throw-away ledgers of tests and benchmarks; migration reporting_0001 froze the
+same SQL for the real ledger, and tests/integration/schema checks the two make the same ledger, so
+what is tested is what runs (a change here comes with a new revision).
 
 audit_entries      one row per entry: its canonical JSON (`body`), its hash, its predecessor's hash.
                    The query columns are *generated* by PostgreSQL from the body: no one can write
@@ -25,6 +26,9 @@ ENTRIES = "audit_entries"
 CHECKPOINTS = "audit_checkpoints"
 HEADS = "audit_chain_heads"
 IMMUTABLE_TABLES = (ENTRIES, CHECKPOINTS)
+# Their tenancy, declared here because they are plain SQL: each row is one trust's, under the
+# tenant policy (shared/tenancy.py).
+PER_TRUST_TABLES = (ENTRIES, CHECKPOINTS, HEADS)
 
 # The columns PostgreSQL derives from an entry's body: (name, type, path in the body).
 GENERATED_COLUMNS: tuple[tuple[str, str, str], ...] = (

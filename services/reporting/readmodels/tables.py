@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import Boolean, Column, Date, DateTime, Float, Integer, MetaData, String, Table
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
+from shared.tenancy import per_trust
+
 SCHEMA = "reporting"
 NAMES = (
     "rm_pupils", "rm_assessments", "rm_strand_scores", "rm_observations",
@@ -47,7 +49,7 @@ def _tenant() -> list[Column]:
 def tables(suffix: str = "") -> ReadModelTables:
     md = MetaData(schema=SCHEMA)
     u = lambda name, **kw: Column(name, UUID(as_uuid=True), **kw)  # noqa: E731
-    return ReadModelTables(
+    read_models = ReadModelTables(
         metadata=md,
         pupils=Table(
             f"rm_pupils{suffix}", md, u("pupil_id", primary_key=True), *_tenant(),
@@ -106,6 +108,10 @@ def tables(suffix: str = "") -> ReadModelTables:
             Column("held_on", Date, nullable=False), Column("minutes", Integer, nullable=False),
         ),
     )
+    # Every read model is one trust's rows (a rebuild's shadow tables get the policy before the swap).
+    for table in read_models.all():
+        table.info.update(per_trust())
+    return read_models
 
 
 LIVE = tables()

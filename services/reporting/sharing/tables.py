@@ -8,6 +8,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from services.reporting.tables import SCHEMA
+from shared.tenancy import per_trust
 
 metadata = MetaData(schema=SCHEMA)
 
@@ -25,6 +26,7 @@ agencies = Table(
     Column("registered_by", String(200), nullable=False),
     Column("registered_at", DateTime(timezone=True), nullable=False),
     Column("active", Boolean, nullable=False, server_default=text("true")),
+    info=per_trust(),
 )
 Index("sharing_agencies_by_trust", agencies.c.trust_id, agencies.c.category)
 
@@ -43,6 +45,7 @@ shares = Table(
     Column("decision", JSONB, nullable=False),
     Column("shared_by", String(200), nullable=False),
     Column("shared_at", DateTime(timezone=True), nullable=False),
+    info=per_trust(),
 )
 
 # The durable outbox of webhooks: one row per webhook (delivery_id is its webhook-id). The
@@ -67,6 +70,7 @@ deliveries = Table(
     Column("last_error", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    info=per_trust(),
 )
 Index("sharing_deliveries_due", deliveries.c.next_attempt_at, postgresql_where=deliveries.c.status == "pending")
 Index("sharing_deliveries_by_pupil", deliveries.c.trust_id, deliveries.c.pupil_id, deliveries.c.agency_category)
@@ -85,6 +89,7 @@ attempts = Table(
     Column("status_code", Integer),
     Column("error", String(200)),
     Column("duration_ms", Integer),
+    info=per_trust(),
 )
 Index("sharing_attempts_by_agency", attempts.c.trust_id, attempts.c.agency_id, attempts.c.attempt_id)
 Index("sharing_attempts_by_delivery", attempts.c.delivery_id, attempts.c.attempt)

@@ -15,6 +15,9 @@ Create Date: 2026-12-03
 import sqlalchemy as sa
 from alembic import op
 
+from shared.store.migrations import apply_tenancy
+from shared.tenancy import per_trust
+
 revision = "assessment_0002"
 down_revision = "assessment_0001"
 branch_labels = None
@@ -43,7 +46,7 @@ def upgrade() -> None:
     op.add_column("pupil_personal_data", sa.Column("upn_index", sa.Text, nullable=False), schema=SCHEMA)
     op.create_unique_constraint("pupil_personal_data_upn_index_key", "pupil_personal_data",
                                 ["academy_id", "upn_index"], schema=SCHEMA)
-    op.create_table(
+    erased_pupils = op.create_table(
         "erased_pupils",
         sa.Column("pupil_id", sa.Uuid, primary_key=True),
         sa.Column("trust_id", sa.Uuid, nullable=False),
@@ -51,8 +54,9 @@ def upgrade() -> None:
         sa.Column("erasure_event_id", sa.Uuid, nullable=False),
         sa.Column("erased_at", sa.DateTime(timezone=True), nullable=False),
         schema=SCHEMA,
+        info=per_trust(),
     )
-    op.create_table(
+    retention_clock_outbox = op.create_table(
         "retention_clock_outbox",
         sa.Column("pupil_id", sa.Uuid, primary_key=True),
         sa.Column("trust_id", sa.Uuid, nullable=False),
@@ -62,8 +66,10 @@ def upgrade() -> None:
         sa.Column("last_error", sa.Text),
         sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         schema=SCHEMA,
+        info=per_trust(),
     )
     op.create_index("retention_clock_outbox_due_idx", "retention_clock_outbox", ["next_attempt_at"], schema=SCHEMA)
+    apply_tenancy([erased_pupils, retention_clock_outbox])
 
 
 def downgrade() -> None:

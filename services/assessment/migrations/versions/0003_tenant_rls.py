@@ -1,27 +1,23 @@
-"""Row-level security on every assessment table that carries trust_id (the kernel's excepted): a
-transaction in an HTTP request sees only its caller's trust's rows (shared/tenancy.py,
-docs/security.md).
+"""Row-level security on every assessment table that carries trust_id: what this revision did for
+databases made before the schema was frozen (issue 13). Each table now gets the tenant policy in
+the revision that creates it, derived from its declaration (`info=per_trust()`,
+shared/store/migrations.apply_tenancy), so this revision does nothing; it is kept because
+databases are stamped at it or past it.
 
 Revision ID: assessment_0003_tenant_rls
 Revises: assessment_0002
 Create Date: 2026-11-26
 """
 
-from shared import tenancy
-
 revision = "assessment_0003_tenant_rls"
 down_revision = "assessment_0002"
 branch_labels = None
 depends_on = None
 
-_TABLES = ("trusts", "academies", "classes", "groups", "group_members", "pupils", "pupil_personal_data",
-           "observations", "observation_notes", "screenings", "assessments", "strand_scores", "erased_pupils",
-           "retention_clock_outbox")
-
 
 def upgrade() -> None:
-    tenancy.enable("assessment", _TABLES)
+    """Nothing: see above."""
 
 
 def downgrade() -> None:
-    tenancy.disable("assessment", _TABLES)
+    """Nothing: see above."""

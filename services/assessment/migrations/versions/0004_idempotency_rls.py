@@ -1,13 +1,12 @@
-"""Row-level security on the idempotency keys too: the stored responses of assessment commands are
-tenant data, and only run_command reads or writes them, always with the caller's trust, in the
-caller's request scope (docs/security.md).
+"""Row-level security on the idempotency keys: what this revision did for databases made before
+the schema was frozen (issue 13). The kernel's first revision (shared/store/kernel_migrations),
+which every service's first revision builds on, now creates the idempotency keys under the tenant
+policy, so this revision does nothing; it is kept because databases are stamped at it.
 
 Revision ID: assessment_0004_idempotency_rls
 Revises: assessment_0003_tenant_rls
 Create Date: 2026-11-26
 """
-
-from shared import tenancy
 
 revision = "assessment_0004_idempotency_rls"
 down_revision = "assessment_0003_tenant_rls"
@@ -16,8 +15,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    tenancy.enable("assessment", ["idempotency_keys"])
+    """Nothing: see above."""
 
 
 def downgrade() -> None:
-    tenancy.disable("assessment", ["idempotency_keys"])
+    """Nothing: see above."""

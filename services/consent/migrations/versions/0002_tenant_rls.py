@@ -1,26 +1,23 @@
-"""Row-level security on every consent table that carries trust_id (the kernel's excepted): a
-transaction in an HTTP request sees only its caller's trust's rows (shared/tenancy.py,
-docs/security.md).
+"""Row-level security on every consent table that carries trust_id: what this revision did for
+databases made before the schema was frozen (issue 13). Each table now gets the tenant policy in
+the revision that creates it, derived from its declaration (`info=per_trust()`,
+shared/store/migrations.apply_tenancy), so this revision does nothing; it is kept because
+databases are stamped at it or past it.
 
 Revision ID: consent_0002_tenant_rls
 Revises: consent_0001
 Create Date: 2026-11-26
 """
 
-from shared import tenancy
-
 revision = "consent_0002_tenant_rls"
 down_revision = "consent_0001"
 branch_labels = None
 depends_on = None
 
-_TABLES = ("data_keys", "pupils", "consent_records", "consent_decisions", "retention_policies",
-           "retention_expiries", "erasures")
-
 
 def upgrade() -> None:
-    tenancy.enable("consent", _TABLES)
+    """Nothing: see above."""
 
 
 def downgrade() -> None:
-    tenancy.disable("consent", _TABLES)
+    """Nothing: see above."""

@@ -1,26 +1,23 @@
-"""Row-level security on every planning table that carries trust_id (the kernel's excepted): a
-transaction in an HTTP request sees only its caller's trust's rows (shared/tenancy.py,
-docs/security.md).
+"""Row-level security on every planning table that carries trust_id: what this revision did for
+databases made before the schema was frozen (issue 13). Each table now gets the tenant policy in
+the revision that creates it, derived from its declaration (`info=per_trust()`,
+shared/store/migrations.apply_tenancy), so this revision does nothing; it is kept because
+databases are stamped at it or past it.
 
 Revision ID: planning_0002_tenant_rls
 Revises: planning_0001
 Create Date: 2026-11-26
 """
 
-from shared import tenancy
-
 revision = "planning_0002_tenant_rls"
 down_revision = "planning_0001"
 branch_labels = None
 depends_on = None
 
-_TABLES = ("frameworks", "pupils", "strand_scores", "participation", "erased_pupils", "plans", "sessions",
-           "session_notes")
-
 
 def upgrade() -> None:
-    tenancy.enable("planning", _TABLES)
+    """Nothing: see above."""
 
 
 def downgrade() -> None:
-    tenancy.disable("planning", _TABLES)
+    """Nothing: see above."""
