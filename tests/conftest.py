@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -136,3 +137,27 @@ def metric_points(name: str) -> list[tuple[dict[str, str], float]]:
                 if metric.name == name:
                     points.extend((dict(p.attributes), p.value) for p in metric.data.data_points)
     return points
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """The sum of a counter's (or gauge's) data points whose attributes include `labels`."""
+    return sum(value for attributes, value in metric_points(name) if labels.items() <= attributes.items())
+
+
+@dataclass(frozen=True)
+class MetricSnapshot:
+    """A metric's value when the snapshot was taken. The reader is process-wide: every reading holds
+    what earlier tests recorded, so a test asserts on what its own action added, `delta()`."""
+
+    name: str
+    labels: dict[str, str]
+    before: float
+
+    def delta(self) -> float:
+        return metric_value(self.name, **self.labels) - self.before
+
+
+def counter(name: str, **labels: str) -> MetricSnapshot:
+    """Snapshot a counter before the action: `sent = counter("flourish_x", outcome="ok")`, act,
+    `assert sent.delta() == 1`."""
+    return MetricSnapshot(name, labels, metric_value(name, **labels))

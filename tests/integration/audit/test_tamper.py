@@ -286,14 +286,11 @@ async def test_a_row_deleted_at_the_halves_boundary_is_named(dsn, ledger, signer
 
 async def test_the_services_own_periodic_check_counts_a_tampered_chain(dsn, ledger, signer, chains, superuser):
     from services.reporting.audit.watch import verify_ledger
-    from tests.conftest import metric_points
+    from tests.conftest import counter
 
-    def failures() -> float:
-        return sum(v for labels, v in metric_points("flourish_audit_verification_failures") if labels == {"check": "periodic"})
-
-    before = failures()
+    failures = counter("flourish_audit_verification_failures", check="periodic")
     keys = {signer.key_id: signer.public_key}
-    assert (await verify_ledger(dsn, ledger, keys)).ok and failures() == before
+    assert (await verify_ledger(dsn, ledger, keys)).ok and failures.delta() == 0
     await as_tamperer(superuser, (f"DELETE FROM {ledger.entries_table} WHERE trust_id = $1 AND seq = 2", (chains[0],)))
     result = await verify_ledger(dsn, ledger, keys)
-    assert not result.ok and failures() == before + 1
+    assert not result.ok and failures.delta() == 1
