@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.reporting.sharing.tables import agencies, deliveries
+from services.reporting.sharing.tables import agencies, deliveries, shares
 from shared.auth import Role
 from tests.conftest import counter
 from tests.integration.reporting.sharing.conftest import SCHEDULE, Receiver, Stack, eventually
@@ -67,9 +67,11 @@ async def test_share_with_consent_is_delivered_once_and_signed(stack: Stack, rec
     log = (await stack.client.get(f"/sharing/agencies/{agency['agency_id']}/deliveries", headers=stack.staff())).json()
     assert [(i["delivery_id"], i["outcome"]) for i in log["items"]] == [(delivery_id, "delivered")]
     # A delivered delivery is never sent again.
+    attempts = len(await stack.attempts(delivery_id))
     replay = await stack.client.post(f"/sharing/deliveries/{delivery_id}/replay", headers=stack.staff())
     assert replay.status_code == 409
-    assert len(receiver.received) == 1
+    assert len(receiver.received) == 1 and len(await stack.attempts(delivery_id)) == attempts
+    assert (await stack.delivery(delivery_id)).status == "delivered"
 
 
 async def test_withdrawal_sends_a_deletion_notice_and_stops_pending_shares(stack: Stack, receiver: Receiver) -> None:
@@ -175,6 +177,11 @@ async def test_roles_scope_and_unknown_agencies(stack: Stack, receiver: Receiver
         "agency_id": agency["agency_id"], "pupil_id": str(mine), "document_kind": "report"})
     assert response.status_code == 403
     assert receiver.received == []
+    # None of the three refusals recorded a share or queued a webhook.
+    async with stack.engine.connect() as conn:
+        for table in (shares, deliveries):
+            assert await conn.scalar(select(func.count()).select_from(table).where(
+                table.c.trust_id == stack.consent.trust_id)) == 0, table.name
 
 
 async def _status(stack: Stack, delivery_id: str, status: str):  # type: ignore[no-untyped-def]
