@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import asyncpg
 
@@ -144,14 +143,13 @@ def metric_value(name: str, **labels: str) -> float:
     return sum(value for attributes, value in metric_points(name) if labels.items() <= attributes.items())
 
 
-@dataclass(frozen=True)
 class MetricSnapshot:
     """A metric's value when the snapshot was taken. The reader is process-wide: every reading holds
     what earlier tests recorded, so a test asserts on what its own action added, `delta()`."""
 
-    name: str
-    labels: dict[str, str]
-    before: float
+    def __init__(self, name: str, **labels: str) -> None:
+        self.name, self.labels = name, labels
+        self.before = metric_value(name, **labels)
 
     def delta(self) -> float:
         return metric_value(self.name, **self.labels) - self.before
@@ -160,4 +158,4 @@ class MetricSnapshot:
 def counter(name: str, **labels: str) -> MetricSnapshot:
     """Snapshot a counter before the action: `sent = counter("flourish_x", outcome="ok")`, act,
     `assert sent.delta() == 1`."""
-    return MetricSnapshot(name, labels, metric_value(name, **labels))
+    return MetricSnapshot(name, **labels)
