@@ -172,10 +172,14 @@ async def test_the_services_role_is_refused_update_delete_and_truncate(engine, l
         assert "permission denied for table" in str(refused.value.orig)
     async with engine.connect() as conn:
         assert await conn.scalar(text(f"SELECT count(*) FROM {ledger.entries_table} WHERE trust_id = '{trust_id}'")) == 3
+        assert await conn.scalar(text(f"SELECT count(*) FROM {checkpoints} WHERE trust_id = '{trust_id}'")) == 1
 
 
 async def test_even_a_superuser_is_refused_by_the_triggers_unless_they_take_them_away(ledger, engine, signer, superuser):
     trust_id = await fill(engine, ledger, signer, 3)
+    digest = (f"SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY t::text)) "
+              f"FROM {ledger.entries_table} t WHERE trust_id = '{trust_id}'")
+    before = await superuser.fetchval(digest)
     for statement in (
         f"UPDATE {ledger.entries_table} SET body = body WHERE trust_id = '{trust_id}'",
         f"DELETE FROM {ledger.entries_table} WHERE trust_id = '{trust_id}'",
@@ -185,6 +189,7 @@ async def test_even_a_superuser_is_refused_by_the_triggers_unless_they_take_them
             await superuser.execute(statement)
     with pytest.raises(asyncpg.GeneratedAlwaysError):
         await superuser.execute(f"UPDATE {ledger.entries_table} SET agency_id = gen_random_uuid() WHERE trust_id = '{trust_id}'")
+    assert before.startswith("3:") and await superuser.fetchval(digest) == before
 
 
 async def test_a_disabled_trigger_is_reported_by_verify(dsn, ledger, signer, engine, superuser):
