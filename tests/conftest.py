@@ -160,3 +160,26 @@ def metric_points(name: str) -> list[tuple[dict[str, str], float]]:
                 if metric.name == name:
                     points.extend((dict(p.attributes), p.value) for p in metric.data.data_points)
     return points
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """The sum of a counter's (or gauge's) data points whose attributes include `labels`."""
+    return sum(value for attributes, value in metric_points(name) if labels.items() <= attributes.items())
+
+
+class MetricSnapshot:
+    """A metric's value when the snapshot was taken. The reader is process-wide: every reading holds
+    what earlier tests recorded, so a test asserts on what its own action added, `delta()`."""
+
+    def __init__(self, name: str, **labels: str) -> None:
+        self.name, self.labels = name, labels
+        self.before = metric_value(name, **labels)
+
+    def delta(self) -> float:
+        return metric_value(self.name, **self.labels) - self.before
+
+
+def counter(name: str, **labels: str) -> MetricSnapshot:
+    """Snapshot a counter before the action: `sent = counter("flourish_x", outcome="ok")`, act,
+    `assert sent.delta() == 1`."""
+    return MetricSnapshot(name, **labels)

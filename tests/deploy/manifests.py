@@ -105,8 +105,8 @@ def cel_errors(schema: Any, value: Any, path: str) -> Iterator[str]:
             continue
         try:
             result = _cel_program(rule).evaluate({"self": celpy.json_to_cel(value)})
-        except Exception as error:  # an evaluation error is a rejection too
-            result = error
+        except (celpy.CELEvalError, celpy.evaluation.CELUnsupportedError) as error:
+            result = error  # the API server rejects on an evaluation error too (others are bugs: they propagate)
         if not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             yield f"at {path or '(root)'}: {validation.get('message', 'CEL rule failed')} (rule: {rule})"
     if isinstance(value, dict):

@@ -3,18 +3,24 @@ from an MIS file to an issued plan, a report shared with an agency only under co
 retention and erasure, and an audit that answers the DPO and verifies clean. The services run as
 real processes and are driven through their public HTTP APIs only; afterwards one trace is
 followed through every service's spans, and the logs and spans are searched for personal data
-and secrets."""
+and secrets.
+
+Each step of the story is a test of its own, so a run reports which step failed. The steps share
+one platform and one `Story` (module-scoped) and run in the order of this file; a step that needs
+an earlier one that did not pass fails at once, naming it (`step`)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import os
 import re
+import socket
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,13 +28,19 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
+import uvicorn
 from opentelemetry import trace
+from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from standardwebhooks.webhooks import Webhook
 
 from flourish.local.services import platform_environment
 from shared.auth import Role
-from tests.e2e.conftest import Platform, Receiver
+from shared.messaging.topics import delete_topics_with_prefix
+from shared.settings import Settings
+from tests.conftest import database_of_its_own
+from tests.e2e.conftest import Platform, Receiver, _platform
 from tests.integration.kernel.helpers import eventually
 from tests.unit.assessment.report import levels_at
 
@@ -92,6 +104,12 @@ class Story:
     trace_id: int = 0
     root_span_id: int = 0
     traceparent: dict[str, str] = field(default_factory=dict)
+    journey: Span | None = None  # the test's root span over the assessment and the plan
+    assessment_id: str = ""
+    plan_id: str = ""
+    report: str = ""
+    agency: dict[str, Any] = field(default_factory=dict)  # as registered, then its shares and delivery
+    passed: set[str] = field(default_factory=set)  # the steps that passed so far
 
     @property
     def child(self) -> uuid.UUID:
@@ -125,36 +143,70 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-async def test_the_whole_story_from_an_mis_file_to_an_audited_erasure_follows_one_trace_and_leaks_nothing(
-    platform: Platform, receiver: Receiver,
-) -> None:
-    story = Story(platform)
-    await a_trust_with_two_academies_imports_its_pupils(story)
-    await a_file_with_a_bad_row_is_refused_whole_without_quoting_it(story)
-    await consent_is_recorded_for_taking_part_and_for_speech_and_language(story)
-    await the_class_is_screened(story)
-    with trace.get_tracer("tests.e2e").start_as_current_span("story: one child's assessment and plan") as root:
-        story.trace_id, story.root_span_id = root.get_span_context().trace_id, root.get_span_context().span_id
-        TraceContextTextMapPropagator().inject(story.traceparent)
-        plan_id = await the_child_is_assessed_and_a_suggested_plan_is_issued(story)
-    await sessions_are_logged_and_the_plan_reviewed(story, plan_id)
-    report = await the_intervention_report_is_produced(story)
-    agency = await a_share_is_blocked_without_consent_then_delivered_with_it(story, receiver, report)
-    await withdrawing_consent_sends_the_agency_a_deletion_notice(story, receiver, agency)
-    await signing_secrets_are_never_returned_after_registration(story, agency)
-    await data_keys_are_for_services_only(story)
-    await the_leaver_expires_and_the_child_is_erased(story)
-    await the_audit_answers_who_shared_what_with_which_agency_and_verifies(story, agency)
+# --- One platform, one story, steps in order ------------------------------------------------------
 
-    assert sorted(await platform.stop()) == ["assessment", "consent", "planning", "reporting"]
-    the_first_observation_is_one_trace_through_every_service(story)
-    nothing_personal_or_secret_is_in_the_logs_or_spans(story)
+
+@pytest.fixture(scope="module")
+async def receiver() -> AsyncIterator[Receiver]:
+    """The agency's webhook receiver, for the whole story (the sharing tests' own is per test)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    hook = Receiver(url=f"http://127.0.0.1:{sock.getsockname()[1]}/hooks")
+    server = uvicorn.Server(uvicorn.Config(hook, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    async def started() -> bool:
+        return server.started
+
+    await eventually(started)
+    yield hook
+    server.should_exit = True
+    await task
+
+
+@pytest.fixture(scope="module")
+async def platform(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    """The four services, started once for every step (the conftest's `platform` is per test)."""
+    prefix = f"test.{uuid.uuid4().hex[:10]}."
+    with database_of_its_own(stack_settings, "e2e") as own:
+        async for platform in _platform(own, prefix, tmp_path_factory.mktemp("e2e")):
+            yield platform
+    await delete_topics_with_prefix(stack_settings.kafka_bootstrap_servers, prefix)
+
+
+@pytest.fixture(scope="module")
+def story(platform: Platform) -> Story:
+    return Story(platform)
+
+
+StepTest = Callable[..., Awaitable[None]]
+
+
+def step(*needs: StepTest) -> Callable[[StepTest], StepTest]:
+    """A step of the story. Steps run in the order of this file against one platform and one
+    `Story`; a step that needs an earlier one fails at once, naming the first it needs that did not
+    pass, instead of running on a story that stopped short (or being skipped, which would hide the
+    failure)."""
+
+    def decorate(test: StepTest) -> StepTest:
+        @functools.wraps(test)
+        async def run(story: Story, **fixtures: Any) -> None:
+            missing = [need.__name__ for need in needs if need.__name__ not in story.passed]
+            if missing:
+                pytest.fail(f"not run: it needs step {missing[0]}, which did not pass", pytrace=False)
+            await test(story, **fixtures)
+            story.passed.add(test.__name__)
+
+        return run
+
+    return decorate
 
 
 # --- The story ----------------------------------------------------------------------------------
 
 
-async def a_trust_with_two_academies_imports_its_pupils(story: Story) -> None:
+@step()
+async def test_the_trust_admin_names_the_trust_and_registers_two_academies(story: Story) -> None:
     p = story.platform
     admin = p.as_(Role.trust_admin)
     ok(await p.assessment.put("/trust", json={"name": "Riverbend Learning Trust"}, headers=admin))
@@ -163,6 +215,10 @@ async def a_trust_with_two_academies_imports_its_pupils(story: Story) -> None:
     listed = ok(await p.assessment.get("/academies", headers=admin))
     assert {a["academy_id"] for a in listed["items"]} == {str(a) for a in p.academies}
 
+
+@step(test_the_trust_admin_names_the_trust_and_registers_two_academies)
+async def test_each_academy_imports_its_pupils_from_its_mis_file(story: Story) -> None:
+    p = story.platform
     for academy, children, reg_group in [(p.academies[0], OAK, "4B"), (p.academies[1], ELM, "4E")]:
         senco = p.as_(Role.senco, "senco-7", [academy])
         imported = ok(await p.assessment.post(f"/academies/{academy}/roster-imports", content=csv(children, reg_group),
@@ -172,8 +228,9 @@ async def a_trust_with_two_academies_imports_its_pupils(story: Story) -> None:
             story.pupils[children[entry["row"] - 2].upn] = uuid.UUID(str(entry["pupil_id"]))
     # The next export from the second academy's MIS has the leaving date of the pupil who left.
     leaver = Child(**{**ELM[1].__dict__, "left_on": LEFT_ON})
+    elm_senco = p.as_(Role.senco, "senco-7", [p.academies[1]])
     again = ok(await p.assessment.post(f"/academies/{p.academies[1]}/roster-imports", content=csv([ELM[0], leaver], "4E"),
-                                       headers={**senco, "Content-Type": "text/csv"}))
+                                       headers={**elm_senco, "Content-Type": "text/csv"}))
     assert (again["left"], again["unchanged"], again["enrolled"]) == (1, 1, []), again
     classes = ok(await p.assessment.get(f"/academies/{p.academies[0]}/classes", headers=story.senco))["items"]
     story.class_id = next(uuid.UUID(c["class_id"]) for c in classes if c["name"] == "4B")
@@ -184,7 +241,8 @@ async def a_trust_with_two_academies_imports_its_pupils(story: Story) -> None:
                                                                                    OAK[0].born.isoformat())
 
 
-async def a_file_with_a_bad_row_is_refused_whole_without_quoting_it(story: Story) -> None:
+@step(test_each_academy_imports_its_pupils_from_its_mis_file)
+async def test_a_file_with_a_bad_row_is_refused_whole_without_quoting_it(story: Story) -> None:
     p = story.platform
     bad = csv([OAK[0], REFUSED], "4B").replace(f"{REFUSED.born:%d/%m/%Y}".encode(), BAD_DOB.encode())
     refused = await p.assessment.post(f"/academies/{p.academies[0]}/roster-imports", content=bad,
@@ -201,7 +259,8 @@ def consent_body(purpose: str, decision: str = "granted") -> dict[str, Any]:
             "method": "paper", "evidence_reference": f"form signed by {PARENT}", "decided_at": now()}
 
 
-async def consent_is_recorded_for_taking_part_and_for_speech_and_language(story: Story) -> None:
+@step(test_each_academy_imports_its_pupils_from_its_mis_file)
+async def test_consent_is_recorded_for_taking_part_and_for_speech_and_language(story: Story) -> None:
     p = story.platform
 
     async def known_to_consent() -> bool:  # consent learns of pupils from PupilEnrolled on Kafka
@@ -220,7 +279,8 @@ async def consent_is_recorded_for_taking_part_and_for_speech_and_language(story:
     assert by_purpose["share_camhs"]["sharing_allowed"]["report"] is False
 
 
-async def the_class_is_screened(story: Story) -> None:
+@step(test_each_academy_imports_its_pupils_from_its_mis_file)
+async def test_the_class_is_screened(story: Story) -> None:
     p = story.platform
     started = ok(await p.assessment.post("/assessments", headers=story.senco, json={
         "class_id": str(story.class_id), "strands": ["being"], "framework_version": SAMPLE}), CREATED)
@@ -238,14 +298,19 @@ async def the_class_is_screened(story: Story) -> None:
         (str(story.pupils[c.upn]), "being") for c in OAK}
 
 
-async def the_child_is_assessed_and_a_suggested_plan_is_issued(story: Story) -> str:
-    """One practitioner's journey, under the test's root span: every request carries its
-    traceparent, the first observation first."""
-    p, journey = story.platform, story.traceparent
-    staff = {**p.as_(Role.practitioner, "practitioner-7"), **journey}
+@step(test_each_academy_imports_its_pupils_from_its_mis_file)
+async def test_the_child_is_assessed_under_one_trace(story: Story) -> None:
+    """The practitioner's journey starts here, under the test's root span: every request of it (this
+    step and the plan's) carries its traceparent, the first observation first."""
+    root = trace.get_tracer("tests.e2e").start_span("story: one child's assessment and plan")
+    story.journey = root
+    story.trace_id, story.root_span_id = root.get_span_context().trace_id, root.get_span_context().span_id
+    TraceContextTextMapPropagator().inject(story.traceparent, context=trace.set_span_in_context(root))
+    p = story.platform
+    staff = {**p.as_(Role.practitioner, "practitioner-7"), **story.traceparent}
     started = ok(await p.assessment.post("/assessments", headers=staff, json={
         "pupil_id": str(story.child), "strands": ["being"], "framework_version": SAMPLE}), CREATED)
-    assessment_id = started["assessments"][0]["assessment_id"]
+    story.assessment_id = assessment_id = started["assessments"][0]["assessment_id"]
     (first, level), *rest = levels_at(1).items()
     ok(await p.assessment.post("/observations", headers=staff, json={
         "pupil_id": str(story.child), "statement_id": first, "level": level.value, "observed_at": now(),
@@ -255,37 +320,53 @@ async def the_child_is_assessed_and_a_suggested_plan_is_issued(story: Story) -> 
         for s, lv in rest]}), CREATED)
     ok(await p.assessment.post(f"/assessments/{assessment_id}/complete", headers=staff))
 
-    async def suggestion() -> Any:  # planning learns the scores from StrandScored on Kafka
-        response = await p.planning.get(f"/pupils/{story.child}/suggestion", headers=staff)
-        body = response.json() if response.status_code == OK else {}
-        return body if assessment_id in [str(a) for a in body.get("based_on", [])] else None
 
-    suggested = await soon(suggestion)
-    assert suggested["strand"] == "being" and suggested["issued"] is False
-    assert suggested["focus_needs"] == ["being.special", "being.needs-met"]
-    draft = ok(await p.planning.post("/plans", headers={**staff, "Idempotency-Key": str(uuid.uuid4())}, json={
-        "kind": "individual", "pupil_ids": [str(story.child)], "strand": suggested["strand"],
-        "targets": [t["statement_id"] for t in suggested["targets"]],
-        "activities": [a["activity"] for a in suggested["activities"]],
-        "frequency": {k: suggested["frequency"][k] for k in ("sessions_per_week", "minutes", "setting")},
-        "review_on": str(TODAY + timedelta(weeks=6))}), CREATED)
-    assert draft["status"] == "draft"
-    issued = ok(await p.planning.post(f"/plans/{draft['plan_id']}/issue", headers=staff,
-                                      json={"practitioner_id": "practitioner-7"}))
-    assert issued["status"] == "issued"
-    return str(draft["plan_id"])
+@step(test_the_class_is_screened, test_the_child_is_assessed_under_one_trace)
+async def test_planning_suggests_a_plan_and_the_practitioner_issues_it(story: Story) -> None:
+    p = story.platform
+    staff = {**p.as_(Role.practitioner, "practitioner-7"), **story.traceparent}
+    try:
+        async def suggestion() -> Any:  # planning learns the scores from StrandScored on Kafka
+            response = await p.planning.get(f"/pupils/{story.child}/suggestion", headers=staff)
+            body = response.json() if response.status_code == OK else {}
+            return body if story.assessment_id in [str(a) for a in body.get("based_on", [])] else None
+
+        suggested = await soon(suggestion)
+        assert suggested["strand"] == "being" and suggested["issued"] is False
+        assert suggested["focus_needs"] == ["being.special", "being.needs-met"]
+        draft = ok(await p.planning.post("/plans", headers={**staff, "Idempotency-Key": str(uuid.uuid4())}, json={
+            "kind": "individual", "pupil_ids": [str(story.child)], "strand": suggested["strand"],
+            "targets": [t["statement_id"] for t in suggested["targets"]],
+            "activities": [a["activity"] for a in suggested["activities"]],
+            "frequency": {k: suggested["frequency"][k] for k in ("sessions_per_week", "minutes", "setting")},
+            "review_on": str(TODAY + timedelta(weeks=6))}), CREATED)
+        assert draft["status"] == "draft"
+        issued = ok(await p.planning.post(f"/plans/{draft['plan_id']}/issue", headers=staff,
+                                          json={"practitioner_id": "practitioner-7"}))
+        assert issued["status"] == "issued"
+        story.plan_id = str(draft["plan_id"])
+    finally:
+        if story.journey is not None:
+            story.journey.end()  # the journey ends with the issued plan
 
 
-async def sessions_are_logged_and_the_plan_reviewed(story: Story, plan_id: str) -> None:
+@step(test_planning_suggests_a_plan_and_the_practitioner_issues_it)
+async def test_sessions_are_logged_against_the_plan(story: Story) -> None:
     p = story.platform
     staff = p.as_(Role.practitioner, "practitioner-7")
     for days_ago in (14, 10, 7, 3):
-        ok(await p.planning.post(f"/plans/{plan_id}/sessions", headers=staff, json={
+        ok(await p.planning.post(f"/plans/{story.plan_id}/sessions", headers=staff, json={
             "held_on": str(TODAY - timedelta(days=days_ago)), "minutes": 30, "staff_present": ["practitioner-7"],
             "note": f"{OAK[0].known_as} chose the sand tray"}), CREATED)
-    totals = ok(await p.planning.get(f"/plans/{plan_id}/session-totals", headers=staff))
+    totals = ok(await p.planning.get(f"/plans/{story.plan_id}/session-totals", headers=staff))
     assert (totals["sessions"], totals["hours"]) == (4, 2.0)
-    reviewed = ok(await p.planning.post(f"/plans/{plan_id}/review", headers=staff))
+
+
+@step(test_sessions_are_logged_against_the_plan)
+async def test_the_plan_is_reviewed_and_reporting_shows_it(story: Story) -> None:
+    p = story.platform
+    staff = p.as_(Role.practitioner, "practitioner-7")
+    reviewed = ok(await p.planning.post(f"/plans/{story.plan_id}/review", headers=staff))
     assert reviewed["status"] == "reviewed" and reviewed["review"]["pupils"][0]["pupil_id"] == str(story.child)
 
     async def in_profile() -> bool:  # reporting's read models, from the planning topic
@@ -295,7 +376,8 @@ async def sessions_are_logged_and_the_plan_reviewed(story: Story, plan_id: str) 
     await soon(in_profile)
 
 
-async def the_intervention_report_is_produced(story: Story) -> str:
+@step(test_the_plan_is_reviewed_and_reporting_shows_it)
+async def test_the_intervention_report_is_produced_anonymised(story: Story) -> None:
     p = story.platform
     response = await p.reporting.get(f"/pupils/{story.child}/intervention-report", params={"format": "html"},
                                      headers=story.senco)
@@ -303,27 +385,35 @@ async def the_intervention_report_is_produced(story: Story) -> str:
     html = response.text
     assert "<svg" in html and "Being" in html
     assert not [s for s in OAK[0].personal_data() if s in html]  # anonymised
-    return html
+    story.report = html
 
 
-async def a_share_is_blocked_without_consent_then_delivered_with_it(story: Story, receiver: Receiver,
-                                                                   report: str) -> dict[str, Any]:
+async def share_the_report(story: Story) -> Any:
+    p = story.platform
+    return ok(await p.reporting.post("/sharing/shares", headers={**story.senco, "Idempotency-Key": str(uuid.uuid4())},
+                                     json={"agency_id": story.agency["agency_id"], "pupil_id": str(story.child),
+                                           "document_kind": "report",
+                                           "document": {"title": "Intervention report", "html": story.report}}), CREATED)
+
+
+@step(test_the_intervention_report_is_produced_anonymised)
+async def test_sharing_the_report_without_consent_is_blocked(story: Story, receiver: Receiver) -> None:
     p = story.platform
     agency = ok(await p.reporting.post("/sharing/agencies", headers=story.senco, json={
         "category": "camhs", "organisation": "North Riverbend CAMHS", "endpoint_url": receiver.url}), CREATED)
     story.secrets.append(agency["signing_secret"])
-    document = {"title": "Intervention report", "html": report}
-
-    async def share() -> Any:
-        return ok(await p.reporting.post("/sharing/shares", headers={**story.senco, "Idempotency-Key": str(uuid.uuid4())},
-                                         json={"agency_id": agency["agency_id"], "pupil_id": str(story.child),
-                                               "document_kind": "report", "document": document}), CREATED)
-
-    blocked = await share()
+    story.agency = agency
+    blocked = await share_the_report(story)
     assert blocked["status"] == "blocked" and blocked["delivery_id"] is None, blocked
+    story.agency["blocked_share_id"] = blocked["share_id"]
+
+
+@step(test_sharing_the_report_without_consent_is_blocked)
+async def test_with_consent_the_report_is_delivered_once_and_signed(story: Story, receiver: Receiver) -> None:
+    p, agency = story.platform, story.agency
     ok(await p.consent.post(f"/pupils/{story.child}/consents", json=consent_body("share_camhs"), headers=story.senco),
        CREATED)
-    accepted = await share()
+    accepted = await share_the_report(story)
     assert accepted["status"] == "accepted" and accepted["consent_obtained"] is True, accepted
 
     async def delivered() -> bool:
@@ -335,14 +425,13 @@ async def a_share_is_blocked_without_consent_then_delivered_with_it(story: Story
     assert [r["headers"]["webhook-id"] for r in receiver.received] == [accepted["delivery_id"]]
     payload = Webhook(agency["signing_secret"]).verify(receiver.received[0]["body"], receiver.received[0]["headers"])
     assert payload["type"] == "share.created" and payload["data"]["pupil_id"] == str(story.child)
-    assert payload["data"]["document"]["html"] == report
-    return {**agency, "share_id": accepted["share_id"], "delivery_id": accepted["delivery_id"],
-            "blocked_share_id": blocked["share_id"]}
+    assert payload["data"]["document"]["html"] == story.report
+    agency.update(share_id=accepted["share_id"], delivery_id=accepted["delivery_id"])
 
 
-async def withdrawing_consent_sends_the_agency_a_deletion_notice(story: Story, receiver: Receiver,
-                                                                 agency: dict[str, Any]) -> None:
-    p = story.platform
+@step(test_with_consent_the_report_is_delivered_once_and_signed)
+async def test_withdrawing_consent_sends_the_agency_a_deletion_notice(story: Story, receiver: Receiver) -> None:
+    p, agency = story.platform, story.agency
     ok(await p.consent.post(f"/pupils/{story.child}/consents/share_camhs/withdrawal", headers=story.senco, json={
         "given_by": {"name": PARENT, "relationship": "mother"}, "method": "email", "withdrawn_at": now()}), CREATED)
 
@@ -357,8 +446,10 @@ async def withdrawing_consent_sends_the_agency_a_deletion_notice(story: Story, r
     assert refused["status"] == "blocked"
 
 
-async def signing_secrets_are_never_returned_after_registration(story: Story, agency: dict[str, Any]) -> None:
-    p, secret = story.platform, agency["signing_secret"]
+@step(test_with_consent_the_report_is_delivered_once_and_signed)
+async def test_signing_secrets_are_never_returned_after_registration(story: Story) -> None:
+    p, agency = story.platform, story.agency
+    secret = agency["signing_secret"]
     assert secret.startswith("whsec_") and len(secret) > 40
     listed = ok(await p.reporting.get("/sharing/agencies", headers=story.dpo))
     (mine,) = [a for a in listed["items"] if a["agency_id"] == agency["agency_id"]]
@@ -369,7 +460,8 @@ async def signing_secrets_are_never_returned_after_registration(story: Story, ag
     assert not [a for a in answers if secret.removeprefix("whsec_") in orjson.dumps(a).decode()]
 
 
-async def data_keys_are_for_services_only(story: Story) -> None:
+@step(test_each_academy_imports_its_pupils_from_its_mis_file)
+async def test_data_keys_are_for_services_only(story: Story) -> None:
     p = story.platform
     path = f"/pupils/{story.child}/data-key"
     for role in (Role.practitioner, Role.senco, Role.trust_admin, Role.dpo, Role.auditor, Role.admin):
@@ -380,7 +472,8 @@ async def data_keys_are_for_services_only(story: Story) -> None:
     story.data_keys.append(own["key"])  # the scan looks for it in every log and span
 
 
-async def the_leaver_expires_and_the_child_is_erased(story: Story) -> None:
+@step(test_each_academy_imports_its_pupils_from_its_mis_file)
+async def test_the_leaver_expires_and_the_child_is_erased(story: Story) -> None:
     p = story.platform
     leaver, elm = story.pupils[ELM[1].upn], p.academies[1]
     policy = {"counted_from": "leaving_date", "period": {"days": 30}}
@@ -409,8 +502,9 @@ async def the_leaver_expires_and_the_child_is_erased(story: Story) -> None:
     assert OAK[0].surname not in str(roll) and OAK[1].surname in str(roll)
 
 
-async def the_audit_answers_who_shared_what_with_which_agency_and_verifies(story: Story, agency: dict[str, Any]) -> None:
-    p = story.platform
+@step(test_with_consent_the_report_is_delivered_once_and_signed, test_the_leaver_expires_and_the_child_is_erased)
+async def test_the_audit_answers_who_shared_what_with_which_agency_and_verifies(story: Story) -> None:
+    p, agency = story.platform, story.agency
     auditor = p.as_(Role.auditor, "auditor-1")
     window = {"from": str(TODAY - timedelta(days=1)), "to": str(TODAY + timedelta(days=1))}
 
@@ -434,7 +528,7 @@ async def the_audit_answers_who_shared_what_with_which_agency_and_verifies(story
 
     await soon(erasures)
 
-    async def reads() -> Any:  # the SENCo opened the child's roster record in step one
+    async def reads() -> Any:  # the SENCo opened the child's roster record in the import step
         body = ok(await p.reporting.get(f"/audit/pupils/{story.child}/reads", headers=auditor))
         return [r for r in body["items"] if r["reader"] == "senco-7"]
 
@@ -468,10 +562,19 @@ def cli_environment(p: Platform) -> dict[str, str]:
     return {**os.environ, **platform_environment(p.settings)}
 
 
+@step()
+async def test_the_services_stop_and_flush_their_spans(story: Story) -> None:
+    """SIGTERM every service: each flushes its batched spans as it shuts down. Runs whatever came
+    before, so the trace and the scan always have what the platform left."""
+    assert sorted(await story.platform.stop()) == ["assessment", "consent", "planning", "reporting"]
+
+
 # --- What the platform left behind ---------------------------------------------------------------
 
 
-def the_first_observation_is_one_trace_through_every_service(story: Story) -> None:
+@step(test_the_child_is_assessed_under_one_trace, test_planning_suggests_a_plan_and_the_practitioner_issues_it,
+      test_the_services_stop_and_flush_their_spans)
+async def test_the_first_observation_is_one_trace_through_every_service(story: Story) -> None:
     trace_id = f"0x{story.trace_id:032x}"
     ours = [s for s in story.platform.spans() if s["context"]["trace_id"] == trace_id]
     by_service: dict[str, list[dict[str, Any]]] = {}
@@ -509,7 +612,8 @@ def leaks(content: bytes, personal: list[str], secrets: list[str]) -> list[str]:
     return hits + [shape.pattern.decode() for shape in SECRET_SHAPES if shape.search(content)]
 
 
-def nothing_personal_or_secret_is_in_the_logs_or_spans(story: Story) -> None:
+@step(test_the_services_stop_and_flush_their_spans)
+async def test_nothing_personal_or_secret_is_in_the_logs_or_spans(story: Story) -> None:
     p = story.platform
     personal = [s for child in [*OAK, *ELM, REFUSED] for s in child.personal_data()] + [PARENT, *PARENT.split(), *NOTES, BAD_DOB]
     secrets = [*story.secrets, *(s.removeprefix("whsec_") for s in story.secrets), *story.data_keys, *p.tokens]

@@ -71,6 +71,7 @@ async def test_completing_with_missing_ratings_names_them_and_completing_twice_i
     events = await events_of(engine, tenant.trust_id)
     types = [t.rsplit(".", 2)[1] for _, t, _ in events]
     assert types.count("AssessmentCompleted") == 1 and types.count("StrandScored") == 1
+    assert types.count("ObservationRecorded") == 45, "the late rating was not recorded"
     # The strand expected at the child's age travels with the event; the date of birth does not.
     [completed] = [data for _, t, data in events if t.endswith("AssessmentCompleted.v1")]
     assert completed["expected_strand"] is not None and "date_of_birth" not in completed
@@ -138,15 +139,21 @@ async def test_a_framework_version_is_loaded_by_admins_and_is_immutable_once_use
     _, (pupil, *_) = await class_of(api, tenant, 1)
     body = {"pupil_id": str(pupil), "strands": ["being"], "framework_version": document["version"]}
     assert (await api.post("/assessments", json=body, headers=tenant.headers())).status_code == 201
+    async def stored(version: str) -> str:
+        return (await api.get(f"/frameworks/{version}", headers=tenant.headers())).json()["content_hash"]
+
+    in_use, sample = await stored(document["version"]), await stored(SAMPLE)
     document["strands"][0]["needs"][0]["statements"][0]["text"] = "Reworded after it was used"
     refused = await api.post("/frameworks", content=yaml.safe_dump(document), headers=admin)
     assert refused.status_code == 409 and document["version"] in refused.json()["detail"]
+    assert await stored(document["version"]) == in_use
 
     other_trust = tenant.headers(trust_id=uuid.uuid4())
     assert (await api.get(f"/frameworks/{document['version']}", headers=other_trust)).status_code == 404
     reserved = await api.post("/frameworks", content=SAMPLE_PATH.read_text().replace("Stays close", "Keeps close"),
                               headers=admin)
     assert reserved.status_code == 409 and SAMPLE in reserved.json()["detail"]
+    assert await stored(SAMPLE) == sample
 
 
 async def test_an_invalid_framework_is_refused_naming_strand_statement_and_field(api, tenant):
@@ -157,3 +164,4 @@ async def test_an_invalid_framework_is_refused_naming_strand_statement_and_field
                               headers={**tenant.headers(Role.trust_admin), "Content-Type": "application/yaml"})
     assert response.status_code == 422
     assert "strand 'Being', need 'Having Needs Met', statement 39, field 'text'" in response.json()["detail"]
+    assert (await api.get("/frameworks/broken-1", headers=tenant.headers())).status_code == 404

@@ -84,15 +84,17 @@ async def test_a_bad_file_is_rejected_with_a_report_per_row_and_nothing_is_impor
     assert await count(engine, "SELECT count(*) FROM assessment.classes WHERE academy_id = :a", a=tenant.academy_id) == 0
 
 
-async def test_a_malformed_csv_is_a_clear_422(api, tenant):
+async def test_a_malformed_csv_is_a_clear_422_and_nothing_is_imported(api, tenant, engine):
     await tenant.register(api)
     response = await import_roster(api, tenant, (HEADER + '\r\nA123,"unterminated\r\n').encode())
     assert response.status_code == 422 and "not valid CSV" in response.json()["problems"][0]["message"]
+    assert await events_of(engine, tenant.trust_id) == [] and await _personal_data_rows(engine, tenant) == 0
 
 
-async def test_an_unregistered_academy_is_404_and_another_academys_staff_get_403(api, tenant):
+async def test_an_unregistered_academy_is_404_and_another_academys_staff_get_403(api, tenant, engine):
     unknown = await import_roster(api, tenant, roster_csv(pupil_rows(1)))
     assert unknown.status_code == 404
+    assert await events_of(engine, tenant.trust_id) == [] and await _personal_data_rows(engine, tenant) == 0
 
     class_id, pupils = await class_of(api, tenant, 2)
     other_academy = tenant.headers(academy_ids=[uuid.uuid4()])
@@ -109,6 +111,8 @@ async def test_an_academy_of_another_trust_cannot_be_taken_over(api, tenant):
     takeover = await api.put(f"/academies/{tenant.academy_id}", json={"name": "Mine now"},
                              headers=tenant.headers(Role.trust_admin, trust_id=uuid.uuid4()))
     assert takeover.status_code == 403
+    central = (await api.get("/academies", headers=tenant.headers(Role.trust_admin, academy_ids=[]))).json()["items"]
+    assert [(a["academy_id"], a["name"]) for a in central] == [(str(tenant.academy_id), "Oak Hill Primary")]
 
 
 async def test_class_lists_are_paginated_with_a_cursor(api, tenant):
@@ -146,6 +150,8 @@ async def test_groups_list_and_scope_and_a_group_can_be_screened(api, tenant):
     stranger = await api.post(f"/academies/{tenant.academy_id}/groups", headers=tenant.headers(),
                               json={"name": "Mixed", "pupil_ids": [str(uuid.uuid4())]})
     assert stranger.status_code == 404
+    groups = (await api.get(f"/academies/{tenant.academy_id}/groups", headers=tenant.headers())).json()["items"]
+    assert [g["name"] for g in groups] == ["Nurture group"]
 
     screening = (await api.post("/assessments", headers=tenant.headers(), json={
         "group_id": group_id, "strands": ["being"], "framework_version": "flourish-sample-1"})).json()
@@ -183,3 +189,7 @@ async def test_reading_a_pupils_personal_data_is_audited_and_a_service_may_read_
         (pupil, "senco-9", ["roster_personal_data"]),
         (pupil, "service:reporting", ["roster_personal_data"]),
     ]
+
+
+async def _personal_data_rows(engine, tenant) -> int:
+    return await count(engine, "SELECT count(*) FROM assessment.pupil_personal_data WHERE academy_id = :a", a=tenant.academy_id)

@@ -172,10 +172,14 @@ async def test_the_services_role_is_refused_update_delete_and_truncate(engine, l
         assert "permission denied for table" in str(refused.value.orig)
     async with engine.connect() as conn:
         assert await conn.scalar(text(f"SELECT count(*) FROM {ledger.entries_table} WHERE trust_id = '{trust_id}'")) == 3
+        assert await conn.scalar(text(f"SELECT count(*) FROM {checkpoints} WHERE trust_id = '{trust_id}'")) == 1
 
 
 async def test_even_a_superuser_is_refused_by_the_triggers_unless_they_take_them_away(ledger, engine, signer, superuser):
     trust_id = await fill(engine, ledger, signer, 3)
+    digest = (f"SELECT count(*) || ':' || md5(string_agg(t::text, '|' ORDER BY t::text)) "
+              f"FROM {ledger.entries_table} t WHERE trust_id = '{trust_id}'")
+    before = await superuser.fetchval(digest)
     for statement in (
         f"UPDATE {ledger.entries_table} SET body = body WHERE trust_id = '{trust_id}'",
         f"DELETE FROM {ledger.entries_table} WHERE trust_id = '{trust_id}'",
@@ -185,6 +189,7 @@ async def test_even_a_superuser_is_refused_by_the_triggers_unless_they_take_them
             await superuser.execute(statement)
     with pytest.raises(asyncpg.GeneratedAlwaysError):
         await superuser.execute(f"UPDATE {ledger.entries_table} SET agency_id = gen_random_uuid() WHERE trust_id = '{trust_id}'")
+    assert before.startswith("3:") and await superuser.fetchval(digest) == before
 
 
 async def test_a_disabled_trigger_is_reported_by_verify(dsn, ledger, signer, engine, superuser):
@@ -286,14 +291,11 @@ async def test_a_row_deleted_at_the_halves_boundary_is_named(dsn, ledger, signer
 
 async def test_the_services_own_periodic_check_counts_a_tampered_chain(dsn, ledger, signer, chains, superuser):
     from services.reporting.audit.watch import verify_ledger
-    from tests.conftest import metric_points
+    from tests.conftest import counter
 
-    def failures() -> float:
-        return sum(v for labels, v in metric_points("flourish_audit_verification_failures") if labels == {"check": "periodic"})
-
-    before = failures()
+    failures = counter("flourish_audit_verification_failures", check="periodic")
     keys = {signer.key_id: signer.public_key}
-    assert (await verify_ledger(dsn, ledger, keys)).ok and failures() == before
+    assert (await verify_ledger(dsn, ledger, keys)).ok and failures.delta() == 0
     await as_tamperer(superuser, (f"DELETE FROM {ledger.entries_table} WHERE trust_id = $1 AND seq = 2", (chains[0],)))
     result = await verify_ledger(dsn, ledger, keys)
-    assert not result.ok and failures() == before + 1
+    assert not result.ok and failures.delta() == 1

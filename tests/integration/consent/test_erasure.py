@@ -11,6 +11,7 @@ from datetime import date, datetime
 import httpx
 import orjson
 import pytest
+from sqlalchemy import select
 
 from services.consent.tables import data_keys
 from shared.auth import Role
@@ -120,14 +121,21 @@ async def test_after_erasure_no_plaintext_remains_and_other_pupils_still_read(co
 
 async def test_the_data_key_api_serves_services_of_the_trust_only_and_the_client_caches(consent: Consent) -> None:
     [pupil] = await consent.enrol()
+    engine = consent.app.state.runtime.engine
+    keys_before = await _key_owners(engine, pupil)
     staff = await consent.client.get(f"/pupils/{pupil}/data-key", headers=consent.dpo)
     anonymous = await consent.client.get(f"/pupils/{pupil}/data-key")
     other_trust = await consent.client.get(f"/pupils/{pupil}/data-key",
                                            headers=consent.token(Role.service, trust_id=uuid.uuid4(), academies=[]))
+    never_seen = uuid.uuid4()  # a key would be made on the first request for it: refusals make none
+    for headers in (consent.dpo, {}):
+        assert (await consent.client.get(f"/pupils/{never_seen}/data-key", headers=headers)).status_code in (401, 403)
+    assert await _key_owners(engine, pupil) == keys_before and await _key_owners(engine, never_seen) == []
     first = await consent.client.get(f"/pupils/{pupil}/data-key", headers=consent.service)
     second = await consent.client.get(f"/pupils/{pupil}/data-key", headers=consent.service)
 
     assert staff.status_code == 403 and anonymous.status_code == 401 and other_trust.status_code == 403
+    assert await _key_owners(engine, pupil) == [consent.trust_id]
     assert first.status_code == 200 and first.json() == second.json()  # one key per pupil, for good
     assert first.json()["algorithm"] == "AES-256-GCM" and first.headers["cache-control"] == "no-store"
 
@@ -191,3 +199,9 @@ async def test_a_retention_clock_date_in_the_future_is_refused(consent: Consent)
                                         json={"date_of_birth": "2999-01-01"})
     export = (await consent.client.get(f"/pupils/{pupil}/subject-access", headers=consent.dpo)).json()
     assert response.status_code == 422 and export["services"]["consent"]["roster"]["date_of_birth"] is None
+
+
+async def _key_owners(engine, pupil_id: uuid.UUID) -> list[uuid.UUID]:
+    """The trusts the consent service holds a data key for this pupil in (one at most, ever)."""
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(data_keys.c.trust_id).where(data_keys.c.pupil_id == pupil_id))).scalars())

@@ -233,10 +233,12 @@ async def test_a_back_dated_decision_cannot_rewrite_a_later_one(consent: Consent
     await consent.client.post(f"/pupils/{pupil}/consents", headers=consent.senco, json=consent.consent_body())
     await consent.client.post(f"/pupils/{pupil}/consents/share_camhs/withdrawal", headers=consent.senco,
                               json=consent.withdrawal_body())
+    recorded = await consent.events()
     older = await consent.client.post(f"/pupils/{pupil}/consents", headers=consent.senco, json=consent.consent_body(
         decided_at=(now - timedelta(days=7)).isoformat()))
     assert older.status_code == 422
     assert (await consent.decision(pupil)).json()["decision"] == "deny"
+    assert await consent.events() == recorded
 
 
 async def test_reading_a_receipt_is_written_to_the_audit_as_a_personal_data_read(consent: Consent) -> None:

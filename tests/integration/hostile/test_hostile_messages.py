@@ -40,7 +40,7 @@ from tests.integration.hostile.helpers import (
     sample_type,
     seed_rosters,
 )
-from tests.conftest import metric_points
+from tests.conftest import counter
 from tests.integration.kernel.helpers import eventually, read_topic
 
 SERVICES: dict[str, Callable[[Settings], FastAPI]] = {
@@ -75,6 +75,7 @@ async def test_every_consumer_dead_letters_hostile_records_and_applies_the_valid
         for roster in rosters:
             await eventually(lambda: _equal(roster_rows(engine, roster, [t.pupil_p, t.pupil_q]), known))
         trust_b_before = await rows_of_trust(engine, schema, t.trust_b)
+        mismatched = {name: counter("flourish_dead_lettered", consumer=name, cause="tenant_mismatch") for name in consumers}
 
         sent: list[Sent] = []
         for context in sorted({c for contexts in readers.values() for c in contexts}):
@@ -109,8 +110,7 @@ async def test_every_consumer_dead_letters_hostile_records_and_applies_the_valid
             # Nothing of a wrong-tenant event was applied; each was counted as a tenant mismatch.
             refused = [r.event_id for r in hostile.values() if r.kind.startswith("wrong-")]
             assert not await applied(engine, schema, name, refused), name
-            mismatches = sum(value for labels, value in metric_points("flourish_dead_lettered")
-                             if labels == {"consumer": name, "cause": "tenant_mismatch"})
+            mismatches = mismatched[name].delta()
             assert mismatches >= len(refused) > 0, (name, mismatches, len(refused))
 
         # No row written for trust B, none changed; no row puts B's academy in trust A; P is A's.

@@ -66,6 +66,7 @@ async def test_an_assessment_becomes_a_suggestion_a_practitioner_issues_logs_ses
     assert no_one.status_code == 422
     early_review = await p.client.post(f"/plans/{plan_id}/review", headers=staff)
     assert early_review.status_code == 409 and "draft" in early_review.json()["detail"]
+    assert (await p.client.get(f"/plans/{plan_id}", headers=staff)).json()["status"] == "draft"
     issued = await p.client.post(f"/plans/{plan_id}/issue", json={"practitioner_id": "practitioner-7"}, headers=staff)
     assert issued.status_code == 200, issued.text
     assert issued.json()["status"] == "issued" and issued.json()["percents_at_issue"] == {str(pupil): 36.3}
@@ -85,6 +86,7 @@ async def test_an_assessment_becomes_a_suggestion_a_practitioner_issues_logs_ses
     future = await p.client.post(f"/plans/{plan_id}/sessions", headers=staff,
                                  json={"held_on": str(today + timedelta(days=1)), "minutes": 30})
     assert future.status_code == 422 and "future" in future.json()["detail"]
+    assert (await p.client.get(f"/pupils/{pupil}/session-totals", headers=staff)).json()["sessions"] == 29
 
     second = await assess(p, pupil, 2)
     await p.suggestion_of(pupil, second)
@@ -168,9 +170,13 @@ async def test_withdrawn_participation_stops_new_plans_and_erasure_removes_the_p
         response = await p.client.post("/plans", json=plan_body(pupil, suggestion), headers=staff)
         return response.status_code == 403 and response.json()["type"].endswith("participation-withdrawn")
 
-    await eventually(refused)
+    await eventually(refused)  # (drafts made before the withdrawal arrived stay, as drafts do)
+    plans_before = (await p.client.get("/plans", params={"pupil_id": str(pupil)}, headers=staff)).json()["items"]
+    assert await refused()
     session = await p.client.post(f"/plans/{plan_id}/sessions", headers=staff, json={"held_on": str(date.today()), "minutes": 30})
     assert session.status_code == 403 and "withdrawn" in session.json()["detail"]
+    assert (await p.client.get("/plans", params={"pupil_id": str(pupil)}, headers=staff)).json()["items"] == plans_before
+    assert (await p.client.get(f"/plans/{plan_id}/session-totals", headers=staff)).json()["sessions"] == 1
     assert (await p.client.post("/plans", json=plan_body(other, suggestion), headers=staff)).status_code == 201
 
     await p.publish(p.consent_event(PupilErased(

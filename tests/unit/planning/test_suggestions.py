@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime
 import pytest
 import yaml
 
-from services.planning.domain.errors import InvalidPlan, InvalidTargets, NoSuggestion, WrongPlanState
+from services.planning.domain.errors import InvalidPlan, InvalidSession, InvalidTargets, NoSuggestion, WrongPlanState
 from services.planning.domain.framework import PlanningFramework
 from services.planning.domain.plans import PlanContent, check_can_review, check_content, check_session, progress
 from services.planning.domain.suggestions import Score, suggest_for_class, suggest_for_pupil
@@ -128,7 +128,7 @@ def test_a_review_before_issue_and_a_session_for_a_closed_plan_or_in_the_future_
     pupil = uuid.uuid4()
     with pytest.raises(WrongPlanState):
         check_session("closed", date(2025, 1, 1), date(2025, 1, 2), 30, [pupil], [pupil])
-    with pytest.raises(Exception, match="future"):
+    with pytest.raises(InvalidSession, match="future"):
         check_session("issued", date(2025, 1, 3), date(2025, 1, 2), 30, [pupil], [pupil])
 
 
