@@ -74,9 +74,11 @@ def effective_levels(observations: list[Any]) -> dict[Any, dict[str, str]]:
 
 
 # --- Charts: where every band, bar and label goes --------------------------------------------------
+# The view model's classes are slotted, not frozen: a report builds some 200 of them per render, and
+# frozen dataclasses took three times as long to build (bench/reporting.py's render figure).
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Band:
     """One level's band behind the bars (need chart) or its grid line (statement chart)."""
 
@@ -87,8 +89,10 @@ class Band:
     label_y: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NeedBar:
+    """One need's % as a bar, its value above it and its name below the axis."""
+
     need: str
     percent: float
     fill: str
@@ -104,7 +108,7 @@ class NeedBar:
         return self.y - 4
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Frame:
     """The frame both charts share: size, the plot's left and right edges, where titles go."""
 
@@ -126,7 +130,7 @@ class _Frame:
         return self.left + self.plot_width
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NeedChart(_Frame):
     """Bars of each need's % with the level bands behind them and the threshold line."""
 
@@ -141,7 +145,7 @@ class NeedChart(_Frame):
         return self.threshold_y - 3
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LevelBar:
     """One assessment's level of a statement."""
 
@@ -154,8 +158,10 @@ class LevelBar:
     height: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StatementColumn:
+    """One statement: a bar per assessment that rated it, its Q number below the axis."""
+
     number: int
     text: str
     bars: list[LevelBar]
@@ -163,8 +169,10 @@ class StatementColumn:
     label_y: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class LegendEntry:
+    """One assessment date and its colour, under the statement chart."""
+
     scored_at: datetime | None
     fill: str
     x: int
@@ -174,7 +182,7 @@ class LegendEntry:
         return self.x + 14
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StatementChart(_Frame):
     """Level per statement (Q numbers), one bar per assessment date, with a legend of the dates."""
 
@@ -193,6 +201,7 @@ class StatementChart(_Frame):
 
 
 def need_chart(scored_at: datetime | None, needs: list[tuple[str, float]], threshold: float) -> NeedChart:
+    """Where the bars of one assessment's need % go, on a 0-100 scale banded by level."""
     w, h, left, top, bottom = 520, 260, 70, 30, 40
     plot_h, plot_w = h - top - bottom, w - left - 20
 
@@ -212,6 +221,7 @@ def need_chart(scored_at: datetime | None, needs: list[tuple[str, float]], thres
 
 def statement_chart(need: str, numbers: list[tuple[str, int, str]], dates: list[tuple[Any, datetime | None]],
                     levels: dict[Any, dict[str, str]]) -> StatementChart:
+    """Where each statement's level bars go, one per assessment (unrated statements leave a gap)."""
     w, h, left, top, bottom = 760, 250, 80, 30, 60
     plot_h, plot_w = h - top - bottom, w - left - 20
     step = plot_h / 4
@@ -237,7 +247,7 @@ def statement_chart(need: str, numbers: list[tuple[str, int, str]], dates: list[
 # --- The report ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Statement:
     """A statement as the report names it: number, text and the need it belongs to."""
 
@@ -246,13 +256,15 @@ class Statement:
     need: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class NeedScore:
+    """A need's name and its % in one assessment (None: not scored)."""
+
     need: str
     percent: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Assessment:
     """One assessment at the working-at strand: each need's % and the average."""
 
@@ -261,8 +273,10 @@ class Assessment:
     average: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Plan:
+    """An action plan as the report tells it: targets, activities, how often, sessions held."""
+
     targets: list[Statement]
     activities: list[str]
     frequency: str
@@ -270,7 +284,7 @@ class Plan:
     hours: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Progress:
     """From the first to the latest assessment at the strand (shown once there are two)."""
 
@@ -279,7 +293,7 @@ class Progress:
     change: float
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Report:
     """Everything the intervention report says, ready to format."""
 
