@@ -9,7 +9,6 @@ consumer names, topics), so it asks for no token; the NetworkPolicy decides who 
 from __future__ import annotations
 
 import asyncio
-import html
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.reporting.rendering import render as render_template
 from shared.service import Runtime, runtime_of
 
 router = APIRouter(tags=["operations"])
@@ -111,37 +111,5 @@ async def ops_page(runtime: Annotated[Runtime, Depends(runtime_of)]) -> HTMLResp
 
 
 def render(services: list[ServiceHealth]) -> str:
-    rows = "\n".join(_row(health) for health in services)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
-<title>Flourish operations</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.4rem .7rem;text-align:left;vertical-align:top}}
-.ok{{color:#1a7f37}}.warn{{color:#b35900;font-weight:600}}</style></head>
-<body><h1>Flourish operations</h1>
-<p>Refreshes every 30 seconds. The same figures feed the Grafana dashboards and alerts.</p>
-<table><thead><tr><th>Service</th><th>Status</th><th>Consumer lag</th><th>Dead letters</th>
-<th>Outbox backlog</th><th>Webhook failures</th><th>Audit</th></tr></thead>
-<tbody>
-{rows}
-</tbody></table></body></html>"""
-
-
-def _row(health: ServiceHealth) -> str:
-    attention = health.attention
-    status = (f'<span class="warn">{html.escape("; ".join(attention))}</span>' if attention
-              else '<span class="ok">ok</span>')
-    audit = "–"
-    if health.audit_checkpoint_age_s is not None:
-        audit = f"checkpoint {health.audit_checkpoint_age_s:.0f} s old"
-    if health.audit_verification_failures:
-        audit += f", {health.audit_verification_failures:.0f} failed verifications"
-    return (f"<tr><td>{html.escape(health.name)}</td><td>{status}</td><td>{_pairs(health.consumer_lag)}</td>"
-            f"<td>{_pairs(health.dead_letters)}</td><td>{health.outbox_backlog:.0f}</td>"
-            f"<td>{health.webhook_failures:.0f}</td><td>{html.escape(audit)}</td></tr>")
-
-
-def _pairs(values: dict[str, float]) -> str:
-    if not values:
-        return "–"
-    return "<br>".join(f"{html.escape(name)}: {value:.0f}" for name, value in sorted(values.items()))
+    """The page itself (templates/ops.html): one row per service, what needs attention in words."""
+    return render_template("ops.html", services=services)

@@ -31,3 +31,16 @@ def test_a_service_that_does_not_answer_is_shown_as_such_and_a_quiet_one_as_ok()
     assert silent.attention == ["metrics unreachable"] and quiet.attention == []
     page = render([silent, quiet])
     assert "metrics unreachable" in page and '<span class="ok">ok</span>' in page
+
+
+def test_the_page_lists_each_consumer_and_a_hostile_name_stays_text():
+    hostile = '"><script>alert(1)</script>'
+    health = summarise(hostile, '# TYPE flourish_consumer_lag gauge\n'
+                                'flourish_consumer_lag{consumer="b.scores",partition="0",topic="t"} 3.0\n'
+                                'flourish_consumer_lag{consumer="a.consent",partition="0",topic="t"} 1200.0\n'
+                                '# TYPE flourish_audit_verification_failures_total counter\n'
+                                'flourish_audit_verification_failures_total 2.0\n')
+    page = render([health])
+    assert "<td>a.consent: 1200<br>b.scores: 3</td>" in page and "<td>–</td>" in page  # no dead letters
+    assert "–, 2 failed verifications" in page
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
