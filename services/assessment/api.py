@@ -57,8 +57,7 @@ from services.assessment.schemas import (
     StartedOut,
     StrandScoreOut,
 )
-from services.assessment.personal_data import PersonalDataRepository
-from services.assessment.privacy import Privacy, erased
+from services.assessment.privacy import erased
 from services.assessment.tables import academies, assessments, classes, group_members, groups, observations
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, cursor_position, page_of, requires, run_command
 from shared.audit import PersonalDataReads, audit_reads
@@ -67,7 +66,7 @@ from shared.events.assessment import AssessmentCompleted, StrandScored
 from shared.events.registry import Event
 from shared.limits import MIB, body_limit
 from shared.problems import Gone, NotFound, UnprocessableEntity
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 
 router = APIRouter()
 
@@ -94,16 +93,8 @@ AnyCaller = Annotated[Principal, Depends(caller)]
 
 
 def context_of(request: Request) -> handlers.Context:
-    """The handlers' context for this app: app.create builds it with the process's Privacy (keys,
-    blind index); an app built from the bare ServiceSpec gets one on first use."""
-    state = request.app.state
-    if getattr(state, "assessment", None) is None:
-        runtime = runtime_of(request)
-        if getattr(state, "privacy", None) is None:
-            state.privacy = Privacy(runtime.settings)
-        state.assessment = handlers.Context(
-            store=runtime.store, personal_data=PersonalDataRepository(state.privacy.keyring, state.privacy.index))
-    return state.assessment  # type: ignore[no-any-return]
+    """The handlers' context, as app.bootstrap built it (with the process's keyring and blind index)."""
+    return dependencies_of(request).context  # type: ignore[no-any-return]
 
 
 Ctx = Annotated[handlers.Context, Depends(context_of)]

@@ -54,7 +54,7 @@ from shared.events.consent import (
     RetentionClock,
 )
 from shared.problems import BadRequest, Forbidden, Gone, Unauthenticated
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 from shared.tenancy import across_trusts
 
 router = APIRouter(tags=["consent"])
@@ -117,7 +117,7 @@ def requires_cached(*roles: Role) -> Callable[..., Principal]:
 
 
 def deps_of(request: Request) -> ConsentDeps:
-    return request.app.state.consent  # type: ignore[no-any-return]
+    return dependencies_of(request).handlers  # type: ignore[no-any-return]
 
 
 Deps = Annotated[ConsentDeps, Depends(deps_of)]
@@ -380,8 +380,8 @@ async def sharing_decision(
     request: Request, principal: Annotated[Principal, Depends(requires_cached(*DECIDERS))],
     pupil_id: UUID, agency_category: AgencyCategory, data_kind: DataKind,
 ) -> Response:
-    now = request.app.state.consent.clock()
-    pupil, decision = await handlers.sharing_decision(request.app.state.decisions, principal, pupil_id,
+    now = deps_of(request).clock()
+    pupil, decision = await handlers.sharing_decision(dependencies_of(request).decisions, principal, pupil_id,
                                                       agency_category, data_kind, now)
     purpose = Purpose.for_agency(agency_category)
     return Response(orjson.dumps({
@@ -475,7 +475,7 @@ async def run_retention(
 ) -> dict[str, Any]:
     if not principal.trust_wide:
         raise Forbidden("running retention is a trust-level action")
-    emitted = await request.app.state.retention.run_once(trust_id=principal.trust_id)
+    emitted = await dependencies_of(request).retention.run_once(trust_id=principal.trust_id)
     return {"expired": [{"pupil_id": str(e.pupil_id), "data_category": e.data_category.value,
                          "due_on": e.due_on.isoformat()} for e in emitted]}
 
@@ -574,7 +574,7 @@ async def subject_access(
         "generated_at": deps.clock().isoformat(),
         "services": {"consent": section},
     }
-    if include_services and request.app.state.subject_access_peers:
+    if include_services and dependencies_of(request).subject_access_peers:
         document["services"].update(await _peer_sections(request, pupil_id))
     chosen = format or _negotiate(request)
     headers = {"Cache-Control": "no-store"}
@@ -614,7 +614,7 @@ async def _peer_sections(request: Request, pupil_id: UUID) -> dict[str, Any]:
     authorization = request.headers.get("authorization", "")
     sections: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=10.0) as client:
-        for name, base_url in sorted(request.app.state.subject_access_peers.items()):
+        for name, base_url in sorted(dependencies_of(request).subject_access_peers.items()):
             try:
                 response = await client.get(f"{base_url.rstrip('/')}/pupils/{pupil_id}/subject-access",
                                             params={"include_services": "false"},

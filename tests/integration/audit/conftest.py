@@ -27,7 +27,6 @@ from shared.auth import DevIssuer, Role
 from shared.events.envelope import Envelope
 from shared.events.reporting import ReportShared
 from shared.infra.postgres import SUPERUSER, PostgresLayout, is_external
-from shared.service import ServiceSpec, create_app
 from shared.settings import Settings
 
 T0 = datetime(2026, 9, 7, 9, 0, tzinfo=UTC)
@@ -98,8 +97,7 @@ async def fill(engine: AsyncEngine, ledger: Ledger, signer: CheckpointSigner, le
 
 
 @asynccontextmanager
-async def serving(spec: ServiceSpec, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(spec, settings)
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:

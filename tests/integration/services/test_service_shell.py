@@ -14,20 +14,29 @@ from fastapi import FastAPI
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from services.assessment.app import SPEC as ASSESSMENT
-from services.consent.app import SPEC as CONSENT
-from services.planning.app import SPEC as PLANNING
-from services.reporting.app import SPEC as REPORTING
+from services.assessment import app as assessment
+from services.consent import app as consent
+from services.planning import app as planning
+from services.reporting import app as reporting
 from shared.auth import DevIssuer, Role
-from shared.service import ServiceSpec, create_app
+from shared.service import ServiceSpec
 from shared.store.migrations import alembic_config
 
+ASSESSMENT, PLANNING, CONSENT, REPORTING = assessment.SPEC, planning.SPEC, consent.SPEC, reporting.SPEC
 SPECS = [ASSESSMENT, PLANNING, CONSENT, REPORTING]
+FACTORIES = {
+    "assessment": assessment.app,
+    "planning": planning.app,
+    "consent": lambda s: consent.app(consent.ConsentServiceSettings(
+        kernel=s, consent=consent.ConsentSettings(run_retention_scheduler=False))),
+    "reporting": reporting.app,
+}
 
 
 @asynccontextmanager
 async def serving(spec: ServiceSpec, settings) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
-    app: FastAPI = create_app(spec, settings)
+    """The service as its one factory (app.py's `app`) builds it."""
+    app: FastAPI = FACTORIES[spec.name](settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
