@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +75,7 @@ Bootstrap = Callable[["Runtime"], AbstractAsyncContextManager[Any]]
 """Builds a service's dependencies once, when it starts (after its schema is migrated), yields
 them, and closes them (clients, pools) when it stops."""
 
-BackgroundTask = Callable[["Runtime", Any, asyncio.Event], Awaitable[None]]
+BackgroundTask = Callable[["Runtime", Any, asyncio.Event], Coroutine[Any, Any, None]]
 """Long-running work of a service besides its consumers (a scheduler, say), handed the runtime and
 the service's dependencies: runs until the event is set."""
 
@@ -91,6 +91,10 @@ async def no_dependencies(runtime: Runtime) -> AsyncIterator[None]:
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """A service, declared in its app.py: its schema, routes, consumer groups, background tasks,
+    errors and the one bootstrap that builds its dependencies (the service's `app()` puts there
+    the bootstrap with its settings tree and any test overrides bound)."""
+
     name: str
     metadata: MetaData
     tables: KernelTables
@@ -172,7 +176,9 @@ class Runtime:
             await self.engine.dispose()
 
     def _subscribe(self, deps: Any) -> None:
-        if not self.runs_consumers or self.consumers:
+        if self.consumers:  # their handlers hold the first run's dependencies, closed since
+            raise RuntimeError(f"{self.spec.name} has run once: build a new app (its app()) to run it again")
+        if not self.runs_consumers:
             return
         settings = self.settings
         for spec in self.spec.consumers:
@@ -230,8 +236,9 @@ class Runtime:
                 )
 
 
-def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
+    """The service's app: called by the service's one factory (its app.py's `app()`), which built
+    `settings` (the kernel's part of its settings tree) and put its bootstrap in `spec`."""
     configure_logging(spec.name, settings.log_level)
     configure_tracing(spec.name, settings.otlp_endpoint, settings.trace_file)
     configure_metrics(spec.name)
@@ -267,7 +274,7 @@ def runtime_of(request: Request) -> Runtime:
 
 def dependencies_of(request: Request) -> Any:
     """FastAPI dependency: the service's dependencies, as its bootstrap built them (503 while the
-    service is not running). Each service's api.py annotates it with its own type."""
+    service is not running). A service's api modules read their part of it through one accessor each."""
     return runtime_of(request).deps
 
 

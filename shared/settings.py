@@ -95,10 +95,6 @@ class Settings(BaseSettings):
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-def get_settings() -> Settings:
-    return Settings()
-
-
 class ServiceSettings(BaseModel):
     """The root of one service's settings tree. Each service subclasses it in its app.py with a
     field per section (`consent: ConsentSettings`, `audit: AuditSettings`, …): a section left out

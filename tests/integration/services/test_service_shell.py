@@ -104,3 +104,40 @@ async def test_an_unknown_route_is_problem_json(service_settings):
         response = await client.get("/no/such/thing")
     assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 404
+
+
+async def test_the_bootstrap_builds_dependencies_once_hands_them_to_routes_and_tasks_and_closes_them(service_settings):
+    from dataclasses import replace
+
+    from fastapi import APIRouter, Depends
+
+    from shared.service import create_app, dependencies_of
+
+    lifecycle: list[str] = []
+    handed_to_task: list[object] = []
+
+    @asynccontextmanager
+    async def bootstrap(runtime):  # type: ignore[no-untyped-def]
+        lifecycle.append("built")
+        yield {"answer": 42}
+        lifecycle.append("closed")
+
+    async def task(runtime, deps, stop):  # type: ignore[no-untyped-def]
+        handed_to_task.append(deps)
+        await stop.wait()
+
+    router = APIRouter()
+
+    @router.get("/test/dependencies")
+    async def read(deps: dict = Depends(dependencies_of)) -> dict:  # type: ignore[type-arg]
+        return deps
+
+    spec = replace(PLANNING, routers=[router], consumers=[], bootstrap=bootstrap, background_tasks=[task])
+    app = create_app(spec, service_settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        assert (await client.get("/test/dependencies")).status_code == 503  # not running yet
+        async with app.router.lifespan_context(app):
+            assert (await client.get("/test/dependencies")).json() == {"answer": 42}
+            assert lifecycle == ["built"] and handed_to_task == [{"answer": 42}]
+        assert lifecycle == ["built", "closed"]
+        assert (await client.get("/test/dependencies")).status_code == 503
