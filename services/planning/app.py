@@ -60,14 +60,14 @@ def bootstrap(settings: PlanningServiceSettings, *, frameworks: FrameworkSource 
 
     @asynccontextmanager
     async def build(runtime: Runtime) -> AsyncIterator[Planning]:
-        own_http = None if assessment_http is not None or frameworks is not None else httpx.AsyncClient(timeout=10.0)
+        http = assessment_http or httpx.AsyncClient(timeout=10.0)
         try:
             source = frameworks or CachedFrameworks(runtime.engine, AssessmentFrameworks(
-                settings.kernel.assessment_url, ServiceTokens(settings.kernel, "planning"), assessment_http or own_http))
+                settings.kernel.assessment_url, ServiceTokens(settings.kernel, "planning"), http))
             yield Planning(settings, PlanningDeps(store=runtime.store, frameworks=source, notes=SessionNotes(), clock=clock))
         finally:
-            if own_http is not None:
-                await own_http.aclose()
+            if http is not assessment_http:
+                await http.aclose()
 
     return build
 

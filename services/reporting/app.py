@@ -70,14 +70,14 @@ def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.Asyn
         consent = sharing.ConsentClient(kernel_settings, timeout_s=settings.sharing.consent_timeout_s,
                                         transport=consent_transport)
         shares = Sharing(settings.sharing, consent, kek, sharing.webhook_client(settings.sharing))
-        own_http = None if assessment_http else httpx.AsyncClient(base_url=kernel_settings.assessment_url, timeout=10.0)
-        peers = Peers(ServiceTokens(kernel_settings, "reporting"), assessment_http or own_http)  # type: ignore[arg-type]
+        http = assessment_http or httpx.AsyncClient(base_url=kernel_settings.assessment_url, timeout=10.0)
+        peers = Peers(ServiceTokens(kernel_settings, "reporting"), http)
         try:
             yield Reporting(settings, Audit.of(settings.audit, SCHEMA), shares, peers)
         finally:
             await shares.close()
-            if own_http is not None:
-                await own_http.aclose()
+            if http is not assessment_http:
+                await http.aclose()
 
     return build
 
