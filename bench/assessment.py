@@ -40,11 +40,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, unique
 from bench.pipeline import produce, raw_producer
-from services.assessment.app import create
+from services.assessment.app import app as assessment_app
 from services.assessment.domain.assessment import Assessment, PupilHistory
 from services.assessment.framework_store import SAMPLE_VERSION, sample_framework
-from services.consent.app import ConsentSettings
-from services.consent.app import build_app as build_consent
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_service
 from shared.auth import DevIssuer, Role
 from shared.events.assessment import AssessmentStarted, Level, ObservationRecorded
 from shared.events.envelope import Envelope, encode, topic_for
@@ -119,7 +119,7 @@ def _as_dict(figure: Figure) -> dict[str, Any]:
 async def served(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
     """The service under uvicorn on a free local port, in this process and event loop, with the
     consent service (pupils' data keys, issue 5) beside it on its ASGI transport."""
-    consent_app = build_consent(settings, consent_settings=ConsentSettings(run_retention_scheduler=False))
+    consent_app = consent_service(ConsentServiceSettings(kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
     async with consent_app.router.lifespan_context(consent_app), httpx.AsyncClient(
         transport=httpx.ASGITransport(app=consent_app), base_url="http://consent", timeout=30
     ) as consent:
@@ -129,7 +129,7 @@ async def served(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
 
 @asynccontextmanager
 async def _served(settings: Settings, consent: httpx.AsyncClient) -> AsyncIterator[tuple[Any, str]]:
-    app = create(settings, consent_http=consent)
+    app = assessment_app(settings, consent_http=consent)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -61,7 +61,7 @@ async def run() -> list[dict[str, Any]]:
 
 
 async def decision_latency(settings: Settings) -> list[Figure]:
-    from services.consent.app import ConsentSettings, build_app
+    from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_service
     from services.consent.projections import on_pupil_enrolled
 
     prefix = unique("bench.") + "."
@@ -71,7 +71,7 @@ async def decision_latency(settings: Settings) -> list[Figure]:
     state_dir = Path(tempfile.mkdtemp(prefix="flourish-bench-consent-"))
     settings = settings.model_copy(update={"topic_prefix": prefix, "state_dir": state_dir,
                                            "jwks_path": state_dir / "dev-issuer" / "jwks.json", "log_level": "WARNING"})
-    app = build_app(settings, consent_settings=ConsentSettings(run_retention_scheduler=False))
+    app = consent_service(ConsentServiceSettings(kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
     trust, academy = uuid.uuid4(), uuid.uuid4()
     issuer = DevIssuer(settings)
     service = {"Authorization": f"Bearer {issuer.issue('svc-reporting', [Role.service], trust)}"}

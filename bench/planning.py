@@ -60,14 +60,14 @@ async def _admin(server: Any, statement: str) -> None:
 
 
 async def _run(endpoints: Any, database_url: str, prefix: str) -> list[dict[str, Any]]:
-    from services.planning.app import build_app
+    from services.planning.app import app as planning_service
 
     settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
                         topic_prefix=prefix, log_level="WARNING")
     trust = uuid.uuid4()
     warm, timed = _scores(int(RATE * WARMUP_S), trust), _scores(int(RATE * DURATION_S), trust)
     sent: dict[uuid.UUID, float] = {}
-    app = build_app(settings)
+    app = planning_service(settings)
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="bench-planning")
     await publisher.start()
     topic = topic_for("assessment", prefix)

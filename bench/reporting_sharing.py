@@ -19,7 +19,7 @@ import httpx
 import orjson
 
 from bench.common import HIGHER_IS_BETTER, Figure
-from services.reporting.sharing import Sharing, SharingSettings
+from services.reporting.sharing import SharingSettings, webhook_client
 from services.reporting.sharing.signing import headers, new_secret
 
 DELIVERIES = 3000
@@ -50,18 +50,13 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
                 break
             except httpx.TransportError:
                 await asyncio.sleep(0.05)
-    sharing = Sharing(SharingSettings())
-
-    class _Runtime:  # the worker's client is keyed by runtime
-        pass
-
-    runtime = _Runtime()
+    config = SharingSettings()
+    client = webhook_client(config)  # the client the delivery worker sends with
     secret = new_secret()
     payload = {"share_id": str(uuid.uuid4()), "pupil_id": str(uuid.uuid4()), "document_kind": "report",
                "document": {"title": "Termly report", "strand": "Being", "needs": [52, 28, 28]}}
-    batch = sharing.config.batch_size
+    batch = config.batch_size
     try:
-        client = sharing.http(runtime)
 
         async def signed(n: int) -> None:
             body = orjson.dumps({"type": "share.created", "timestamp": time.time(), "data": payload})
@@ -84,7 +79,7 @@ async def run() -> list[dict]:  # type: ignore[type-arg]
                 await asyncio.gather(*(raw(n) for n in range(start, min(start + batch, DELIVERIES))))
             baseline = DELIVERIES / (time.perf_counter() - t0)
     finally:
-        await sharing.close(runtime)
+        await client.aclose()
         server.terminate()
         server.wait(timeout=10)
     figure = Figure("sharing.webhook.deliveries", ours, "deliveries/s", "httpx.post.unsigned", baseline, HIGHER_IS_BETTER)

@@ -1,13 +1,21 @@
 """The one way to build a Flourish service: a FastAPI app and a FastStream Kafka broker in one
-process, whose lifespan migrates the service's schema, starts its consumers and runs its outbox
-relay, and which serves health, readiness, metrics, OpenAPI and AsyncAPI."""
+process, whose lifespan migrates the service's schema, builds the service's dependencies once (its
+bootstrap), starts its consumers and runs its outbox relay, and which serves health, readiness,
+metrics, OpenAPI and AsyncAPI.
+
+A service declares itself in its app.py: a `ServiceSpec` (routers, consumer groups, background
+tasks, errors_to_problems.PROBLEMS) and one `bootstrap`, an async context manager over the
+`Runtime` that yields the service's dependencies and closes them when it stops. Routes receive
+them through `dependencies_of`; consumers (`ConsumerSpec.handlers_from`), start-up steps and
+background tasks are handed them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,9 +26,9 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
 from sqlalchemy import MetaData, Table, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared import errors_to_problems
 from shared.events.envelope import topic_for
 from shared.events.registry import Event, registered_types
 from shared.logs import configure_logging
@@ -31,23 +39,15 @@ from shared.messaging.topics import CONTEXTS, ensure_topics
 from shared.auth import Auth, Principal, TokenVerifier
 from shared.limits import BodySizeLimit
 from shared.openapi import document_problems
-from shared.problems import (
-    ConcurrencyConflict,
-    Forbidden,
-    PayloadTooLarge,
-    Problem,
-    ServiceUnavailable,
-    UnprocessableEntity,
-    install_problem_handlers,
-)
+from shared.problems import ServiceUnavailable, install_problem_handlers
 from shared.settings import Settings
 from shared.store.db import create_engine
-from shared.store.event_store import EventStore, EventTooLarge, StreamVersionConflict
+from shared.store.event_store import EventStore
 from shared.store.migrations import upgrade
 from shared.store.outbox import OutboxRelay
 from shared.store.tables import KernelTables
 from shared.telemetry import TracingMiddleware, configure_metrics, configure_tracing
-from shared.tenancy import TenantScopeMiddleware, is_policy_violation
+from shared.tenancy import TenantScopeMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +58,43 @@ class ConsumerSpec:
 
     name: str
     contexts: Sequence[str]
-    handlers: Mapping[type[Event], Handler]
+    handlers: Mapping[type[Event], Handler] = field(default_factory=dict)
     batch_handlers: Mapping[type[Event], BatchHandler] = field(default_factory=dict)
     # The service's table of (pupil_id, trust_id, academy_id): an event that claims another trust
     # for a pupil or an academy in it is dead-lettered (shared.messaging.tenancy).
     roster: Table | None = None
+    # Handlers that need the service's dependencies (a keyring, the ledger): built from what the
+    # bootstrap yielded, when the service starts, and added to `handlers`.
+    handlers_from: Callable[[Any], Mapping[type[Event], Handler]] | None = None
+
+    def handlers_with(self, deps: Any) -> dict[type[Event], Handler]:
+        return {**self.handlers, **(self.handlers_from(deps) if self.handlers_from else {})}
 
 
-BackgroundTask = Callable[["Runtime", asyncio.Event], Awaitable[None]]
-"""Long-running work of a service besides its consumers (a scheduler, say): runs until the event is set."""
+Bootstrap = Callable[["Runtime"], AbstractAsyncContextManager[Any]]
+"""Builds a service's dependencies once, when it starts (after its schema is migrated), yields
+them, and closes them (clients, pools) when it stops."""
 
-StartupStep = Callable[["Runtime"], Awaitable[None]]
-"""Work after the schema is migrated and before the service takes traffic (loading reference data)."""
+BackgroundTask = Callable[["Runtime", Any, asyncio.Event], Coroutine[Any, Any, None]]
+"""Long-running work of a service besides its consumers (a scheduler, say), handed the runtime and
+the service's dependencies: runs until the event is set."""
+
+StartupStep = Callable[["Runtime", Any], Awaitable[None]]
+"""Work after the dependencies are built and before the service takes traffic (loading reference data)."""
+
+
+@asynccontextmanager
+async def no_dependencies(runtime: Runtime) -> AsyncIterator[None]:
+    """The bootstrap of a service that needs nothing besides the runtime."""
+    yield None
 
 
 @dataclass(frozen=True)
 class ServiceSpec:
+    """A service, declared in its app.py: its schema, routes, consumer groups, background tasks,
+    errors and the one bootstrap that builds its dependencies (the service's `app()` puts there
+    the bootstrap with its settings tree and any test overrides bound)."""
+
     name: str
     metadata: MetaData
     tables: KernelTables
@@ -81,13 +102,19 @@ class ServiceSpec:
     description: str
     routers: Sequence[APIRouter] = ()
     consumers: Sequence[ConsumerSpec] = ()
-    domain_errors: Mapping[type[Exception], Any] = field(default_factory=dict)
+    # The service's errors_to_problems.PROBLEMS; the kernel's own (shared.errors_to_problems) apply too.
+    problems: Mapping[type[Exception], errors_to_problems.ProblemFactory] = field(default_factory=dict)
+    bootstrap: Bootstrap = no_dependencies
     background_tasks: Sequence[BackgroundTask] = ()
     on_startup: Sequence[StartupStep] = ()
 
 
+_NOT_RUNNING = object()
+
+
 class Runtime:
-    """What a running service holds: its database, event store, Kafka clients and relay."""
+    """What a running service holds: its database, event store, Kafka clients and relay, and (while
+    it runs) the dependencies its bootstrap built."""
 
     def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
         if settings.environment == "production" and not settings.jwks_url:
@@ -112,29 +139,58 @@ class Runtime:
         broker_log = logging.getLogger(f"flourish.{spec.name}.kafka")
         broker_log.setLevel(logging.WARNING)
         self.broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}", logger=broker_log)
-        retry = RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_base_s, settings.consumer_backoff_max_s)
-        runs_consumers = settings.role in ("all", "consumers")
-        consumer_specs = list(spec.consumers) if runs_consumers else []
-        self.background_tasks = list(spec.background_tasks) if runs_consumers else []
-        self.consumers = [
-            IdempotentConsumer(
-                f"{spec.name}.{consumer.name}", self.engine, spec.tables, consumer.handlers, self.publisher,
-                retry=retry, topic_prefix=settings.topic_prefix, batch_handlers=consumer.batch_handlers,
-                roster=consumer.roster, max_record_bytes=settings.consumer_max_record_bytes,
-            )
-            for consumer in consumer_specs
-        ]
-        for consumer, consumer_spec in zip(self.consumers, consumer_specs, strict=True):
-            topics = [topic_for(context, settings.topic_prefix) for context in consumer_spec.contexts]
-            subscribe(self.broker, consumer, topics)
+        self._retry = RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_base_s,
+                                  settings.consumer_backoff_max_s)
+        self.runs_consumers = settings.role in ("all", "consumers")
+        self.consumers: list[IdempotentConsumer] = []
         self._document_published_events()
+        self._deps: Any = _NOT_RUNNING
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self) -> None:
-        await upgrade(self.engine, self.spec.migrations, self.settings)
-        for step in self.spec.on_startup:
-            await step(self)
+    @property
+    def deps(self) -> Any:
+        """What the service's bootstrap built, while the service runs."""
+        if self._deps is _NOT_RUNNING:
+            raise ServiceUnavailable("the service is not running", retry_after_s=5)
+        return self._deps
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Any]:
+        """Migrate the schema, build the dependencies (the spec's bootstrap), start consumers, the
+        relay and background tasks; on the way out stop them and close everything, in reverse."""
+        try:
+            await upgrade(self.engine, self.spec.migrations, self.settings)
+            async with self.spec.bootstrap(self) as deps:
+                for step in self.spec.on_startup:
+                    await step(self, deps)
+                self._subscribe(deps)
+                self._deps = deps
+                try:
+                    await self._start(deps)
+                    yield deps
+                finally:
+                    self._deps = _NOT_RUNNING
+                    await self._stop_all()
+        finally:
+            await self.engine.dispose()
+
+    def _subscribe(self, deps: Any) -> None:
+        if self.consumers:  # their handlers hold the first run's dependencies, closed since
+            raise RuntimeError(f"{self.spec.name} has run once: build a new app (its app()) to run it again")
+        if not self.runs_consumers:
+            return
+        settings = self.settings
+        for spec in self.spec.consumers:
+            consumer = IdempotentConsumer(
+                f"{self.spec.name}.{spec.name}", self.engine, self.spec.tables, spec.handlers_with(deps), self.publisher,
+                retry=self._retry, topic_prefix=settings.topic_prefix, batch_handlers=spec.batch_handlers,
+                roster=spec.roster, max_record_bytes=settings.consumer_max_record_bytes,
+            )
+            subscribe(self.broker, consumer, [topic_for(context, settings.topic_prefix) for context in spec.contexts])
+            self.consumers.append(consumer)
+
+    async def _start(self, deps: Any) -> None:
         prefix = self.settings.topic_prefix
         await ensure_topics(
             self.settings.kafka_bootstrap_servers,
@@ -142,17 +198,18 @@ class Runtime:
         )
         await self.publisher.start()
         await self.broker.start()
+        self._stop.clear()
         self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name=f"{self.spec.name}-outbox-relay"))
-        for task in self.background_tasks:
-            self._tasks.append(asyncio.create_task(task(self, self._stop), name=f"{self.spec.name}-{task.__name__}"))
+        for task in self.spec.background_tasks if self.runs_consumers else ():
+            self._tasks.append(asyncio.create_task(task(self, deps, self._stop), name=f"{self.spec.name}-{task.__name__}"))
 
-    async def stop(self) -> None:
+    async def _stop_all(self) -> None:
         self._stop.set()
         if self._tasks:
             await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout=15)
+            self._tasks.clear()
         await self.broker.stop()
         await self.publisher.stop()
-        await self.engine.dispose()
 
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -179,8 +236,9 @@ class Runtime:
                 )
 
 
-def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(spec: ServiceSpec, settings: Settings) -> FastAPI:
+    """The service's app: called by the service's one factory (its app.py's `app()`), which built
+    `settings` (the kernel's part of its settings tree) and put its bootstrap in `spec`."""
     configure_logging(spec.name, settings.log_level)
     configure_tracing(spec.name, settings.otlp_endpoint, settings.trace_file)
     configure_metrics(spec.name)
@@ -188,22 +246,16 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await runtime.start()
-        log.info("service started", extra={"service": spec.name})
-        try:
+        async with runtime.running():
+            log.info("service started", extra={"service": spec.name})
             yield
-        finally:
-            await runtime.stop()
 
     # FastAPI's own tracing is off: TracingMiddleware makes the one server span per request, named
     # by the route template; FastAPI's would be a second, carrying the path and query (pupil ids).
     app = FastAPI(title=f"Flourish {spec.name}", description=spec.description, version="0.1.0", lifespan=lifespan,
                   telemetry={"tracing": False})
     app.state.runtime = runtime
-    install_problem_handlers(
-        app, {StreamVersionConflict: _concurrency_problem, EventTooLarge: _too_large_problem,
-              DBAPIError: _database_error_problem, **spec.domain_errors}
-    )
+    install_problem_handlers(app, {**errors_to_problems.PROBLEMS, **spec.problems})
     app.add_middleware(BodySizeLimit)  # inside tracing: a refused body still leaves its span
     app.add_middleware(TracingMiddleware)
     app.add_middleware(TenantScopeMiddleware)  # outermost: each request starts in no trust's scope
@@ -215,31 +267,15 @@ def create_app(spec: ServiceSpec, settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _concurrency_problem(error: Exception) -> Problem:
-    return ConcurrencyConflict("the record changed since it was read; reload it and try again")
-
-
-def _too_large_problem(error: Exception) -> Problem:
-    return PayloadTooLarge(str(error))
-
-
-# PostgreSQL stores no NUL character in text or jsonb (SQLSTATE 22021 and 22P05): input that
-# carries one is the client's error, whichever field it came in.
-_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
-
-
-def _database_error_problem(error: Exception) -> Problem:
-    """A database error that is the client's doing, as a problem; any other stays a 500."""
-    if getattr(getattr(error, "orig", None), "sqlstate", None) in _UNSTORABLE_TEXT:
-        return UnprocessableEntity("text may not contain NUL (\\u0000) characters; nothing was changed")
-    if is_policy_violation(error):  # row-level security refused a row of another trust
-        return Forbidden("this record is outside your trust or academies; nothing was changed")
-    raise error  # any other database error stays a 500, logged by UnhandledErrorMiddleware
-
-
 def runtime_of(request: Request) -> Runtime:
     """FastAPI dependency: the running service's database, store and clients."""
     return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def dependencies_of(request: Request) -> Any:
+    """FastAPI dependency: the service's dependencies, as its bootstrap built them (503 while the
+    service is not running). A service's api modules read their part of it through one accessor each."""
+    return runtime_of(request).deps
 
 
 def _operations_router(runtime: Runtime) -> APIRouter:

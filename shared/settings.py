@@ -1,11 +1,13 @@
-"""The one settings object every service and tool reads its configuration from."""
+"""The settings every service and tool reads its configuration from: the kernel's `Settings`, and
+`ServiceSettings`, the root of a service's settings tree (the kernel's plus the service's own
+sections, each read from its own environment variables), built once when a service is made."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -93,5 +95,22 @@ class Settings(BaseSettings):
         return self.database_url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-def get_settings() -> Settings:
-    return Settings()
+class ServiceSettings(BaseModel):
+    """The root of one service's settings tree. Each service subclasses it in its app.py with a
+    field per section (`consent: ConsentSettings`, `audit: AuditSettings`, …): a section left out
+    is read from the environment, under the same variable names as always. Built once by the
+    service's `app()` and passed down; nothing below it constructs settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kernel: Settings = Field(default_factory=Settings)
+
+    @classmethod
+    def of(cls, settings: ServiceSettings | Settings | None) -> Self:
+        """The tree given; or, from the kernel's Settings alone (or nothing), a tree whose sections
+        are read from the environment."""
+        if isinstance(settings, cls):
+            return settings
+        if isinstance(settings, ServiceSettings):
+            raise TypeError(f"{type(settings).__name__} is not {cls.__name__}")
+        return cls(kernel=settings or Settings())

@@ -31,8 +31,6 @@ from services.assessment.domain.framework import framework_json_schema, parse_fr
 from services.assessment.domain.observations import Rating
 from services.assessment.domain.screening import ClassProfile, progress
 from services.assessment.framework_store import SAMPLE_VERSION, FrameworkSummary
-from services.assessment.personal_data import PersonalDataRepository
-from services.assessment.privacy import Privacy
 from services.assessment.profiles import profile_of
 from services.assessment.schemas import (
     AcademyOut,
@@ -70,7 +68,7 @@ from shared.audit import PersonalDataReads, audit_reads
 from shared.auth import Principal, Role
 from shared.limits import MIB, body_limit
 from shared.problems import NotFound, UnprocessableEntity
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 
 router = APIRouter()
 
@@ -97,16 +95,8 @@ AnyCaller = Annotated[Principal, Depends(caller)]
 
 
 def context_of(request: Request) -> handlers.Context:
-    """The handlers' context for this app: app.create builds it with the process's Privacy (keys,
-    blind index); an app built from the bare ServiceSpec gets one on first use."""
-    state = request.app.state
-    if getattr(state, "assessment", None) is None:
-        runtime = runtime_of(request)
-        if getattr(state, "privacy", None) is None:
-            state.privacy = Privacy(runtime.settings)
-        state.assessment = handlers.Context(
-            store=runtime.store, personal_data=PersonalDataRepository(state.privacy.keyring, state.privacy.index))
-    return state.assessment  # type: ignore[no-any-return]
+    """The handlers' context, as app.bootstrap built it (with the process's keyring and blind index)."""
+    return dependencies_of(request).context  # type: ignore[no-any-return]
 
 
 Ctx = Annotated[handlers.Context, Depends(context_of)]

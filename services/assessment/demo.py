@@ -17,9 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.assessment import handlers
 from services.assessment.framework_store import sample_framework
 from services.assessment.personal_data import PersonalDataRepository
-from services.assessment.privacy import Privacy
+from services.assessment.privacy import AssessmentPrivacySettings, Privacy
 from services.assessment.tables import kernel
 from shared.auth import Principal, Role
+from shared.datakeys import DataKeySettings
 from shared.settings import Settings
 from shared.store.event_store import EventStore
 
@@ -61,7 +62,8 @@ async def load_demo(engine: AsyncEngine, settings: Settings | None = None) -> in
     """Register the demo academies, load the sample framework and import the classes; returns
     how many pupils were new (0 when the demo was loaded before). The consent service must be
     running: the pupils' details are sealed with their data keys."""
-    privacy = Privacy(settings or Settings())
+    # An entry point (the CLI's): its settings are read here, once.
+    privacy = Privacy(settings or Settings(), AssessmentPrivacySettings(), DataKeySettings())
     try:
         return await _load(engine, privacy)
     finally:

@@ -1,4 +1,5 @@
-"""Each domain error of the assessment service as the problem+json the client gets, in one place.
+"""Each domain error of the assessment service as the problem+json the client gets, in one place
+(the kernel's own, shared.errors_to_problems, apply too: data keys, concurrency, database).
 
 Details name ids, statement ids, rows, columns and rating indexes: never a value from a roster
 file or a note, which may be personal data.
@@ -6,12 +7,11 @@ file or a note, which may be personal data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.assessment.domain import errors as e
-from shared.datakeys import DataKeyDestroyed, DataKeyError
-from shared.problems import Conflict, Forbidden, Gone, NotFound, Problem, ServiceUnavailable, UnprocessableEntity
+from shared.problems import Conflict, Forbidden, NotFound, Problem, UnprocessableEntity
 
 
 def _as(problem: type[Problem], extras: Callable[[Any], dict[str, Any]] | None = None) -> Callable[[Exception], Problem]:
@@ -21,7 +21,7 @@ def _as(problem: type[Problem], extras: Callable[[Any], dict[str, Any]] | None =
     return factory
 
 
-PROBLEMS: dict[type[Exception], Callable[[Exception], Problem]] = {
+PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
     e.FrameworkInvalid: _as(UnprocessableEntity, lambda x: {"problems": [p.as_dict() for p in x.problems[:100]]}),
     e.UnknownFrameworkVersion: _as(UnprocessableEntity, lambda x: {"framework_version": x.version}),
     e.FrameworkVersionInUse: _as(Conflict, lambda x: {"framework_version": x.version}),
@@ -44,8 +44,4 @@ PROBLEMS: dict[type[Exception], Callable[[Exception], Problem]] = {
     e.AssessmentAlreadyCompleted: _as(Conflict),
     e.MissingRatings: _as(UnprocessableEntity, lambda x: {"missing_statements": {str(k): v for k, v in x.missing.items()}}),
     e.InvalidAssessmentRequest: _as(UnprocessableEntity),
-    # Per-pupil data keys (docs/consent.md): an erased pupil is gone; any other key failure fails
-    # closed (nothing sealed, written or shown) and may be retried.
-    DataKeyDestroyed: lambda x: Gone("the pupil was erased and their data key destroyed"),
-    DataKeyError: lambda x: ServiceUnavailable("a pupil's data key is not available; try again later"),
 }

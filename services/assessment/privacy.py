@@ -1,7 +1,7 @@
 """The assessment service's side of issue 5: per-pupil data keys, the UPN blind index, telling the
 consent service each pupil's date of birth (reliably), and erasure.
 
-* ``Privacy`` is one per process (built by app.create, closed at shutdown): the keyring (a
+* ``Privacy`` is one per process (built by app.bootstrap, closed at shutdown): the keyring (a
   ``DataKeyClient`` to the consent service, as role ``service`` of the pupil's trust), the blind
   index, and the HTTP client both use.
 * ``BlindIndex``, ``AssessmentPrivacySettings`` and ``keys_for`` live in pupil_keys.py, which
@@ -47,12 +47,10 @@ log = logging.getLogger(__name__)
 class Privacy:
     """One per process: the keyring, the blind index and the consent client they share."""
 
-    def __init__(self, settings: Settings, *, http: httpx.AsyncClient | None = None,
-                 privacy_settings: AssessmentPrivacySettings | None = None,
-                 key_settings: DataKeySettings | None = None) -> None:
+    def __init__(self, settings: Settings, privacy_settings: AssessmentPrivacySettings, key_settings: DataKeySettings,
+                 *, http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
-        self.privacy_settings = privacy_settings or AssessmentPrivacySettings()
-        key_settings = key_settings or DataKeySettings()
+        self.privacy_settings = privacy_settings
         if (settings.environment == "production" and not settings.mesh_mtls
                 and not settings.consent_url.startswith("https://")):
             raise ValueError("in production FLOURISH_CONSENT_URL must be https, or FLOURISH_MESH_MTLS=true "

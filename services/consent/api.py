@@ -41,7 +41,7 @@ from shared.auth import Principal, Role
 from shared.datakeys import ALGORITHM, DataKeyDestroyed, UnknownDataKey
 from shared.events.consent import AgencyCategory, DataCategory, DataKind, ErasureReason, Purpose
 from shared.problems import BadRequest, Forbidden, Gone
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 from shared.tenancy import across_trusts
 from shared.verified_tokens import requires_cached
 
@@ -56,7 +56,7 @@ CLOCK_KEEPERS = (Role.service, Role.senco, Role.dpo)
 
 
 def deps_of(request: Request) -> ConsentDeps:
-    return request.app.state.consent  # type: ignore[no-any-return]
+    return dependencies_of(request).handlers  # type: ignore[no-any-return]
 
 
 Deps = Annotated[ConsentDeps, Depends(deps_of)]
@@ -184,8 +184,8 @@ async def sharing_decision(
     request: Request, principal: Annotated[Principal, Depends(requires_cached(*DECIDERS))],
     pupil_id: UUID, agency_category: AgencyCategory, data_kind: DataKind,
 ) -> Response:
-    now = request.app.state.consent.clock()
-    pupil, decision = await handlers.sharing_decision(request.app.state.decisions, principal, pupil_id,
+    now = deps_of(request).clock()
+    pupil, decision = await handlers.sharing_decision(dependencies_of(request).decisions, principal, pupil_id,
                                                       agency_category, data_kind, now)
     purpose = Purpose.for_agency(agency_category)
     return Response(orjson.dumps({
@@ -279,7 +279,7 @@ async def run_retention(
 ) -> dict[str, Any]:
     if not principal.trust_wide:
         raise Forbidden("running retention is a trust-level action")
-    emitted = await request.app.state.retention.run_once(trust_id=principal.trust_id)
+    emitted = await dependencies_of(request).retention.run_once(trust_id=principal.trust_id)
     return {"expired": [{"pupil_id": str(e.pupil_id), "data_category": e.data_category.value,
                          "due_on": e.due_on.isoformat()} for e in emitted]}
 
@@ -371,9 +371,9 @@ async def subject_access(
         await read.record(conn, runtime.store, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id,
                           academy_id=pupil.academy_id, data_categories=["subject_access_export"])
         document = await exports.export(conn, deps, pupil)
-    if include_services and request.app.state.subject_access_peers:
+    if include_services and dependencies_of(request).subject_access_peers:
         document["services"].update(await exports.peer_sections(
-            request.app.state.subject_access_peers, request.headers.get("authorization", ""), pupil_id))
+            dependencies_of(request).subject_access_peers, request.headers.get("authorization", ""), pupil_id))
     return rendering.document_response("Subject access export", document, format or rendering.negotiate(request))
 
 

@@ -22,7 +22,7 @@ from shared.api import Cursor, IdempotencyKey, Page, PageSize, cursor_position, 
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.planning import PlanKind
 from shared.problems import NotFound
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 
 router = APIRouter(tags=["planning"])
 
@@ -32,7 +32,7 @@ Run = Annotated[Runtime, Depends(runtime_of)]
 
 
 def deps_of(request: Request) -> PlanningDeps:
-    return request.app.state.planning  # type: ignore[no-any-return]
+    return dependencies_of(request).handlers  # type: ignore[no-any-return]
 
 
 Deps = Annotated[PlanningDeps, Depends(deps_of)]

@@ -1,60 +1,32 @@
 """The planning service: suggested targets and activities, action plans issued by practitioners,
-reviews and the session log. Publishes PlanIssued, PlanReviewed, SessionLogged and PlanClosed."""
+reviews and the session log. Publishes PlanIssued, PlanReviewed, SessionLogged and PlanClosed.
+
+`app()` is the one factory (uvicorn's `--factory services.planning.app:app`, and every test);
+`bootstrap` builds what the routes use once, when the service starts: the framework source (the
+assessment service over HTTP, cached in planning's own table) and the handlers' dependencies.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
 
+from services.planning import errors_to_problems
 from services.planning.api import router
 from services.planning.consumers import CONSENT, SCORES
-from services.planning.domain import errors
-from services.planning.framework_source import AssessmentFrameworks, CachedFrameworks, FrameworkSource, UnknownFramework
+from services.planning.framework_source import AssessmentFrameworks, CachedFrameworks, FrameworkSource
 from services.planning.handlers import PlanningDeps, utcnow
 from services.planning.notes import SessionNotes
 from services.planning.tables import kernel, metadata
 from shared.peers import ServiceTokens
-from shared.problems import Conflict, Forbidden, Gone, NotFound, Problem, UnprocessableEntity, problem_type
-from shared.service import ServiceSpec, create_app
-from shared.settings import Settings
-
-
-class ParticipationWithdrawnProblem(Forbidden):
-    type_ = problem_type("participation-withdrawn")
-    title = "Consent to take part was withdrawn"
-
-
-class NothingToSuggest(NotFound):
-    type_ = problem_type("no-suggestion")
-    title = "Nothing to suggest yet"
-
-
-class WrongState(Conflict):
-    type_ = problem_type("wrong-plan-state")
-    title = "The plan is not in a state that allows this"
-
-
-def _unprocessable(error: Exception) -> Problem:
-    return UnprocessableEntity(str(error))
-
-
-DOMAIN_ERRORS: dict[type[Exception], Callable[[Exception], Problem]] = {
-    errors.UnknownPupil: lambda e: NotFound(str(e)),
-    errors.UnknownPlan: lambda e: NotFound(str(e)),
-    errors.PupilErased: lambda e: Gone(str(e)),
-    errors.ParticipationWithdrawn: lambda e: ParticipationWithdrawnProblem(str(e)),
-    errors.NoSuggestion: lambda e: NothingToSuggest(str(e)),
-    errors.WrongPlanState: lambda e: WrongState(str(e)),
-    errors.InvalidTargets: lambda e: UnprocessableEntity(str(e), extras={"not_statements_of_strand": e.wrong}),  # type: ignore[attr-defined]
-    errors.InvalidActivities: _unprocessable,
-    errors.InvalidPlan: _unprocessable,
-    errors.InvalidSession: _unprocessable,
-    UnknownFramework: _unprocessable,
-}
+from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
+from shared.settings import ServiceSettings, Settings
 
 SPEC = ServiceSpec(
     name="planning",
@@ -65,33 +37,46 @@ SPEC = ServiceSpec(
                 "log: publishes PlanIssued, PlanReviewed, SessionLogged and PlanClosed.",
     routers=[router],
     consumers=[SCORES, CONSENT],
-    domain_errors=DOMAIN_ERRORS,
+    problems=errors_to_problems.PROBLEMS,
 )
 
 
-def build_app(
-    settings: Settings | None = None,
-    *,
-    frameworks: FrameworkSource | None = None,
-    assessment_http: httpx.AsyncClient | None = None,
-    clock: Callable[[], datetime] = utcnow,
-) -> FastAPI:
-    """The planning service. Framework content comes from the assessment service over HTTP
-    (`assessment_http`: a client for it, e.g. on an in-process ASGI transport in tests)."""
-    settings = settings or Settings()
-    app = create_app(SPEC, settings)
-    runtime = app.state.runtime
-    if frameworks is None:
-        fetch = AssessmentFrameworks(settings.assessment_url, ServiceTokens(settings, "planning"), assessment_http)
-        frameworks = CachedFrameworks(runtime.engine, fetch)
-    app.state.planning = PlanningDeps(store=runtime.store, frameworks=frameworks, notes=SessionNotes(), clock=clock)
-    return app
+class PlanningServiceSettings(ServiceSettings):
+    """Planning's settings tree: the kernel's `Settings` (planning has no section of its own)."""
 
 
-def create(settings: Settings | None = None) -> FastAPI:
-    return build_app(settings)
+@dataclass(frozen=True)
+class Planning:
+    """What planning's routes use, built once by `bootstrap`."""
+
+    settings: PlanningServiceSettings
+    handlers: PlanningDeps
 
 
-def app() -> FastAPI:
-    """uvicorn's factory: `uvicorn --factory services.planning.app:app`."""
-    return build_app()
+def bootstrap(settings: PlanningServiceSettings, *, frameworks: FrameworkSource | None = None,
+              assessment_http: httpx.AsyncClient | None = None, clock: Callable[[], datetime] = utcnow) -> Bootstrap:
+    """Framework content comes from the assessment service over HTTP (`assessment_http`: a client
+    for it, e.g. on an in-process ASGI transport in tests; by default one of planning's own)."""
+
+    @asynccontextmanager
+    async def build(runtime: Runtime) -> AsyncIterator[Planning]:
+        http = assessment_http or httpx.AsyncClient(timeout=10.0)
+        try:
+            source = frameworks or CachedFrameworks(runtime.engine, AssessmentFrameworks(
+                settings.kernel.assessment_url, ServiceTokens(settings.kernel, "planning"), http))
+            yield Planning(settings, PlanningDeps(store=runtime.store, frameworks=source, notes=SessionNotes(), clock=clock))
+        finally:
+            if http is not assessment_http:
+                await http.aclose()
+
+    return build
+
+
+def app(settings: PlanningServiceSettings | Settings | None = None, *, frameworks: FrameworkSource | None = None,
+        assessment_http: httpx.AsyncClient | None = None, clock: Callable[[], datetime] = utcnow) -> FastAPI:
+    """The planning service (uvicorn's factory: `uvicorn --factory services.planning.app:app`).
+
+    `settings`: the settings tree, or the kernel's `Settings` alone; the rest are for tests."""
+    tree = PlanningServiceSettings.of(settings)
+    spec = replace(SPEC, bootstrap=bootstrap(tree, frameworks=frameworks, assessment_http=assessment_http, clock=clock))
+    return create_app(spec, tree.kernel)

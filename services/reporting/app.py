@@ -1,21 +1,86 @@
 """The reporting service: read models, dashboards, the intervention report, consent-gated sharing
-with agencies over signed webhooks, the audit ledger, and the ops page."""
+with agencies over signed webhooks, the audit ledger, and the ops page.
 
-from dataclasses import replace
+`app()` is the one factory (uvicorn's `--factory services.reporting.app:app`, and every test);
+`bootstrap` builds what routes, consumers and tasks use once, when the service starts, and closes
+it when it stops: the audit ledger (`.audit`), sharing with its consent and webhook clients
+(`.sharing`) and the calls to the assessment service (`.peers`). The subpackages find their part
+of `Reporting` by those names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
+from pydantic import Field
 
-from services.reporting import audit, readmodels, sharing
+from services.reporting import audit, errors_to_problems, readmodels, sharing
+from services.reporting.audit import Audit, AuditSettings
+from services.reporting.readmodels import Peers
+from services.reporting.sharing import Sharing, SharingSettings
 from services.reporting.ops import router as ops_router
 from services.reporting.tables import SCHEMA, kernel, metadata
-from shared.service import ServiceSpec, create_app
+from shared.datakeys import DataKeySettings, LocalKek
+from shared.peers import ServiceTokens
+from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
+from shared.settings import ServiceSettings, Settings
 
-LEDGER = audit.Ledger(SCHEMA)
-SHARING = sharing.Sharing()
 # Which trust and academy each pupil is in, as the read models know it: the ledger and sharing
 # refuse an event that puts a known pupil or academy in another trust.
 ROSTER = readmodels.LIVE.pupils
+
+
+class ReportingServiceSettings(ServiceSettings):
+    """Reporting's settings tree: the kernel's, the audit ledger's (FLOURISH_AUDIT_*), sharing's
+    (FLOURISH_SHARING_*) and the data keys' (FLOURISH_DATA_KEK wraps agencies' signing secrets)."""
+
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    sharing: SharingSettings = Field(default_factory=SharingSettings)
+    data_keys: DataKeySettings = Field(default_factory=DataKeySettings)
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """What reporting's routes, consumers and tasks use, built once by `bootstrap`."""
+
+    settings: ReportingServiceSettings
+    audit: Audit
+    sharing: Sharing
+    peers: Peers
+
+
+def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.AsyncClient | None = None,
+              consent_transport: httpx.AsyncBaseTransport | None = None) -> Bootstrap:
+    """`assessment_http`: a client for the assessment service (tests: on its ASGI transport; by
+    default one of reporting's own, to Settings.assessment_url); `consent_transport`: how the
+    consent service's decisions are asked (tests: its ASGI transport; by default the network)."""
+    kernel_settings = settings.kernel
+
+    @asynccontextmanager
+    async def build(runtime: Runtime) -> AsyncIterator[Reporting]:
+        def kek() -> LocalKek:
+            return LocalKek.from_settings(settings.data_keys, kernel_settings.state_dir,
+                                          production=kernel_settings.environment == "production")
+
+        consent = sharing.ConsentClient(kernel_settings, timeout_s=settings.sharing.consent_timeout_s,
+                                        transport=consent_transport)
+        shares = Sharing(settings.sharing, consent, kek, sharing.webhook_client(settings.sharing))
+        http = assessment_http or httpx.AsyncClient(base_url=kernel_settings.assessment_url, timeout=10.0)
+        peers = Peers(ServiceTokens(kernel_settings, "reporting"), http)
+        try:
+            yield Reporting(settings, Audit.of(settings.audit, SCHEMA), shares, peers)
+        finally:
+            await shares.close()
+            if http is not assessment_http:
+                await http.aclose()
+
+    return build
+
 
 SPEC = ServiceSpec(
     name="reporting",
@@ -23,17 +88,22 @@ SPEC = ServiceSpec(
     tables=kernel,
     migrations=Path(__file__).parent / "migrations",
     description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, and the audit ledger.",
-    routers=[audit.audit_router(LEDGER), sharing.sharing_router(SHARING),
-             readmodels.readmodels_router(), ops_router],
-    consumers=[replace(audit.ledger_consumer(LEDGER), roster=ROSTER),
-               replace(sharing.withdrawal_consumer(SHARING), roster=ROSTER),
+    routers=[audit.audit_router(), sharing.sharing_router(), readmodels.readmodels_router(), ops_router],
+    consumers=[audit.ledger_consumer(ROSTER),
+               replace(sharing.withdrawal_consumer(), roster=ROSTER),
                readmodels.readmodels_consumer()],
-    domain_errors=audit.DOMAIN_ERRORS,
-    background_tasks=[audit.checkpointer(LEDGER), audit.periodic_verification(LEDGER), audit.keep_audit_topic,
-                      sharing.delivery_worker(SHARING)],
+    problems=errors_to_problems.PROBLEMS,
+    background_tasks=[audit.sign_checkpoints, audit.verify_periodically, audit.keep_audit_topic,
+                      sharing.deliver_webhooks],
 )
 
 
-def app() -> FastAPI:
-    """uvicorn's factory: `uvicorn --factory services.reporting.app:app`."""
-    return create_app(SPEC)
+def app(settings: ReportingServiceSettings | Settings | None = None, *,
+        assessment_http: httpx.AsyncClient | None = None,
+        consent_transport: httpx.AsyncBaseTransport | None = None) -> FastAPI:
+    """The reporting service (uvicorn's factory: `uvicorn --factory services.reporting.app:app`).
+
+    `settings`: the settings tree, or the kernel's `Settings` alone; the rest are for tests."""
+    tree = ReportingServiceSettings.of(settings)
+    spec = replace(SPEC, bootstrap=bootstrap(tree, assessment_http=assessment_http, consent_transport=consent_transport))
+    return create_app(spec, tree.kernel)

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.assessment.api import MAX_ROSTER_BYTES
-from services.assessment.app import create
+from services.assessment.app import app as assessment_app
 from services.assessment.domain.roster import MAX_RECORD_CHARS, MAX_ROWS
 from shared.limits import DEFAULT_MAX_BODY_BYTES, MIB
 from tests.fuzz.conftest import Platform
@@ -128,7 +128,7 @@ async def test_a_chunked_upload_over_the_limit_is_refused_and_the_connection_clo
 async def assessment_in_process(platform: Platform) -> AsyncIterator[httpx.AsyncClient]:
     """A second assessment process (API only) on the platform's database, served in-process, so
     the test sees exactly how much of a request body the service pulls."""
-    app = create(platform.settings.model_copy(update={"role": "api"}))
+    app = assessment_app(platform.settings.model_copy(update={"role": "api"}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://assessment", timeout=60) as client:

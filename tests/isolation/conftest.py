@@ -20,14 +20,14 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from services.assessment.app import create as create_assessment
-from services.consent.app import ConsentSettings
-from services.consent.app import build_app as build_consent
-from services.planning.app import build_app as build_planning
-from services.reporting import app as reporting_module
+from services.assessment.app import app as assessment_service
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_service
+from services.planning.app import app as planning_service
+from services.reporting.app import ReportingServiceSettings
+from services.reporting.app import app as reporting_service
 from shared.auth import TRUST_ROLES, DevIssuer, Role
 from shared.messaging.topics import delete_topics_with_prefix
-from shared.service import create_app
 from shared.settings import Settings
 from tests.integration.assessment.helpers import SAMPLE, roster_csv, upn
 from tests.integration.kernel.helpers import eventually
@@ -104,17 +104,15 @@ async def platform(stack_settings, tmp_path_factory) -> AsyncIterator[Platform]:
     })
     async with AsyncExitStack() as stack:
         receiver = await _receiving(stack)
-        consent_app = build_consent(settings, consent_settings=ConsentSettings(run_retention_scheduler=False))
+        consent_app = consent_service(ConsentServiceSettings(
+            kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
         consent = await _serve(stack, consent_app, "consent")
-        assessment_app = create_assessment(settings, consent_http=consent)
+        assessment_app = assessment_service(settings, consent_http=consent)
         assessment = await _serve(stack, assessment_app, "assessment")
-        planning_app = build_planning(settings, assessment_http=assessment)
+        planning_app = planning_service(settings, assessment_http=assessment)
         planning = await _serve(stack, planning_app, "planning")
-        patch = stack.enter_context(pytest.MonkeyPatch.context())
-        patch.setattr(reporting_module.SHARING, "config", SCHEDULE)
-        patch.setattr(reporting_module.SHARING, "consent_transport", httpx.ASGITransport(app=consent_app))
-        reporting_app = create_app(reporting_module.SPEC, settings)
-        reporting_app.state.assessment_http = assessment
+        reporting_app = reporting_service(ReportingServiceSettings(kernel=settings, sharing=SCHEDULE),
+                                          assessment_http=assessment, consent_transport=httpx.ASGITransport(app=consent_app))
         reporting = await _serve(stack, reporting_app, "reporting")
         yield Platform(
             clients={"assessment": assessment, "planning": planning, "consent": consent, "reporting": reporting},

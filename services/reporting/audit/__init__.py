@@ -6,6 +6,7 @@ checkpoints; and the queries a data-protection officer asks of it (docs/audit.md
     tables.py       the ledger's tables, triggers and privileges (plain SQL)
     ledger.py       the recorder: appends entries and checkpoints
     consumers.py    the consumer that records events from Kafka into the ledger
+    deps.py         what routes and tasks are handed (ledger, queries, settings), built at start
     checkpoints.py  signing checkpoints (background task, and on demand for proofs)
     audit_topic.py  keeping the audit topic forever
     queries.py      the audit queries;  api.py the HTTP API;  proofs.py proofs for a person
@@ -17,30 +18,14 @@ from __future__ import annotations
 
 from services.reporting.audit.api import audit_router
 from services.reporting.audit.audit_topic import keep_audit_topic
-from services.reporting.audit.checkpoints import ChainBroken, checkpointer
+from services.reporting.audit.checkpoints import sign_checkpoints
 from services.reporting.audit.consumers import ledger_consumer
+from services.reporting.audit.deps import Audit
 from services.reporting.audit.ledger import Ledger
-from services.reporting.audit.proofs import ProofUnavailable
-from services.reporting.audit.signing import SigningKeyUnavailable
-from services.reporting.audit.watch import periodic_verification
-from shared.problems import Conflict, NotFound, Problem, ServiceUnavailable
+from services.reporting.audit.settings import AuditSettings
+from services.reporting.audit.watch import verify_periodically
 
 __all__ = [
-    "DOMAIN_ERRORS", "Ledger", "audit_router", "checkpointer", "keep_audit_topic", "ledger_consumer",
-    "periodic_verification",
+    "Audit", "AuditSettings", "Ledger", "audit_router", "keep_audit_topic", "ledger_consumer", "sign_checkpoints",
+    "verify_periodically",
 ]
-
-
-def _chain_broken(error: Exception) -> Problem:
-    return Conflict(f"the audit chain does not verify, so no proof can be signed: {error}")
-
-
-def _no_proof(error: Exception) -> Problem:
-    return NotFound(str(error))
-
-
-def _no_key(error: Exception) -> Problem:
-    return ServiceUnavailable("the checkpoint signing key is unavailable")
-
-
-DOMAIN_ERRORS = {ChainBroken: _chain_broken, ProofUnavailable: _no_proof, SigningKeyUnavailable: _no_key}

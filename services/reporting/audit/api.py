@@ -17,19 +17,18 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator
 
 from services.reporting.audit.domain.canonical import instant
 from services.reporting.audit.domain.facts import SHARE, Kind
-from services.reporting.audit.ledger import Ledger
+from services.reporting.audit.deps import Audit
 from services.reporting.audit.proofs import proof_for
 from services.reporting.audit.queries import (
     After,
     AgencyCategory,
     AuditEntry,
-    AuditQueries,
     EntryFilter,
     InvertedPeriod,
     LedgerRow,
@@ -40,17 +39,24 @@ from services.reporting.audit.queries import (
     read_record,
     share_record,
 )
-from services.reporting.audit.settings import AuditSettings
 from services.reporting.audit.signing import CheckpointSigner, load_signer
 from shared.api import Cursor, Page, PageSize, decode_cursor, encode_cursor, requires
 from shared.audit import record_audit_query
 from shared.auth import Principal, Role
 from shared.events.audit import CODE_PATTERN, IDENTIFIER_PATTERN
 from shared.problems import BadRequest, NotFound
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 
 Auditor = Annotated[Principal, Depends(requires(Role.auditor, Role.dpo))]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+
+
+def audit_of(request: Request) -> Audit:
+    """The reporting service's ledger, queries and audit settings, as its bootstrap built them."""
+    return dependencies_of(request).audit  # type: ignore[no-any-return]
+
+
+AuditDep = Annotated[Audit, Depends(audit_of)]
 
 
 def _iso_day(value: Any) -> Any:
@@ -86,17 +92,16 @@ class CheckpointRecord(BaseModel):
     signature: str
 
 
-def audit_router(ledger: Ledger) -> APIRouter:
+def audit_router() -> APIRouter:
     router = APIRouter(prefix="/audit", tags=["audit"])
-    queries = AuditQueries(ledger.schema)
 
     @router.get("/public-key", summary="The public key that checks the ledger's signed checkpoints")
-    async def public_key(runtime: RuntimeDep) -> PublicKey:
-        return PublicKey(**_signer(runtime).published())
+    async def public_key(audit: AuditDep) -> PublicKey:
+        return PublicKey(**_signer(audit).published())
 
     @router.get("/shares", summary="Who shared what with which agency, when, and the consent each share rested on")
     async def shares(
-        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        principal: Auditor, runtime: RuntimeDep, audit: AuditDep, start: From = None, end: To = None,
         pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
         staff_id: StaffId = None, academy_id: UUID | None = None,
         include_blocked: bool = Query(False, description="Also list attempts that were blocked"),
@@ -106,11 +111,11 @@ def audit_router(ledger: Ledger) -> APIRouter:
             principal.trust_id, _period(start, end), _share_actions(include_blocked), pupil_id=pupil_id,
             agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
         )
-        return await _page(runtime, principal, "shares", flt, cursor, limit, queries.shares_page, share_record)
+        return await _page(runtime, principal, "shares", flt, cursor, limit, audit.queries.shares_page, share_record)
 
     @router.get("/shares.csv", responses=CSV_RESPONSE, summary="The same question as /audit/shares, every row, as CSV")
     async def shares_csv(
-        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        principal: Auditor, runtime: RuntimeDep, audit: AuditDep, start: From = None, end: To = None,
         pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
         staff_id: StaffId = None, academy_id: UUID | None = None, include_blocked: bool = False,
     ) -> StreamingResponse:
@@ -118,19 +123,19 @@ def audit_router(ledger: Ledger) -> APIRouter:
             principal.trust_id, _period(start, end), _share_actions(include_blocked), pupil_id=pupil_id,
             agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
         )
-        return await _csv(runtime, principal, "shares.csv", flt, queries.shares_page, _share_csv_row, SHARE_COLUMNS)
+        return await _csv(runtime, audit, principal, "shares.csv", flt, audit.queries.shares_page, _share_csv_row, SHARE_COLUMNS)
 
     @router.get("/shares/{share_id}/proof", summary="Proof that a share's entry is as written: the chain to a signed checkpoint")
-    async def share_proof(share_id: UUID, principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
+    async def share_proof(share_id: UUID, principal: Auditor, runtime: RuntimeDep, audit: AuditDep) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
-            seq = await queries.share_seq(conn, principal.trust_id, share_id)
+            seq = await audit.queries.share_seq(conn, principal.trust_id, share_id)
         if seq is None:
             raise NotFound("no share with this id is in your trust's audit ledger")
-        return await _proof(runtime, principal, seq, {"share_id": str(share_id)})
+        return await _proof(runtime, audit, principal, seq, {"share_id": str(share_id)})
 
     @router.get("/entries", summary="Audit entries by kind, action, pupil, agency, category, staff member or academy")
     async def entries(
-        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        principal: Auditor, runtime: RuntimeDep, audit: AuditDep, start: From = None, end: To = None,
         kind: Kind | None = None, action: ActionCode = None,
         pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
         staff_id: StaffId = None, academy_id: UUID | None = None, share_id: UUID | None = None,
@@ -141,11 +146,11 @@ def audit_router(ledger: Ledger) -> APIRouter:
             agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
             share_id=share_id, consent_id=consent_id,
         )
-        return await _page(runtime, principal, "entries", flt, cursor, limit, queries.entries_page, audit_entry)
+        return await _page(runtime, principal, "entries", flt, cursor, limit, audit.queries.entries_page, audit_entry)
 
     @router.get("/entries.csv", responses=CSV_RESPONSE, summary="The same question as /audit/entries, every row, as CSV")
     async def entries_csv(
-        principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        principal: Auditor, runtime: RuntimeDep, audit: AuditDep, start: From = None, end: To = None,
         kind: Kind | None = None, action: ActionCode = None,
         pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
         staff_id: StaffId = None, academy_id: UUID | None = None, share_id: UUID | None = None,
@@ -156,27 +161,28 @@ def audit_router(ledger: Ledger) -> APIRouter:
             agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
             share_id=share_id, consent_id=consent_id,
         )
-        return await _csv(runtime, principal, "entries.csv", flt, queries.entries_page, _entry_csv_row, ENTRY_COLUMNS)
+        return await _csv(runtime, audit, principal, "entries.csv", flt, audit.queries.entries_page, _entry_csv_row, ENTRY_COLUMNS)
 
     @router.get("/entries/{seq}/proof", summary="Proof that an entry is as written: the chain to a signed checkpoint")
-    async def entry_proof(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Auditor, runtime: RuntimeDep) -> dict[str, Any]:
-        return await _proof(runtime, principal, seq, {"seq": str(seq)})
+    async def entry_proof(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Auditor, runtime: RuntimeDep,
+                          audit: AuditDep) -> dict[str, Any]:
+        return await _proof(runtime, audit, principal, seq, {"seq": str(seq)})
 
     @router.get("/pupils/{pupil_id}/reads", summary="Who read a pupil's record: when, which data, why")
     async def pupil_reads(
-        pupil_id: UUID, principal: Auditor, runtime: RuntimeDep, start: From = None, end: To = None,
+        pupil_id: UUID, principal: Auditor, runtime: RuntimeDep, audit: AuditDep, start: From = None, end: To = None,
         limit: PageSize = 50, cursor: Cursor = None,
     ) -> Page[PersonalDataReadRecord]:
         flt = EntryFilter(principal.trust_id, _period(start, end), ("personal_data_read",), pupil_id=pupil_id)
-        return await _page(runtime, principal, "pupil_reads", flt, cursor, limit, queries.entries_page, read_record)
+        return await _page(runtime, principal, "pupil_reads", flt, cursor, limit, audit.queries.entries_page, read_record)
 
     @router.get("/checkpoints", summary="The signed checkpoints of your trust's chain, newest first")
     async def checkpoints(
-        principal: Auditor, runtime: RuntimeDep, limit: PageSize = 50, cursor: Cursor = None
+        principal: Auditor, runtime: RuntimeDep, audit: AuditDep, limit: PageSize = 50, cursor: Cursor = None
     ) -> Page[CheckpointRecord]:
         before = _int_cursor(cursor)
         async with runtime.engine.begin() as conn:
-            found = await ledger.checkpoints_page(conn, principal.trust_id, before, limit + 1)
+            found = await audit.ledger.checkpoints_page(conn, principal.trust_id, before, limit + 1)
             await record_audit_query(conn, runtime.store, principal, "checkpoints", trust_id=principal.trust_id,
                                      result_count=min(len(found), limit))
         items = [CheckpointRecord(**{k: v for k, v in c.as_json().items() if k != "trust_id"}) for c in found]
@@ -185,8 +191,8 @@ def audit_router(ledger: Ledger) -> APIRouter:
             return Page(items=items, next_cursor=encode_cursor({"before": items[-1].seq}))
         return Page(items=items)
 
-    async def _proof(runtime: Runtime, principal: Principal, seq: int, filters: dict[str, str]) -> dict[str, Any]:
-        proof = await proof_for(runtime.engine, ledger, _signer(runtime), principal.trust_id, seq)
+    async def _proof(runtime: Runtime, audit: Audit, principal: Principal, seq: int, filters: dict[str, str]) -> dict[str, Any]:
+        proof = await proof_for(runtime.engine, audit.ledger, _signer(audit), principal.trust_id, seq)
         async with runtime.engine.begin() as conn:
             await record_audit_query(conn, runtime.store, principal, "proof", trust_id=principal.trust_id,
                                      filters=filters, result_count=1 + len(proof["chain"]))
@@ -216,10 +222,10 @@ async def _page(
 
 
 async def _csv(
-    runtime: Runtime, principal: Principal, query: str, flt: EntryFilter, fetch: Fetch,
+    runtime: Runtime, audit: Audit, principal: Principal, query: str, flt: EntryFilter, fetch: Fetch,
     to_row: Callable[[LedgerRow], list[Any]], columns: list[str],
 ) -> StreamingResponse:
-    limit = AuditSettings().csv_max_rows
+    limit = audit.settings.csv_max_rows
     # The export is recorded before a byte of it leaves, and it is bounded.
     async with runtime.engine.begin() as conn:
         first: list[LedgerRow] = await fetch(conn, flt, None, _CSV_BATCH)
@@ -318,5 +324,5 @@ def _int_cursor(cursor: str | None) -> int | None:
     return before
 
 
-def _signer(runtime: Runtime) -> CheckpointSigner:
-    return load_signer(AuditSettings())
+def _signer(audit: Audit) -> CheckpointSigner:
+    return load_signer(audit.settings)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from services.reporting.audit.settings import AuditSettings
 from shared.events.envelope import topic_for
 
 if TYPE_CHECKING:
@@ -59,9 +58,10 @@ async def topic_retention(bootstrap_servers: str, topic: str) -> dict[str, str]:
     }
 
 
-async def keep_audit_topic(runtime: Runtime, stop: asyncio.Event) -> None:
-    """Background task: set the audit topic's retention once, retrying while Kafka is away."""
-    if not AuditSettings().keep_audit_topic_forever:
+async def keep_audit_topic(runtime: Runtime, reporting: Any, stop: asyncio.Event) -> None:
+    """Background task: set the audit topic's retention once, retrying while Kafka is away (unless
+    FLOURISH_AUDIT_KEEP_AUDIT_TOPIC_FOREVER is off: the reporting service's `.audit.settings`)."""
+    if not reporting.audit.settings.keep_audit_topic_forever:
         return
     topic = topic_for("audit", runtime.settings.topic_prefix)
     delay = 0.5

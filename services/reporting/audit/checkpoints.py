@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -27,6 +27,7 @@ from services.reporting.audit.settings import AuditSettings
 from services.reporting.audit.signing import CheckpointSigner, load_signer
 
 if TYPE_CHECKING:
+    from services.reporting.audit.deps import Audit
     from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -81,21 +82,18 @@ async def checkpoint_due_chains(engine: AsyncEngine, ledger: Ledger, signer: Che
     return signed
 
 
-def checkpointer(ledger: Ledger):  # type: ignore[no-untyped-def]
-    """The reporting service's background task that keeps every chain signed."""
-
-    async def sign_checkpoints(runtime: Runtime, stop: asyncio.Event) -> None:
-        settings = AuditSettings()
-        signer = load_signer(settings)
-        export_verification_failures()
-        while not stop.is_set():
-            try:
-                await checkpoint_due_chains(runtime.engine, ledger, signer, settings)
-            except Exception as error:  # PostgreSQL away: try again next round
-                log.warning("audit checkpointer paused", extra={"error_type": type(error).__name__})
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=settings.checkpoint_poll_s)
-            except TimeoutError:
-                pass
-
-    return sign_checkpoints
+async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event) -> None:
+    """The reporting service's background task that keeps every chain signed (its dependencies
+    hold the ledger and the audit settings as `.audit`)."""
+    audit: Audit = reporting.audit
+    signer = load_signer(audit.settings)
+    export_verification_failures()
+    while not stop.is_set():
+        try:
+            await checkpoint_due_chains(runtime.engine, audit.ledger, signer, audit.settings)
+        except Exception as error:  # PostgreSQL away: try again next round
+            log.warning("audit checkpointer paused", extra={"error_type": type(error).__name__})
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=audit.settings.checkpoint_poll_s)
+        except TimeoutError:
+            pass

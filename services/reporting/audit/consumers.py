@@ -9,7 +9,9 @@ flourish_audit_record_failures, flourish_consumer_retries and flourish_dead_lett
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.reporting.audit.domain.facts import fact_from, is_recorded
@@ -17,6 +19,7 @@ from services.reporting.audit.ledger import Ledger
 from services.reporting.audit.metrics import record_failures
 from shared.events.envelope import Envelope
 from shared.events.registry import Event, registered_types
+from shared.messaging.consumer import Handler
 from shared.service import ConsumerSpec
 from shared.store.db import is_transient
 
@@ -41,6 +44,12 @@ def recorded_types() -> list[type[Event]]:
     return [model for _, model in sorted(registered_types().items()) if is_recorded(model)]
 
 
-def ledger_consumer(ledger: Ledger) -> ConsumerSpec:
-    record = recorder(ledger)
-    return ConsumerSpec(name=NAME, contexts=CONTEXTS, handlers={model: record for model in recorded_types()})
+def ledger_consumer(roster: Table) -> ConsumerSpec:
+    """The consumer group that records into the reporting service's ledger (its dependencies hold
+    it as `.audit.ledger`); `roster` is where it knows each pupil's trust from."""
+
+    def handlers(reporting: Any) -> dict[type[Event], Handler]:
+        record = recorder(reporting.audit.ledger)
+        return {model: record for model in recorded_types()}
+
+    return ConsumerSpec(name=NAME, contexts=CONTEXTS, handlers_from=handlers, roster=roster)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -19,6 +19,7 @@ from services.reporting.audit.signing import load_public_key, load_signer
 from services.reporting.audit.verification import Verification, verify_database
 
 if TYPE_CHECKING:
+    from services.reporting.audit.deps import Audit
     from shared.service import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,22 +47,19 @@ async def verify_ledger(dsn: str, ledger: Ledger, keys: dict[str, Ed25519PublicK
     return result
 
 
-def periodic_verification(ledger: Ledger):  # type: ignore[no-untyped-def]
-    """The reporting service's background task that re-verifies the whole ledger."""
-
-    async def verify_periodically(runtime: Runtime, stop: asyncio.Event) -> None:
-        settings = AuditSettings()
-        wait = settings.verify_first_after_s
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await verify_ledger(runtime.settings.sync_database_url, ledger, trusted_keys(settings))
-            except Exception as error:  # PostgreSQL away: try again next round
-                log.warning("audit verification paused", extra={"error_type": type(error).__name__})
-            wait = settings.verify_every_s
-
-    return verify_periodically
+async def verify_periodically(runtime: Runtime, reporting: Any, stop: asyncio.Event) -> None:
+    """The reporting service's background task that re-verifies the whole ledger (its dependencies
+    hold the ledger and the audit settings as `.audit`)."""
+    audit: Audit = reporting.audit
+    wait = audit.settings.verify_first_after_s
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+            return
+        except TimeoutError:
+            pass
+        try:
+            await verify_ledger(runtime.settings.sync_database_url, audit.ledger, trusted_keys(audit.settings))
+        except Exception as error:  # PostgreSQL away: try again next round
+            log.warning("audit verification paused", extra={"error_type": type(error).__name__})
+        wait = audit.settings.verify_every_s

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -19,7 +18,7 @@ from shared.api import requires
 from shared.auth import Principal, Role, ensure_scope
 from shared.peers import ServiceTokens
 from shared.problems import Conflict, NotFound, ServiceUnavailable
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 
 Run = Annotated[Runtime, Depends(runtime_of)]
 PupilReader = Annotated[Principal, Depends(requires(Role.senco, Role.practitioner, Role.dpo))]
@@ -32,36 +31,23 @@ class _Refused(Exception):
 
 
 class Peers:
-    """Calls to the assessment service as the trust's `service` principal; frameworks cached."""
+    """Calls to the assessment service as the trust's `service` principal; frameworks cached. One
+    per running reporting service: its bootstrap builds it (with its HTTP client for the
+    assessment service, which it closes) and its dependencies hold it as `.peers`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tokens: ServiceTokens, http: httpx.AsyncClient) -> None:
         self._frameworks: dict[tuple[UUID, str], Framework] = {}
-        # Per running service: its own settings say whose keys sign the tokens (one process may
-        # run more than one reporting service, in tests).
-        self._tokens: weakref.WeakKeyDictionary[Runtime, ServiceTokens] = weakref.WeakKeyDictionary()
+        self._tokens = tokens
+        self._http = http
 
-    def _http(self, request: Request, runtime: Runtime) -> tuple[httpx.AsyncClient, bool]:
-        injected = getattr(request.app.state, "assessment_http", None)
-        if injected is not None:
-            return injected, False
-        return httpx.AsyncClient(base_url=runtime.settings.assessment_url, timeout=10.0), True
-
-    async def get(self, request: Request, runtime: Runtime, trust_id: UUID, path: str,
-                  as_caller: bool = False) -> dict[str, Any]:
-        tokens = self._tokens.get(runtime)
-        if tokens is None:
-            tokens = self._tokens[runtime] = ServiceTokens(runtime.settings, "reporting")
-        headers = {"Authorization": f"Bearer {await tokens.for_trust(trust_id)}"}
+    async def get(self, request: Request, trust_id: UUID, path: str, as_caller: bool = False) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {await self._tokens.for_trust(trust_id)}"}
         if as_caller:
             headers = {"Authorization": request.headers.get("Authorization", "")}
-        http, own = self._http(request, runtime)
         try:
-            response = await http.get(path, headers=headers)
+            response = await self._http.get(path, headers=headers)
         except httpx.HTTPError:
             raise ServiceUnavailable("the assessment service did not answer", retry_after_s=5) from None
-        finally:
-            if own:
-                await http.aclose()
         if response.status_code == 403:
             raise _Refused()
         if response.status_code == 404:
@@ -70,30 +56,34 @@ class Peers:
             raise ServiceUnavailable("the assessment service could not answer", retry_after_s=5)
         return response.json()  # type: ignore[no-any-return]
 
-    async def framework(self, request: Request, runtime: Runtime, trust_id: UUID, version: str) -> Framework:
+    async def framework(self, request: Request, trust_id: UUID, version: str) -> Framework:
         key = (trust_id, version)
         if key not in self._frameworks:  # versions are immutable: keep them
-            self._frameworks[key] = Framework.from_document(await self.get(request, runtime, trust_id, f"/frameworks/{version}"))
+            self._frameworks[key] = Framework.from_document(await self.get(request, trust_id, f"/frameworks/{version}"))
         return self._frameworks[key]
 
-    async def gender_and_year(self, request: Request, runtime: Runtime, trust_id: UUID, pupil_id: UUID) -> tuple[str | None, str | None]:
+    async def gender_and_year(self, request: Request, trust_id: UUID, pupil_id: UUID) -> tuple[str | None, str | None]:
         # The assessment service's GET /pupils/{id} admits staff roles only, not `service`: when it
         # refuses the service token, ask with the caller's own (a senco or practitioner of the
         # academy may read the record); when it refuses that too (a dpo), the report says so.
         try:
-            record = await self.get(request, runtime, trust_id, f"/pupils/{pupil_id}")
+            record = await self.get(request, trust_id, f"/pupils/{pupil_id}")
         except _Refused:
             try:
-                record = await self.get(request, runtime, trust_id, f"/pupils/{pupil_id}", as_caller=True)
+                record = await self.get(request, trust_id, f"/pupils/{pupil_id}", as_caller=True)
             except _Refused:
                 return None, None
         # Only these two leave this function; the rest of the record (names, DOB, UPN) is dropped here.
         return record.get("gender"), record.get("year_group")
 
 
+def peers_of(request: Request) -> Peers:
+    """The reporting service's Peers, as its bootstrap built them."""
+    return dependencies_of(request).peers  # type: ignore[no-any-return]
+
+
 def readmodels_router() -> APIRouter:
     router = APIRouter(tags=["read models"])
-    peers = Peers()
 
     async def scoped_pupil(runtime: Runtime, principal: Principal, pupil_id: UUID) -> Any:
         async with runtime.engine.connect() as conn:
@@ -127,6 +117,7 @@ def readmodels_router() -> APIRouter:
                     409: {"description": "The pupil has no completed assessment yet"},
                     503: {"description": "A peer service or the PDF renderer did not answer"}})
     async def intervention_report(pupil_id: UUID, principal: PupilReader, runtime: Run, request: Request,
+                                  peers: Annotated[Peers, Depends(peers_of)],
                                   format: Annotated[Literal["html", "pdf"], Query()] = "html") -> Response:
         pupil = await scoped_pupil(runtime, principal, pupil_id)
         if pupil.latest_assessment_id is None:
@@ -151,6 +142,6 @@ async def build_report(peers: Peers, request: Request, runtime: Runtime, pupil: 
                                      .order_by(s.scored_at, s.strand))).all()
         observations = (await conn.execute(select(T.observations).where(o.pupil_id == pupil.pupil_id))).all()
         plans = await queries.plans_of(conn, pupil.pupil_id)
-    framework = await peers.framework(request, runtime, pupil.trust_id, pupil.framework_version)
-    gender, year = await peers.gender_and_year(request, runtime, pupil.trust_id, pupil.pupil_id)
+    framework = await peers.framework(request, pupil.trust_id, pupil.framework_version)
+    gender, year = await peers.gender_and_year(request, pupil.trust_id, pupil.pupil_id)
     return render_html(ReportData(gender, year, framework, list(scores), plans, effective_levels(list(observations))))

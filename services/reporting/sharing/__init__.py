@@ -11,25 +11,30 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from services.reporting.sharing.api import sharing_router
-from services.reporting.sharing.core import Sharing
+from services.reporting.sharing.consent import ConsentClient
+from services.reporting.sharing.core import Sharing, webhook_client
 from services.reporting.sharing.settings import SharingSettings
 from shared.events.consent import ConsentWithdrawn
-from shared.service import ConsumerSpec
+from shared.service import ConsumerSpec, Runtime
 
-__all__ = ["Sharing", "SharingSettings", "delivery_worker", "sharing_router", "withdrawal_consumer"]
+__all__ = ["ConsentClient", "Sharing", "SharingSettings", "deliver_webhooks", "sharing_router", "webhook_client",
+           "withdrawal_consumer"]
+
+# The reporting service's dependencies (services.reporting.app.Reporting) hold this package's
+# Sharing as `.sharing`: the consumer, the task and the routes (api.sharing_of) find it there.
 
 
-def withdrawal_consumer(sharing: Sharing) -> ConsumerSpec:
+def withdrawal_consumer() -> ConsumerSpec:
     """Reads the consent context: a withdrawn sharing consent stops pending shares and sends
     deletion notices to the agencies that received the pupil's data."""
-    return ConsumerSpec(name="sharing", contexts=["consent"], handlers={ConsentWithdrawn: sharing.on_consent_withdrawn})
+    return ConsumerSpec(name="sharing", contexts=["consent"],
+                        handlers_from=lambda reporting: {ConsentWithdrawn: reporting.sharing.on_consent_withdrawn})
 
 
-def delivery_worker(sharing: Sharing):  # type: ignore[no-untyped-def]
-    """The background task that delivers due webhooks (processes of role all or consumers)."""
-
-    async def sharing_delivery_worker(runtime, stop):  # type: ignore[no-untyped-def]
-        await sharing.worker(runtime, stop)
-
-    return sharing_delivery_worker
+async def deliver_webhooks(runtime: Runtime, reporting: Any, stop: asyncio.Event) -> None:
+    """Background task (processes of role all or consumers): deliver due webhooks until stopped."""
+    await reporting.sharing.worker(runtime, stop)

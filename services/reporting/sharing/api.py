@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -18,11 +18,19 @@ from shared.api import Cursor, IdempotencyKey, Page, PageSize, decode_cursor, pa
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.consent import AgencyCategory, DataKind
 from shared.problems import BadRequest, NotFound
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, dependencies_of, runtime_of
 
 SHARERS = (Role.senco, Role.dpo, Role.trust_admin)
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 Sharer = Annotated[Principal, Depends(requires(*SHARERS))]
+
+
+def sharing_of(request: Request) -> Sharing:
+    """The reporting service's Sharing, as its bootstrap built it."""
+    return dependencies_of(request).sharing  # type: ignore[no-any-return]
+
+
+SharingDep = Annotated[Sharing, Depends(sharing_of)]
 
 
 class AgencyIn(BaseModel):
@@ -51,11 +59,11 @@ class AttemptOut(BaseModel):
     duration_ms: int | None
 
 
-def sharing_router(sharing: Sharing) -> APIRouter:
+def sharing_router() -> APIRouter:
     router = APIRouter(prefix="/sharing", tags=["sharing"])
 
     @router.post("/agencies", status_code=201, summary="Register an agency recipient; its signing secret is shown this once")
-    async def register(body: AgencyIn, runtime: RuntimeDep, principal: Sharer) -> JSONResponse:
+    async def register(body: AgencyIn, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer) -> JSONResponse:
         # No Idempotency-Key here on purpose: a stored response would keep the secret.
         async with runtime.engine.begin() as conn:
             created = await sharing.register_agency(conn, runtime, principal, body.category.value,
@@ -71,7 +79,7 @@ def sharing_router(sharing: Sharing) -> APIRouter:
                           for r in rows]}
 
     @router.post("/shares", status_code=201, summary="Share a report, plan or profile with an agency, if consent allows")
-    async def share(body: ShareIn, runtime: RuntimeDep, principal: Sharer,
+    async def share(body: ShareIn, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer,
                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
         async def command(conn: Any) -> tuple[int, Any]:
             return await sharing.share(conn, runtime, principal, body.agency_id, body.pupil_id,
@@ -94,12 +102,12 @@ def sharing_router(sharing: Sharing) -> APIRouter:
         return jsonable_encoder({k: v for k, v in row._mapping.items() if k != "payload"})  # type: ignore[no-any-return]
 
     @router.post("/deliveries/{delivery_id}/replay", summary="Send a dead-lettered delivery again (consent is asked again)")
-    async def replay(delivery_id: UUID, runtime: RuntimeDep, principal: Sharer) -> dict[str, Any]:
+    async def replay(delivery_id: UUID, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer) -> dict[str, Any]:
         async with runtime.engine.begin() as conn:
             return _json(await sharing.replay(conn, runtime, principal, delivery_id))
 
     @router.get("/agencies/{agency_id}/deliveries", summary="The delivery log of an agency's endpoint: every try, newest first")
-    async def delivery_log(agency_id: UUID, runtime: RuntimeDep, principal: Sharer,
+    async def delivery_log(agency_id: UUID, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer,
                            limit: PageSize = 50, cursor: Cursor = None) -> Page[AttemptOut]:
         position = decode_cursor(cursor)
         async with runtime.engine.connect() as conn:

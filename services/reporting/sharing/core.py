@@ -4,10 +4,12 @@ delivery worker over the durable deliveries table, and deletion notices on withd
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +30,7 @@ from services.reporting.sharing.signing import headers as signed_headers, new_se
 from services.reporting.sharing.tables import agencies, attempts, deliveries, shares
 from services.reporting.tables import kernel
 from shared.auth import Principal, ensure_scope
-from shared.datakeys import DataKeySettings, LocalKek
+from shared.datakeys import LocalKek
 from shared.events.consent import ConsentWithdrawn, Purpose
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
@@ -48,58 +50,37 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def webhook_client(config: SharingSettings) -> httpx.AsyncClient:
+    """The client webhooks are sent with. Never follows redirects: a redirect could lead past the
+    endpoint checks."""
+    return httpx.AsyncClient(
+        timeout=config.request_timeout_s, follow_redirects=False,
+        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+    )
+
+
 class Sharing:
-    """One per service process: its settings, consent client, KEK and webhook client."""
+    """One per running reporting service (its bootstrap builds it and closes it): the settings,
+    the consent client, the KEK that wraps agencies' signing secrets, the webhook client, and the
+    event that wakes the delivery worker."""
 
-    def __init__(self, config: SharingSettings | None = None) -> None:
-        self.config = config or SharingSettings()
-        # Tests point the consent client at an in-process consent app; None means the network.
-        self.consent_transport: httpx.AsyncBaseTransport | None = None
+    def __init__(self, config: SharingSettings, consent: ConsentClient, kek: Callable[[], LocalKek],
+                 http: httpx.AsyncClient) -> None:
+        self.config = config
         self.store = EventStore(kernel)
-        self._consent: dict[int, ConsentClient] = {}
-        self._kek: dict[int, LocalKek] = {}
-        self._http: dict[int, httpx.AsyncClient] = {}
-        self._wake: dict[int, asyncio.Event] = {}
+        self.consent = consent
+        # Made on first use, as before: a deployment that registers no agency needs no KEK.
+        self.kek = functools.cache(kek)
+        self.http = http
+        self._wake = asyncio.Event()
 
-    # --- per runtime ---------------------------------------------------------------------------
+    def wake(self) -> None:
+        """The delivery worker looks for due deliveries now rather than at its next poll."""
+        self._wake.set()
 
-    def consent(self, runtime: Any) -> ConsentClient:
-        key = id(runtime)
-        if key not in self._consent:
-            self._consent[key] = ConsentClient(runtime.settings, timeout_s=self.config.consent_timeout_s,
-                                               transport=self.consent_transport)
-        return self._consent[key]
-
-    def kek(self, runtime: Any) -> LocalKek:
-        key = id(runtime)
-        if key not in self._kek:
-            self._kek[key] = LocalKek.from_settings(DataKeySettings(), runtime.settings.state_dir,
-                                                    production=runtime.settings.environment == "production")
-        return self._kek[key]
-
-    def http(self, runtime: Any) -> httpx.AsyncClient:
-        key = id(runtime)
-        if key not in self._http:
-            # Never follow redirects: a redirect could lead past the endpoint checks.
-            self._http[key] = httpx.AsyncClient(
-                timeout=self.config.request_timeout_s, follow_redirects=False,
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
-            )
-        return self._http[key]
-
-    def wake(self, runtime: Any) -> None:
-        event = self._wake.get(id(runtime))
-        if event is not None:
-            event.set()
-
-    async def close(self, runtime: Any) -> None:
-        key = id(runtime)
-        if (client := self._consent.pop(key, None)) is not None:
-            await client.close()
-        if (http := self._http.pop(key, None)) is not None:
-            await http.aclose()
-        self._kek.pop(key, None)
-        self._wake.pop(key, None)
+    async def close(self) -> None:
+        await self.consent.close()
+        await self.http.aclose()
 
     # --- agencies ------------------------------------------------------------------------------
 
@@ -112,7 +93,7 @@ class Sharing:
             raise UnprocessableEntity(str(error)) from None
         agency_id = uuid.uuid4()
         secret = new_secret()
-        kek = self.kek(runtime)
+        kek = self.kek()
         wrapped = await kek.wrap(secret, _secret_aad(principal.trust_id, agency_id))
         registered_at = now()
         await conn.execute(insert(agencies).values(
@@ -136,7 +117,7 @@ class Sharing:
         if agency is None or not agency.active:
             raise UnprocessableEntity("agency_id names no registered agency of this trust")
         try:
-            decision = await self.consent(runtime).decide(principal.trust_id, pupil_id, agency.category, document_kind)
+            decision = await self.consent.decide(principal.trust_id, pupil_id, agency.category, document_kind)
         except UnknownPupil:
             raise NotFound("no such pupil in this trust") from None
         except Unavailable:
@@ -177,7 +158,7 @@ class Sharing:
             share_id=share_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=agency.category,
             document_kind=document_kind, consent_id=decision.consent_id, shared_by=principal.subject, shared_at=at,
             document_id=document_id, delivery_id=delivery_id, **basis))
-        self.wake(runtime)
+        self.wake()
         return 201, {**body, "status": "accepted", "delivery_id": delivery_id}
 
     async def _append(self, conn: AsyncConnection, trust_id: UUID, academy_id: UUID, stream: str, data: Event,
@@ -204,23 +185,19 @@ class Sharing:
     async def worker(self, runtime: Any, stop: asyncio.Event) -> None:
         """Background task: deliver what is due until the service stops."""
         metrics.initialise()
-        wake = self._wake.setdefault(id(runtime), asyncio.Event())
-        try:
-            while not stop.is_set():
-                try:
-                    done = await self.deliver_due(runtime)
-                except Exception:  # noqa: BLE001 - the worker outlives a failed pass
-                    log.exception("webhook delivery pass failed")
-                    done = 0
-                if done:
-                    continue
-                wake.clear()
-                waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-                await asyncio.wait(waiters, timeout=self.config.poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
-                for waiter in waiters:
-                    waiter.cancel()
-        finally:
-            await self.close(runtime)
+        while not stop.is_set():
+            try:
+                done = await self.deliver_due(runtime)
+            except Exception:  # noqa: BLE001 - the worker outlives a failed pass
+                log.exception("webhook delivery pass failed")
+                done = 0
+            if done:
+                continue
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+            await asyncio.wait(waiters, timeout=self.config.poll_interval_s, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
 
     async def deliver_due(self, runtime: Any) -> int:
         """One pass: claim due deliveries (row locks held while sending, so no other worker or
@@ -246,7 +223,7 @@ class Sharing:
 
     async def _decisions(self, runtime: Any, rows: list[Any]) -> dict[tuple[Any, ...], Decision | str]:
         questions = {_question(row) for row in rows if row.kind == "share"}
-        client = self.consent(runtime)
+        client = self.consent
 
         async def ask(q: tuple[Any, ...]) -> Decision | str:
             try:
@@ -260,7 +237,7 @@ class Sharing:
         return dict(zip(questions, answers, strict=True))
 
     async def _secrets(self, runtime: Any, rows: list[Any]) -> dict[UUID, bytes]:
-        kek, found = self.kek(runtime), {}
+        kek, found = self.kek(), {}
         for row in rows:
             if row.agency_id not in found:
                 found[row.agency_id] = await kek.unwrap(row.secret_wrapped, _secret_aad(row.trust_id, row.agency_id))
@@ -293,7 +270,7 @@ class Sharing:
         body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": row.payload})
         started = time.perf_counter()
         try:
-            response = await self.http(runtime).post(
+            response = await self.http.post(
                 row.endpoint_url, content=body, headers=signed_headers(secret, str(row.delivery_id), int(at.timestamp()), body))
             status, error = response.status_code, None if 200 <= response.status_code < 300 else f"http_{response.status_code}"
         except httpx.HTTPError as exc:
@@ -363,7 +340,7 @@ class Sharing:
         # Consent is asked again when the worker picks it up, as for any delivery.
         await conn.execute(update(deliveries).where(deliveries.c.delivery_id == delivery_id).values(
             status="pending", attempts=0, next_attempt_at=now(), finished_at=None))
-        self.wake(runtime)
+        self.wake()
         return {"delivery_id": delivery_id, "status": "pending"}
 
     async def on_consent_withdrawn(self, conn: AsyncConnection, envelope: Envelope[ConsentWithdrawn]) -> None:
@@ -403,11 +380,7 @@ class Sharing:
                 event_type=DELETION_EVENT, payload=payload, status="pending", next_attempt_at=at, created_at=at,
             ).on_conflict_do_nothing())
         if received:
-            self._wake_all()  # the worker wakes now (before the commit it finds nothing, then polls)
-
-    def _wake_all(self) -> None:
-        for event in self._wake.values():
-            event.set()
+            self.wake()  # the worker wakes now (before the commit it finds nothing, then polls)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.assessment.app import create
-from services.consent.app import ConsentSettings, build_app
+from services.assessment.app import app as assessment_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_app
 from shared.auth import DevIssuer, Role
 from shared.settings import Settings
 
@@ -42,15 +42,15 @@ class Stack:
 @asynccontextmanager
 async def serving_stack(settings: Settings) -> AsyncIterator[Stack]:
     settings = settings.model_copy(update={"consent_url": CONSENT_URL})
-    consent_app = build_app(settings, consent_settings=ConsentSettings(run_retention_scheduler=False))
-    async with consent_app.router.lifespan_context(consent_app):
-        transport = httpx.ASGITransport(app=consent_app)
+    consent_service = consent_app(ConsentServiceSettings(kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
+    async with consent_service.router.lifespan_context(consent_service):
+        transport = httpx.ASGITransport(app=consent_service)
         async with httpx.AsyncClient(transport=transport, base_url=CONSENT_URL, timeout=60) as consent:
-            app = create(settings, consent_http=consent)
+            app = assessment_app(settings, consent_http=consent)
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
                 async with httpx.AsyncClient(transport=transport, base_url="http://assessment", timeout=60) as client:
-                    yield Stack(app, client, consent_app, consent)
+                    yield Stack(app, client, consent_service, consent)
 
 
 @asynccontextmanager

@@ -53,7 +53,7 @@ async def _clock_delivered(stack: Stack, engine: Any, pupil_id: uuid.UUID) -> No
     """Drive the retention-clock outbox until consent holds the pupil's (sealed) date of birth."""
 
     async def delivered() -> bool:
-        await stack.app.state.retention_clock.deliver_once()
+        await stack.app.state.runtime.deps.retention_clock.deliver_once()
         async with engine.connect() as conn:
             pending = await conn.scalar(text("SELECT count(*) FROM assessment.retention_clock_outbox WHERE pupil_id = :p"),
                                         {"p": pupil_id})
@@ -128,7 +128,7 @@ async def test_ciphertext_copied_before_erasure_stays_unreadable_after_it(stack,
             "SELECT trust_id, legal_surname, date_of_birth FROM assessment.pupil_personal_data WHERE pupil_id = :p"),
             {"p": pupil})).one()
     # A fresh client of the consent service, as an attacker holding a service token would use.
-    tokens = ServiceTokens(stack.app.state.privacy.settings, "assessment")
+    tokens = ServiceTokens(stack.app.state.runtime.deps.privacy.settings, "assessment")
     before = await DataKeyClient(CONSENT_URL, tokens.for_trust, http=stack.consent).key_for(copied.trust_id, pupil)
     assert before.open_json(copied.legal_surname, field_name("legal_surname")) == "Copyable"
     with pytest.raises(SealedFieldUnreadable):  # bound to its field: not movable to another
@@ -145,7 +145,7 @@ async def test_ciphertext_copied_before_erasure_stays_unreadable_after_it(stack,
     # The service's own keyring forgets it too (once PupilErased is consumed: no cached key).
     async def forgotten() -> bool:
         try:
-            await stack.app.state.privacy.keyring.key_for(copied.trust_id, pupil)
+            await stack.app.state.runtime.deps.privacy.keyring.key_for(copied.trust_id, pupil)
         except DataKeyDestroyed:
             return True
         return False
@@ -171,15 +171,15 @@ async def test_re_import_matches_sealed_upns_through_a_keyed_blind_index(stack, 
     assert stored.upn.startswith("fl1.") and number not in stored.upn
     # Keyed: not a plain hash anyone could compute from a guessed UPN.
     assert stored.upn_index not in (hashlib.sha256(number.encode()).hexdigest(), hashlib.sha1(number.encode()).hexdigest())
-    assert stored.upn_index == stack.app.state.privacy.index.upn(tenant.trust_id, number)
-    assert stored.upn_index != stack.app.state.privacy.index.upn(uuid.uuid4(), number)  # per trust
+    assert stored.upn_index == stack.app.state.runtime.deps.privacy.index.upn(tenant.trust_id, number)
+    assert stored.upn_index != stack.app.state.runtime.deps.privacy.index.upn(uuid.uuid4(), number)  # per trust
 
 
 async def test_imports_fail_closed_when_the_consent_service_is_unreachable(service_settings, tenant, engine):
-    from services.assessment.app import create
+    from services.assessment.app import app as assessment_app
 
     settings = service_settings.model_copy(update={"consent_url": "http://127.0.0.1:9"})  # nothing listens
-    app = create(settings)
+    app = assessment_app(settings)
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://assessment") as client:
             await tenant.register(client)

@@ -28,7 +28,6 @@ from services.reporting.audit.tables import create_statements
 from shared.auth import DevIssuer, Role
 from shared.events.envelope import Envelope
 from shared.events.reporting import ReportShared
-from shared.service import ServiceSpec, create_app
 from shared.settings import Settings
 
 T0 = datetime(2026, 9, 7, 9, 0, tzinfo=UTC)
@@ -103,8 +102,7 @@ async def fill(engine: AsyncEngine, ledger: Ledger, signer: CheckpointSigner, le
 
 
 @asynccontextmanager
-async def serving(spec: ServiceSpec, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: FastAPI = create_app(spec, settings)
+async def serving(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:

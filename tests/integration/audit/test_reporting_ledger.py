@@ -18,7 +18,7 @@ from shared.messaging.topics import delete_topics_with_prefix
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
-from services.reporting.app import SPEC
+from services.reporting.app import app as reporting_service
 from services.reporting.audit.audit_topic import topic_retention
 from services.reporting.audit.metrics import record_signing_backlog
 from services.reporting.audit.proofs import check_proof
@@ -117,8 +117,9 @@ async def reporting(stack_settings, engine, publisher, tmp_path_factory) -> Asyn
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FLOURISH_AUDIT_CHECKPOINT_EVERY_ENTRIES", "3")
         env.setenv("FLOURISH_AUDIT_CHECKPOINT_POLL_S", "0.1")
-        spec = dataclasses.replace(SPEC, routers=[*SPEC.routers, reads_router])
-        async with serving(spec, settings) as client:
+        app = reporting_service(settings)
+        app.include_router(reads_router)
+        async with serving(app) as client:
             yield Reporting(client, settings, engine, publisher)
     await delete_topics_with_prefix(settings.kafka_bootstrap_servers, settings.topic_prefix)
 

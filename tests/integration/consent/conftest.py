@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
-from services.consent.app import ConsentSettings, build_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_app
 from services.consent.tables import kernel, pupils
 from shared.auth import DevIssuer, Role
 from shared.events.assessment import PupilEnrolled, PupilLeft
@@ -157,7 +157,7 @@ async def running_consent(stack_settings: Any, prefix: str, state_dir: Any, publ
         "topic_prefix": prefix, "state_dir": state_dir, "jwks_path": state_dir / "dev-issuer" / "jwks.json",
     })
     clock = clock or Clock()
-    app = build_app(settings, consent_settings=consent_settings, clock=clock)
+    app = consent_app(ConsentServiceSettings(kernel=settings, consent=consent_settings), clock=clock)
     await ensure_topics(settings.kafka_bootstrap_servers, [topic_for(c, prefix) for c in ("assessment", "planning")])
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -146,7 +146,7 @@ async def test_a_scheduler_that_crashes_before_commit_and_restarts_emits_each_ex
     pupils = await consent.enrol(5, left_on=today - timedelta(days=400))
     await set_policy(consent, "assessments", years=1)
     await set_policy(consent, "action_plans", months=6)
-    deps: ConsentDeps = consent.app.state.consent
+    deps: ConsentDeps = consent.app.state.runtime.deps.handlers
     engine = consent.app.state.runtime.engine
     crashes = 0
 
@@ -199,7 +199,7 @@ async def test_a_scheduler_killed_in_its_own_process_and_restarted_emits_each_ex
     at_kill = await claimed()
     assert 3 <= at_kill < 40, "the process was killed in the middle of its pass"
 
-    restarted = RetentionScheduler(engine, consent.app.state.consent)
+    restarted = RetentionScheduler(engine, consent.app.state.runtime.deps.handlers)
     emitted = await restarted.run_once(consent.trust_id)
 
     expected = Counter({(str(p), c): 1 for p in pupils for c in ("assessments", "action_plans")})
@@ -264,7 +264,7 @@ async def test_retention_bad_input_gets_a_clear_4xx_and_changes_nothing(consent:
 
 async def test_a_full_pass_reports_when_the_scheduler_last_ran(consent: Consent) -> None:
     started = time.time()
-    await RetentionScheduler(consent.app.state.runtime.engine, consent.app.state.consent).run_once()
+    await RetentionScheduler(consent.app.state.runtime.engine, consent.app.state.runtime.deps.handlers).run_once()
     scrape = (await consent.client.get("/metrics")).text
     name = "flourish_retention_scheduler_last_run_timestamp_seconds"
     [line] = [line for line in scrape.splitlines() if line.startswith(name)]

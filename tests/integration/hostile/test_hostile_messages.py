@@ -15,15 +15,14 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from services.assessment.app import create as assessment_app
-from services.consent.app import ConsentSettings
-from services.consent.app import build_app as consent_app
-from services.planning.app import build_app as planning_app
-from services.reporting.app import SPEC as REPORTING
+from services.assessment.app import app as assessment_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_app
+from services.planning.app import app as planning_app
+from services.reporting.app import app as reporting_app
 from services.reporting.readmodels import rebuild as rebuild_read_models
 from shared.events.envelope import topic_for
 from shared.messaging.topics import dead_letter_topic
-from shared.service import create_app
 from shared.settings import Settings
 from tests.integration.hostile.helpers import (
     EXPECTED_REASON,
@@ -46,8 +45,8 @@ from tests.integration.kernel.helpers import eventually, read_topic
 SERVICES: dict[str, Callable[[Settings], FastAPI]] = {
     "assessment": assessment_app,
     "planning": planning_app,
-    "consent": lambda s: consent_app(s, consent_settings=ConsentSettings(run_retention_scheduler=False)),
-    "reporting": lambda s: create_app(REPORTING, s),
+    "consent": lambda s: consent_app(ConsentServiceSettings(kernel=s, consent=ConsentSettings(run_retention_scheduler=False))),
+    "reporting": reporting_app,
 }
 # Services whose read models can be rebuilt from the topics.
 REBUILDS: dict[str, Callable[[Settings, Any], Awaitable[Any]]] = {"reporting": rebuild_read_models}

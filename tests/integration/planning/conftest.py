@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from services.planning.app import build_app
+from services.planning.app import app as planning_app
 from shared.auth import DevIssuer, Role
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
@@ -64,7 +64,7 @@ def service_settings(stack_settings, topic_prefix, tmp_path):
 async def planning(service_settings, publisher, topic_prefix):
     tenant = Tenant(DevIssuer(service_settings))
     async with serving(service_settings) as (_, assessment):
-        app = build_app(service_settings, assessment_http=assessment)
+        app = planning_app(service_settings, assessment_http=assessment)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://planning", timeout=60) as client:

@@ -14,20 +14,29 @@ from fastapi import FastAPI
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from services.assessment.app import SPEC as ASSESSMENT
-from services.consent.app import SPEC as CONSENT
-from services.planning.app import SPEC as PLANNING
-from services.reporting.app import SPEC as REPORTING
+from services.assessment import app as assessment
+from services.consent import app as consent
+from services.planning import app as planning
+from services.reporting import app as reporting
 from shared.auth import DevIssuer, Role
-from shared.service import ServiceSpec, create_app
+from shared.service import ServiceSpec
 from shared.store.migrations import alembic_config
 
+ASSESSMENT, PLANNING, CONSENT, REPORTING = assessment.SPEC, planning.SPEC, consent.SPEC, reporting.SPEC
 SPECS = [ASSESSMENT, PLANNING, CONSENT, REPORTING]
+FACTORIES = {
+    "assessment": assessment.app,
+    "planning": planning.app,
+    "consent": lambda s: consent.app(consent.ConsentServiceSettings(
+        kernel=s, consent=consent.ConsentSettings(run_retention_scheduler=False))),
+    "reporting": reporting.app,
+}
 
 
 @asynccontextmanager
 async def serving(spec: ServiceSpec, settings) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
-    app: FastAPI = create_app(spec, settings)
+    """The service as its one factory (app.py's `app`) builds it."""
+    app: FastAPI = FACTORIES[spec.name](settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
@@ -101,3 +110,40 @@ async def test_an_unknown_route_is_problem_json(service_settings):
         response = await client.get("/no/such/thing")
     assert response.status_code == 404 and response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == 404
+
+
+async def test_the_bootstrap_builds_dependencies_once_hands_them_to_routes_and_tasks_and_closes_them(service_settings):
+    from dataclasses import replace
+
+    from fastapi import APIRouter, Depends
+
+    from shared.service import create_app, dependencies_of
+
+    lifecycle: list[str] = []
+    handed_to_task: list[object] = []
+
+    @asynccontextmanager
+    async def bootstrap(runtime):  # type: ignore[no-untyped-def]
+        lifecycle.append("built")
+        yield {"answer": 42}
+        lifecycle.append("closed")
+
+    async def task(runtime, deps, stop):  # type: ignore[no-untyped-def]
+        handed_to_task.append(deps)
+        await stop.wait()
+
+    router = APIRouter()
+
+    @router.get("/test/dependencies")
+    async def read(deps: dict = Depends(dependencies_of)) -> dict:  # type: ignore[type-arg]
+        return deps
+
+    spec = replace(PLANNING, routers=[router], consumers=[], bootstrap=bootstrap, background_tasks=[task])
+    app = create_app(spec, service_settings)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
+        assert (await client.get("/test/dependencies")).status_code == 503  # not running yet
+        async with app.router.lifespan_context(app):
+            assert (await client.get("/test/dependencies")).json() == {"answer": 42}
+            assert lifecycle == ["built"] and handed_to_task == [{"answer": 42}]
+        assert lifecycle == ["built", "closed"]
+        assert (await client.get("/test/dependencies")).status_code == 503

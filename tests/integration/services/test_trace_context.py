@@ -27,18 +27,18 @@ from aiokafka import AIOKafkaConsumer
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from services.assessment.app import create as assessment_app
-from services.consent.app import ConsentSettings
-from services.consent.app import build_app as consent_app
-from services.planning.app import build_app as planning_app
-from services.reporting import app as reporting_app
+from services.assessment.app import app as assessment_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_app
+from services.planning.app import app as planning_app
+from services.reporting.app import ReportingServiceSettings
+from services.reporting.app import app as reporting_app
 from services.reporting.sharing import SharingSettings
 from services.reporting.tables import kernel as reporting_kernel
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import DevIssuer, Role
 from shared.events.envelope import topic_for
 from shared.events.registry import Event, registered_types
-from shared.service import create_app
 from shared.store.emission import trace_id_of
 from shared.store.event_store import EventStore
 from shared.telemetry import current_trace_headers
@@ -134,14 +134,13 @@ async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Plat
             return await stack.enter_async_context(httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", timeout=60))
 
-        consent_asgi = consent_app(settings, consent_settings=ConsentSettings(run_retention_scheduler=False))
+        consent_asgi = consent_app(ConsentServiceSettings(
+            kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
         consent = await serve(consent_asgi, "consent")
         assessment = await serve(assessment_app(settings, consent_http=consent), "assessment")
         planning = await serve(planning_app(settings, assessment_http=assessment), "planning")
-        patch = stack.enter_context(pytest.MonkeyPatch.context())
-        patch.setattr(reporting_app.SHARING, "config", DELIVERY)
-        patch.setattr(reporting_app.SHARING, "consent_transport", httpx.ASGITransport(app=consent_asgi))
-        reporting = await serve(create_app(reporting_app.SPEC, settings), "reporting")
+        reporting = await serve(reporting_app(ReportingServiceSettings(kernel=settings, sharing=DELIVERY),
+                                              consent_transport=httpx.ASGITransport(app=consent_asgi)), "reporting")
         yield Platform(assessment, consent, planning, reporting, DevIssuer(settings))
 
 

@@ -13,10 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.planning.app import build_app
-from services.reporting.app import SPEC
+from services.planning.app import app as planning_service
+from services.reporting.app import app as reporting_service
 from shared.auth import DevIssuer, Role
-from shared.service import create_app
 from tests.integration.assessment.helpers import Tenant, serving
 
 ROOT = Path(__file__).resolve().parents[4]
@@ -54,12 +53,11 @@ def service_settings(stack_settings, topic_prefix, tmp_path):
 async def services(service_settings):
     tenant = Tenant(DevIssuer(service_settings))
     async with serving(service_settings) as (_, assessment):
-        planning_app = build_app(service_settings, assessment_http=assessment)
+        planning_app = planning_service(service_settings, assessment_http=assessment)
         async with planning_app.router.lifespan_context(planning_app):
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=planning_app), base_url="http://planning",
                                          timeout=60) as planning:
-                reporting_app = create_app(SPEC, service_settings)
-                reporting_app.state.assessment_http = assessment
+                reporting_app = reporting_service(service_settings, assessment_http=assessment)
                 async with reporting_app.router.lifespan_context(reporting_app):
                     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=reporting_app),
                                                  base_url="http://reporting", timeout=120) as reporting:

@@ -15,11 +15,10 @@ import httpx
 import pytest
 import uvicorn
 
-from services.reporting import app as reporting_app
+from services.reporting.app import ReportingServiceSettings, app as reporting_service
 from services.reporting.sharing import SharingSettings
 from services.reporting.sharing.tables import attempts, deliveries
 from shared.auth import DevIssuer, Role
-from shared.service import create_app
 from tests.integration.consent.conftest import Consent, running_consent
 from tests.integration.kernel.helpers import eventually
 from sqlalchemy import select
@@ -124,14 +123,12 @@ async def stack(stack_settings, topic_prefix, tmp_path, publisher, consent_setti
             "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
             "relay_poll_interval_s": 0.1,
         })
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(reporting_app.SHARING, "config", SCHEDULE)
-            patch.setattr(reporting_app.SHARING, "consent_transport", httpx.ASGITransport(app=consent.app))
-            app = create_app(reporting_app.SPEC, settings)
-            async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:
-                    yield Stack(consent, client, engine, DevIssuer(settings))
+        app = reporting_service(ReportingServiceSettings(kernel=settings, sharing=SCHEDULE),
+                                consent_transport=httpx.ASGITransport(app=consent.app))
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:
+                yield Stack(consent, client, engine, DevIssuer(settings))
 
 
 @pytest.fixture
