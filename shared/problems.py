@@ -163,9 +163,10 @@ class ServiceUnavailable(Problem):
     type_ = problem_type("service-unavailable")
     title = "Service unavailable"
 
-    def __init__(self, detail: str | None = None, *, retry_after_s: int | None = None) -> None:
+    def __init__(self, detail: str | None = None, *, retry_after_s: int | None = None,
+                 extras: Mapping[str, Any] | None = None) -> None:
         headers = {"Retry-After": str(retry_after_s)} if retry_after_s is not None else None
-        super().__init__(detail, headers=headers)
+        super().__init__(detail, extras=extras, headers=headers)
 
 
 VALIDATION_ERROR_TYPE = problem_type("validation-error")

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.planning.domain import plans as rules
 from services.planning.domain.errors import (
+    InvalidPlan,
     NoSuggestion,
     ParticipationWithdrawn,
     PupilErased,
@@ -169,7 +170,7 @@ async def _who_and_where(conn: AsyncConnection, principal: Principal, content: P
     """The plan's academy and framework version, from its pupils' (or class's) stored records."""
     if content.kind is PlanKind.CLASS:
         if academy_id is None:
-            raise rules.InvalidPlan("a class plan names its academy (academy_id)")
+            raise InvalidPlan("a class plan names its academy (academy_id)")
         ensure_scope(principal, principal.trust_id, academy_id)
         version = await conn.scalar(select(strand_scores.c.framework_version).join(
             pupils, pupils.c.pupil_id == strand_scores.c.pupil_id).where(
@@ -181,7 +182,7 @@ async def _who_and_where(conn: AsyncConnection, principal: Principal, content: P
     for pupil_id in content.pupil_ids:
         academies.add((await pupil_in_scope(conn, principal, pupil_id)).academy_id)
     if len(academies) != 1:
-        raise rules.InvalidPlan("every pupil of a plan belongs to one academy")
+        raise InvalidPlan("every pupil of a plan belongs to one academy")
     await ensure_may_take_part(conn, content.pupil_ids)
     version = await conn.scalar(select(strand_scores.c.framework_version).where(
         strand_scores.c.pupil_id.in_(content.pupil_ids)).order_by(strand_scores.c.scored_at.desc()).limit(1))

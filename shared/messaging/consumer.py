@@ -52,8 +52,8 @@ MAX_RECORD_BYTES = 1_000_000
 and under the broker's 1 MiB, so its dead letter fits. Settings.consumer_max_record_bytes."""
 MAX_REASON_CHARS = 500
 
-Handler = Callable[[AsyncConnection, Envelope], Awaitable[None]]
-BatchHandler = Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[None]]
+Handler = Callable[[AsyncConnection, Envelope[Any]], Awaitable[None]]
+BatchHandler = Callable[[AsyncConnection, Sequence[Envelope[Any]]], Awaitable[None]]
 """Applies consecutive events of one type in one go (one statement for a whole batch, say)."""
 
 
@@ -130,8 +130,8 @@ class IdempotentConsumer:
 
     def _decode(
         self, records: Sequence[ConsumerRecord[Any, Any]]
-    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], Envelope]], list[tuple[ConsumerRecord[Any, Any], str, str]]]:
-        applicable: list[tuple[ConsumerRecord[Any, Any], Envelope]] = []
+    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]], list[tuple[ConsumerRecord[Any, Any], str, str]]]:
+        applicable: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]] = []
         rejected: list[tuple[ConsumerRecord[Any, Any], str, str]] = []
         for record in records:
             size = _size_of(record)
@@ -150,7 +150,7 @@ class IdempotentConsumer:
                 messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
         return applicable, rejected
 
-    async def _apply(self, batch: list[tuple[ConsumerRecord[Any, Any], Envelope]]) -> None:
+    async def _apply(self, batch: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]]) -> None:
         try:
             await self._apply_in_one_transaction([envelope for _, envelope in batch])
             return
@@ -161,7 +161,7 @@ class IdempotentConsumer:
         for record, envelope in batch:
             await self._apply_with_retries(record, envelope)
 
-    async def _apply_in_one_transaction(self, envelopes: list[Envelope]) -> None:
+    async def _apply_in_one_transaction(self, envelopes: list[Envelope[Event]]) -> None:
         async with self.engine.begin() as conn:
             fresh = await self._claim(conn, [envelope.id for envelope in envelopes])
             to_apply = []
@@ -182,7 +182,7 @@ class IdempotentConsumer:
                         await self._handle(conn, envelope)
                 messages_consumed.add(len(run), {"consumer": self.name, "outcome": "applied", "event_type": run[0].type})
 
-    async def _apply_with_retries(self, record: ConsumerRecord[Any, Any], envelope: Envelope) -> None:
+    async def _apply_with_retries(self, record: ConsumerRecord[Any, Any], envelope: Envelope[Event]) -> None:
         for attempt in range(1, self.retry.max_attempts + 1):
             try:
                 await self._apply_in_one_transaction([envelope])
@@ -207,7 +207,7 @@ class IdempotentConsumer:
         await self._dead_letter(record, f"handler failed: {failure}", attempts=self.retry.max_attempts,
                                 cause="handler_failed")
 
-    async def _handle(self, conn: AsyncConnection, envelope: Envelope) -> None:
+    async def _handle(self, conn: AsyncConnection, envelope: Envelope[Event]) -> None:
         handler = self.handlers[type(envelope.data)]
         with messaging_span(
             f"{self.name} process",
@@ -219,7 +219,7 @@ class IdempotentConsumer:
         ):
             await handler(conn, envelope)
 
-    async def _handle_batch(self, conn: AsyncConnection, handler: BatchHandler, run: list[Envelope]) -> None:
+    async def _handle_batch(self, conn: AsyncConnection, handler: BatchHandler, run: list[Envelope[Event]]) -> None:
         # One span for the batch, linked to the trace of every event in it. When every event was
         # written in one trace (one command's events: the usual case unless under load), the span
         # continues that trace, so a request is followed into this consumer; a mixed batch starts
@@ -283,9 +283,9 @@ def _size_of(record: ConsumerRecord[Any, Any]) -> int:
     return len(record.key or b"") + len(record.value or b"") + headers
 
 
-def _runs_of_one_type(envelopes: list[Envelope]) -> list[list[Envelope]]:
+def _runs_of_one_type(envelopes: list[Envelope[Event]]) -> list[list[Envelope[Event]]]:
     """Consecutive events of one type, in order: a batch handler never sees events reordered."""
-    runs: list[list[Envelope]] = []
+    runs: list[list[Envelope[Event]]] = []
     for envelope in envelopes:
         if runs and type(runs[-1][0].data) is type(envelope.data):
             runs[-1].append(envelope)

@@ -21,6 +21,7 @@ from sqlalchemy import Table, Uuid, column, select, values
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events.envelope import Envelope
+from shared.events.registry import Event
 
 TRUST_LEVEL = UUID(int=0)
 """The academy of an event about the whole trust: in no academy, so never checked."""
@@ -34,7 +35,7 @@ class TenantMismatch(Exception):
         self.reason = reason
 
 
-def pupils_of(envelope: Envelope) -> Iterator[UUID]:
+def pupils_of(envelope: Envelope[Event]) -> Iterator[UUID]:
     """The pupils an event is about: its pupil_id and, for a group, its pupil_ids."""
     pupil_id = getattr(envelope.data, "pupil_id", None)
     if isinstance(pupil_id, UUID):
@@ -57,7 +58,7 @@ class TenancyGuard:
         self.max_academies = max_academies
         self._academy_trust: dict[UUID, UUID] = {}
 
-    async def refuse_other_tenants(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
+    async def refuse_other_tenants(self, conn: AsyncConnection, envelopes: Sequence[Envelope[Event]]) -> None:
         """Raise TenantMismatch if any event claims another trust for a pupil or an academy than
         the roster (or an earlier event of the same batch) says."""
         pupils: dict[UUID, UUID] = {}

@@ -130,6 +130,7 @@ class OutboxRelay:
                 return
             self.is_leader = True
             raw = (await leader.get_raw_connection()).driver_connection
+            assert raw is not None  # an open connection always has its asyncpg connection
             await raw.add_listener(self.tables.notify_channel, self._on_notify)
             try:
                 while not stop.is_set():

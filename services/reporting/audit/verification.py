@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -29,7 +29,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.reporting.audit.domain.canonical import instant
-from services.reporting.audit.domain.chain import ChainHead, ChainReport, ChainVerifier, Checkpoint, Mismatch
+from services.reporting.audit.domain.chain import ChainHead, ChainReport, ChainVerifier, Checkpoint, EntryRow, Mismatch
 from services.reporting.audit.tables import CHECKPOINTS, ENTRIES, GENERATED_COLUMNS, HEADS, IMMUTABLE_TABLES
 
 EXPORT_FORMAT = "flourish.audit.export.v1"
@@ -144,7 +144,8 @@ async def _read_into(
         trust_id, after, upto if upto is not None else 2**62,
     )
     while rows := await cursor.fetch(batch):
-        if not verifier.feed(rows):
+        # A Record unpacks like the (seq, prev_hash, entry_hash, body) tuple the verifier reads.
+        if not verifier.feed(cast("list[EntryRow]", rows)):
             return
         if progress:
             progress(trust_id, verifier.report.entries)
@@ -192,7 +193,7 @@ async def check_defences(conn: asyncpg.Connection, schema: str) -> list[str]:
     return problems
 
 
-def _checkpoint(row: Mapping[str, Any]) -> Checkpoint:
+def _checkpoint(row: asyncpg.Record) -> Checkpoint:
     return Checkpoint(trust_id=row["trust_id"], seq=row["seq"], entry_hash=row["entry_hash"],
                       signed_at=row["signed_at"], key_id=row["key_id"], signature=row["signature"])
 

@@ -245,7 +245,8 @@ class Sharing:
 
     async def _endpoints(self, runtime: Any, rows: list[Any]) -> dict[UUID, str | None]:
         """Each endpoint checked again (a host name may now resolve inside the network)."""
-        allowed, found = networks(self.config.allowed_private_networks), {}
+        allowed = networks(self.config.allowed_private_networks)
+        found: dict[UUID, str | None] = {}
         for row in rows:
             if row.agency_id not in found:
                 try:

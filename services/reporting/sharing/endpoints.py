@@ -62,7 +62,7 @@ async def _addresses(host: str, port: int) -> list[Address]:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
         raise EndpointRefused("the endpoint's host does not resolve") from None
-    found = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    found = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     if not found:
         raise EndpointRefused("the endpoint's host does not resolve")
     return found

@@ -70,6 +70,10 @@ def client() -> Iterator[TestClient]:
     def busy() -> None:
         raise ServiceUnavailable("the event store is not reachable", retry_after_s=3)
 
+    @app.get("/not-ready")
+    def not_ready() -> None:  # what /readyz raises: it was a TypeError (a 500) before mypy saw it
+        raise ServiceUnavailable("not ready", extras={"checks": {"database": "OSError", "kafka": "ok"}})
+
     # raise_server_exceptions=True: an exception escaping the app would fail the test.
     with TestClient(app, raise_server_exceptions=True) as test_client:
         yield test_client
@@ -178,6 +182,12 @@ def test_service_unavailable_says_when_to_retry(client: TestClient) -> None:
     response = client.get("/busy")
     assert response.status_code == 503
     assert response.headers["retry-after"] == "3"
+
+
+def test_service_unavailable_carries_what_is_not_ready(client: TestClient) -> None:
+    response = client.get("/not-ready")
+    assert response.status_code == 503
+    assert response.json()["checks"] == {"database": "OSError", "kafka": "ok"}
 
 
 def test_every_problem_class_has_its_own_type() -> None:

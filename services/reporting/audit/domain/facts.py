@@ -148,7 +148,7 @@ class AuditFact:
         return fact
 
 
-def fact_from(envelope: Envelope) -> AuditFact:
+def fact_from(envelope: Envelope[Event]) -> AuditFact:
     """The audit fact an event records. Raises UnrecordableEvent if a value cannot be recorded
     faithfully (a control character, say): better dead-lettered and seen than silently altered."""
     data = envelope.data
