@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assessment import handlers, queries
+from services.assessment import handlers, queries, roster_handlers
 from services.assessment.domain.errors import UnknownFrameworkVersion
 from services.assessment.domain.framework import framework_json_schema, parse_framework
 from services.assessment.domain.observations import Rating
@@ -57,6 +57,7 @@ from services.assessment.schemas import (
     score_out,
 )
 from services.assessment.scope import (
+    academy_in_scope,
     assessment_in_scope,
     class_in_scope,
     group_in_scope,
@@ -163,7 +164,7 @@ async def get_framework(version: str, principal: AnyCaller, runtime: Run, ctx: C
 @router.put("/trust", tags=["roster"], summary="Name the caller's trust")
 async def name_trust(body: NameIn, principal: TenancyAdmin, runtime: Run, key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
-        await handlers.register_trust(conn, principal, body.name)
+        await roster_handlers.register_trust(conn, principal, body.name)
         return 200, {"trust_id": principal.trust_id, "name": body.name}
 
     return await command(runtime, principal, key, body, handle)
@@ -175,7 +176,7 @@ async def name_trust(body: NameIn, principal: TenancyAdmin, runtime: Run, key: I
 async def register_academy(academy_id: UUID, body: NameIn, principal: TenancyAdmin, runtime: Run,
                            key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
-        created = await handlers.register_academy(conn, principal, academy_id, body.name)
+        created = await roster_handlers.register_academy(conn, principal, academy_id, body.name)
         return (201 if created else 200), AcademyOut(academy_id=academy_id, trust_id=principal.trust_id, name=body.name)
 
     return await command(runtime, principal, key, {"academy_id": academy_id, **body.model_dump()}, handle)
@@ -204,7 +205,7 @@ async def import_roster(
     data = await _required_body(request)
 
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
-        report = await handlers.import_roster(conn, ctx, principal, academy_id, data, whole_roll)
+        report = await roster_handlers.import_roster(conn, ctx, principal, academy_id, data, whole_roll)
         return 200, ImportOut(**dataclasses.asdict(report))
 
     body = {"academy_id": academy_id, "whole_roll": whole_roll, "sha256": hashlib.sha256(data).hexdigest()}
@@ -215,7 +216,7 @@ async def import_roster(
 async def list_classes(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[ClassOut]:
     after = (cursor_position(cursor, name=str) or {}).get("name")
     async with runtime.engine.connect() as conn:
-        await handlers.academy_in_scope(conn, principal, academy_id)
+        await academy_in_scope(conn, principal, academy_id)
         rows = await queries.classes_after(conn, academy_id, after, limit + 1)
     items = [ClassOut(class_id=r.class_id, academy_id=r.academy_id, name=r.name) for r in rows]
     return page_of(items, limit, lambda c: {"name": c.name})
@@ -256,7 +257,7 @@ async def get_pupil(pupil_id: UUID, principal: PupilReader, runtime: Run, ctx: C
 async def create_group(academy_id: UUID, body: GroupIn, principal: Observer, runtime: Run,
                        key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
-        group_id = await handlers.create_group(conn, principal, academy_id, body.name, body.pupil_ids)
+        group_id = await roster_handlers.create_group(conn, principal, academy_id, body.name, body.pupil_ids)
         return 201, GroupOut(group_id=group_id, academy_id=academy_id, name=body.name, pupil_ids=list(dict.fromkeys(body.pupil_ids)))
 
     return await command(runtime, principal, key, {"academy_id": academy_id, **body.model_dump(mode="json")}, handle)
@@ -274,7 +275,7 @@ async def get_group(group_id: UUID, principal: Staff, runtime: Run) -> GroupOut:
 async def list_groups(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[dict[str, Any]]:
     after = (cursor_position(cursor, group_id=UUID) or {}).get("group_id")
     async with runtime.engine.connect() as conn:
-        await handlers.academy_in_scope(conn, principal, academy_id)
+        await academy_in_scope(conn, principal, academy_id)
         rows = await queries.groups_after(conn, academy_id, after, limit + 1)
     items = [{"group_id": r.group_id, "name": r.name} for r in rows]
     return page_of(items, limit, lambda g: {"group_id": str(g["group_id"])})

@@ -14,7 +14,7 @@ from datetime import date
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.assessment import handlers
+from services.assessment import handlers, roster_handlers
 from services.assessment.framework_store import sample_framework
 from services.assessment.personal_data import PersonalDataRepository
 from services.assessment.privacy import AssessmentPrivacySettings, Privacy
@@ -77,10 +77,10 @@ async def _load(engine: AsyncEngine, privacy: Privacy) -> int:
     enrolled = 0
     async with engine.begin() as conn:
         await handlers.load_sample_framework(conn, context, sample_framework())
-        await handlers.register_trust(conn, admin, "Oak Hill Learning Trust (demo)")
+        await roster_handlers.register_trust(conn, admin, "Oak Hill Learning Trust (demo)")
         for number, (name, academy_id) in enumerate(DEMO.academies.items(), start=1):
-            await handlers.register_academy(conn, admin, academy_id, name)
-            report = await handlers.import_roster(conn, context, admin, academy_id,
+            await roster_handlers.register_academy(conn, admin, academy_id, name)
+            report = await roster_handlers.import_roster(conn, context, admin, academy_id,
                                                   demo_roster(number, DEMO.class_sizes[name]), whole_roll=False)
             enrolled += len(report.enrolled)
     return enrolled

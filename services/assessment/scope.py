@@ -10,7 +10,14 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.assessment import queries
-from services.assessment.domain.errors import UnknownAssessment, UnknownClass, UnknownGroup, UnknownPupil, UnknownScreening
+from services.assessment.domain.errors import (
+    UnknownAcademy,
+    UnknownAssessment,
+    UnknownClass,
+    UnknownGroup,
+    UnknownPupil,
+    UnknownScreening,
+)
 from services.assessment.privacy import erased
 from shared.auth import Principal, ensure_scope
 from shared.problems import Gone
@@ -59,3 +66,11 @@ async def screening_in_scope(conn: AsyncConnection, principal: Principal, screen
         raise UnknownScreening(screening_id)
     ensure_scope(principal, screening.trust_id, screening.academy_id)
     return screening
+
+
+async def academy_in_scope(conn: AsyncConnection, principal: Principal, academy_id: UUID) -> Any:
+    row = await queries.academy(conn, academy_id)
+    if row is None:
+        raise UnknownAcademy(academy_id)
+    ensure_scope(principal, row.trust_id, row.academy_id)
+    return row
