@@ -1,4 +1,8 @@
-"""Who is calling and what they may touch: signed bearer tokens checked against a JWKS."""
+"""Who is calling and what they may touch: signed bearer tokens checked against a JWKS.
+
+Over 400 lines on purpose: roles and scope, the JWKS sources, the verifier and the local dev
+issuer are one trust decision, read together when it is reviewed; the dev issuer sits at the end.
+"""
 
 from __future__ import annotations
 

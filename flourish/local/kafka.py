@@ -1,4 +1,7 @@
-"""Runs the local single-node KRaft Kafka broker from Maven-fetched jars with the machine's JDK."""
+"""Runs the local single-node KRaft Kafka broker from Maven-fetched jars with the machine's JDK.
+
+Just over 400 lines: the broker's whole life (layout, properties, storage format, start,
+readiness, stop and crash) in the order it happens, like postgres.py beside it."""
 
 from __future__ import annotations
 

