@@ -29,15 +29,15 @@ from sqlalchemy import MetaData, Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors_to_problems
+from shared.auth import Auth, Principal, TokenVerifier
 from shared.events.envelope import topic_for
 from shared.events.registry import Event, registered_types
+from shared.limits import BodySizeLimit
 from shared.logs import configure_logging
 from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, RetryPolicy
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
 from shared.messaging.topics import CONTEXTS, ensure_topics
-from shared.auth import Auth, Principal, TokenVerifier
-from shared.limits import BodySizeLimit
 from shared.openapi import document_problems
 from shared.problems import ServiceUnavailable, install_problem_handlers
 from shared.settings import Settings
@@ -48,6 +48,7 @@ from shared.store.outbox import OutboxRelay
 from shared.store.tables import KernelTables
 from shared.telemetry import TracingMiddleware, configure_metrics, configure_tracing
 from shared.tenancy import TenantScopeMiddleware
+from shared.verified_tokens import VerifiedTokens
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class Runtime:
             topic_prefix=settings.topic_prefix,
         )
         self.auth = Auth(TokenVerifier(settings))
+        self.verified_tokens = VerifiedTokens(self.auth.verifier)  # this service's own (hot read paths)
         # FastStream's own logger writes to stdout past our JSON formatter, and a line per batch:
         # route it through the root handler, warnings only.
         broker_log = logging.getLogger(f"flourish.{spec.name}.kafka")

@@ -4,6 +4,9 @@
 asked many times an hour with the same token (the consent service's sharing decision, asked twice
 per share by a service holding one token for an hour) would otherwise spend a quarter of its
 latency on the signature. Every other route keeps `shared.api.requires`.
+
+Each running service holds its own cache (`Runtime.verified_tokens`, over its own verifier): a
+token one service (or one app in a test process) accepted is never taken on trust by another.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from shared.auth import Principal, Role
+from shared.auth import Principal, Role, TokenVerifier
 from shared.problems import Forbidden, Unauthenticated
 
 
@@ -26,12 +29,13 @@ class VerifiedTokens:
     A key withdrawn from the JWKS stops being honoured for a cached token within `max_age_s`.
     """
 
-    def __init__(self, max_entries: int = 4096, max_age_s: float = 60.0) -> None:
+    def __init__(self, verifier: TokenVerifier, max_entries: int = 4096, max_age_s: float = 60.0) -> None:
+        self._verifier = verifier
         self._entries: dict[str, tuple[Principal, float]] = {}
         self._max_entries = max_entries
         self._max_age_s = max_age_s
 
-    def principal(self, request: Request, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    def principal(self, credentials: HTTPAuthorizationCredentials | None) -> Principal:
         if credentials is None:
             raise Unauthenticated.missing_token()
         token = credentials.credentials
@@ -39,7 +43,7 @@ class VerifiedTokens:
         cached = self._entries.get(token)
         if cached is not None and cached[1] > now:
             return cached[0]
-        principal: Principal = request.app.state.runtime.auth.verifier.verify(token)  # raises 401 if not valid
+        principal = self._verifier.verify(token)  # raises 401 if not valid
         claims = jwt.decode(token, options={"verify_signature": False})
         lifetime = min(self._max_age_s, float(claims["exp"]) - time.time())
         if lifetime > 0:
@@ -49,7 +53,6 @@ class VerifiedTokens:
         return principal
 
 
-_verified = VerifiedTokens()
 _bearer = HTTPBearer(auto_error=False, bearerFormat="JWT")
 
 
@@ -59,7 +62,8 @@ def requires_cached(*roles: Role) -> Callable[..., Principal]:
 
     def with_role(request: Request,
                   credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
-        principal = _verified.principal(request, credentials)
+        tokens: VerifiedTokens = request.app.state.runtime.verified_tokens
+        principal = tokens.principal(credentials)
         if not principal.has_role(*roles):
             raise Forbidden(f"this requires one of the roles: {wanted}")
         return principal
