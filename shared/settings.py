@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     service_client_id: str | None = None
     service_client_secret: str | None = None
 
-    # The local stack launcher (shared/infra) starts, restarts and stops the servers these
+    # The local stack launcher (flourish/local) starts, restarts and stops the servers these
     # addresses name even when they are not the defaults: a second stack in its own state_dir
     # (reliability tests kill and restart it). Off, a non-default address is someone else's.
     manage_stack: bool = False
