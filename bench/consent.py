@@ -61,7 +61,8 @@ async def run() -> list[dict[str, Any]]:
 
 
 async def decision_latency(settings: Settings) -> list[Figure]:
-    from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_service
+    from services.consent.app import ConsentServiceSettings, ConsentSettings
+    from services.consent.app import app as consent_service
     from services.consent.projections import on_pupil_enrolled
 
     prefix = unique("bench.") + "."

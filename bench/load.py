@@ -425,10 +425,11 @@ class LoadScale:
 async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
     """The platform as four processes on the local stack (a database and topics of its own): a
     short ramp finds the highest rate whose p99 stays within the goal, then the load is held."""
+    from sqlalchemy import make_url
+
     from bench.planning import _admin
     from flourish.local.services import platform_environment, service_pids, start_services, stop_services
     from flourish.local.stack import ensure_stack
-    from sqlalchemy import make_url
 
     scale = scale or LoadScale()
     endpoints = ensure_stack()

@@ -14,16 +14,16 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import make_url
 
 from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, unique
+from services.reporting.readmodels.rebuild import partitions_of
 from shared.events.assessment import Level, ObservationRecorded, StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
-from services.reporting.readmodels.rebuild import partitions_of
 
 EVENTS = 60_000
 RENDERS = 50

@@ -29,15 +29,15 @@ from sqlalchemy import MetaData, Table, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors_to_problems
+from shared.auth import Auth, Principal, TokenVerifier
 from shared.events.envelope import topic_for
 from shared.events.registry import Event, registered_types
+from shared.limits import BodySizeLimit
 from shared.logs import configure_logging
 from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, RetryPolicy
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
 from shared.messaging.topics import CONTEXTS, ensure_topics
-from shared.auth import Auth, Principal, TokenVerifier
-from shared.limits import BodySizeLimit
 from shared.openapi import document_problems
 from shared.problems import ServiceUnavailable, install_problem_handlers
 from shared.settings import Settings

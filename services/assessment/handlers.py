@@ -332,7 +332,7 @@ async def start_assessment(conn: AsyncConnection, ctx: Context, principal: Princ
         )
         emission.add(assessment_stream(event.assessment_id), pupil.academy_id, event)
         started.append(event)
-    await emission.append(conn, {stream: NO_STREAM for stream in emission.by_stream})
+    await emission.append(conn, dict.fromkeys(emission.by_stream, NO_STREAM))
     await project(conn, emission.in_order)
     return Started(screening_id, started)
 

@@ -101,7 +101,7 @@ class RetentionClockDelivery:
             try:
                 while await self.deliver_once() == self.batch and not stop.is_set():
                     pass
-            except Exception:  # noqa: BLE001 - a failed pass is retried next interval; rows stay
+            except Exception:  # logged below; a failed pass is retried next interval; rows stay
                 log.exception("retention-clock delivery pass failed; will retry")
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -21,9 +21,9 @@ from pydantic import Field
 
 from services.reporting import audit, errors_to_problems, readmodels, sharing
 from services.reporting.audit import Audit, AuditSettings
+from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
 from services.reporting.sharing import Sharing, SharingSettings
-from services.reporting.ops import router as ops_router
 from services.reporting.tables import SCHEMA, kernel, metadata
 from shared.datakeys import DataKeySettings, LocalKek
 from shared.peers import ServiceTokens

@@ -25,11 +25,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
-from shared.messaging.topics import delete_topics_with_prefix
 from sqlalchemy import text
 
 from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
+from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from tests.deploy.manifests import ROOT
 

@@ -10,7 +10,6 @@ import importlib
 import re
 import shutil
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ import yaml
 from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
 from shared.messaging.topics import CONTEXTS, dead_letter_topic
-from shared.settings import Settings
 from tests.deploy.conftest import Tools
 from tests.deploy.manifests import (
     K8S,

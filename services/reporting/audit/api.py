@@ -21,9 +21,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator
 
+from services.reporting.audit.deps import Audit
 from services.reporting.audit.domain.canonical import instant
 from services.reporting.audit.domain.facts import SHARE, Kind
-from services.reporting.audit.deps import Audit
 from services.reporting.audit.proofs import proof_for
 from services.reporting.audit.queries import (
     After,

@@ -6,7 +6,7 @@ from sqlalchemy import select
 
 from services.assessment.projections import rebuild
 from services.assessment.tables import DERIVED
-from tests.integration.assessment.helpers import SAMPLE, class_of, now, pupil_rows, roster_csv, import_roster
+from tests.integration.assessment.helpers import SAMPLE, class_of, import_roster, now, pupil_rows, roster_csv
 from tests.unit.assessment.report import levels_at
 
 

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from shared.messaging.topics import delete_topics_with_prefix
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
@@ -31,6 +30,7 @@ from shared.events.consent import ConsentGranted, ConsentWithdrawn
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.events.reporting import ReportShared, ShareBlocked
 from shared.messaging.producer import OutgoingRecord
+from shared.messaging.topics import delete_topics_with_prefix
 from shared.service import Runtime, runtime_of
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
-from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_app
 from services.consent.tables import kernel, pupils
 from shared.auth import DevIssuer, Role
 from shared.events.assessment import PupilEnrolled, PupilLeft

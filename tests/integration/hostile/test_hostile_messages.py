@@ -24,6 +24,7 @@ from services.reporting.readmodels import rebuild as rebuild_read_models
 from shared.events.envelope import topic_for
 from shared.messaging.topics import dead_letter_topic
 from shared.settings import Settings
+from tests.conftest import counter
 from tests.integration.hostile.helpers import (
     EXPECTED_REASON,
     Sent,
@@ -39,7 +40,6 @@ from tests.integration.hostile.helpers import (
     sample_type,
     seed_rosters,
 )
-from tests.conftest import counter
 from tests.integration.kernel.helpers import eventually, read_topic
 
 SERVICES: dict[str, Callable[[Settings], FastAPI]] = {

@@ -204,7 +204,7 @@ async def test_a_batch_handler_applies_runs_of_one_type_in_order_and_each_event_
     from shared.events.assessment import ObservationRecorded, PupilEnrolled
     from shared.events.envelope import Envelope
     from shared.messaging.consumer import IdempotentConsumer
-    from tests.integration.kernel.helpers import TRUST, ACADEMY
+    from tests.integration.kernel.helpers import ACADEMY, TRUST
 
     bootstrap = stack_settings.kafka_bootstrap_servers
     topic = topic_for("assessment", topic_prefix)

@@ -10,10 +10,10 @@ from datetime import date, timedelta
 from sqlalchemy import text
 
 from shared.auth import Role
-from shared.events.consent import ConsentMethod, DataCategory, ErasureReason, PupilErased, Purpose, ConsentWithdrawn
+from shared.events.consent import ConsentMethod, ConsentWithdrawn, DataCategory, ErasureReason, PupilErased, Purpose
 from shared.events.envelope import topic_for
 from tests.integration.assessment.helpers import SAMPLE, class_of, now
-from tests.integration.consent.conftest import read_until, types_of, of_pupils
+from tests.integration.consent.conftest import of_pupils, read_until, types_of
 from tests.integration.kernel.helpers import eventually
 from tests.unit.assessment.report import levels_at
 

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from alembic.script import ScriptDirectory
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from services.assessment import app as assessment

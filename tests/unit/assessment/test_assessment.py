@@ -82,7 +82,7 @@ def test_a_correction_replaces_the_rating_it_corrects_even_at_the_same_moment():
 
 
 def test_only_the_first_completed_assessment_is_the_baseline_and_earlier_strands_count_for_working_at():
-    started, stream = _rated({s: Level.DEVELOPING for s in SAMPLE.statement_ids(["doing"])}, strands=("doing",))
+    started, stream = _rated(dict.fromkeys(SAMPLE.statement_ids(["doing"]), Level.DEVELOPING), strands=("doing",))
     history = PupilHistory(strands_met={"being": False}, has_completed_assessment=True)
     completed, scored = Assessment.replay(stream).complete(SAMPLE, history, "staff-1", T0)
     assert not completed.baseline and scored.baseline  # first Doing score, not the first assessment
