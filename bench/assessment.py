@@ -120,11 +120,12 @@ async def served(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
     """The service under uvicorn on a free local port, in this process and event loop, with the
     consent service (pupils' data keys, issue 5) beside it on its ASGI transport."""
     consent_app = consent_service(ConsentServiceSettings(kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
-    async with consent_app.router.lifespan_context(consent_app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=consent_app), base_url="http://consent", timeout=30
-    ) as consent:
-        async with _served(settings.model_copy(update={"consent_url": "http://consent"}), consent) as served_app:
-            yield served_app
+    async with (
+        consent_app.router.lifespan_context(consent_app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=consent_app), base_url="http://consent", timeout=30) as consent,
+        _served(settings.model_copy(update={"consent_url": "http://consent"}), consent) as served_app,
+    ):
+        yield served_app
 
 
 @asynccontextmanager

@@ -379,14 +379,14 @@ def _reconcile_one(result: Reconciliation, command: Command, store: _Effects, rm
         found = [(store.rated[command.assessment_id or ""], n), (store.rm_rated[command.assessment_id or ""], n)]
     else:
         found = [(store.completed[command.assessment_id or ""], 1), (rm_completed[command.assessment_id or ""], 1)]
-    where = ("event store", "read model")
+    where = ("event store", "read model")  # a start has no read-model row to find: `found` may be the shorter
     if command.accepted:
         result.effects += found[0][0]
-        for (count, expected), place in zip(found, where):
+        for (count, expected), place in zip(found, where, strict=False):
             result.lose(max(0, expected - count), f"{command.kind} {command.key} in the {place}")
             result.duplicate(max(0, count - expected), f"{command.kind} {command.key} in the {place}")
     else:
-        for (count, _), place in zip(found, where):
+        for (count, _), place in zip(found, where, strict=False):
             result.duplicate(count, f"rejected {command.kind} {command.key} ({command.status}) acted in the {place}")
 
 

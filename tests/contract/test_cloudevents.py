@@ -3,6 +3,7 @@ and precise errors for what is not a valid event."""
 
 from __future__ import annotations
 
+import types
 import typing
 import uuid
 from datetime import UTC, date, datetime
@@ -27,7 +28,7 @@ def example(model: type[Event]) -> Event:
 
 def _value_for(annotation: typing.Any) -> typing.Any:
     origin = typing.get_origin(annotation)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if origin in (typing.Union, types.UnionType):
         return _value_for(next(a for a in typing.get_args(annotation) if a is not type(None)))
     if origin is list:
         return [_value_for(typing.get_args(annotation)[0])]

@@ -94,7 +94,7 @@ async def test_starting_needs_a_known_strand_version_and_pupil_in_scope(api, ten
 
 
 async def test_a_whole_class_screening_profiles_the_class_and_flags_who_needs_support(api, tenant):
-    class_id, pupils = await class_of(api, tenant, 6, born=date(2017, 4, 3))
+    class_id, _pupils = await class_of(api, tenant, 6, born=date(2017, 4, 3))
     started = await start(api, tenant, ("being", "doing", "thinking", "power-and-identity", "skills-and-structure"),
                           class_id=class_id)
     assert started["screening_id"] and len(started["assessments"]) == 6

@@ -3,6 +3,7 @@ no message able to stop a partition."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 from aiokafka import AIOKafkaProducer
@@ -52,10 +53,8 @@ async def test_an_event_committed_before_the_relay_crashed_still_arrives_with_it
         await store.append(conn, "s", [event])
 
     crashing = OutboxRelay(engine, kernel, CrashAfterSend(publisher), topic_prefix=topic_prefix)
-    try:
+    with contextlib.suppress(RelayCrashed):
         await crashing.publish_pending()
-    except RelayCrashed:
-        pass
     async with engine.connect() as conn:
         assert await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".outbox')) == 1
 

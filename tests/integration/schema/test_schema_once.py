@@ -229,7 +229,7 @@ async def test_the_databases_row_level_security_is_what_the_tables_declare(fresh
 
     per_trust = _declared_per_trust(service)
     policies = _per_table(found["policies"])
-    for name, kind, enabled, forced, _acl in found["tables"]:
+    for name, _kind, enabled, forced, _acl in found["tables"]:
         if name in per_trust:
             assert (enabled, forced, policies.get(name)) == (True, True, [reference]), name
         else:
