@@ -119,7 +119,7 @@ class RetentionScheduler:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - the scheduler outlives a failed pass (logged); the next retries it
                 log.warning("retention pass failed", extra={"error_type": type(error).__name__})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval_s)

@@ -112,7 +112,7 @@ class OutboxRelay:
                 backoff = self.poll_interval_s
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # Kafka or PostgreSQL away: the rows wait in the outbox.
+            except Exception as error:  # noqa: BLE001 - Kafka or PostgreSQL away: logged; the rows wait in the outbox
                 log.warning(
                     "outbox relay paused", extra={"error_type": type(error).__name__, "schema": self.tables.schema}
                 )

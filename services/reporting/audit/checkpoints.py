@@ -92,7 +92,7 @@ async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event
     while not stop.is_set():
         try:
             await checkpoint_due_chains(runtime.engine, audit.ledger, signer, audit.settings)
-        except Exception as error:  # PostgreSQL away: try again next round
+        except Exception as error:  # noqa: BLE001 - PostgreSQL away: logged, and tried again next round
             log.warning("audit checkpointer paused", extra={"error_type": type(error).__name__})
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=audit.settings.checkpoint_poll_s)
