@@ -180,11 +180,13 @@ async def test_imports_fail_closed_when_the_consent_service_is_unreachable(servi
 
     settings = service_settings.model_copy(update={"consent_url": "http://127.0.0.1:9"})  # nothing listens
     app = assessment_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://assessment") as client:
-            await tenant.register(client)
-            _, row = _person("Unsealed", "Uma", date(2017, 3, 3))
-            response = await import_roster(client, tenant, roster_csv([row]))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://assessment") as client,
+    ):
+        await tenant.register(client)
+        _, row = _person("Unsealed", "Uma", date(2017, 3, 3))
+        response = await import_roster(client, tenant, roster_csv([row]))
     assert response.status_code == 503
     async with engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM assessment.pupils WHERE academy_id = :a"),

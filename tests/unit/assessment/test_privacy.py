@@ -34,5 +34,5 @@ def test_the_key_comes_from_the_setting_or_a_dev_key_under_state_dir_never_in_pr
     assert (tmp_path / "lookup-key" / "lookup.b64").stat().st_mode & 0o077 == 0
     with pytest.raises(ValueError, match="FLOURISH_LOOKUP_KEY"):
         BlindIndex.from_settings(unset, tmp_path, production=True)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="FLOURISH_LOOKUP_KEY is not valid base64"):
         BlindIndex.from_settings(AssessmentPrivacySettings(lookup_key=SecretStr("not base64!")), tmp_path, production=False)

@@ -66,7 +66,7 @@ def test_rounding_is_to_the_nearest_ten_halves_up():
 
 
 def test_ragged_or_negative_tables_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a rectangle of non-negative integers"):
         suppress([[1, 2], [3]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a rectangle of non-negative integers"):
         suppress([[-1]])
