@@ -137,7 +137,7 @@ async def _served(settings: Settings, consent: httpx.AsyncClient) -> AsyncIterat
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
     async with app.router.lifespan_context(app):
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event, to wait on
             await asyncio.sleep(0.01)
         try:
             yield app, f"http://127.0.0.1:{port}"

@@ -260,7 +260,7 @@ class Watcher:
     async def drained(self, timeout_s: float) -> bool:
         """Wait until every expected effect was seen (False if some were not within the timeout)."""
         deadline = time.monotonic() + timeout_s
-        while self.pending and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:  # noqa: ASYNC110 - the poller sees effects land in the database
             await asyncio.sleep(0.2)
         return not self.pending
 
@@ -555,7 +555,7 @@ async def _raw_latency(bootstrap: str, prefix: str, rate: float, seconds: float)
         await asyncio.sleep(2)  # join and get partitions before the clock runs
         await paced(len(messages), rate, send)
         deadline = time.monotonic() + 30
-        while len(received) < len(sent) and time.monotonic() < deadline:
+        while len(received) < len(sent) and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded wait for the reader
             await asyncio.sleep(0.1)
         stop.set()
         await reader

@@ -162,7 +162,8 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
         "FLOURISH_ROLE": "all",
         "FLOURISH_LOG_LEVEL": "WARNING",
     }
-    where = subprocess.run([sys.executable, "-c", "import services, shared; print(services.__file__, shared.__file__)"],
+    # Before any service runs: nothing else on the loop waits while this blocks.
+    where = subprocess.run([sys.executable, "-c", "import services, shared; print(services.__file__, shared.__file__)"],  # noqa: ASYNC221
                            env=environment, cwd=work, capture_output=True, text=True, check=True).stdout
     assert all(path.startswith(str(site)) for path in where.split()), f"services would be imported from {where}"
     services: dict[str, LiveService] = {}
