@@ -168,7 +168,8 @@ async def bulk_observations(settings: Settings) -> float:
             elapsed = time.perf_counter() - t0
             ours = timed / elapsed
             on_kafka = await _records_on(settings.kafka_bootstrap_servers, topic)
-            info(f"assessment.bulk (relay batch {settings.relay_batch_size}): {timed} observations in {elapsed:.2f}s = {ours:,.0f}/s into Kafka "
+            info(f"assessment.bulk (relay batch {settings.relay_batch_size}): {timed} observations in {elapsed:.2f}s "
+                 f"= {ours:,.0f}/s into Kafka "
                  f"(the API had committed them all after {api_seconds:.2f}s = {timed / api_seconds:,.0f}/s; "
                  f"{on_kafka} records on {topic}); goal >= 5,000/s")
             if on_kafka < timed:
@@ -303,7 +304,8 @@ async def _forget(settings: Settings, trust: uuid.UUID) -> None:
 
     engine = create_engine(settings, pool_size=1)
     tables = ["strand_scores", "observations", "assessments", "screenings", "pupils", "observation_notes",
-              "pupil_personal_data", "retention_clock_outbox", "erased_pupils", "group_members", "groups", "classes", "academies", "idempotency_keys"]
+              "pupil_personal_data", "retention_clock_outbox", "erased_pupils", "group_members", "groups", "classes",
+              "academies", "idempotency_keys"]
     try:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM assessment.outbox o USING assessment.events e "

@@ -198,7 +198,8 @@ def _enrolment_events(emission: Emission, academy_id: UUID, plan: RosterPlan, cl
         emission.add(pupil_stream(pupil_id), academy_id,
                      PupilEnrolled(pupil_id=pupil_id, class_id=class_of(row.reg_group), enrolled_on=row.admission_date or today))
     for pupil_id, name in plan.move:
-        emission.add(pupil_stream(pupil_id), academy_id, PupilClassChanged(pupil_id=pupil_id, class_id=class_of(name), changed_on=today))
+        emission.add(pupil_stream(pupil_id), academy_id,
+                     PupilClassChanged(pupil_id=pupil_id, class_id=class_of(name), changed_on=today))
     for pupil_id, left_on in plan.leave:
         emission.add(pupil_stream(pupil_id), academy_id, PupilLeft(pupil_id=pupil_id, left_on=left_on))
     return enrolled

@@ -87,7 +87,8 @@ SPEC = ServiceSpec(
     metadata=metadata,
     tables=kernel,
     migrations=Path(__file__).parent / "migrations",
-    description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, and the audit ledger.",
+    description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, "
+                "and the audit ledger.",
     routers=[audit.audit_router(), sharing.sharing_router(), readmodels.readmodels_router(), ops_router],
     consumers=[audit.ledger_consumer(ROSTER),
                replace(sharing.withdrawal_consumer(), roster=ROSTER),

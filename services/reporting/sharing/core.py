@@ -278,7 +278,8 @@ class Sharing:
         except httpx.HTTPError as exc:
             status, error = None, _code(type(exc).__name__)
         took = int((time.perf_counter() - started) * 1000)
-        return Attempt(at, "sent" if error is None else "error", status, error, decision if isinstance(decision, Decision) else None, took)
+        return Attempt(at, "sent" if error is None else "error", status, error,
+                       decision if isinstance(decision, Decision) else None, took)
 
     async def _record(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> None:
         log_rows, counts = [], dict.fromkeys(Outcome, 0)
