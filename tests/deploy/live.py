@@ -49,7 +49,8 @@ def install_like_the_image(work: Path) -> Path:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     # No build isolation: the build backend comes from the test virtualenv (make install puts it
     # there), so building needs no package index.
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(work / "wheel"), str(source)], check=True, timeout=300)
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(work / "wheel"), str(source)],
+                   check=True, timeout=300)
     wheel = next((work / "wheel").glob("flourish-*.whl"))
     target = work / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300)

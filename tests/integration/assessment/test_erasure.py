@@ -67,7 +67,8 @@ async def _clock_delivered(stack: Stack, engine: Any, pupil_id: uuid.UUID) -> No
 async def _scan(engine: Any, schema: str, needles: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     async with engine.connect() as conn:
-        tables = (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema})).scalars().all()
+        tables = (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"),
+                                     {"s": schema})).scalars().all()
         for table in tables:
             blob = "\n".join((await conn.execute(text(f'SELECT t::text FROM "{schema}"."{table}" t'))).scalars().all()).lower()
             hits = [n for n in needles if n.lower() in blob]
