@@ -1,7 +1,9 @@
 """``python -m bench``: run the benchmarks, one JSON line per figure on stdout.
 
-    python -m bench                      # everything (two minutes on two cores, plus the load run: ramp + FLOURISH_BENCH_LOAD_SECONDS)
-    python -m bench --only store         # one group: store, pipeline, or a service (assessment, consent, planning, audit, reporting, reporting_sharing)
+    python -m bench                      # everything (two minutes on two cores, plus the load run:
+                                         #   ramp + FLOURISH_BENCH_LOAD_SECONDS)
+    python -m bench --only store         # one group: store, pipeline, or a service (assessment, consent,
+                                         #   planning, audit, reporting, reporting_sharing)
     python -m bench --only load          # the platform under steady load (FLOURISH_BENCH_LOAD_SECONDS, default 600)
     python -m bench --scale 0.25         # smaller runs (quick check; figures are noisier)
     python -m bench --loop asyncio       # the plain asyncio loop instead of uvloop

@@ -120,11 +120,12 @@ async def served(settings: Settings) -> AsyncIterator[tuple[Any, str]]:
     """The service under uvicorn on a free local port, in this process and event loop, with the
     consent service (pupils' data keys, issue 5) beside it on its ASGI transport."""
     consent_app = consent_service(ConsentServiceSettings(kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
-    async with consent_app.router.lifespan_context(consent_app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=consent_app), base_url="http://consent", timeout=30
-    ) as consent:
-        async with _served(settings.model_copy(update={"consent_url": "http://consent"}), consent) as served_app:
-            yield served_app
+    async with (
+        consent_app.router.lifespan_context(consent_app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=consent_app), base_url="http://consent", timeout=30) as consent,
+        _served(settings.model_copy(update={"consent_url": "http://consent"}), consent) as served_app,
+    ):
+        yield served_app
 
 
 @asynccontextmanager
@@ -136,7 +137,7 @@ async def _served(settings: Settings, consent: httpx.AsyncClient) -> AsyncIterat
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
     async with app.router.lifespan_context(app):
         task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event, to wait on
             await asyncio.sleep(0.01)
         try:
             yield app, f"http://127.0.0.1:{port}"
@@ -167,7 +168,8 @@ async def bulk_observations(settings: Settings) -> float:
             elapsed = time.perf_counter() - t0
             ours = timed / elapsed
             on_kafka = await _records_on(settings.kafka_bootstrap_servers, topic)
-            info(f"assessment.bulk (relay batch {settings.relay_batch_size}): {timed} observations in {elapsed:.2f}s = {ours:,.0f}/s into Kafka "
+            info(f"assessment.bulk (relay batch {settings.relay_batch_size}): {timed} observations in {elapsed:.2f}s "
+                 f"= {ours:,.0f}/s into Kafka "
                  f"(the API had committed them all after {api_seconds:.2f}s = {timed / api_seconds:,.0f}/s; "
                  f"{on_kafka} records on {topic}); goal >= 5,000/s")
             if on_kafka < timed:
@@ -302,7 +304,8 @@ async def _forget(settings: Settings, trust: uuid.UUID) -> None:
 
     engine = create_engine(settings, pool_size=1)
     tables = ["strand_scores", "observations", "assessments", "screenings", "pupils", "observation_notes",
-              "pupil_personal_data", "retention_clock_outbox", "erased_pupils", "group_members", "groups", "classes", "academies", "idempotency_keys"]
+              "pupil_personal_data", "retention_clock_outbox", "erased_pupils", "group_members", "groups", "classes",
+              "academies", "idempotency_keys"]
     try:
         async with engine.begin() as conn:
             await conn.execute(text("DELETE FROM assessment.outbox o USING assessment.events e "

@@ -61,7 +61,8 @@ async def run() -> list[dict[str, Any]]:
 
 
 async def decision_latency(settings: Settings) -> list[Figure]:
-    from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_service
+    from services.consent.app import ConsentServiceSettings, ConsentSettings
+    from services.consent.app import app as consent_service
     from services.consent.projections import on_pupil_enrolled
 
     prefix = unique("bench.") + "."
@@ -112,7 +113,7 @@ async def decision_latency(settings: Settings) -> list[Figure]:
             for i in range(WARMUP + REQUESTS):
                 path = f"/sharing-decisions?pupil_id={ids[i % PUPILS]}&agency_category=camhs&data_kind=report"
                 t0 = time.perf_counter()
-                status, body = await raw_client.get(path, service)
+                status, _body = await raw_client.get(path, service)
                 elapsed = (time.perf_counter() - t0) * 1000
                 if status != 200:
                     raise RuntimeError(f"the decision API answered {status}")

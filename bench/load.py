@@ -260,7 +260,7 @@ class Watcher:
     async def drained(self, timeout_s: float) -> bool:
         """Wait until every expected effect was seen (False if some were not within the timeout)."""
         deadline = time.monotonic() + timeout_s
-        while self.pending and time.monotonic() < deadline:
+        while self.pending and time.monotonic() < deadline:  # noqa: ASYNC110 - the poller sees effects land in the database
             await asyncio.sleep(0.2)
         return not self.pending
 
@@ -379,14 +379,14 @@ def _reconcile_one(result: Reconciliation, command: Command, store: _Effects, rm
         found = [(store.rated[command.assessment_id or ""], n), (store.rm_rated[command.assessment_id or ""], n)]
     else:
         found = [(store.completed[command.assessment_id or ""], 1), (rm_completed[command.assessment_id or ""], 1)]
-    where = ("event store", "read model")
+    where = ("event store", "read model")  # a start has no read-model row to find: `found` may be the shorter
     if command.accepted:
         result.effects += found[0][0]
-        for (count, expected), place in zip(found, where):
+        for (count, expected), place in zip(found, where, strict=False):
             result.lose(max(0, expected - count), f"{command.kind} {command.key} in the {place}")
             result.duplicate(max(0, count - expected), f"{command.kind} {command.key} in the {place}")
     else:
-        for (count, _), place in zip(found, where):
+        for (count, _), place in zip(found, where, strict=False):
             result.duplicate(count, f"rejected {command.kind} {command.key} ({command.status}) acted in the {place}")
 
 
@@ -425,10 +425,11 @@ class LoadScale:
 async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
     """The platform as four processes on the local stack (a database and topics of its own): a
     short ramp finds the highest rate whose p99 stays within the goal, then the load is held."""
+    from sqlalchemy import make_url
+
     from bench.planning import _admin
     from flourish.local.services import platform_environment, service_pids, start_services, stop_services
     from flourish.local.stack import ensure_stack
-    from sqlalchemy import make_url
 
     scale = scale or LoadScale()
     endpoints = ensure_stack()
@@ -554,7 +555,7 @@ async def _raw_latency(bootstrap: str, prefix: str, rate: float, seconds: float)
         await asyncio.sleep(2)  # join and get partitions before the clock runs
         await paced(len(messages), rate, send)
         deadline = time.monotonic() + 30
-        while len(received) < len(sent) and time.monotonic() < deadline:
+        while len(received) < len(sent) and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded wait for the reader
             await asyncio.sleep(0.1)
         stop.set()
         await reader

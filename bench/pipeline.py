@@ -255,7 +255,9 @@ def raw_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
 
 
 @asynccontextmanager
-async def raw_clients(bootstrap: str, prefix: str, partitions: int) -> AsyncIterator[tuple[str, AIOKafkaProducer, AIOKafkaConsumer]]:
+async def raw_clients(
+    bootstrap: str, prefix: str, partitions: int
+) -> AsyncIterator[tuple[str, AIOKafkaProducer, AIOKafkaConsumer]]:
     topic = f"{prefix}raw"
     await ensure_topics(bootstrap, [topic], partitions=partitions)
     producer = raw_producer(bootstrap)

@@ -14,16 +14,16 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import make_url
 
 from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, unique
+from services.reporting.readmodels.rebuild import partitions_of
 from shared.events.assessment import Level, ObservationRecorded, StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
-from services.reporting.readmodels.rebuild import partitions_of
 
 EVENTS = 60_000
 RENDERS = 50
@@ -133,11 +133,13 @@ def _render_ms() -> float:
         {"id": "being.needs-met", "name": "Having Needs Met", "statements": statements[30:]}]}]})
     day = datetime(2026, 1, 1, tzinfo=UTC)
     scores = [SimpleNamespace(assessment_id=i, strand="being", baseline=i == 0, working_at_strand="being",
-                              need_percents={"being.safe": 51 + 9 * i, "being.special": 29 + 14 * i, "being.needs-met": 29 + 6 * i},
+                              need_percents={"being.safe": 51 + 9 * i, "being.special": 29 + 14 * i,
+                                             "being.needs-met": 29 + 6 * i},
                               strand_percent=36 + 10 * i, threshold_percent=64, threshold_met=False,
                               focus_statements=[f"being.{n}" for n in (3, 8, 12, 25)], scored_at=day + timedelta(days=90 * i))
               for i in range(3)]
-    levels = {i: {f"being.{n}": ["rarely", "emerging", "developing", "secure"][(n + i) % 4] for n in range(1, 46)} for i in range(3)}
+    levels = {i: {f"being.{n}": ["rarely", "emerging", "developing", "secure"][(n + i) % 4] for n in range(1, 46)}
+              for i in range(3)}
     plans = [{"targets": ["being.3", "being.8"], "activities": ["Sand tray"], "frequency": "2 × 30 min a week",
               "sessions": 15, "minutes": 450}]
     data = ReportData("M", "4", framework, scores, plans, levels)

@@ -9,7 +9,15 @@ from collections.abc import Callable, Mapping
 from sqlalchemy.exc import DBAPIError
 
 from shared.datakeys import DataKeyDestroyed, DataKeyError
-from shared.problems import ConcurrencyConflict, Forbidden, Gone, PayloadTooLarge, Problem, ServiceUnavailable, UnprocessableEntity
+from shared.problems import (
+    ConcurrencyConflict,
+    Forbidden,
+    Gone,
+    PayloadTooLarge,
+    Problem,
+    ServiceUnavailable,
+    UnprocessableEntity,
+)
 from shared.store.event_store import EventTooLarge, StreamVersionConflict
 from shared.tenancy import is_policy_violation
 

@@ -26,6 +26,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from faststream.specification.asyncapi.site import get_asyncapi_html
 from sqlalchemy import MetaData, Table, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors_to_problems
@@ -219,7 +220,7 @@ class Runtime:
             async with self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
-        except Exception as error:
+        except (SQLAlchemyError, OSError) as error:  # what a refused, unresolvable or failing database raises
             checks["database"] = type(error).__name__
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "unreachable"
         checks["relay"] = "leader" if self.relay.is_leader else "standby"

@@ -56,7 +56,7 @@ def _print_table(statuses: list[ComponentStatus]) -> None:
         rows.append((item.name, _state(item), str(item.pid or "-"), item.address, item.managed_by, item.detail))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]) - 1)]
     for row in rows:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
 
 
 def _state(item: ComponentStatus) -> str:

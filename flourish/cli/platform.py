@@ -35,7 +35,8 @@ def up(demo: bool = typer.Option(True, help="Load the demo trust.")) -> None:
     typer.echo(f"PostgreSQL  {endpoints.database_url.split('@')[-1]}")
     typer.echo(f"Kafka       {endpoints.kafka_bootstrap_servers}")
     for process in processes:
-        typer.echo(f"{process.name:<11} {process.url}  (docs {process.url}/docs, events {process.url}/asyncapi, metrics {process.url}/metrics)")
+        typer.echo(f"{process.name:<11} {process.url}  "
+                   f"(docs {process.url}/docs, events {process.url}/asyncapi, metrics {process.url}/metrics)")
     typer.echo("")
     typer.echo("A token for the demo trust: flourish dev-token --role senco --trust <trust id> --academy <academy id>")
     from services.assessment.demo import DEMO
@@ -62,7 +63,8 @@ def status() -> None:
     settings = Settings()
     for component in [*stack_status(settings), *services_status(settings)]:
         state = "healthy" if component.healthy else ("running" if component.running else "stopped")
-        typer.echo(f"{component.name:<11} {state:<8} {component.address:<28} pid {component.pid or '-':<8} {component.managed_by}")
+        typer.echo(f"{component.name:<11} {state:<8} {component.address:<28} "
+                   f"pid {component.pid or '-':<8} {component.managed_by}")
 
 
 async def _load_demo(database_url: str) -> int:

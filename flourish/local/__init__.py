@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -153,10 +153,8 @@ def _wait_gone(pid: int, timeout: float) -> bool:
 
 def _reap(pid: int) -> None:
     """Collect the exit status if the process is our own child, so it does not linger as a zombie."""
-    try:
+    with suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 @contextmanager

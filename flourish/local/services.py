@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -128,10 +129,8 @@ def kill_service(settings: Settings, name: str) -> int | None:
     deadline = time.monotonic() + 10
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    try:  # our child (start_services spawned it): reap it, so no zombie is left behind
+    with contextlib.suppress(ChildProcessError):  # our child (start_services spawned it): reap it, so no zombie is left
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
     return pid
 
 

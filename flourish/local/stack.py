@@ -49,7 +49,7 @@ def stop_stack(settings: Settings | None = None) -> list[str]:
     settings = settings or Settings()
     with file_lock(_lock_path(settings)):
         stopped = _in_parallel(lambda: postgres.stop_postgres(settings), lambda: kafka.stop_kafka(settings))
-    return [name for name, was_running in zip(("postgres", "kafka"), stopped) if was_running]
+    return [name for name, was_running in zip(("postgres", "kafka"), stopped, strict=True) if was_running]
 
 
 def stack_status(settings: Settings | None = None) -> list[ComponentStatus]:

@@ -127,7 +127,9 @@ async def get_framework_schema(principal: AnyCaller) -> dict[str, Any]:
         "content": {"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {"type": "object"}}},
         "required": True}),
 )
-async def load_framework(request: Request, principal: FrameworkLoader, runtime: Run, ctx: Ctx, key: IdempotencyKey = None) -> JSONResponse:
+async def load_framework(
+    request: Request, principal: FrameworkLoader, runtime: Run, ctx: Ctx, key: IdempotencyKey = None
+) -> JSONResponse:
     body = await _required_body(request)
     framework = parse_framework(body)
 
@@ -195,7 +197,9 @@ async def list_academies(principal: AnyCaller, runtime: Run, limit: PageSize = 5
 @router.post(
     "/academies/{academy_id}/roster-imports", tags=["roster"], response_model=ImportOut,
     summary="Import an MIS pupil export (CSV body); see docs/assessment.md for the accepted columns",
-    openapi_extra=body_limit(MAX_ROSTER_BYTES, requestBody={"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}),
+    openapi_extra=body_limit(
+        MAX_ROSTER_BYTES, requestBody={"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
+    ),
 )
 async def import_roster(
     academy_id: UUID, request: Request, principal: RosterKeeper, runtime: Run, ctx: Ctx,
@@ -213,7 +217,9 @@ async def import_roster(
 
 
 @router.get("/academies/{academy_id}/classes", tags=["roster"], summary="An academy's classes (registration groups)")
-async def list_classes(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[ClassOut]:
+async def list_classes(
+    academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None
+) -> Page[ClassOut]:
     after = (cursor_position(cursor, name=str) or {}).get("name")
     async with runtime.engine.connect() as conn:
         await academy_in_scope(conn, principal, academy_id)
@@ -258,7 +264,8 @@ async def create_group(academy_id: UUID, body: GroupIn, principal: Observer, run
                        key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         group_id = await roster_handlers.create_group(conn, principal, academy_id, body.name, body.pupil_ids)
-        return 201, GroupOut(group_id=group_id, academy_id=academy_id, name=body.name, pupil_ids=list(dict.fromkeys(body.pupil_ids)))
+        return 201, GroupOut(group_id=group_id, academy_id=academy_id, name=body.name,
+                             pupil_ids=list(dict.fromkeys(body.pupil_ids)))
 
     return await command(runtime, principal, key, {"academy_id": academy_id, **body.model_dump(mode="json")}, handle)
 
@@ -272,7 +279,9 @@ async def get_group(group_id: UUID, principal: Staff, runtime: Run) -> GroupOut:
 
 
 @router.get("/academies/{academy_id}/groups", tags=["roster"], summary="An academy's groups")
-async def list_groups(academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None) -> Page[dict[str, Any]]:
+async def list_groups(
+    academy_id: UUID, principal: Staff, runtime: Run, limit: PageSize = 50, cursor: Cursor = None
+) -> Page[dict[str, Any]]:
     after = (cursor_position(cursor, group_id=UUID) or {}).get("group_id")
     async with runtime.engine.connect() as conn:
         await academy_in_scope(conn, principal, academy_id)
@@ -435,7 +444,8 @@ async def get_progress(pupil_id: UUID, principal: Staff, runtime: Run) -> dict[s
     }
 
 
-@router.get("/screenings/{screening_id}", tags=["screening"], response_model=ScreeningOut, summary="A screening and its assessments")
+@router.get("/screenings/{screening_id}", tags=["screening"], response_model=ScreeningOut,
+            summary="A screening and its assessments")
 async def get_screening(screening_id: UUID, principal: Staff, runtime: Run) -> ScreeningOut:
     async with runtime.engine.connect() as conn:
         screening = await screening_in_scope(conn, principal, screening_id)

@@ -138,7 +138,7 @@ class PersonalDataRepository:
         if not notes:
             return
         keys = await keys_for(self.keyring, [(n.trust_id, n.pupil_id) for n in notes])
-        for pupil_id, key in keys.items():
+        for key in keys.values():
             if isinstance(key, DataKeyDestroyed):
                 raise key
         await conn.execute(

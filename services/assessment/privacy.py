@@ -21,6 +21,7 @@ consent service each pupil's date of birth (reliably), and erasure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -101,12 +102,10 @@ class RetentionClockDelivery:
             try:
                 while await self.deliver_once() == self.batch and not stop.is_set():
                     pass
-            except Exception:  # noqa: BLE001 - a failed pass is retried next interval; rows stay
+            except Exception:  # logged below; a failed pass is retried next interval; rows stay
                 log.exception("retention-clock delivery pass failed; will retry")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
-            except TimeoutError:
-                pass
 
     async def deliver_once(self) -> int:
         """One batch of due rows; returns how many were attempted."""

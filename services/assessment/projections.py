@@ -98,7 +98,7 @@ async def observation_recorded(conn: AsyncConnection, envelopes: Sequence[Envelo
             event.observation_id, envelope.trust_id, envelope.academy_id, event.pupil_id, event.assessment_id,
             event.framework_version, event.statement_id, event.level.value, event.observer_id, event.observed_at,
             event.corrects, event.has_note,
-        )):
+        ), strict=True):
             columns[name].append(value)
     result = await conn.execute(_INSERT_OBSERVATIONS, columns)
     return set(result.scalars())

@@ -97,7 +97,7 @@ async def keys_for(keyring: PupilKeyring, pairs: Iterable[tuple[UUID, UUID]]) ->
 
     An erased pupil maps to the DataKeyDestroyed raised for them; any other DataKeyError raises
     (fail closed)."""
-    wanted = dict((pupil_id, trust_id) for trust_id, pupil_id in pairs)
+    wanted = {pupil_id: trust_id for trust_id, pupil_id in pairs}
     gate = asyncio.Semaphore(KEY_FETCH_CONCURRENCY)
 
     async def one(pupil_id: UUID, trust_id: UUID) -> DataKey | DataKeyDestroyed:

@@ -189,7 +189,9 @@ async def screening_row(conn: AsyncConnection, screening_id: UUID) -> Any:
 
 async def screening_assessment_ids(conn: AsyncConnection, screening_id: UUID) -> list[UUID]:
     rows = await conn.execute(
-        select(assessments.c.assessment_id).where(assessments.c.screening_id == screening_id).order_by(assessments.c.assessment_id)
+        select(assessments.c.assessment_id)
+        .where(assessments.c.screening_id == screening_id)
+        .order_by(assessments.c.assessment_id)
     )
     return list(rows.scalars())
 

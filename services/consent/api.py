@@ -179,7 +179,8 @@ async def receipt(
 # --- May this be shared now? --------------------------------------------------------------------
 
 
-@router.get("/sharing-decisions", summary="May this academy share this kind of data about this pupil with this agency category now?")
+@router.get("/sharing-decisions",
+            summary="May this academy share this kind of data about this pupil with this agency category now?")
 async def sharing_decision(
     request: Request, principal: Annotated[Principal, Depends(requires_cached(*DECIDERS))],
     pupil_id: UUID, agency_category: AgencyCategory, data_kind: DataKind,
@@ -228,7 +229,8 @@ async def set_retention_policy(
                                   **body.model_dump(mode="json")}, command)
 
 
-@router.get("/academies/{academy_id}/retention-policies", summary="The academy's effective retention policies (defaults included)")
+@router.get("/academies/{academy_id}/retention-policies",
+            summary="The academy's effective retention policies (defaults included)")
 async def retention_policies(
     academy_id: UUID, runtime: RuntimeDep, principal: Annotated[Principal, Depends(requires(*POLICY_READERS))],
 ) -> dict[str, Any]:

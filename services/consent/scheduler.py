@@ -12,6 +12,7 @@ that ended on or before today, so after downtime it catches up on everything ove
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -118,12 +119,10 @@ class RetentionScheduler:
                 await self.run_once()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - the scheduler outlives a failed pass (logged); the next retries it
                 log.warning("retention pass failed", extra={"error_type": type(error).__name__})
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
-            except TimeoutError:
-                pass
 
     async def run_once(self, trust_id: UUID | None = None) -> list[Expiry]:
         """One pass over every academy (of one trust, if given); returns what this pass expired."""

@@ -21,9 +21,9 @@ from pydantic import Field
 
 from services.reporting import audit, errors_to_problems, readmodels, sharing
 from services.reporting.audit import Audit, AuditSettings
+from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
 from services.reporting.sharing import Sharing, SharingSettings
-from services.reporting.ops import router as ops_router
 from services.reporting.tables import SCHEMA, kernel, metadata
 from shared.datakeys import DataKeySettings, LocalKek
 from shared.peers import ServiceTokens
@@ -87,7 +87,8 @@ SPEC = ServiceSpec(
     metadata=metadata,
     tables=kernel,
     migrations=Path(__file__).parent / "migrations",
-    description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, and the audit ledger.",
+    description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, "
+                "and the audit ledger.",
     routers=[audit.audit_router(), sharing.sharing_router(), readmodels.readmodels_router(), ops_router],
     consumers=[audit.ledger_consumer(ROSTER),
                replace(sharing.withdrawal_consumer(), roster=ROSTER),

@@ -182,7 +182,7 @@ class EventStore:
 
     async def _current_versions(self, conn: AsyncConnection, stream_ids: Iterable[str]) -> dict[str, int]:
         result = await conn.execute(self._versions_sql, {"stream_ids": list(stream_ids)})
-        return {stream_id: version for stream_id, version in result.all()}
+        return dict(result.all())
 
 
 class _Rows:

@@ -11,6 +11,7 @@ committed even when the service runs many replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -111,7 +112,7 @@ class OutboxRelay:
                 backoff = self.poll_interval_s
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # Kafka or PostgreSQL away: the rows wait in the outbox.
+            except Exception as error:  # noqa: BLE001 - Kafka or PostgreSQL away: logged; the rows wait in the outbox
                 log.warning(
                     "outbox relay paused", extra={"error_type": type(error).__name__, "schema": self.tables.schema}
                 )
@@ -182,10 +183,8 @@ class OutboxRelay:
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        pass
 
 
 async def _wait_either(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:

@@ -25,11 +25,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
-from shared.messaging.topics import delete_topics_with_prefix
 from sqlalchemy import text
 
 from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
+from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from tests.deploy.manifests import ROOT
 
@@ -49,7 +49,8 @@ def install_like_the_image(work: Path) -> Path:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
     # No build isolation: the build backend comes from the test virtualenv (make install puts it
     # there), so building needs no package index.
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(work / "wheel"), str(source)], check=True, timeout=300)
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(work / "wheel"), str(source)],
+                   check=True, timeout=300)
     wheel = next((work / "wheel").glob("flourish-*.whl"))
     target = work / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, timeout=300)
@@ -162,7 +163,8 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
         "FLOURISH_ROLE": "all",
         "FLOURISH_LOG_LEVEL": "WARNING",
     }
-    where = subprocess.run([sys.executable, "-c", "import services, shared; print(services.__file__, shared.__file__)"],
+    # Before any service runs: nothing else on the loop waits while this blocks.
+    where = subprocess.run([sys.executable, "-c", "import services, shared; print(services.__file__, shared.__file__)"],  # noqa: ASYNC221
                            env=environment, cwd=work, capture_output=True, text=True, check=True).stdout
     assert all(path.startswith(str(site)) for path in where.split()), f"services would be imported from {where}"
     services: dict[str, LiveService] = {}

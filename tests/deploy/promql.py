@@ -53,7 +53,8 @@ def dashboard_queries(paths: list[Path] = DASHBOARDS) -> list[Query]:
         for variable in dashboard["templating"]["list"]:
             query = variable.get("query")
             if isinstance(query, dict) and (match := re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query["query"])):
-                queries.append(Query(f"dashboard {dashboard['uid']}: variable {variable['name']}", _grafana_to_promql(match.group(1))))
+                queries.append(Query(f"dashboard {dashboard['uid']}: variable {variable['name']}",
+                                     _grafana_to_promql(match.group(1))))
     return queries
 
 

@@ -10,7 +10,6 @@ import importlib
 import re
 import shutil
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ import yaml
 from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
 from shared.messaging.topics import CONTEXTS, dead_letter_topic
-from shared.settings import Settings
 from tests.deploy.conftest import Tools
 from tests.deploy.manifests import (
     K8S,
@@ -101,8 +99,9 @@ def test_every_object_is_valid_against_the_kubernetes_schemas_or_its_operators_c
     errors = all_errors(objects)
     assert not errors, "\n".join(errors)
     custom = sorted({f"{o['apiVersion']} {o['kind']}" for o in objects if not is_core(o)})
+    backups = ["postgresql.cnpg.io/v1 ScheduledBackup"] if overlay == "production" else []
     assert custom == ["kafka.strimzi.io/v1 Kafka", "kafka.strimzi.io/v1 KafkaNodePool", "kafka.strimzi.io/v1 KafkaTopic",
-                      "postgresql.cnpg.io/v1 Cluster"] + (["postgresql.cnpg.io/v1 ScheduledBackup"] if overlay == "production" else [])
+                      "postgresql.cnpg.io/v1 Cluster", *backups]
 
 
 def test_the_crds_kept_in_the_repo_are_the_operators_and_say_where_they_came_from():
@@ -117,15 +116,23 @@ def test_the_crds_kept_in_the_repo_are_the_operators_and_say_where_they_came_fro
 
 
 BREAKAGES = {  # what, in which file, which overlay shows it
-    "a misspelt container field": ("base/service/api.yaml", "imagePullPolicy: IfNotPresent", "imagePulPolicy: IfNotPresent", "dev"),
+    "a misspelt container field":
+        ("base/service/api.yaml", "imagePullPolicy: IfNotPresent", "imagePulPolicy: IfNotPresent", "dev"),
     "a probe period that is not a number": ("base/service/api.yaml", "periodSeconds: 10", "periodSeconds: often", "dev"),
     "partitions that are not a number": ("base/kafka/topics.yaml", "partitions: 6", "partitions: six", "dev"),
-    "an unknown field in the Kafka resource": ("base/kafka/kafka.yaml", "    listeners:", "    listenrs: []\n    listeners:", "dev"),
+    "an unknown field in the Kafka resource":
+        ("base/kafka/kafka.yaml", "    listeners:", "    listenrs: []\n    listeners:", "dev"),
     "a PostgreSQL cluster with no instances": ("base/postgres/clusters.yaml", "instances: 3", "instances: 0", "production"),
-    "a backup method the operator does not know": ("overlays/production/scheduled-backups.yaml", "method: barmanObjectStore", "method: tape", "production"),
-    "an HPA without its target": ("base/service/autoscaling.yaml", "  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}\n", "", "production"),
-    "a CRD's CEL rule broken (JMX metrics without their config)": ("base/kafka/kafka.yaml", "type: strimziMetricsReporter", "type: jmxPrometheusExporter", "dev"),
-    "a network policy selector that is a list": ("base/network/default-deny.yaml", "  podSelector: {}\n  policyTypes: [Ingress, Egress]", "  podSelector: []\n  policyTypes: [Ingress, Egress]", "production"),
+    "a backup method the operator does not know":
+        ("overlays/production/scheduled-backups.yaml", "method: barmanObjectStore", "method: tape", "production"),
+    "an HPA without its target":
+        ("base/service/autoscaling.yaml", "  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: api}\n", "",
+         "production"),
+    "a CRD's CEL rule broken (JMX metrics without their config)":
+        ("base/kafka/kafka.yaml", "type: strimziMetricsReporter", "type: jmxPrometheusExporter", "dev"),
+    "a network policy selector that is a list":
+        ("base/network/default-deny.yaml", "  podSelector: {}\n  policyTypes: [Ingress, Egress]",
+         "  podSelector: []\n  policyTypes: [Ingress, Egress]", "production"),
 }
 
 
@@ -178,7 +185,8 @@ def test_each_service_runs_an_api_and_a_consumers_deployment_each_with_autoscale
             assert not any(selector_matches(covering[0]["spec"]["selector"], pod_labels(d)) for d in others)
         api = services[f"flourish-{service}-api"]
         assert selector_matches({"matchLabels": api["spec"]["selector"]}, pod_labels(deployments[f"flourish-{service}-api"]))
-        assert not selector_matches({"matchLabels": api["spec"]["selector"]}, pod_labels(deployments[f"flourish-{service}-consumers"]))
+        assert not selector_matches({"matchLabels": api["spec"]["selector"]},
+                                    pod_labels(deployments[f"flourish-{service}-consumers"]))
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -268,7 +276,8 @@ def test_secrets_are_referenced_never_embedded(overlays, overlay):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             for entry in container.get("env", []):
                 if secret_like.search(entry["name"]):
-                    assert "secretKeyRef" in entry.get("valueFrom", {}), f"{name_of(deployment)}: {entry['name']} is not from a secret"
+                    assert "secretKeyRef" in entry.get("valueFrom", {}), (
+                        f"{name_of(deployment)}: {entry['name']} is not from a secret")
     for config in of_kind(objects, "ConfigMap"):
         for key in config.get("data", {}):
             assert not secret_like.search(key), f"{name_of(config)} holds {key}"
@@ -406,7 +415,8 @@ def egress_allowed(objects: list[Manifest], source: dict[str, str], destination:
             if peers is None:
                 continue  # any address: outside traffic, judged elsewhere
             for peer in peers:
-                if "podSelector" in peer and "namespaceSelector" not in peer and selector_matches(peer["podSelector"], destination):
+                if ("podSelector" in peer and "namespaceSelector" not in peer
+                        and selector_matches(peer["podSelector"], destination)):
                     return True
     return False
 

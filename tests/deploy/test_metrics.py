@@ -74,7 +74,8 @@ def test_every_metric_a_dashboard_or_alert_uses_is_exported_or_pending(scrapes):
     print("\nmetrics pending (named by dashboards or alerts, not exported yet):")
     for name, reason in sorted(pending.items()):
         print(f"  {name}: {reason}")
-    missing = {name: [where for where, _ in places] for name, places in uses.items() if name not in available and name not in pending}
+    missing = {name: [where for where, _ in places] for name, places in uses.items()
+               if name not in available and name not in pending}
     assert not missing, "used but neither exported nor listed as pending:\n" + "\n".join(
         f"  {name}: {', '.join(sorted(set(places)))}" for name, places in sorted(missing.items()))
     assert uses.keys() - pending.keys() <= available.keys()
@@ -104,5 +105,6 @@ def test_dashboards_and_alerts_match_only_on_labels_the_metrics_carry(scrapes):
 
 
 def test_the_metric_lexer_finds_names_and_matchers_and_skips_functions_and_keywords():
-    expr = 'sum by (a) (rate(x_total{b="c}", d!~"e|f"}[5m] offset 1h)) / on (a) group_left(z) y unless absent(w) > 0.5 and 1e3 < bool inf'
+    expr = ('sum by (a) (rate(x_total{b="c}", d!~"e|f"}[5m] offset 1h)) / on (a) group_left(z) y '
+            'unless absent(w) > 0.5 and 1e3 < bool inf')
     assert sorted(selectors(expr)) == [("w", set()), ("x_total", {"b", "d"}), ("y", set())]

@@ -81,7 +81,8 @@ def _seed(settings: Settings, issuer: DevIssuer) -> Platform:
                                 headers={"Content-Type": "text/csv"}))
         pupil_ids = [uuid.UUID(p["pupil_id"]) for p in imported["enrolled"]]
         class_id = uuid.UUID(_ok(api.get(f"/academies/{academy_id}/classes"))["items"][0]["class_id"])
-        group = _ok(api.post(f"/academies/{academy_id}/groups", json={"name": "Nurture", "pupil_ids": [str(p) for p in pupil_ids]}))
+        group = _ok(api.post(f"/academies/{academy_id}/groups",
+                             json={"name": "Nurture", "pupil_ids": [str(p) for p in pupil_ids]}))
     return Platform(settings, issuer, trust_id, academy_id, class_id, pupil_ids, uuid.UUID(group["group_id"]))
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.auth import Role
 from tests.integration.assessment.helpers import SAMPLE, roster_csv, upn
 from tests.isolation.conftest import ACADEMY_ROLES, ALL_ROLES, World, fingerprint
 

@@ -16,7 +16,7 @@ from services.reporting.readmodels.rebuild import rebuild
 from shared.api import caller
 from shared.auth import Principal
 from shared.tenancy import NOBODY, SYSTEM, tenant_scope
-from tests.isolation.conftest import ALL_ROLES, KERNEL, SCHEMAS, World, tenant_tables
+from tests.isolation.conftest import ALL_ROLES, SCHEMAS, World, tenant_tables
 
 # Tables trust A's data leaves empty; every other tenant table must hold some of A's rows, so that
 # "B sees none of them" is not vacuous.

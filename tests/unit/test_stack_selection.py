@@ -77,8 +77,9 @@ def test_the_containers_are_postgresql_18_with_asyncpg_and_kafka_4_in_kraft_mode
 
     monkeypatch.setattr(testcontainers.core.container, "DockerClient", NoClient)
 
-    postgres = selection._postgres_container()
-    kafka = selection._kafka_container()
+    # The container builders are private to the launcher; this test pins what they build.
+    postgres = selection._postgres_container()  # noqa: SLF001 - the launcher's own builder, checked without starting it
+    kafka = selection._kafka_container()  # noqa: SLF001 - as above
 
     assert postgres.image == "postgres:18"
     assert postgres.driver == "+asyncpg"

@@ -21,9 +21,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, BeforeValidator
 
+from services.reporting.audit.deps import Audit
 from services.reporting.audit.domain.canonical import instant
 from services.reporting.audit.domain.facts import SHARE, Kind
-from services.reporting.audit.deps import Audit
 from services.reporting.audit.proofs import proof_for
 from services.reporting.audit.queries import (
     After,
@@ -161,7 +161,8 @@ def audit_router() -> APIRouter:
             agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
             share_id=share_id, consent_id=consent_id,
         )
-        return await _csv(runtime, audit, principal, "entries.csv", flt, audit.queries.entries_page, _entry_csv_row, ENTRY_COLUMNS)
+        return await _csv(runtime, audit, principal, "entries.csv", flt, audit.queries.entries_page, _entry_csv_row,
+                          ENTRY_COLUMNS)
 
     @router.get("/entries/{seq}/proof", summary="Proof that an entry is as written: the chain to a signed checkpoint")
     async def entry_proof(seq: Annotated[int, Path(ge=1, le=MAX_SEQ)], principal: Auditor, runtime: RuntimeDep,

@@ -69,8 +69,9 @@ async def keep_audit_topic(runtime: Runtime, reporting: Any, stop: asyncio.Event
         try:
             await keep_topic_forever(runtime.settings.kafka_bootstrap_servers, topic)
             return
-        except Exception as error:
-            log.warning("could not set the audit topic's retention yet", extra={"topic": topic, "error_type": type(error).__name__})
+        except Exception as error:  # noqa: BLE001 - Kafka away or refusing: logged, and tried again until stopped
+            log.warning("could not set the audit topic's retention yet",
+                        extra={"topic": topic, "error_type": type(error).__name__})
         try:
             await asyncio.wait_for(stop.wait(), timeout=delay)
         except TimeoutError:

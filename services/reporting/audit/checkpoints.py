@@ -8,6 +8,7 @@ signed over (it is logged and counted instead, and `flourish audit verify` names
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -91,9 +92,7 @@ async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event
     while not stop.is_set():
         try:
             await checkpoint_due_chains(runtime.engine, audit.ledger, signer, audit.settings)
-        except Exception as error:  # PostgreSQL away: try again next round
+        except Exception as error:  # noqa: BLE001 - PostgreSQL away: logged, and tried again next round
             log.warning("audit checkpointer paused", extra={"error_type": type(error).__name__})
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=audit.settings.checkpoint_poll_s)
-        except TimeoutError:
-            pass

@@ -80,7 +80,9 @@ def verify(
 def export(
     trust: Annotated[UUID, typer.Option("--trust", help="The trust whose chain to export.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write (JSON lines).")],
-    actor: Annotated[str, typer.Option("--actor", help="Your pseudonymous staff id, for the audit record of this export.")] = "operator",
+    actor: Annotated[
+        str, typer.Option("--actor", help="Your pseudonymous staff id, for the audit record of this export.")
+    ] = "operator",
     schema: Schema = "reporting",
 ) -> None:
     """Write one trust's chain, checkpoints and head to a file that `verify --export` checks

@@ -50,6 +50,6 @@ def ledger_consumer(roster: Table) -> ConsumerSpec:
 
     def handlers(reporting: Any) -> dict[type[Event], Handler]:
         record = recorder(reporting.audit.ledger)
-        return {model: record for model in recorded_types()}
+        return dict.fromkeys(recorded_types(), record)
 
     return ConsumerSpec(name=NAME, contexts=CONTEXTS, handlers_from=handlers, roster=roster)

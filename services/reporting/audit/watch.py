@@ -37,11 +37,11 @@ async def verify_ledger(dsn: str, ledger: Ledger, keys: dict[str, Ed25519PublicK
     result = await verify_database(dsn, ledger.schema, keys)
     for problem in result.defences:
         verification_failures.add(1, {"check": "periodic"})
-        log.error(f"audit ledger defence missing: {problem}", extra={"error_type": "LedgerDefence"})
+        log.error("audit ledger defence missing: %s", problem, extra={"error_type": "LedgerDefence"})
     for report in result.reports:
         if report.mismatch is not None:
             verification_failures.add(1, {"check": "periodic"})
-            log.error(f"audit chain does not verify at entry {report.mismatch.seq}: {report.mismatch.reason}", extra={
+            log.error("audit chain does not verify at entry %s: %s", report.mismatch.seq, report.mismatch.reason, extra={
                 "trust_id": str(report.trust_id), "event_id": report.mismatch.event_id, "error_type": "ChainMismatch",
             })
     return result
@@ -60,6 +60,6 @@ async def verify_periodically(runtime: Runtime, reporting: Any, stop: asyncio.Ev
             pass
         try:
             await verify_ledger(runtime.settings.sync_database_url, audit.ledger, trusted_keys(audit.settings))
-        except Exception as error:  # PostgreSQL away: try again next round
+        except Exception as error:  # noqa: BLE001 - PostgreSQL away: logged, and tried again next round
             log.warning("audit verification paused", extra={"error_type": type(error).__name__})
         wait = audit.settings.verify_every_s

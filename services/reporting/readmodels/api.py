@@ -99,7 +99,8 @@ def readmodels_router() -> APIRouter:
         async with runtime.engine.connect() as conn:
             return await queries.pupil_profile(conn, pupil_id)
 
-    @router.get("/academies/{academy_id}/dashboard", summary="Children per working-at strand and progress (exact: stays in the academy)")
+    @router.get("/academies/{academy_id}/dashboard",
+                summary="Children per working-at strand and progress (exact: stays in the academy)")
     async def academy(academy_id: UUID, principal: AcademyReader, runtime: Run) -> dict[str, Any]:
         ensure_scope(principal, principal.trust_id, academy_id)
         async with runtime.engine.connect() as conn:
@@ -112,8 +113,9 @@ def readmodels_router() -> APIRouter:
 
     @router.get("/pupils/{pupil_id}/intervention-report", summary="The anonymised intervention report (HTML or PDF)",
                 response_class=Response, responses={
-                    200: {"description": "The report", "content": {"text/html": {"schema": {"type": "string"}},
-                                                                   "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+                    200: {"description": "The report", "content": {
+                        "text/html": {"schema": {"type": "string"}},
+                        "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
                     409: {"description": "The pupil has no completed assessment yet"},
                     503: {"description": "A peer service or the PDF renderer did not answer"}})
     async def intervention_report(pupil_id: UUID, principal: PupilReader, runtime: Run, request: Request,

@@ -42,7 +42,8 @@ def _tenant(e: Envelope) -> dict[str, Any]:
 
 def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
     async def enrolled(conn: AsyncConnection, events: Sequence[Envelope]) -> None:
-        rows = _last_by([{"pupil_id": e.data.pupil_id, **_tenant(e), "enrolled_on": e.data.enrolled_on} for e in events], "pupil_id")
+        rows = _last_by([{"pupil_id": e.data.pupil_id, **_tenant(e), "enrolled_on": e.data.enrolled_on} for e in events],
+                        "pupil_id")
         stmt = insert(t.pupils).values(rows)
         p = t.pupils.c
         await conn.execute(stmt.on_conflict_do_update(index_elements=[p.pupil_id], set_={
@@ -147,7 +148,9 @@ def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
     }
 
 
-def single_handlers(batches: Mapping[type[Event], Batch]) -> dict[type[Event], Callable[[AsyncConnection, Envelope], Awaitable[None]]]:
+def single_handlers(
+    batches: Mapping[type[Event], Batch],
+) -> dict[type[Event], Callable[[AsyncConnection, Envelope], Awaitable[None]]]:
     """The same effects one event at a time (what the kernel falls back to when a batch fails)."""
     def one(batch: Batch) -> Callable[[AsyncConnection, Envelope], Awaitable[None]]:
         async def handle(conn: AsyncConnection, envelope: Envelope) -> None:

@@ -58,7 +58,8 @@ async def plans_of(conn: AsyncConnection, pupil_id: UUID) -> list[dict[str, Any]
     )).all()}
     rv = T.plan_reviews.c
     reviews: dict[UUID, list[dict[str, Any]]] = defaultdict(list)
-    for r in (await conn.execute(select(T.plan_reviews).where(rv.plan_id.in_(ids), (rv.pupil_id == pupil_id) | rv.pupil_id.is_(None))
+    for r in (await conn.execute(select(T.plan_reviews)
+                                 .where(rv.plan_id.in_(ids), (rv.pupil_id == pupil_id) | rv.pupil_id.is_(None))
                                  .order_by(rv.reviewed_at, rv.event_id))).all():
         reviews[r.plan_id].append({"reviewed_at": r.reviewed_at, "strand_percent_now": r.strand_percent_now,
                                    "change_since_previous_plan": r.change_since_previous_plan,
@@ -113,7 +114,8 @@ async def academy_dashboard(conn: AsyncConnection, trust_id: UUID, academy_id: U
     ids = [c.pupil_id for c in children if c.baseline_assessment_id]
     changes = []
     if ids:
-        rows = (await conn.execute(select(s.pupil_id, s.strand, s.strand_percent, s.scored_at, s.baseline, s.assessment_id, s.working_at_strand)
+        rows = (await conn.execute(select(s.pupil_id, s.strand, s.strand_percent, s.scored_at, s.baseline, s.assessment_id,
+                                          s.working_at_strand)
                                    .where(s.pupil_id.in_(ids)).order_by(s.scored_at))).all()
         by_pupil: dict[UUID, list[Any]] = defaultdict(list)
         for row in rows:

@@ -26,13 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
-from shared.tenancy import row_level_security
 from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
 from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
 from shared.settings import Settings
 from shared.store.db import create_engine
+from shared.tenancy import row_level_security
 
 CONTEXTS = ("assessment", "planning")
 _LOCK_KEY = 0x52_4D_52_42  # "RMRB": one rebuild at a time per database

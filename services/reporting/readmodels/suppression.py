@@ -37,7 +37,7 @@ def suppress(counts: Sequence[Sequence[int]]) -> Published:
     if any(len(row) != cols for row in counts) or any(v < 0 for row in counts for v in row):
         raise ValueError("counts must be a rectangle of non-negative integers")
     # The full grid: the cells, each row's total in the last column, the column totals in the last row.
-    grid = [list(row) + [sum(row)] for row in counts]
+    grid = [[*row, sum(row)] for row in counts]
     grid.append([sum(counts[r][c] for r in range(rows)) for c in range(cols)] + [sum(map(sum, counts))])
     hidden = {(r, c) for r in range(rows + 1) for c in range(cols + 1) if 1 <= grid[r][c] <= 5}
 

@@ -30,7 +30,8 @@ from services.reporting.sharing.consent import ConsentClient, Decision, Unavaila
 from services.reporting.sharing.endpoints import EndpointRefused, check_endpoint, networks
 from services.reporting.sharing.metrics import Outcome
 from services.reporting.sharing.settings import SharingSettings
-from services.reporting.sharing.signing import headers as signed_headers, new_secret, secret_text
+from services.reporting.sharing.signing import headers as signed_headers
+from services.reporting.sharing.signing import new_secret, secret_text
 from services.reporting.sharing.tables import agencies, attempts, deliveries, shares
 from services.reporting.tables import kernel
 from shared.auth import Principal, ensure_scope
@@ -192,7 +193,7 @@ class Sharing:
         while not stop.is_set():
             try:
                 done = await self.deliver_due(runtime)
-            except Exception:  # noqa: BLE001 - the worker outlives a failed pass
+            except Exception:  # logged below; the worker outlives a failed pass
                 log.exception("webhook delivery pass failed")
                 done = 0
             if done:
@@ -281,10 +282,11 @@ class Sharing:
         except httpx.HTTPError as exc:
             status, error = None, _code(type(exc).__name__)
         took = int((time.perf_counter() - started) * 1000)
-        return Attempt(at, "sent" if error is None else "error", status, error, decision if isinstance(decision, Decision) else None, took)
+        return Attempt(at, "sent" if error is None else "error", status, error,
+                       decision if isinstance(decision, Decision) else None, took)
 
     async def _record(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> None:
-        log_rows, counts = [], {o: 0 for o in Outcome}
+        log_rows, counts = [], dict.fromkeys(Outcome, 0)
         for row, result in zip(rows, results, strict=True):
             tries = row.attempts + 1
             outcome: Outcome

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, text,
-)
+from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from services.reporting.tables import SCHEMA

@@ -18,7 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.assessment.app import app as assessment_app
-from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_app
 from shared.auth import DevIssuer, Role
 from shared.settings import Settings
 

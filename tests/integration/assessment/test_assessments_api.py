@@ -66,7 +66,8 @@ async def test_completing_with_missing_ratings_names_them_and_completing_twice_i
     assert (await api.post(f"/assessments/{assessment_id}/complete", headers=tenant.headers())).status_code == 200
     again = await api.post(f"/assessments/{assessment_id}/complete", headers=tenant.headers())
     late = await api.post("/observations", headers=tenant.headers(), json={
-        "pupil_id": str(pupil), "statement_id": "being.1", "level": "secure", "observed_at": now(), "assessment_id": assessment_id})
+        "pupil_id": str(pupil), "statement_id": "being.1", "level": "secure", "observed_at": now(),
+        "assessment_id": assessment_id})
     assert again.status_code == 409 and late.status_code == 422
     events = await events_of(engine, tenant.trust_id)
     types = [t.rsplit(".", 2)[1] for _, t, _ in events]
@@ -94,7 +95,7 @@ async def test_starting_needs_a_known_strand_version_and_pupil_in_scope(api, ten
 
 
 async def test_a_whole_class_screening_profiles_the_class_and_flags_who_needs_support(api, tenant):
-    class_id, pupils = await class_of(api, tenant, 6, born=date(2017, 4, 3))
+    class_id, _pupils = await class_of(api, tenant, 6, born=date(2017, 4, 3))
     started = await start(api, tenant, ("being", "doing", "thinking", "power-and-identity", "skills-and-structure"),
                           class_id=class_id)
     assert started["screening_id"] and len(started["assessments"]) == 6
@@ -105,7 +106,8 @@ async def test_a_whole_class_screening_profiles_the_class_and_flags_who_needs_su
         behind = i < 2  # two children still at Being
         for statement in statements:
             level = "emerging" if behind and statement.startswith("being.") else "secure"
-            ratings.append({"pupil_id": a["pupil_id"], "statement_id": statement, "level": level, "assessment_id": a["assessment_id"]})
+            ratings.append({"pupil_id": a["pupil_id"], "statement_id": statement, "level": level,
+                            "assessment_id": a["assessment_id"]})
     response = await api.post("/observations/bulk", json={"observed_at": now(), "ratings": ratings}, headers=tenant.headers())
     assert response.status_code == 201 and response.json()["recorded"] == 6 * 165
 
@@ -128,7 +130,8 @@ async def test_a_framework_version_is_loaded_by_admins_and_is_immutable_once_use
     document["version"] = f"trust-bank-{uuid.uuid4().hex[:6]}"
     admin = {**tenant.headers(Role.trust_admin), "Content-Type": "application/yaml"}
 
-    assert (await api.post("/frameworks", content=yaml.safe_dump(document), headers={**tenant.headers(), "Content-Type": "application/yaml"})).status_code == 403
+    as_staff = {**tenant.headers(), "Content-Type": "application/yaml"}
+    assert (await api.post("/frameworks", content=yaml.safe_dump(document), headers=as_staff)).status_code == 403
     created = await api.post("/frameworks", content=yaml.safe_dump(document), headers=admin)
     same = await api.post("/frameworks", content=yaml.safe_dump(document), headers=admin)
     assert (created.status_code, created.json()["outcome"], same.json()["outcome"]) == (201, "created", "unchanged")

@@ -67,7 +67,8 @@ async def _clock_delivered(stack: Stack, engine: Any, pupil_id: uuid.UUID) -> No
 async def _scan(engine: Any, schema: str, needles: list[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     async with engine.connect() as conn:
-        tables = (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema})).scalars().all()
+        tables = (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"),
+                                     {"s": schema})).scalars().all()
         for table in tables:
             blob = "\n".join((await conn.execute(text(f'SELECT t::text FROM "{schema}"."{table}" t'))).scalars().all()).lower()
             hits = [n for n in needles if n.lower() in blob]
@@ -180,11 +181,13 @@ async def test_imports_fail_closed_when_the_consent_service_is_unreachable(servi
 
     settings = service_settings.model_copy(update={"consent_url": "http://127.0.0.1:9"})  # nothing listens
     app = assessment_app(settings)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://assessment") as client:
-            await tenant.register(client)
-            _, row = _person("Unsealed", "Uma", date(2017, 3, 3))
-            response = await import_roster(client, tenant, roster_csv([row]))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://assessment") as client,
+    ):
+        await tenant.register(client)
+        _, row = _person("Unsealed", "Uma", date(2017, 3, 3))
+        response = await import_roster(client, tenant, roster_csv([row]))
     assert response.status_code == 503
     async with engine.connect() as conn:
         assert await conn.scalar(text("SELECT count(*) FROM assessment.pupils WHERE academy_id = :a"),

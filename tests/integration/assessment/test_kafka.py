@@ -28,7 +28,8 @@ async def test_strand_scored_arrives_on_kafka_as_a_cloudevent_with_tenancy_and_t
     assessment_id = individual["assessments"][0]["assessment_id"]
     ratings = [{"pupil_id": str(pupils[0]), "statement_id": s, "level": level.value, "assessment_id": assessment_id}
                for s, level in levels_at(1).items()]
-    assert (await api.post("/observations/bulk", json={"observed_at": now(), "ratings": ratings}, headers=tenant.headers())).status_code == 201
+    bulk = await api.post("/observations/bulk", json={"observed_at": now(), "ratings": ratings}, headers=tenant.headers())
+    assert bulk.status_code == 201
     traceparent = f"00-{TRACE_ID}-{uuid.uuid4().hex[:16]}-01"
     completed = await api.post(f"/assessments/{assessment_id}/complete", headers={**tenant.headers(), "traceparent": traceparent})
     assert completed.status_code == 200
@@ -37,7 +38,8 @@ async def test_strand_scored_arrives_on_kafka_as_a_cloudevent_with_tenancy_and_t
 
     async def strand_scored():
         records = await read_topic(service_settings.kafka_bootstrap_servers, topic, expected=1, timeout=5)
-        found = [(r, decode(r.headers, r.value)) for r in records if dict(r.headers).get("ce_type") == StrandScored.event_type.encode()]
+        found = [(r, decode(r.headers, r.value)) for r in records
+                 if dict(r.headers).get("ce_type") == StrandScored.event_type.encode()]
         return [(r, e) for r, e in found if str(e.data.assessment_id) == assessment_id]
 
     ((record, envelope),) = await eventually(strand_scored, timeout=60)

@@ -21,7 +21,8 @@ def one(pupil, **changes):
 
 def whole_class(pupils, statements=range(1, 46)):
     return {"observed_at": now(), "framework_version": SAMPLE,
-            "ratings": [{"pupil_id": str(p), "statement_id": f"being.{n}", "level": "developing"} for p in pupils for n in statements]}
+            "ratings": [{"pupil_id": str(p), "statement_id": f"being.{n}", "level": "developing"}
+                        for p in pupils for n in statements]}
 
 
 async def observations(engine, tenant) -> list:

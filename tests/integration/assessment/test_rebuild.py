@@ -6,14 +6,15 @@ from sqlalchemy import select
 
 from services.assessment.projections import rebuild
 from services.assessment.tables import DERIVED
-from tests.integration.assessment.helpers import SAMPLE, class_of, now, pupil_rows, roster_csv, import_roster
+from tests.integration.assessment.helpers import SAMPLE, class_of, import_roster, now, pupil_rows, roster_csv
 from tests.unit.assessment.report import levels_at
 
 
 async def snapshot(engine, trust_id):
     async with engine.connect() as conn:
         return {
-            table.name: sorted(tuple(map(str, row)) for row in await conn.execute(select(table).where(table.c.trust_id == trust_id)))
+            table.name: sorted(tuple(map(str, row))
+                               for row in await conn.execute(select(table).where(table.c.trust_id == trust_id)))
             for table in DERIVED
         }
 
@@ -29,7 +30,8 @@ async def test_rebuilding_a_trusts_read_models_from_its_events_reproduces_them(a
     await api.post(f"/observations/{first['observation_ids'][0]}/corrections", json={"level": "secure"}, headers=headers)
     assert (await api.post(f"/screenings/{started['screening_id']}/complete", headers=headers)).status_code == 200
     await api.post("/observations", headers=headers, json={"pupil_id": str(pupils[0]), "statement_id": "doing.1",
-                                                            "level": "emerging", "observed_at": now(), "framework_version": SAMPLE})
+                                                            "level": "emerging", "observed_at": now(),
+                                                            "framework_version": SAMPLE})
     await import_roster(api, tenant, roster_csv(pupil_rows(1, "4A")), whole_roll="true")  # the class leaves, one pupil joins
     before = await snapshot(engine, tenant.trust_id)
     assert all(before.values()), "every read model has rows for this trust"

@@ -80,7 +80,8 @@ async def test_a_bad_file_is_rejected_with_a_report_per_row_and_nothing_is_impor
     assert {(p["row"], p["column"]) for p in body["problems"]} == {(3, "DOB"), (4, "UPN")}
     assert "31/02/2017" not in response.text and "NOT-A-UPN" not in response.text
     assert await events_of(engine, tenant.trust_id) == []
-    assert await count(engine, "SELECT count(*) FROM assessment.pupil_personal_data WHERE academy_id = :a", a=tenant.academy_id) == 0
+    assert await count(engine, "SELECT count(*) FROM assessment.pupil_personal_data WHERE academy_id = :a",
+                       a=tenant.academy_id) == 0
     assert await count(engine, "SELECT count(*) FROM assessment.classes WHERE academy_id = :a", a=tenant.academy_id) == 0
 
 
@@ -144,8 +145,10 @@ async def test_groups_list_and_scope_and_a_group_can_be_screened(api, tenant):
                              json={"name": "Nurture group", "pupil_ids": [str(p) for p in pupils[:2]]})
     assert created.status_code == 201
     group_id = created.json()["group_id"]
-    assert (await api.get(f"/groups/{group_id}", headers=tenant.headers())).json()["pupil_ids"] == sorted(str(p) for p in pupils[:2])
-    assert [g["name"] for g in (await api.get(f"/academies/{tenant.academy_id}/groups", headers=tenant.headers())).json()["items"]] == ["Nurture group"]
+    group = (await api.get(f"/groups/{group_id}", headers=tenant.headers())).json()
+    assert group["pupil_ids"] == sorted(str(p) for p in pupils[:2])
+    groups = (await api.get(f"/academies/{tenant.academy_id}/groups", headers=tenant.headers())).json()["items"]
+    assert [g["name"] for g in groups] == ["Nurture group"]
     assert (await api.get(f"/groups/{group_id}", headers=tenant.headers(academy_ids=[uuid.uuid4()]))).status_code == 403
     stranger = await api.post(f"/academies/{tenant.academy_id}/groups", headers=tenant.headers(),
                               json={"name": "Mixed", "pupil_ids": [str(uuid.uuid4())]})
@@ -165,7 +168,8 @@ async def test_academies_are_listed_within_scope_and_the_trust_can_be_named(api,
     other = uuid.uuid4()
     await tenant.register(api)
     await tenant.register(api, other)
-    assert (await api.put("/trust", json={"name": "Oak Hill Learning Trust"}, headers=tenant.headers(Role.trust_admin))).status_code == 200
+    renamed = await api.put("/trust", json={"name": "Oak Hill Learning Trust"}, headers=tenant.headers(Role.trust_admin))
+    assert renamed.status_code == 200
     staff = (await api.get("/academies", headers=tenant.headers())).json()["items"]
     central = (await api.get("/academies", headers=tenant.headers(Role.trust_admin, academy_ids=[]))).json()["items"]
     assert [a["academy_id"] for a in staff] == [str(tenant.academy_id)]

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import httpx
 import pytest
-from shared.messaging.topics import delete_topics_with_prefix
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
@@ -31,6 +30,7 @@ from shared.events.consent import ConsentGranted, ConsentWithdrawn
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.events.reporting import ReportShared, ShareBlocked
 from shared.messaging.producer import OutgoingRecord
+from shared.messaging.topics import delete_topics_with_prefix
 from shared.service import Runtime, runtime_of
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
@@ -159,7 +159,8 @@ async def test_a_dpo_asks_who_shared_what_with_which_agency_last_term_and_gets_t
     await reporting.until_recorded(trust, 6)
 
     autumn = {"from": "2026-09-01", "to": "2026-12-18"}
-    response = await reporting.client.get("/audit/shares", params={**autumn, "agency_id": str(camhs)}, headers=reporting.dpo(trust))
+    response = await reporting.client.get("/audit/shares", params={**autumn, "agency_id": str(camhs)},
+                                          headers=reporting.dpo(trust))
     assert response.status_code == 200, response.text
     [share] = response.json()["items"]
     assert share["share_id"] == str(in_term.data.share_id)  # type: ignore[attr-defined]
@@ -169,14 +170,16 @@ async def test_a_dpo_asks_who_shared_what_with_which_agency_last_term_and_gets_t
     decisions = [(d["decision"], d["before_share"], d["recorded_by"]) for d in share["consent_decisions"]]
     assert decisions == [("consent_granted", True, "office-2"), ("consent_withdrawn", False, "office-2")]
 
-    whole_term = await reporting.client.get("/audit/shares", params={**autumn, "include_blocked": "true"}, headers=reporting.dpo(trust))
+    whole_term = await reporting.client.get("/audit/shares", params={**autumn, "include_blocked": "true"},
+                                            headers=reporting.dpo(trust))
     assert [s["action"] for s in whole_term.json()["items"]] == ["share", "share", "share_blocked"]
     by_category = await reporting.client.get("/audit/shares", params={**autumn, "agency_category": "speech_and_language"},
                                              headers=reporting.dpo(trust))
     assert [s["agency_id"] for s in by_category.json()["items"]] == [str(salt)]
     by_staff = await reporting.client.get("/audit/shares", params={"staff_id": "senco-7"}, headers=reporting.dpo(trust))
     assert len(by_staff.json()["items"]) == 3
-    by_academy = await reporting.client.get("/audit/shares", params={"academy_id": str(uuid.uuid4())}, headers=reporting.dpo(trust))
+    by_academy = await reporting.client.get("/audit/shares", params={"academy_id": str(uuid.uuid4())},
+                                            headers=reporting.dpo(trust))
     assert by_academy.json()["items"] == []
 
     csv = await reporting.client.get("/audit/shares.csv", params={**autumn, "pupil_id": str(pupil)}, headers=reporting.dpo(trust))
@@ -188,7 +191,8 @@ async def test_a_dpo_asks_who_shared_what_with_which_agency_last_term_and_gets_t
     key = load_public_key((await reporting.client.get("/audit/public-key")).text)
     proof = await reporting.client.get(f"/audit/shares/{in_term.data.share_id}/proof", headers=reporting.dpo(trust))  # type: ignore[attr-defined]
     assert proof.status_code == 200 and check_proof(proof.json(), key) is None
-    verified = await verify_database(reporting.settings.sync_database_url, "reporting", {proof.json()["public_key"]["key_id"]: key}, [trust])
+    verified = await verify_database(reporting.settings.sync_database_url, "reporting",
+                                     {proof.json()["public_key"]["key_id"]: key}, [trust])
     assert verified.ok and verified.reports[0].entries >= 6 and verified.reports[0].checkpoints >= 1
 
 
@@ -302,7 +306,8 @@ async def test_an_event_that_cannot_be_recorded_is_dead_lettered_and_counted_not
     [entry] = await reporting.until_recorded(trust, 1)
     assert entry.share_id == fine.data.share_id  # type: ignore[attr-defined]
 
-    dead = await read_topic(reporting.settings.kafka_bootstrap_servers, f"{reporting.prefix}dlq.reporting.audit-ledger", expected=1)
+    dead = await read_topic(reporting.settings.kafka_bootstrap_servers, f"{reporting.prefix}dlq.reporting.audit-ledger",
+                            expected=1)
     # (Relayed once or twice: the test's own drain may race the service's relay; both copies
     # are the same event, and each is dead-lettered with the same reason.)
     letters = [r for r in dead if dict(r.headers)["ce_id"] == str(unrecordable.id).encode()]
@@ -316,7 +321,8 @@ async def test_checkpoints_are_signed_with_the_published_key_and_the_audit_topic
     # The signing-backlog gauges read what the signer last reported, in any test: start them at a
     # value no signer reports, so that a real reading is one this test's signer made.
     record_signing_backlog(-1, -1.0)
-    await reporting.publish_from_reporting(*[shared(trust, academy, uuid.uuid4(), None, "2026-10-01", uuid.uuid4()) for _ in range(7)])
+    await reporting.publish_from_reporting(
+        *[shared(trust, academy, uuid.uuid4(), None, "2026-10-01", uuid.uuid4()) for _ in range(7)])
     await reporting.until_recorded(trust, 7)
 
     async def signed() -> list[Any] | None:
@@ -327,7 +333,8 @@ async def test_checkpoints_are_signed_with_the_published_key_and_the_audit_topic
     published = (await reporting.client.get("/audit/public-key")).json()
     assert {c["key_id"] for c in checkpoints} == {published["key_id"]}
     key = load_public_key(published["pem"])
-    report = (await verify_database(reporting.settings.sync_database_url, "reporting", {published["key_id"]: key}, [trust])).reports[0]
+    report = (await verify_database(reporting.settings.sync_database_url, "reporting", {published["key_id"]: key},
+                                    [trust])).reports[0]
     assert report.ok and report.checkpoints == len(checkpoints) and report.last_checkpoint.seq == checkpoints[0]["seq"]
 
     # The dashboards' signing backlog: how many entries wait for a signature, and for how long.

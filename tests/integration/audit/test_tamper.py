@@ -92,8 +92,9 @@ async def test_inserting_one_row_with_a_recomputed_hash_is_named(dsn, ledger, si
     trust_id, table = chains[0], ledger.entries_table
     prev = await superuser.fetchval(f"SELECT entry_hash FROM {table} WHERE trust_id = $1 AND seq = 6", trust_id)
     forged = entry_body(trust_id, 7, prev, {
-        "kind": "disclosure", "action": "share", "event_id": str(uuid.uuid4()), "event_type": "flourish.reporting.ReportShared.v1",
-        "source": "/flourish/reporting", "occurred_at": "2026-09-07T09:06:30.000000Z", "recorded_at": "2026-09-07T09:06:30.000000Z",
+        "kind": "disclosure", "action": "share", "event_id": str(uuid.uuid4()),
+        "event_type": "flourish.reporting.ReportShared.v1", "source": "/flourish/reporting",
+        "occurred_at": "2026-09-07T09:06:30.000000Z", "recorded_at": "2026-09-07T09:06:30.000000Z",
         "agency_category": "camhs", "actor": "staff-9",
     })
     await as_tamperer(

@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
-from services.consent.app import ConsentServiceSettings, ConsentSettings, app as consent_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_app
 from services.consent.tables import kernel, pupils
 from shared.auth import DevIssuer, Role
 from shared.events.assessment import PupilEnrolled, PupilLeft
@@ -176,7 +177,8 @@ async def scan_schema(engine: Any, schema: str, needles: list[str]) -> dict[str,
     """Every table of a schema, every row as text: which needles appear where."""
     found: dict[str, list[str]] = {}
     async with engine.connect() as conn:
-        tables = (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema})).scalars().all()
+        tables = (await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"),
+                                     {"s": schema})).scalars().all()
         for table in tables:
             rows = (await conn.execute(text(f'SELECT t::text FROM "{schema}"."{table}" t'))).scalars().all()
             blob = "\n".join(rows).lower()

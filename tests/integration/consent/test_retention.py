@@ -186,7 +186,7 @@ async def test_a_scheduler_killed_in_its_own_process_and_restarted_emits_each_ex
             return await conn.scalar(  # type: ignore[no-any-return]
                 select(func.count()).where(retention_expiries.c.trust_id == consent.trust_id))
 
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: ASYNC220 - spawning returns at once; the test kills it below
         [sys.executable, "-m", "tests.integration.consent.scheduler_process", stack_settings.database_url,
          str(consent.trust_id), str(tmp_path)],
         cwd=PROJECT, env={**os.environ, "PYTHONPATH": str(PROJECT)}, stdout=subprocess.PIPE,

@@ -24,6 +24,7 @@ from services.reporting.readmodels import rebuild as rebuild_read_models
 from shared.events.envelope import topic_for
 from shared.messaging.topics import dead_letter_topic
 from shared.settings import Settings
+from tests.conftest import counter
 from tests.integration.hostile.helpers import (
     EXPECTED_REASON,
     Sent,
@@ -39,7 +40,6 @@ from tests.integration.hostile.helpers import (
     sample_type,
     seed_rosters,
 )
-from tests.conftest import counter
 from tests.integration.kernel.helpers import eventually, read_topic
 
 SERVICES: dict[str, Callable[[Settings], FastAPI]] = {
@@ -71,8 +71,9 @@ async def test_every_consumer_dead_letters_hostile_records_and_applies_the_valid
         t = Tenancy()
         rosters = await seed_rosters(engine, raw_producer, prefix, t, list(consumers.values()))
         known = {(t.pupil_p, t.trust_a, t.academy_a), (t.pupil_q, t.trust_b, t.academy_b)}
+        # Each check binds the loop's values as defaults, so it cannot see a later iteration's.
         for roster in rosters:
-            await eventually(lambda: _equal(roster_rows(engine, roster, [t.pupil_p, t.pupil_q]), known))
+            await eventually(lambda roster=roster: _equal(roster_rows(engine, roster, [t.pupil_p, t.pupil_q]), known))
         trust_b_before = await rows_of_trust(engine, schema, t.trust_b)
         mismatched = {name: counter("flourish_dead_lettered", consumer=name, cause="tenant_mismatch") for name in consumers}
 
@@ -88,7 +89,7 @@ async def test_every_consumer_dead_letters_hostile_records_and_applies_the_valid
             mine = [s for s in sent if s.topic in _topics(readers[name], prefix)]
             valid = {s.record.event_id for s in mine if s.record.kind == "valid" and s.record.model in handled(consumer)}
             assert valid, f"{name} was given no valid event"
-            await eventually(lambda: _equal(applied(engine, schema, name, list(valid)), valid), timeout=90)
+            await eventually(lambda name=name, valid=valid: _equal(applied(engine, schema, name, list(valid)), valid), timeout=90)
 
             # Each hostile record it reads is in its dead-letter topic, with its reason; nothing else is.
             hostile = {(s.topic, s.offset): s.record for s in mine if s.record.kind != "valid"

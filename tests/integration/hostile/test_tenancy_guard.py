@@ -37,7 +37,7 @@ def plan(trust: uuid.UUID, academy: uuid.UUID, *pupils: uuid.UUID):  # type: ign
     (lambda: [plan(B, B1, P)], "pupil_id: the pupil belongs to another trust"),
     (lambda: [plan(B, B1, Q, P)], "pupil_id: the pupil belongs to another trust"),  # one of a group
     (lambda: [plan(A, B1, P)], "ce_academyid: the academy belongs to another trust"),
-    (lambda: [plan(A, A1, uuid.UUID(int=7))] + [plan(B, uuid.uuid4(), uuid.UUID(int=7))], "for one pupil"),
+    (lambda: [plan(A, A1, uuid.UUID(int=7)), plan(B, uuid.uuid4(), uuid.UUID(int=7))], "for one pupil"),
     (lambda: [plan(A, uuid.UUID(int=9), uuid.uuid4()), plan(B, uuid.UUID(int=9), uuid.uuid4())], "for one academy"),
 ], ids=["pupil-of-another-trust", "one-of-a-group", "academy-of-another-trust", "batch-disagrees-on-a-pupil",
         "batch-disagrees-on-an-academy"])

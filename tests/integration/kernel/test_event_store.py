@@ -71,10 +71,14 @@ async def test_read_stream_and_read_all_return_what_was_appended_in_order(engine
 
 async def test_a_rolled_back_append_leaves_no_event_and_no_outbox_row(engine, kernel):
     store = EventStore(kernel)
-    with pytest.raises(RuntimeError):
+
+    async def append_then_fail() -> None:
         async with engine.begin() as conn:
             await store.append(conn, "s", [observation()])
             raise RuntimeError("the command failed after appending")
+
+    with pytest.raises(RuntimeError, match="the command failed after appending"):
+        await append_then_fail()
     async with engine.connect() as conn:
         assert await store.read_all(conn) == []
         assert await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".outbox')) == 0

@@ -10,10 +10,10 @@ from datetime import date, timedelta
 from sqlalchemy import text
 
 from shared.auth import Role
-from shared.events.consent import ConsentMethod, DataCategory, ErasureReason, PupilErased, Purpose, ConsentWithdrawn
+from shared.events.consent import ConsentMethod, ConsentWithdrawn, DataCategory, ErasureReason, PupilErased, Purpose
 from shared.events.envelope import topic_for
 from tests.integration.assessment.helpers import SAMPLE, class_of, now
-from tests.integration.consent.conftest import read_until, types_of, of_pupils
+from tests.integration.consent.conftest import of_pupils, read_until, types_of
 from tests.integration.kernel.helpers import eventually
 from tests.unit.assessment.report import levels_at
 
@@ -93,7 +93,8 @@ async def test_an_assessment_becomes_a_suggestion_a_practitioner_issues_logs_ses
     reviewed = await p.client.post(f"/plans/{plan_id}/review", headers=staff)
     assert reviewed.status_code == 200, reviewed.text
     (outcome,) = reviewed.json()["review"]["pupils"]
-    assert (outcome["strand_percent_now"], outcome["change_since_previous_plan"], outcome["change_since_baseline"]) == (44.4, 8.1, 8.1)
+    assert (outcome["strand_percent_now"], outcome["change_since_previous_plan"],
+            outcome["change_since_baseline"]) == (44.4, 8.1, 8.1)
     closed = await p.client.post(f"/plans/{plan_id}/close", headers=staff)
     assert closed.json()["status"] == "closed"
     late = await p.client.post(f"/plans/{plan_id}/sessions", headers=staff, json={"held_on": str(today), "minutes": 30})
@@ -192,8 +193,10 @@ async def test_withdrawn_participation_stops_new_plans_and_erasure_removes_the_p
             assert await conn.scalar(text(f"SELECT count(*) FROM planning.{table} WHERE pupil_id = :p"), {"p": pupil}) == 0
         assert await conn.scalar(text("SELECT count(*) FROM planning.plans WHERE :p = ANY(pupil_ids)"), {"p": pupil}) == 0
         assert await conn.scalar(text("SELECT count(*) FROM planning.sessions WHERE :p = ANY(pupil_ids)"), {"p": pupil}) == 0
-        assert await conn.scalar(text("SELECT count(*) FROM planning.session_notes WHERE trust_id = :t"), {"t": p.tenant.trust_id}) == 0
-        assert await conn.scalar(text("SELECT count(*) FROM planning.events WHERE data->>'pupil_id' = :p"), {"p": str(pupil)}) == 0
+        assert await conn.scalar(text("SELECT count(*) FROM planning.session_notes WHERE trust_id = :t"),
+                                 {"t": p.tenant.trust_id}) == 0
+        assert await conn.scalar(text("SELECT count(*) FROM planning.events WHERE data->>'pupil_id' = :p"),
+                                 {"p": str(pupil)}) == 0
     assert (await p.client.get(f"/plans/{plan_id}", headers=staff)).status_code == 404
     # A later or replayed score for the pupil never brings them back; the other pupil is untouched.
     await assess(p, pupil, 2)

@@ -174,7 +174,7 @@ async def test_the_migrated_audit_ledger_is_the_one_audit_tables_makes(fresh: As
     def ledger(rows: dict[str, list[tuple[Any, ...]]], schema: str) -> set[str]:
         return {repr(row).replace(f"{schema}.", "S.").replace(f'"{schema}".', "S.")
                 for kind, kind_rows in rows.items() for row in kind_rows
-                if "audit" in repr(row) and "sequences" != kind}
+                if "audit" in repr(row) and kind != "sequences"}
 
     assert ledger(made, scratch) == ledger(migrated, "reporting")
 
@@ -229,7 +229,7 @@ async def test_the_databases_row_level_security_is_what_the_tables_declare(fresh
 
     per_trust = _declared_per_trust(service)
     policies = _per_table(found["policies"])
-    for name, kind, enabled, forced, _acl in found["tables"]:
+    for name, _kind, enabled, forced, _acl in found["tables"]:
         if name in per_trust:
             assert (enabled, forced, policies.get(name)) == (True, True, [reference]), name
         else:

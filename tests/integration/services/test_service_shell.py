@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from alembic.script import ScriptDirectory
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from services.assessment import app as assessment
@@ -45,7 +45,9 @@ async def serving(spec: ServiceSpec, settings) -> AsyncIterator[httpx.AsyncClien
 
 @pytest.fixture
 def service_settings(stack_settings, topic_prefix, tmp_path):
-    return stack_settings.model_copy(update={"topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json"})
+    return stack_settings.model_copy(update={
+        "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
+    })
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[s.name for s in SPECS])

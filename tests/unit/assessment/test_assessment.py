@@ -35,7 +35,7 @@ def _rated(levels, **kwargs):
 
 
 def test_completing_emits_assessment_completed_then_one_strand_scored_per_strand():
-    started, stream = _rated(levels_at(1))
+    _, stream = _rated(levels_at(1))
     assessment = Assessment.replay(stream)
     events = assessment.complete(SAMPLE, PupilHistory(), "staff-2", T0)
 
@@ -60,7 +60,7 @@ def test_completing_with_missing_ratings_names_them():
 
 
 def test_a_completed_assessment_cannot_be_completed_again():
-    started, stream = _rated(levels_at(2))
+    _, stream = _rated(levels_at(2))
     events = Assessment.replay(stream).complete(SAMPLE, PupilHistory(), "staff-1", T0)
     with pytest.raises(AssessmentAlreadyCompleted):
         Assessment.replay([*stream, *events]).complete(SAMPLE, PupilHistory(), "staff-1", T0)
@@ -82,7 +82,7 @@ def test_a_correction_replaces_the_rating_it_corrects_even_at_the_same_moment():
 
 
 def test_only_the_first_completed_assessment_is_the_baseline_and_earlier_strands_count_for_working_at():
-    started, stream = _rated({s: Level.DEVELOPING for s in SAMPLE.statement_ids(["doing"])}, strands=("doing",))
+    _, stream = _rated(dict.fromkeys(SAMPLE.statement_ids(["doing"]), Level.DEVELOPING), strands=("doing",))
     history = PupilHistory(strands_met={"being": False}, has_completed_assessment=True)
     completed, scored = Assessment.replay(stream).complete(SAMPLE, history, "staff-1", T0)
     assert not completed.baseline and scored.baseline  # first Doing score, not the first assessment

@@ -68,7 +68,8 @@ def test_the_same_rating_twice_in_one_request_is_a_duplicate():
 def test_ratings_into_an_assessment_must_fit_it():
     assessment_id = uuid.uuid4()
     slot = AssessmentSlot(assessment_id, PUPIL, SAMPLE.version, ("being",), completed=False)
-    ok = decide_observations([rating(assessment_id=assessment_id, framework_version=None)], FRAMEWORKS, {assessment_id: slot}, NOW)
+    ok = decide_observations([rating(assessment_id=assessment_id, framework_version=None)], FRAMEWORKS,
+                             {assessment_id: slot}, NOW)
     assert ok[0].assessment_id == assessment_id
 
     found = problems([

@@ -59,7 +59,7 @@ def test_the_child_works_at_being_until_being_reaches_64_percent():
     below = score_strand(SAMPLE, "being", levels_at(3))
     assert working_at(SAMPLE, {"being": below.threshold_met}) == "being"
 
-    secure_enough = {statement: Level.DEVELOPING for statement in SAMPLE.statement_ids(["being"])}  # 66.7%
+    secure_enough = dict.fromkeys(SAMPLE.statement_ids(["being"]), Level.DEVELOPING)  # 66.7%
     met = score_strand(SAMPLE, "being", secure_enough)
     assert met.threshold_met and working_at(SAMPLE, {"being": True}) == "doing"
 
@@ -101,7 +101,7 @@ def test_a_strand_with_an_unrated_statement_cannot_be_scored():
 
 
 def test_a_child_who_has_met_every_strand_works_at_the_last():
-    assert working_at(SAMPLE, {strand: True for strand in SAMPLE.strand_order}) == "interdependence"
+    assert working_at(SAMPLE, dict.fromkeys(SAMPLE.strand_order, True)) == "interdependence"
 
 
 def test_a_strand_not_yet_scored_is_where_a_child_works_even_if_later_ones_are_met():

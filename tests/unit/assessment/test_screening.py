@@ -21,7 +21,7 @@ SCREENED = datetime(2026, 10, 1, 9, 0, tzinfo=UTC)
 
 def result(percent: float, needs: tuple[float, float, float], strand: str = "being") -> StrandResult:
     ids = [need.id for need in SAMPLE.strand(strand).needs]
-    return StrandResult(percent, percent >= 64, dict(zip(ids, needs)))
+    return StrandResult(percent, percent >= 64, dict(zip(ids, needs, strict=True)))
 
 
 def child(working_at: str | None, born: date, strands=None) -> ChildResult:
@@ -74,7 +74,7 @@ def test_progress_is_measured_from_the_first_completed_assessment_36_to_56():
     figures = [(36.3, (51.1, 28.9, 28.9)), (44.4, (60.0, 42.2, 31.1)), (56.3, (68.9, 57.8, 42.2))]
     series = [
         AssessmentPoint(uuid.uuid4(), at, SAMPLE.version, i == 0, "being", {"being": result(percent, needs)})
-        for i, (at, (percent, needs)) in enumerate(zip(times, figures))
+        for i, (at, (percent, needs)) in enumerate(zip(times, figures, strict=True))
     ]
     (being,) = progress(list(reversed(series)))
     assert being.baseline_assessment_id == series[0].assessment_id and being.latest_assessment_id == series[2].assessment_id

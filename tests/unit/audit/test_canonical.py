@@ -36,5 +36,5 @@ def test_times_are_utc_with_microseconds_so_text_order_is_time_order():
 
 
 def test_a_naive_time_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="only timezone-aware times"):
         instant(datetime(2026, 9, 1))

@@ -59,7 +59,7 @@ def _with_forgery_at_4(chain):  # type: ignore[no-untyped-def]
     forged = (4, chain.rows[2][2], sha256_hex(forged_body), forged_body)
     # Everything after the forgery moves one place down, as an attacker must renumber to insert.
     shifted = [(seq + 1, prev, entry_hash, body) for seq, prev, entry_hash, body in chain.rows[3:]]
-    return chain.rows[:3] + [forged] + shifted
+    return [*chain.rows[:3], forged, *shifted]
 
 
 def test_an_inserted_entry_with_a_recomputed_hash_is_named_where_the_chain_breaks():

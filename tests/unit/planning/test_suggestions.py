@@ -44,7 +44,8 @@ def test_plan_one_works_at_being_on_being_special_first_twice_a_week_one_to_one(
     assert suggestion.focus_needs == ["being.special", "being.needs-met"]
     assert target_needs(suggestion) == ["being.special", "being.special", "being.needs-met", "being.needs-met"]
     assert "Shows that they feel they belong" in suggestion.learning_aims  # the report's first target
-    assert (suggestion.frequency.sessions_per_week, suggestion.frequency.minutes, suggestion.frequency.setting) == (2, 30, "one-to-one")
+    frequency = suggestion.frequency
+    assert (frequency.sessions_per_week, frequency.minutes, frequency.setting) == (2, 30, "one-to-one")
     assert "Sand tray play side by side" not in [a.activity for a in suggestion.activities]  # Being Safe's bank
     assert "Free painting with positive comments and praise" in [a.activity for a in suggestion.activities]
 
@@ -54,7 +55,8 @@ def test_plan_two_targets_being_special_and_having_needs_met_weekly(framework):
     # 59, 43, 30: Having Needs Met is weakest, Being Special within 15 points: the report's second plan.
     assert suggestion.focus_needs == ["being.needs-met", "being.special"]
     assert set(target_needs(suggestion)) == {"being.needs-met", "being.special"}
-    assert {"Can wait a little while to get attention", "Can show you that they know you will listen to them"} <= set(suggestion.learning_aims)
+    assert {"Can wait a little while to get attention",
+            "Can show you that they know you will listen to them"} <= set(suggestion.learning_aims)
     assert suggestion.frequency.sessions_per_week == 1
 
 

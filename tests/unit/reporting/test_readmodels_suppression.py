@@ -11,7 +11,7 @@ from services.reporting.readmodels.suppression import C, round_to_10, suppress
 
 def _lines(p):
     """Every row and column of the published grid, totals included, as lists of cells."""
-    grid = [row + [total] for row, total in zip(p.cells, p.row_totals, strict=True)] + [p.column_totals + [p.total]]
+    grid = [[*row, total] for row, total in zip(p.cells, p.row_totals, strict=True)] + [[*p.column_totals, p.total]]
     return grid + [list(col) for col in zip(*grid, strict=True)]
 
 
@@ -53,7 +53,7 @@ def test_random_tables_never_give_a_hidden_count_away(seed):
     p = suppress(counts)
     for row, published in zip(counts, p.cells, strict=True):
         for true, shown in zip(row, published, strict=True):
-            assert shown == C or shown == true
+            assert shown in (C, true)
             assert not (1 <= true <= 5 and shown != C)
     for line in _lines(p):
         assert sum(v == C for v in line) != 1
@@ -66,7 +66,7 @@ def test_rounding_is_to_the_nearest_ten_halves_up():
 
 
 def test_ragged_or_negative_tables_are_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a rectangle of non-negative integers"):
         suppress([[1, 2], [3]])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a rectangle of non-negative integers"):
         suppress([[-1]])

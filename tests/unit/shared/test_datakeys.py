@@ -70,7 +70,7 @@ async def test_the_local_kek_wraps_keys_bound_to_their_pupil() -> None:
 
 def test_a_kek_setting_must_be_32_bytes_of_base64() -> None:
     for bad in ("not base64!", base64.b64encode(b"short").decode()):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="the key-encryption key"):
             LocalKek.from_base64(bad)
     setting = base64.b64encode(bytes(range(32))).decode()
     assert LocalKek.from_base64(setting).key_id == LocalKek(bytes(range(32))).key_id

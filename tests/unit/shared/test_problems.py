@@ -100,7 +100,7 @@ def test_extension_members_are_included(client: TestClient) -> None:
 
 
 def test_extension_members_cannot_replace_standard_ones() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="may not replace standard ones"):
         NotFound("x", extras={"status": 200})
 
 

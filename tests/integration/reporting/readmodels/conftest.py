@@ -54,11 +54,13 @@ async def services(service_settings):
     tenant = Tenant(DevIssuer(service_settings))
     async with serving(service_settings) as (_, assessment):
         planning_app = planning_service(service_settings, assessment_http=assessment)
-        async with planning_app.router.lifespan_context(planning_app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=planning_app), base_url="http://planning",
-                                         timeout=60) as planning:
-                reporting_app = reporting_service(service_settings, assessment_http=assessment)
-                async with reporting_app.router.lifespan_context(reporting_app):
-                    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=reporting_app),
-                                                 base_url="http://reporting", timeout=120) as reporting:
-                        yield Services(assessment, planning, reporting, reporting_app, tenant, service_settings)
+        reporting_app = reporting_service(service_settings, assessment_http=assessment)
+        async with (
+            planning_app.router.lifespan_context(planning_app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=planning_app), base_url="http://planning",
+                              timeout=60) as planning,
+            reporting_app.router.lifespan_context(reporting_app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=reporting_app), base_url="http://reporting",
+                              timeout=120) as reporting,
+        ):
+            yield Services(assessment, planning, reporting, reporting_app, tenant, service_settings)

@@ -14,14 +14,15 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import select
 
-from services.reporting.app import ReportingServiceSettings, app as reporting_service
+from services.reporting.app import ReportingServiceSettings
+from services.reporting.app import app as reporting_service
 from services.reporting.sharing import SharingSettings
 from services.reporting.sharing.tables import attempts, deliveries
 from shared.auth import DevIssuer, Role
 from tests.integration.consent.conftest import Consent, running_consent
 from tests.integration.kernel.helpers import eventually
-from sqlalchemy import select
 
 __all__ = ["Receiver", "Stack", "eventually"]
 

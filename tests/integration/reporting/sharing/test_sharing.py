@@ -4,6 +4,7 @@ delete what they received when consent is withdrawn."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 import orjson
@@ -129,7 +130,7 @@ async def test_a_failing_receiver_gets_the_event_once_on_the_fifth_try_on_schedu
     verify(agency["signing_secret"], receiver.received[-1])
     tries = await stack.attempts(delivery_id)
     assert [t.outcome for t in tries] == ["retried"] * 4 + ["delivered"]
-    for before, after in zip(tries, tries[1:], strict=False):
+    for before, after in itertools.pairwise(tries):
         nominal = SCHEDULE.backoff_base_s * SCHEDULE.backoff_factor ** (before.attempt - 1)
         waited = (after.scheduled_for - before.attempted_at).total_seconds()
         assert nominal <= waited <= nominal * (1 + SCHEDULE.jitter) + 1e-3, (before.attempt, waited)
