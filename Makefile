@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FLOURISH := $(BIN)/flourish
 
-.PHONY: up down test bench status install infra-up infra-down clean
+.PHONY: up down test check bench status install infra-up infra-down clean
 
 ## Start the whole platform with demo data and print every URL.
 up: install
@@ -17,13 +17,19 @@ up: install
 down:
 	@if [ -x $(FLOURISH) ]; then $(FLOURISH) platform down; fi
 
-## Install what the tests need, check the import contracts (pyproject's [tool.importlinter]),
-## start the stack if it is not running, run every test. FLOURISH_TEST_STACK=containers takes the
-## tests' PostgreSQL and Kafka from testcontainers instead (needs a Docker engine).
-test: install
-	$(BIN)/lint-imports --no-logo
+## Install what the tests need, run the static checks (pyproject's import contracts, ruff, mypy:
+## strict on the kernel and the domains), start the stack if it is not running, run every test.
+## FLOURISH_TEST_STACK=containers takes the tests' PostgreSQL and Kafka from testcontainers
+## instead (needs a Docker engine).
+test: install check
 	$(FLOURISH) infra up
 	$(BIN)/pytest -q
+
+## The static checks alone: the dependency direction, lint, types. Any finding fails `make test`, so CI.
+check: install
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## The benchmarks (not part of the tests): JSON lines, each figure beside its baseline.
 bench: install
