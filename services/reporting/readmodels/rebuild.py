@@ -32,7 +32,7 @@ from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
 from shared.settings import Settings
 from shared.store.db import create_engine
-from shared.tenancy import row_level_security
+from shared.tenancy import row_level_security_statements
 
 CONTEXTS = ("assessment", "planning")
 _LOCK_KEY = 0x52_4D_52_42  # "RMRB": one rebuild at a time per database
@@ -88,9 +88,10 @@ async def _create_shadow(engine: AsyncEngine) -> None:
         for name in NAMES:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{SCHEMA}"."{name}{SHADOW}"'))
             await conn.execute(text(f'CREATE TABLE "{SCHEMA}"."{name}{SHADOW}" (LIKE "{SCHEMA}"."{name}" INCLUDING ALL)'))
-            # LIKE copies no row-level security: the shadow becomes the live table, so it needs it.
-            for statement in row_level_security(SCHEMA, f"{name}{SHADOW}"):
-                await conn.execute(text(statement))
+        # LIKE copies no row-level security: the shadow becomes the live table, so it gets the policy
+        # its declaration (tables.py: per_trust) derives, as the migration gave the live one.
+        for statement in row_level_security_statements(tables(SHADOW).all()):
+            await conn.execute(text(statement))
 
 
 async def _swap(engine: AsyncEngine, reader: _Reader, attempts: int = 10) -> None:
