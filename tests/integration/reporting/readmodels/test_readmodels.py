@@ -11,11 +11,13 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy import text as sql
 
 from services.reporting.readmodels import rebuild
 from services.reporting.readmodels.browser import run_chromium
 from services.reporting.readmodels.tables import LIVE
 from shared.auth import Role
+from shared.tenancy import POLICY
 from tests.integration.assessment.helpers import class_of
 from tests.integration.kernel.helpers import eventually
 from tests.integration.planning.test_planning_flow import assess, plan_body
@@ -174,6 +176,14 @@ async def test_report_profile_dashboards_and_rebuild(services, chromium, tmp_pat
     result = await rebuild(s.settings)
     assert result.applied >= sum(len(rows) for rows in live.values()) - len(live["rm_plan_pupils"])
     assert await _rows(engine, s.tenant.trust_id) == live
+    # The swapped-in tables are under the tenant policy as the migrated ones were (LIKE copies none).
+    async with engine.connect() as conn:
+        guarded = {row.relname: (row.relrowsecurity, row.relforcerowsecurity, row.policies) for row in await conn.execute(
+            sql("""SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+                           array(SELECT p.polname FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
+                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE n.nspname = 'reporting' AND c.relkind = 'r' AND c.relname LIKE 'rm\\_%'"""))}
+    assert guarded == {table.name: (True, True, [POLICY]) for table in LIVE.all()}
 
     # The live consumer carries on into the swapped-in tables.
     plan2 = profile["plans"][1]["plan_id"]
