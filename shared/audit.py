@@ -30,6 +30,7 @@ from shared.events.audit import (
     AdminActionTaken,
     AuditQueried,
     PersonalDataRead,
+    ReadCategory,
 )
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
@@ -41,11 +42,13 @@ __all__ = [
     "AccessReason",
     "AdminAction",
     "PersonalDataReads",
+    "ReadCategory",
     "audit_reads",
     "record_admin_action",
     "record_audit",
     "record_audit_query",
     "record_personal_data_read",
+    "record_personal_data_reads",
 ]
 
 # Envelopes always carry an academy; a fact about the trust as a whole (a framework loaded, an
@@ -110,6 +113,33 @@ async def record_personal_data_read(
     return await record_audit(conn, store, fact, trust_id=trust_id, academy_id=academy_id)
 
 
+async def record_personal_data_reads(
+    conn: AsyncConnection,
+    store: EventStore,
+    reader: Actor,
+    *,
+    pupils: Iterable[tuple[UUID, UUID | None]],
+    trust_id: UUID,
+    data_categories: Iterable[str],
+    route: str,
+    reason: str | None = None,
+    at: datetime | None = None,
+) -> list[Envelope[PersonalDataRead]]:
+    """Record one read per pupil of a list (a class list, a session's pupils): `pupils` holds
+    (pupil_id, academy_id) pairs. One entry per pupil, so "who read this pupil's record" finds
+    every list the pupil was on; appended in one statement."""
+    emission = Emission(store, trust_id)
+    categories, moment, actor = list(data_categories), at or datetime.now(UTC), actor_of(reader)
+    envelopes = [
+        emission.add(f"audit-{trust_id}", academy_id or TRUST_LEVEL, PersonalDataRead(
+            pupil_id=pupil_id, actor=actor, data_categories=categories, route=route, reason=reason, read_at=moment))
+        for pupil_id, academy_id in dict.fromkeys(pupils)
+    ]
+    if envelopes:
+        await emission.append(conn)
+    return envelopes
+
+
 async def record_admin_action(
     conn: AsyncConnection,
     store: EventStore,
@@ -123,8 +153,10 @@ async def record_admin_action(
     pupil_id: UUID | None = None,
     details: Mapping[str, str] | None = None,
     at: datetime | None = None,
+    cause: Envelope[Event] | None = None,
 ) -> Envelope[AdminActionTaken]:
-    """Record an admin action (framework loaded, policy changed, agency registered, key destroyed)."""
+    """Record an admin action (framework loaded, agency registered, data key destroyed, ledger
+    exported); `cause`: the event that led to it, if any (a retention expiry's erasure)."""
     fact = AdminActionTaken(
         action=str(action),
         actor=actor_of(actor),
@@ -134,7 +166,7 @@ async def record_admin_action(
         details=dict(details or {}),
         taken_at=at or datetime.now(UTC),
     )
-    return await record_audit(conn, store, fact, trust_id=trust_id, academy_id=academy_id)
+    return await record_audit(conn, store, fact, trust_id=trust_id, academy_id=academy_id, cause=cause)
 
 
 async def record_audit_query(
@@ -197,6 +229,21 @@ class PersonalDataReads:
         return await record_personal_data_read(
             conn, store, self.principal, pupil_id=pupil_id, trust_id=trust_id, academy_id=academy_id,
             data_categories=data_categories, route=self.route, reason=self.reason,
+        )
+
+    async def record_many(
+        self,
+        conn: AsyncConnection,
+        store: EventStore,
+        *,
+        pupils: Iterable[tuple[UUID, UUID | None]],
+        trust_id: UUID,
+        data_categories: Iterable[str],
+    ) -> list[Envelope[PersonalDataRead]]:
+        """One read per pupil of a list: `pupils` holds (pupil_id, academy_id) pairs."""
+        return await record_personal_data_reads(
+            conn, store, self.principal, pupils=pupils, trust_id=trust_id, data_categories=data_categories,
+            route=self.route, reason=self.reason,
         )
 
 

@@ -65,7 +65,7 @@ from services.assessment.scope import (
     screening_in_scope,
 )
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, cursor_position, page_of, requires, run_command
-from shared.audit import PersonalDataReads, audit_reads
+from shared.audit import AdminAction, PersonalDataReads, ReadCategory, audit_reads, record_admin_action
 from shared.auth import Principal, Role
 from shared.limits import MIB, body_limit
 from shared.problems import NotFound, UnprocessableEntity
@@ -136,6 +136,12 @@ async def load_framework(
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         outcome = await handlers.load_framework(conn, ctx, principal, framework)
         status = 201 if outcome == "created" else 200
+        if outcome != "unchanged":  # audited in the transaction that loads it
+            await record_admin_action(
+                conn, runtime.store, principal, AdminAction.FRAMEWORK_LOADED, trust_id=principal.trust_id,
+                target_kind="framework", target_id=framework.version,
+                details={"outcome": str(outcome), "content_hash": framework.content_hash,
+                         "scope": "platform" if principal.has_role(Role.admin) else "trust"})
         return status, {"version": framework.version, "content_hash": framework.content_hash, "outcome": outcome}
 
     return await command(runtime, principal, key, {"sha256": hashlib.sha256(body).hexdigest()}, handle)
@@ -229,13 +235,18 @@ async def list_classes(
 
 
 @router.get("/classes/{class_id}/pupils", tags=["roster"], summary="The pupils on roll in a class")
-async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, limit: PageSize = 50,
+async def list_class_pupils(class_id: UUID, principal: Staff, runtime: Run, ctx: Ctx,
+                            read: Annotated[PersonalDataReads, Depends(audit_reads)], limit: PageSize = 50,
                             cursor: Cursor = None) -> Page[PupilSummary]:
     after = (cursor_position(cursor, pupil_id=UUID) or {}).get("pupil_id")
-    async with runtime.engine.connect() as conn:
-        await class_in_scope(conn, principal, class_id)
+    async with runtime.engine.begin() as conn:
+        owner = await class_in_scope(conn, principal, class_id)
         rows = await queries.class_pupils_after(conn, class_id, after, limit + 1)
         details = await ctx.personal.details(conn, [p.pupil_id for p in rows])
+        # One read per pupil whose name this page shows.
+        await read.record_many(conn, runtime.store, pupils=[(p.pupil_id, owner.academy_id) for p in rows[:limit]
+                                                            if p.pupil_id in details],
+                               trust_id=owner.trust_id, data_categories=[ReadCategory.CLASS_LIST])
     items = [
         PupilSummary(pupil_id=p.pupil_id, class_id=p.class_id, on_roll=p.on_roll,
                      name=details[p.pupil_id].display_name if p.pupil_id in details else None,
@@ -253,7 +264,7 @@ async def get_pupil(pupil_id: UUID, principal: PupilReader, runtime: Run, ctx: C
         details = (await ctx.personal.details(conn, [pupil_id])).get(pupil_id)
         # Every read of a pupil's personal data is audited, in the transaction that reads it.
         await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
-                          academy_id=pupil.academy_id, data_categories=["roster_personal_data"])
+                          academy_id=pupil.academy_id, data_categories=[ReadCategory.ROSTER_PERSONAL_DATA])
     personal = dataclasses.asdict(details) if details else {}
     return PupilOut(**dataclasses.asdict(pupil), **personal)
 
@@ -346,14 +357,18 @@ async def correct_observation(observation_id: UUID, body: CorrectionIn, principa
 
 
 @router.get("/pupils/{pupil_id}/observations", tags=["observations"], summary="A pupil's observations, newest first")
-async def list_observations(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, limit: PageSize = 50,
+async def list_observations(pupil_id: UUID, principal: Staff, runtime: Run, ctx: Ctx,
+                            read: Annotated[PersonalDataReads, Depends(audit_reads)], limit: PageSize = 50,
                             cursor: Cursor = None) -> Page[ObservationOut]:
     position = cursor_position(cursor, observed_at=AwareDatetime, observation_id=UUID)
     before = (position["observed_at"], position["observation_id"]) if position else None
-    async with runtime.engine.connect() as conn:
-        await pupil_in_scope(conn, principal, pupil_id, personal=True)
+    async with runtime.engine.begin() as conn:
+        pupil = await pupil_in_scope(conn, principal, pupil_id, personal=True)
         rows = await queries.observations_before(conn, pupil_id, before, limit + 1)
-        notes = await ctx.personal.notes(conn, [r.observation_id for r in rows if r.has_note])
+        notes = await ctx.personal.notes(conn, [r.observation_id for r in rows[:limit] if r.has_note])
+        categories = [ReadCategory.OBSERVATIONS, *([ReadCategory.OBSERVATION_NOTES] if notes else [])]
+        await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
+                          academy_id=pupil.academy_id, data_categories=categories)
     items = [
         ObservationOut(observation_id=r.observation_id, pupil_id=r.pupil_id, assessment_id=r.assessment_id,
                        framework_version=r.framework_version, statement_id=r.statement_id, level=r.level,
@@ -471,26 +486,38 @@ async def complete_screening(screening_id: UUID, principal: Observer, runtime: R
 
 @router.get("/screenings/{screening_id}/profile", tags=["screening"], response_model=ClassProfile,
             summary="The screening's class profile: working-at against expected for age, who is flagged, the distribution")
-async def screening_profile(screening_id: UUID, principal: Staff, runtime: Run, ctx: Ctx) -> ClassProfile:
-    async with runtime.engine.connect() as conn:
+async def screening_profile(screening_id: UUID, principal: Staff, runtime: Run, ctx: Ctx,
+                            read: Annotated[PersonalDataReads, Depends(audit_reads)]) -> ClassProfile:
+    async with runtime.engine.begin() as conn:
         screening = await screening_in_scope(conn, principal, screening_id)
         rows = await queries.assessment_rows(conn, await queries.screening_assessment_ids(conn, screening_id))
         framework = await ctx.frameworks.get(conn, screening.trust_id, screening.framework_version)
-        return await profile_of(conn, ctx, framework, [r.pupil_id for r in rows.values()], screening_id)
+        profile = await profile_of(conn, ctx, framework, [r.pupil_id for r in rows.values()], screening_id)
+        await _record_profile_read(conn, runtime, read, profile, screening.trust_id, screening.academy_id)
+        return profile
 
 
 @router.get("/classes/{class_id}/profile", tags=["screening"], response_model=ClassProfile,
             summary="The class profile from each pupil's latest completed assessment")
 async def class_profile_of(
-    class_id: UUID, principal: Staff, runtime: Run, ctx: Ctx,
+    class_id: UUID, principal: Staff, runtime: Run, ctx: Ctx, read: Annotated[PersonalDataReads, Depends(audit_reads)],
     framework_version: Annotated[str | None, Query(max_length=80, description="Default: the class's latest assessments'")] = None,
 ) -> ClassProfile:
-    async with runtime.engine.connect() as conn:
+    async with runtime.engine.begin() as conn:
         owner = await class_in_scope(conn, principal, class_id)
         cohort = [p.pupil_id for p in await queries.pupils_in(conn, class_id=class_id)]
         version = framework_version or await queries.latest_framework_version(conn, cohort) or SAMPLE_VERSION
         framework = await ctx.frameworks.get(conn, owner.trust_id, version)
-        return await profile_of(conn, ctx, framework, cohort, None)
+        profile = await profile_of(conn, ctx, framework, cohort, None)
+        await _record_profile_read(conn, runtime, read, profile, owner.trust_id, owner.academy_id)
+        return profile
+
+
+async def _record_profile_read(conn: AsyncConnection, runtime: Runtime, read: PersonalDataReads, profile: ClassProfile,
+                               trust_id: UUID, academy_id: UUID) -> None:
+    """A class profile names every child it lists: one read per child, in the transaction that read them."""
+    await read.record_many(conn, runtime.store, pupils=[(child.pupil_id, academy_id) for child in profile.children],
+                           trust_id=trust_id, data_categories=[ReadCategory.CLASS_PROFILE])
 
 
 # --- Helpers -------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from services.consent.schemas import (
 )
 from services.consent.tables import kernel
 from shared.api import Cursor, PageSize, decode_cursor, encode_cursor, requires, run_command
-from shared.audit import PersonalDataReads, audit_reads
+from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role
 from shared.datakeys import ALGORITHM, DataKeyDestroyed, UnknownDataKey
 from shared.events.consent import AgencyCategory, DataCategory, DataKind, ErasureReason, Purpose
@@ -170,7 +170,7 @@ async def receipt(
             raise Gone("the pupil was erased; the receipt's personal data no longer exists")
         # The receipt names the parent or carer: the read is audited in the same transaction.
         await read.record(conn, runtime.store, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id,
-                          academy_id=pupil.academy_id, data_categories=["consent_receipt"])
+                          academy_id=pupil.academy_id, data_categories=[ReadCategory.CONSENT_RECEIPT])
         key = await deps.vault.key_for(conn, pupil.trust_id, pupil.pupil_id, create=False)
     return rendering.document_response("Consent receipt", receipts.receipt(row, pupil, key),
                                        format or rendering.negotiate(request))
@@ -292,6 +292,7 @@ async def run_retention(
 @router.get("/pupils/{pupil_id}/data-key", summary="The pupil's data key, for Flourish services only (410 after erasure)")
 async def data_key(
     pupil_id: UUID, runtime: RuntimeDep, deps: Deps, principal: Annotated[Principal, Depends(requires(Role.service))],
+    read: Annotated[PersonalDataReads, Depends(audit_reads)],
 ) -> JSONResponse:
     # Made on first request, so a service can seal a new pupil's data before this service has
     # consumed their enrolment; never re-made after erasure. In production this answer travels
@@ -311,6 +312,10 @@ async def data_key(
             raise Gone("the pupil was erased and their data key destroyed") from None
         except UnknownDataKey:
             raise Forbidden("this pupil is outside your trust") from None
+        # Every release of a key is audited (which service, which pupil), in the same transaction.
+        await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=key.trust_id,
+                          academy_id=pupil.academy_id if pupil is not None else None,
+                          data_categories=[ReadCategory.DATA_KEY])
     return JSONResponse(
         {"pupil_id": str(pupil_id), "trust_id": str(key.trust_id), "algorithm": ALGORITHM,
          "key": base64.b64encode(key.material).decode()},
@@ -371,7 +376,7 @@ async def subject_access(
         if pupil.erased_at is not None:
             raise Gone("the pupil was erased; nothing personal is held any more")
         await read.record(conn, runtime.store, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id,
-                          academy_id=pupil.academy_id, data_categories=["subject_access_export"])
+                          academy_id=pupil.academy_id, data_categories=[ReadCategory.SUBJECT_ACCESS_EXPORT])
         document = await exports.export(conn, deps, pupil)
     if include_services and dependencies_of(request).subject_access_peers:
         document["services"].update(await exports.peer_sections(

@@ -22,6 +22,7 @@ from services.consent.domain.errors import DecisionInFuture, PupilAlreadyErased,
 from services.consent.domain.retention import RetentionPeriod, RetentionPolicy, effective_policies
 from services.consent.projections import load_record, on_consent_event, record_from_row, touch_activity
 from services.consent.tables import consent_decisions, erasures, pupils, retention_policies
+from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, ensure_scope
 from shared.datakeys import DataKey, DataKeyVault
 from shared.events.consent import (
@@ -343,8 +344,12 @@ async def erase(
         reason=reason.value, requested_by=requested_by, key_destroyed=True, erased_at=now))
     event = PupilErased(pupil_id=pupil.pupil_id, erasure_id=erasure_id, data_category=DataCategory.ALL,
                         reason=reason, requested_by=requested_by, key_destroyed=True, erased_at=now)
-    await emit(conn, deps.store, pupil_stream(pupil.pupil_id), [event], trust_id=pupil.trust_id,
-               academy_id=pupil.academy_id, cause=cause)
+    [erased] = await emit(conn, deps.store, pupil_stream(pupil.pupil_id), [event], trust_id=pupil.trust_id,
+                          academy_id=pupil.academy_id, cause=cause)
+    await record_admin_action(conn, deps.store, requested_by, AdminAction.DATA_KEY_DESTROYED, trust_id=pupil.trust_id,
+                              target_kind="data_key", target_id=str(pupil.pupil_id), academy_id=pupil.academy_id,
+                              pupil_id=pupil.pupil_id, details={"erasure_id": str(erasure_id)}, at=now,
+                              cause=cause or erased)
     return erasure_body(erasure_id, pupil, reason.value, requested_by, True, now)
 
 

@@ -19,6 +19,7 @@ from services.planning.domain.plans import PlanContent
 from services.planning.handlers import PlanningDeps, SessionIn
 from services.planning.tables import plans, sessions
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, cursor_position, page_of, requires, run_command
+from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.planning import PlanKind
 from shared.problems import NotFound
@@ -267,11 +268,16 @@ async def pupil_totals(pupil_id: UUID, principal: Reader, runtime: Run) -> dict[
 
 
 @router.get("/sessions/{session_id}/note", summary="A session's note (personal data)")
-async def session_note(session_id: UUID, principal: Staff, runtime: Run, deps: Deps) -> dict[str, Any]:
-    async with runtime.engine.connect() as conn:
-        row = (await conn.execute(select(sessions.c.trust_id, sessions.c.academy_id).where(
+async def session_note(session_id: UUID, principal: Staff, runtime: Run, deps: Deps,
+                       read: Annotated[PersonalDataReads, Depends(audit_reads)]) -> dict[str, Any]:
+    async with runtime.engine.begin() as conn:
+        row = (await conn.execute(select(sessions.c.trust_id, sessions.c.academy_id, sessions.c.pupil_ids).where(
             sessions.c.session_id == session_id))).first()
         if row is None or row.trust_id != principal.trust_id:
             raise NotFound(f"no session {session_id}")
         ensure_scope(principal, row.trust_id, row.academy_id)
-        return {"session_id": str(session_id), "note": await deps.notes.get(conn, session_id)}
+        note = await deps.notes.get(conn, session_id)
+        # The note is about every pupil of the session: one read each, in the transaction that read it.
+        await read.record_many(conn, runtime.store, pupils=[(UUID(str(p)), row.academy_id) for p in row.pupil_ids],
+                               trust_id=row.trust_id, data_categories=[ReadCategory.SESSION_NOTE])
+        return {"session_id": str(session_id), "note": note}

@@ -80,14 +80,30 @@ class PersonalDataRead(Event):
         return _check_codes(categories)
 
 
+class ReadCategory(StrEnum):
+    """What a recorded read returned: every category a route of the platform records. docs/audit.md
+    lists exactly these (tests/unit/audit/test_audit_docs.py)."""
+
+    ROSTER_PERSONAL_DATA = "roster_personal_data"  # a pupil's name, date of birth, UPN, gender, year
+    CLASS_LIST = "class_list"  # a class's pupils with their names and year groups
+    CLASS_PROFILE = "class_profile"  # a class's or screening's pupils by name, date of birth and results
+    OBSERVATIONS = "observations"  # a pupil's ratings
+    OBSERVATION_NOTES = "observation_notes"  # the staff's notes on those ratings
+    SESSION_NOTE = "session_note"  # a planning session's note
+    PUPIL_PROFILE = "pupil_profile"  # the reporting profile: scores over time, plans, sessions
+    INTERVENTION_REPORT = "intervention_report"  # the anonymised intervention report (HTML or PDF)
+    CONSENT_RECEIPT = "consent_receipt"  # a decision's receipt, naming the parent or carer
+    SUBJECT_ACCESS_EXPORT = "subject_access_export"  # everything held on the pupil
+    DATA_KEY = "data_key"  # the pupil's data key, released to a Flourish service
+
+
 class AdminAction(StrEnum):
-    """The admin actions the platform knows today. The field is a code, so a service can record a
-    new kind of action before it is listed here."""
+    """The admin actions the platform records: each is emitted by a route or command and proved by
+    tests/integration/audit/test_every_fact.py. The field is a code, so a service can record a new
+    kind of action before it is listed here (and the docs test then asks for it to be listed)."""
 
     FRAMEWORK_LOADED = "framework.loaded"
-    RETENTION_POLICY_CHANGED = "retention_policy.changed"
     AGENCY_REGISTERED = "agency.registered"
-    AGENCY_CHANGED = "agency.changed"
     DATA_KEY_DESTROYED = "data_key.destroyed"
     AUDIT_EXPORTED = "audit.exported"
 

@@ -15,6 +15,7 @@ from services.reporting.readmodels.browser import BrowserUnavailable, html_to_pd
 from services.reporting.readmodels.report import Framework, ReportData, effective_levels, render_html
 from services.reporting.readmodels.tables import LIVE as T
 from shared.api import requires
+from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.peers import ServiceTokens
 from shared.problems import Conflict, NotFound, ServiceUnavailable
@@ -24,6 +25,7 @@ Run = Annotated[Runtime, Depends(runtime_of)]
 PupilReader = Annotated[Principal, Depends(requires(Role.senco, Role.practitioner, Role.dpo))]
 AcademyReader = Annotated[Principal, Depends(requires(Role.senco, Role.practitioner, Role.trust_admin, Role.dpo))]
 TrustReader = Annotated[Principal, Depends(requires(Role.trust_admin, Role.dpo))]
+Reads = Annotated[PersonalDataReads, Depends(audit_reads)]
 
 
 class _Refused(Exception):
@@ -94,10 +96,13 @@ def readmodels_router() -> APIRouter:
         return pupil
 
     @router.get("/pupils/{pupil_id}/profile", summary="A pupil's scores over time, working-at strand, plans and sessions")
-    async def profile(pupil_id: UUID, principal: PupilReader, runtime: Run) -> dict[str, Any]:
-        await scoped_pupil(runtime, principal, pupil_id)
-        async with runtime.engine.connect() as conn:
-            return await queries.pupil_profile(conn, pupil_id)
+    async def profile(pupil_id: UUID, principal: PupilReader, runtime: Run, read: Reads) -> dict[str, Any]:
+        pupil = await scoped_pupil(runtime, principal, pupil_id)
+        async with runtime.engine.begin() as conn:
+            found = await queries.pupil_profile(conn, pupil_id)
+            await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
+                              academy_id=pupil.academy_id, data_categories=[ReadCategory.PUPIL_PROFILE])
+            return found
 
     @router.get("/academies/{academy_id}/dashboard",
                 summary="Children per working-at strand and progress (exact: stays in the academy)")
@@ -118,13 +123,16 @@ def readmodels_router() -> APIRouter:
                         "application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
                     409: {"description": "The pupil has no completed assessment yet"},
                     503: {"description": "A peer service or the PDF renderer did not answer"}})
-    async def intervention_report(pupil_id: UUID, principal: PupilReader, runtime: Run, request: Request,
+    async def intervention_report(pupil_id: UUID, principal: PupilReader, runtime: Run, request: Request, read: Reads,
                                   peers: Annotated[Peers, Depends(peers_of)],
                                   format: Annotated[Literal["html", "pdf"], Query()] = "html") -> Response:
         pupil = await scoped_pupil(runtime, principal, pupil_id)
         if pupil.latest_assessment_id is None:
             raise Conflict("the pupil has no completed assessment yet: there is nothing to report")
         html = await build_report(peers, request, runtime, pupil)
+        async with runtime.engine.begin() as conn:  # the report is made: its read is recorded before it is sent
+            await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
+                              academy_id=pupil.academy_id, data_categories=[ReadCategory.INTERVENTION_REPORT])
         if format == "html":
             return HTMLResponse(html, headers={"Cache-Control": "no-store"})
         try:

@@ -15,6 +15,7 @@ from services.reporting.sharing.core import Sharing, _agency_body
 from services.reporting.sharing.tables import agencies, attempts, deliveries
 from services.reporting.tables import kernel
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, decode_cursor, page_of, requires, run_command
+from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.consent import AgencyCategory, DataKind
 from shared.problems import BadRequest, NotFound
@@ -68,6 +69,9 @@ def sharing_router() -> APIRouter:
         async with runtime.engine.begin() as conn:
             created = await sharing.register_agency(conn, runtime, principal, body.category.value,
                                                     body.organisation, body.endpoint_url)
+            await record_admin_action(conn, runtime.store, principal, AdminAction.AGENCY_REGISTERED,
+                                      trust_id=principal.trust_id, target_kind="agency",
+                                      target_id=str(created["agency_id"]), details={"category": body.category.value})
         return JSONResponse(status_code=201, content=_json(created), headers={"Cache-Control": "no-store"})
 
     @router.get("/agencies", summary="The trust's agency recipients (never their secrets)")
