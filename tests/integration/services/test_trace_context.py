@@ -186,7 +186,8 @@ async def the_roster_is_imported_then_changed(p: Platform) -> list[uuid.UUID]:
     numbers = [upn() for _ in range(3)]
     imported = ok(await p.assessment.post(
         f"/academies/{p.academy_id}/roster-imports", content=roster([(n, "4B", None) for n in numbers]),
-        headers={**p.traced(Role.senco, "import a roster", *types("PupilEnrolled")), "Content-Type": "text/csv"}))
+        headers={**p.traced(Role.senco, "import a roster", *types("PupilEnrolled", "PersonalDataRead")),
+                 "Content-Type": "text/csv"}))
     pupils = {entry["row"]: uuid.UUID(str(entry["pupil_id"])) for entry in imported["enrolled"]}
     changed = ok(await p.assessment.post(
         f"/academies/{p.academy_id}/roster-imports",
@@ -261,7 +262,8 @@ async def the_child_is_assessed_and_a_plan_runs_its_course(p: Platform, child: u
 
 async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uuid.UUID, webhooks: str) -> None:
     async def agency(path: str) -> str:
-        registered = ok(await p.reporting.post("/sharing/agencies", headers=p.as_(Role.senco), json={
+        registered = ok(await p.reporting.post("/sharing/agencies", headers=p.traced(
+            Role.senco, "register an agency", *types("AdminActionTaken")), json={
             "category": "camhs", "organisation": "North CAMHS", "endpoint_url": f"{webhooks}/{path}"}), 201)
         return str(registered["agency_id"])
 
@@ -297,12 +299,12 @@ async def retention_expires_the_leaver_and_the_dpo_erases_the_mover(p: Platform,
 
     async def expired() -> Any:  # consent learns the leaving date from PupilLeft, on Kafka
         run = ok(await p.consent.post("/retention/runs", headers=p.traced(
-            Role.dpo, "run retention", *types("RetentionExpired", "PupilErased"))))
+            Role.dpo, "run retention", *types("RetentionExpired", "PupilErased", "AdminActionTaken"))))
         return [e for e in run["expired"] if e["pupil_id"] == str(leaver)]
 
     await eventually(expired, timeout=90, interval=0.5)
     ok(await p.consent.post(f"/pupils/{mover}/erasure", json={"reason": "right_to_erasure"},
-                            headers=p.traced(Role.dpo, "erase a pupil", *types("PupilErased"))), 201)
+                            headers=p.traced(Role.dpo, "erase a pupil", *types("PupilErased", "AdminActionTaken"))), 201)
 
 
 async def the_ledger_is_queried_and_exported(p: Platform, engine: Any) -> None:
