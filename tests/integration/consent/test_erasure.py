@@ -165,7 +165,9 @@ async def test_erasure_of_an_unknown_or_another_academys_pupil_is_refused_and_ch
     # Row-level security: another trust's pupil answers like an unknown one.
     assert unknown.status_code == 404 and other_trust.status_code == 404 and senco.status_code == 403
     assert first.status_code == 201 and again.status_code == 410
-    assert [e["event_type"] for e in await consent.events()] == ["flourish.consent.PupilErased.v1"]
+    # One erasure: its event, and the admin fact that the pupil's data key was destroyed.
+    assert [e["event_type"] for e in await consent.events()] == [
+        "flourish.consent.PupilErased.v1", "flourish.audit.AdminActionTaken.v1"]
     # An enrolment replayed after erasure does not bring the pupil back.
     await consent.publish(consent.assessment_event(PupilEnrolled(pupil_id=pupil, enrolled_on=date(2026, 1, 5))))
     [later] = await consent.enrol()  # the consumer has moved past the replayed enrolment
