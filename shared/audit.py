@@ -5,7 +5,7 @@ and only if the effect was committed. The reporting service's audit ledger consu
     async with runtime.engine.begin() as conn:
         profile = await load_profile(conn, pupil_id)
         await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=..., academy_id=...,
-                          data_categories=["profile"])
+                          data_categories=[ReadCategory.PUPIL_PROFILE])
 
 Disclosures, consent decisions and erasures are already events of their own (ReportShared,
 ConsentWithdrawn, PupilErased, ...): the ledger records those directly, so they need no call here.
