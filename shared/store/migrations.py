@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
 
 from shared import tenancy
 from shared.settings import Settings
+from shared.store import privileges
 
 KERNEL_MIGRATIONS = Path(__file__).parent / "kernel_migrations"
 
@@ -54,9 +55,12 @@ async def upgrade(engine: AsyncEngine, script_location: Path, settings: Settings
         await conn.run_sync(run)
 
 
-def run_env(metadata: MetaData, *more: MetaData) -> None:
+def run_env(metadata: MetaData, *more: MetaData, plain_privileges: privileges.Matrix | None = None) -> None:
     """The body of a service's migrations/env.py: `metadata` names the service's schema; `more`
-    holds the rest of its tables, if it keeps them in several (what `alembic check` compares)."""
+    holds the rest of its tables, if it keeps them in several (what `alembic check` compares);
+    `plain_privileges` the service role's privileges on tables made in plain SQL. After the
+    revisions, in the same transaction, the service role's grants are made exactly the declared
+    matrix (shared/store/privileges.py)."""
     schema = metadata.schema
     assert schema, "a service's MetaData names its schema"
     assert all(m.schema == schema for m in more), "a service's tables live in its own schema"
@@ -73,6 +77,8 @@ def run_env(metadata: MetaData, *more: MetaData) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if not context.is_offline_mode():
+            privileges.apply(connection, schema, privileges.matrix([metadata, *more], plain_privileges))
 
     shared_connection = context.config.attributes.get("connection")
     if shared_connection is not None:
