@@ -7,6 +7,7 @@ happens, so one file answers "why did the local database not start"."""
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import pwd
 import signal
@@ -48,7 +49,6 @@ from flourish.local import (
     tail,
     wait_port_closed,
 )
-from shared.localsecrets import dev_secret
 from shared.settings import LOCAL_DATABASE_URL, Settings
 from shared.store.privileges import ensure_role_statement, service_role
 
@@ -441,10 +441,13 @@ async def _check_async(dsn: str, timeout: float) -> str | None:
 
 
 def service_role_password(settings: Settings, schema: str) -> str:
-    """The local password of a service's role (`flourish_<schema>`): a dev secret of this state
-    folder, made once, owner-only (shared/localsecrets.py)."""
-    path = settings.state_dir / "postgres-roles" / service_role(schema)
-    return dev_secret(path, lambda: os.urandom(24).hex().encode()).decode()
+    """The local password of a service's role (`flourish_<schema>`), derived from the owner's
+    (DATABASE_URL's) password: whoever holds the owner's login may set it anyway. Derived, not a
+    dev secret of the state folder, because roles are the server's, not one database's: tests and
+    benchmarks run platforms with state folders of their own on the same server, and a password
+    per folder would log `make up`'s services out."""
+    owner = make_url(settings.database_url).password or ""
+    return hmac.new(owner.encode(), service_role(schema).encode(), sha256).hexdigest()[:32]
 
 
 def service_database_url(settings: Settings, schema: str) -> str:
