@@ -48,7 +48,8 @@ def alembic_config(script_location: Path, settings: Settings) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, script_location: Path, settings: Settings) -> None:
-    """Bring the service's schema to the newest revision, on the service's own engine."""
+    """Bring the service's schema to the newest revision and its role's grants to the matrix;
+    `engine` connects as the schema's owner (the migration role)."""
     config = alembic_config(script_location, settings)
 
     def run(connection: Connection) -> None:
@@ -81,12 +82,14 @@ async def check_at_head(engine: AsyncEngine, script_location: Path, schema: str,
             f"{schema}-migrate Job). The service does not migrate with its own credentials.")
 
 
-def run_env(metadata: MetaData, *more: MetaData, plain_privileges: privileges.Matrix | None = None) -> None:
+def run_env(metadata: MetaData, *more: MetaData, plain_privileges: privileges.Matrix | None = None,
+            rebuildable: Iterable[str] = ()) -> None:
     """The body of a service's migrations/env.py: `metadata` names the service's schema; `more`
     holds the rest of its tables, if it keeps them in several (what `alembic check` compares);
     `plain_privileges` the service role's privileges on tables made in plain SQL. After the
     revisions, in the same transaction, the service role's grants are made exactly the declared
-    matrix (shared/store/privileges.py)."""
+    matrix (shared/store/privileges.py), and the `rebuildable` tables (read models rebuilt at run
+    time) are given to the schema's rebuild role."""
     schema = metadata.schema
     assert schema, "a service's MetaData names its schema"
     assert all(m.schema == schema for m in more), "a service's tables live in its own schema"
@@ -104,7 +107,7 @@ def run_env(metadata: MetaData, *more: MetaData, plain_privileges: privileges.Ma
         with context.begin_transaction():
             context.run_migrations()
         if not context.is_offline_mode():
-            privileges.apply(connection, schema, privileges.matrix([metadata, *more], plain_privileges))
+            privileges.apply(connection, schema, privileges.matrix([metadata, *more], plain_privileges), rebuildable)
 
     shared_connection = context.config.attributes.get("connection")
     if shared_connection is not None:

@@ -37,6 +37,13 @@ def service_role(schema: str) -> str:
     return f"flourish_{schema}"
 
 
+def rebuild_role(schema: str) -> str:
+    """The role that owns a schema's rebuildable tables (read models) and nothing else: what needs
+    DDL at run time (shadow tables, swapped with the live ones) runs as it, never as the service
+    or the owner. USAGE and CREATE on the schema; it cannot alter a table it does not own."""
+    return f"flourish_{schema}_rebuild"
+
+
 def matrix(metadatas: Iterable[MetaData], plain: Matrix | None = None) -> dict[str, frozenset[str]]:
     """The service role's privileges on each table of the service's schema: every table of its
     MetaData (READ_WRITE unless its info declares otherwise), the plain-SQL tables, and the version
@@ -82,11 +89,31 @@ def grant_statements(schema: str, role: str, declared: Matrix) -> list[str]:
     return statements
 
 
-def apply(connection: Connection, schema: str, declared: Matrix) -> None:
+def rebuild_statements(schema: str, rebuildable: Iterable[str]) -> list[str]:
+    """The rebuild role owns the rebuildable tables and may create tables in the schema. The owner
+    (who runs this) becomes its member, as PostgreSQL requires to give it the tables, and so may
+    also run a rebuild itself (the rebuild SETs ROLE to it for its DDL)."""
+    s, r = _ident(schema), _ident(rebuild_role(schema))
+    return [
+        f"GRANT {r} TO CURRENT_USER",
+        f"GRANT USAGE, CREATE ON SCHEMA {s} TO {r}",
+        *[f"ALTER TABLE {s}.{_ident(table)} OWNER TO {r}" for table in sorted(rebuildable)],
+    ]
+
+
+def apply(connection: Connection, schema: str, declared: Matrix, rebuildable: Iterable[str] = ()) -> None:
     """Run as the schema's owner (the migration step): the service role exists and holds exactly
-    the declared privileges. A table the matrix names that does not exist is an error."""
+    the declared privileges; the rebuildable tables belong to the schema's rebuild role. A table
+    the matrix names that does not exist is an error."""
     role = service_role(schema)
     connection.execute(text(ensure_role_statement(role)))
+    rebuildable = list(rebuildable)
+    if rebuildable:
+        connection.execute(text(ensure_role_statement(rebuild_role(schema))))
+        member = connection.execute(text("SELECT pg_has_role(current_user, :r, 'USAGE')"),
+                                    {"r": rebuild_role(schema)}).scalar()
+        for statement in rebuild_statements(schema, rebuildable)[0 if not member else 1:]:
+            connection.execute(text(statement))
     missing = set(declared) - set(
         connection.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s"), {"s": schema}).scalars()
     )

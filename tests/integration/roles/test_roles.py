@@ -13,8 +13,10 @@ import asyncpg
 import pytest
 from sqlalchemy import make_url
 
-from flourish.local.postgres import ensure_service_logins, service_database_url
+from flourish.local.postgres import ensure_service_logins, role_database_url, service_database_url
 from services.reporting.audit.tables import PRIVILEGES as LEDGER
+from services.reporting.readmodels.rebuild import rebuild
+from services.reporting.readmodels.tables import NAMES as READ_MODELS
 from shared.settings import Settings
 from shared.store import privileges
 from shared.store.db import create_engine
@@ -170,3 +172,59 @@ async def test_row_level_security_binds_a_service_role(database: Settings) -> No
     finally:
         await owner.close()
         await service.close()
+
+
+async def test_the_rebuild_role_owns_the_read_models_only_and_cannot_touch_the_ledger(database: Settings) -> None:
+    rebuild_role = privileges.rebuild_role("reporting")
+    owner = await asyncpg.connect(_dsn(database.database_url))
+    try:
+        owned = {r["relname"] for r in await owner.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND pg_get_userbyid(c.relowner) = $1 AND n.nspname = 'reporting'", rebuild_role)}
+        assert owned == set(READ_MODELS)
+        for table in LEDGER:
+            held = [p for p in ALL_TABLE_PRIVILEGES
+                    if await owner.fetchval("SELECT has_table_privilege($1, $2, $3)", rebuild_role, f"reporting.{table}", p)]
+            assert held == [], (table, held)
+    finally:
+        await owner.close()
+    rebuild = await asyncpg.connect(_dsn(role_database_url(database, rebuild_role)))
+    try:
+        allowed = []
+        for attack, statement in ATTACKS.items():
+            if attack == "create a table in the schema":
+                continue  # it may: that is how it makes shadow tables
+            try:
+                await rebuild.execute(statement)
+                allowed.append(attack)
+            except asyncpg.InsufficientPrivilegeError:
+                pass
+        assert allowed == []
+    finally:
+        await rebuild.close()
+
+
+async def test_a_rebuild_as_the_rebuild_role_swaps_in_tables_the_service_role_can_still_use(
+    database: Settings, topic_prefix: str
+) -> None:
+    as_rebuild = database.model_copy(update={
+        "database_url": role_database_url(database, privileges.rebuild_role("reporting")),
+        "topic_prefix": topic_prefix})
+    await rebuild(as_rebuild)
+    conn = await asyncpg.connect(_dsn(database.database_url))
+    try:
+        for table in READ_MODELS:
+            held = {p for p in ALL_TABLE_PRIVILEGES if await conn.fetchval(
+                "SELECT has_table_privilege('flourish_reporting', $1, $2)", f"reporting.{table}", p)}
+            assert held == set(privileges.READ_WRITE), table
+        # The service role cannot rebuild: it cannot make tables, nor become the rebuild role.
+        service = await asyncpg.connect(_dsn(service_database_url(database, "reporting")))
+        try:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await service.execute("CREATE TABLE reporting.rm_pupils_shadow (x int)")
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await service.execute("SET ROLE flourish_reporting_rebuild")
+        finally:
+            await service.close()
+    finally:
+        await conn.close()
