@@ -1,5 +1,6 @@
 """The one way to build a Flourish service: a FastAPI app and a FastStream Kafka broker in one
-process, whose lifespan migrates the service's schema, builds the service's dependencies once (its
+process, whose lifespan checks the service's schema is at head (the migration step, run as the
+schema's owner, brings it there: shared/store/migrations.py), builds the service's dependencies once (its
 bootstrap), starts its consumers and runs its outbox relay, and which serves health, readiness,
 metrics, OpenAPI and AsyncAPI.
 
@@ -44,7 +45,7 @@ from shared.problems import ServiceUnavailable, install_problem_handlers
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.event_store import EventStore
-from shared.store.migrations import upgrade
+from shared.store.migrations import check_at_head
 from shared.store.outbox import OutboxRelay
 from shared.store.tables import KernelTables
 from shared.telemetry import TracingMiddleware, configure_metrics, configure_tracing
@@ -74,7 +75,7 @@ class ConsumerSpec:
 
 
 Bootstrap = Callable[["Runtime"], AbstractAsyncContextManager[Any]]
-"""Builds a service's dependencies once, when it starts (after its schema is migrated), yields
+"""Builds a service's dependencies once, when it starts (after its schema is found at head), yields
 them, and closes them (clients, pools) when it stops."""
 
 BackgroundTask = Callable[["Runtime", Any, asyncio.Event], Coroutine[Any, Any, None]]
@@ -160,10 +161,13 @@ class Runtime:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Any]:
-        """Migrate the schema, build the dependencies (the spec's bootstrap), start consumers, the
-        relay and background tasks; on the way out stop them and close everything, in reverse."""
+        """Check the schema is at head (refuse to start otherwise), build the dependencies (the
+        spec's bootstrap), start consumers, the relay and background tasks; on the way out stop
+        them and close everything, in reverse."""
         try:
-            await upgrade(self.engine, self.spec.migrations, self.settings)
+            schema = self.spec.metadata.schema
+            assert schema, "a service's MetaData names its schema"
+            await check_at_head(self.engine, self.spec.migrations, schema, self.settings)
             async with self.spec.bootstrap(self) as deps:
                 for step in self.spec.on_startup:
                     await step(self, deps)

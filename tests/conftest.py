@@ -63,20 +63,27 @@ def stack_for_tests() -> Iterator[StackForTests]:
 
 @pytest.fixture(scope="session")
 def stack_settings(stack_for_tests: StackForTests) -> Iterator[Settings]:
-    """The stack, with a database of this test run's own: services' schemas are fixed names, and a
-    platform started with `make up` on the same server must neither see nor relay test events."""
+    """The stack, with a database of this test run's own, migrated: services' schemas are fixed
+    names, and a platform started with `make up` on the same server must neither see nor relay
+    test events."""
     from flourish.local import run_sync
 
     endpoints = stack_for_tests.endpoints
     server = make_url(endpoints.database_url)
     database = f"flourish_test_{uuid.uuid4().hex[:8]}"
     run_sync(lambda: _admin(server, f'CREATE DATABASE "{database}"'))
-    yield Settings(
+    settings = Settings(
         database_url=server.set(database=database).render_as_string(hide_password=False),
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
         consumer_backoff_base_s=0.01,
         consumer_backoff_max_s=0.05,
     )
+    # The migration step, once for the session, as the owner: services built in-process only check
+    # their schema is at head when they start (shared/store/migrations.check_at_head).
+    from flourish.local.migrate import migrate
+
+    run_sync(lambda: migrate(settings))
+    yield settings
     run_sync(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
 
 

@@ -11,7 +11,7 @@ import sys
 import typer
 from opentelemetry import trace
 
-from flourish.cli import infra, platform, tokens
+from flourish.cli import infra, migrate, platform, tokens
 from services.reporting.audit import cli as audit_cli
 from services.reporting.readmodels import cli as readmodels_cli
 
@@ -21,6 +21,7 @@ app.add_typer(platform.app, name="platform")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(readmodels_cli.app, name="reporting")
 app.command("dev-token")(tokens.dev_token)
+app.command("migrate")(migrate.migrate)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ happens, so one file answers "why did the local database not start"."""
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import pwd
 import signal
@@ -49,6 +50,7 @@ from flourish.local import (
     wait_port_closed,
 )
 from shared.settings import LOCAL_DATABASE_URL, Settings
+from shared.store.privileges import ensure_role_statement, rebuild_role, service_role
 
 # PostgreSQL refuses to run as root. Under root the wheel runs its binaries as this unprivileged
 # system user (creating it with useradd); we do the same, with the same name, so a data
@@ -148,6 +150,7 @@ def ensure_postgres(settings: Settings) -> ComponentStatus:
     if pid is not None:
         progress("postgres", f"already running pid {pid} on {layout.address}")
         _wait_ready(layout, pid, timeout=10)
+        _service_logins(settings)
         return _managed_status(layout, pid, healthy=True)
     if port_open(layout.host, layout.port):
         if _explicit(settings):
@@ -158,7 +161,15 @@ def ensure_postgres(settings: Settings) -> ComponentStatus:
             "stop it, or use it by setting DATABASE_URL"
         )
     pid = _start(layout)
+    _service_logins(settings)
     return _managed_status(layout, pid, healthy=True)
+
+
+def _service_logins(settings: Settings) -> None:
+    from flourish.local.services import SERVICES
+
+    progress("postgres", f"service roles: {', '.join(service_role(name) for name in SERVICES)}")
+    ensure_service_logins(settings, tuple(SERVICES))
 
 
 def stop_postgres(settings: Settings, *, crash: bool = False) -> bool:
@@ -424,6 +435,60 @@ async def _check_async(dsn: str, timeout: float) -> str | None:
         return f"{type(error).__name__}: {error}"
     finally:
         await conn.close()
+
+
+# --- the services' own roles ----------------------------------------------------------------
+
+
+# The schemas with tables rebuilt at run time, whose rebuild role also gets a local login.
+REBUILT_SCHEMAS = ("reporting",)
+
+
+def role_password(settings: Settings, role: str) -> str:
+    """A local role's password, derived from the owner's (see service_role_password)."""
+    owner = make_url(settings.database_url).password or ""
+    return hmac.new(owner.encode(), role.encode(), sha256).hexdigest()[:32]
+
+
+def role_database_url(settings: Settings, role: str) -> str:
+    """DATABASE_URL with `role` and its local password instead of the owner's."""
+    url = make_url(settings.database_url).set(username=role, password=role_password(settings, role))
+    return url.render_as_string(hide_password=False)
+
+
+def service_role_password(settings: Settings, schema: str) -> str:
+    """The local password of a service's role (`flourish_<schema>`), derived from the owner's
+    (DATABASE_URL's) password: whoever holds the owner's login may set it anyway. Derived, not a
+    dev secret of the state folder, because roles are the server's, not one database's: tests and
+    benchmarks run platforms with state folders of their own on the same server, and a password
+    per folder would log `make up`'s services out."""
+    return role_password(settings, service_role(schema))
+
+
+def service_database_url(settings: Settings, schema: str) -> str:
+    """DATABASE_URL with the service's own role and password instead of the owner's."""
+    return role_database_url(settings, service_role(schema))
+
+
+def ensure_service_logins(settings: Settings, schemas: tuple[str, ...]) -> None:
+    """As the owner (DATABASE_URL's role, which has CREATEROLE locally and so ADMIN on the roles
+    it creates): each service's role (and the reporting rebuild role) exists, may log in, and has
+    its local password. Their grants are the migration step's (shared/store/privileges.py)."""
+    owner = make_url(settings.database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def run() -> None:
+        conn = await asyncpg.connect(owner, timeout=10)
+        try:
+            roles = [service_role(schema) for schema in schemas]
+            roles += [rebuild_role(schema) for schema in schemas if schema in REBUILT_SCHEMAS]
+            for role in roles:
+                await conn.execute(ensure_role_statement(role))
+                await _execute_formatted(conn, "ALTER ROLE %I WITH LOGIN PASSWORD %L", role,
+                                         role_password(settings, role))
+        finally:
+            await conn.close()
+
+    run_sync(run)
 
 
 # --- status --------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from flourish.local import (
     process_alive,
     progress,
     read_pid,
+    run_sync,
     stop_process,
     tail,
 )
@@ -92,11 +93,19 @@ def _port_of(settings: Settings, name: str) -> int:
 
 
 def start_services(settings: Settings, environment: dict[str, str]) -> list[ServiceProcess]:
-    """Start every service that is not running, then wait for all of them to be ready."""
+    """Run the migration step as the owner (`environment`'s DATABASE_URL), give each service's role
+    its login, then start every service that is not running, each connected as its own role (the
+    owner's URL is in no service's environment), and wait for all of them to be ready."""
+    from flourish.local.migrate import migrate
+    from flourish.local.postgres import ensure_service_logins, service_database_url
+
+    owner = settings.model_copy(update={"database_url": environment["DATABASE_URL"]})
+    run_sync(lambda: migrate(owner))
+    ensure_service_logins(owner, tuple(SERVICES))
     processes = service_processes(settings)
     for process in processes:
         if _running_pid(process) is None:
-            _spawn(process, environment)
+            _spawn(process, {**environment, "DATABASE_URL": service_database_url(owner, process.name)})
     for process in processes:
         _wait_ready(process)
     return processes

@@ -1,6 +1,9 @@
 """Alembic for every service: each service's migrations live beside its tables and upgrade its own
-schema, at start-up (under an advisory lock, so replicas starting together migrate once) or from
-the command line.
+schema, as a step of their own run by the schema's owner (the migration role: `flourish migrate`,
+the launcher before it starts services, the test fixtures, a Kubernetes Job), under an advisory
+lock so two runs at once migrate once. The service itself connects as a role that owns nothing
+(shared/store/privileges.py) and only checks, when it starts, that its schema is at head
+(`check_at_head`): it refuses to start on an older (or newer) schema.
 
 Every service's migrations include the kernel's branch (kernel_migrations/: events, outbox,
 inbox, idempotency keys and their row-level security), run in the service's own schema: a
@@ -21,11 +24,14 @@ from pathlib import Path
 
 from alembic import command, context, op
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, Table, pool, text
+from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
 
 from shared import tenancy
 from shared.settings import Settings
+from shared.store import privileges
 
 KERNEL_MIGRATIONS = Path(__file__).parent / "kernel_migrations"
 
@@ -42,7 +48,8 @@ def alembic_config(script_location: Path, settings: Settings) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, script_location: Path, settings: Settings) -> None:
-    """Bring the service's schema to the newest revision, on the service's own engine."""
+    """Bring the service's schema to the newest revision and its role's grants to the matrix;
+    `engine` connects as the schema's owner (the migration role)."""
     config = alembic_config(script_location, settings)
 
     def run(connection: Connection) -> None:
@@ -54,9 +61,35 @@ async def upgrade(engine: AsyncEngine, script_location: Path, settings: Settings
         await conn.run_sync(run)
 
 
-def run_env(metadata: MetaData, *more: MetaData) -> None:
+class SchemaNotAtHead(RuntimeError):
+    """The service's schema is not at the revisions its code was written for."""
+
+
+async def check_at_head(engine: AsyncEngine, script_location: Path, schema: str, settings: Settings) -> None:
+    """Refuse to run on a schema the migration step has not brought to this code's heads."""
+    heads = set(ScriptDirectory.from_config(alembic_config(script_location, settings)).get_heads())
+    try:
+        async with engine.connect() as conn:
+            found = set((await conn.execute(text(f'SELECT version_num FROM "{schema}".alembic_version'))).scalars())
+    except ProgrammingError as error:  # no schema or version table, or no right to read it
+        found, why = set(), f" ({type(error.orig).__name__ if error.orig else 'error'}: {str(error.orig).strip()})"
+    else:
+        why = ""
+    if found != heads:
+        raise SchemaNotAtHead(
+            f"the {schema} schema is at {sorted(found) or 'no revision'}{why}, this code needs {sorted(heads)}: "
+            "run the migration step as the schema's owner first (`flourish migrate`; in Kubernetes the "
+            f"{schema}-migrate Job). The service does not migrate with its own credentials.")
+
+
+def run_env(metadata: MetaData, *more: MetaData, plain_privileges: privileges.Matrix | None = None,
+            rebuildable: Iterable[str] = ()) -> None:
     """The body of a service's migrations/env.py: `metadata` names the service's schema; `more`
-    holds the rest of its tables, if it keeps them in several (what `alembic check` compares)."""
+    holds the rest of its tables, if it keeps them in several (what `alembic check` compares);
+    `plain_privileges` the service role's privileges on tables made in plain SQL. After the
+    revisions, in the same transaction, the service role's grants are made exactly the declared
+    matrix (shared/store/privileges.py), and the `rebuildable` tables (read models rebuilt at run
+    time) are given to the schema's rebuild role."""
     schema = metadata.schema
     assert schema, "a service's MetaData names its schema"
     assert all(m.schema == schema for m in more), "a service's tables live in its own schema"
@@ -73,6 +106,8 @@ def run_env(metadata: MetaData, *more: MetaData) -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+        if not context.is_offline_mode():
+            privileges.apply(connection, schema, privileges.matrix([metadata, *more], plain_privileges), rebuildable)
 
     shared_connection = context.config.attributes.get("connection")
     if shared_connection is not None:

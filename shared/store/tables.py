@@ -24,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from shared.store import privileges
 from shared.tenancy import per_trust, read_across_trusts
 
 
@@ -82,6 +83,9 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
         Column("event_id", Uuid, nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer", "event_id", name="inbox_pkey"),
+        # Only ever inserted (ON CONFLICT DO NOTHING skips a redelivery): the service role gets no
+        # UPDATE or DELETE on it (shared/store/privileges.py).
+        info={privileges.INFO_KEY: privileges.APPEND_ONLY},
     )
     idempotency = Table(
         "idempotency_keys",

@@ -169,6 +169,9 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
     assert all(path.startswith(str(site)) for path in where.split()), f"services would be imported from {where}"
     services: dict[str, LiveService] = {}
     try:
+        # The migration step, as the image's migration Job runs it: the services only check.
+        subprocess.run([sys.executable, "-m", "flourish.cli", "migrate"], env=environment, cwd=work,  # noqa: ASYNC221
+                       capture_output=True, text=True, check=True, timeout=180)
         for name in SERVICES:
             services[name] = _spawn(name, environment, work)
         await asyncio.gather(*(_wait_ready(service) for service in services.values()))

@@ -281,11 +281,45 @@ def test_secrets_are_referenced_never_embedded(overlays, overlay):
     for config in of_kind(objects, "ConfigMap"):
         for key in config.get("data", {}):
             assert not secret_like.search(key), f"{name_of(config)} holds {key}"
-    # The passwords the services use are CloudNativePG's, for each service's own database.
+    # The services' passwords are their own roles' (flourish-<service>-db-service), for each
+    # service's own database; the owner's (CloudNativePG's flourish-<service>-db-app) is not theirs.
     for deployment in service_deployments(objects):
         service = pod_labels(deployment)["app.kubernetes.io/name"]
         password = env_value(deployment, "DB_PASSWORD")
-        assert password == {"secretKeyRef": {"name": f"flourish-{service}-db-app", "key": "password"}}
+        assert password == {"secretKeyRef": {"name": f"flourish-{service}-db-service", "key": "password"}}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_services_connect_as_their_own_roles_and_only_a_migration_job_holds_the_owners_secret(overlays, overlay):
+    """Issue 14 item 1: the owner's secret is mounted by the service's migration Job and by no
+    service pod; each database declares the service's role (CloudNativePG managed roles), whose
+    password is the secret the pods read, and reporting's rebuild role with the owner its member."""
+    objects = overlays[overlay]
+    owners_secrets = re.compile(r"-db-app$")
+    for deployment in of_kind(objects, "Deployment"):
+        text = yaml.safe_dump(deployment["spec"]["template"])
+        assert not any(owners_secrets.search(name) for name in re.findall(r"name: (\S+)", text)), name_of(deployment)
+    jobs = by_name(objects, "Job")
+    clusters = by_name(objects, "Cluster")
+    for service in SERVICES:
+        job = jobs[f"flourish-{service}-migrate"]
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][-4:] == ["flourish.cli", "migrate", "--service", service]
+        password = next(e for e in container["env"] if e["name"] == "DB_PASSWORD")
+        assert password["valueFrom"] == {"secretKeyRef": {"name": f"flourish-{service}-db-app", "key": "password"}}
+        labels = job["spec"]["template"]["metadata"]["labels"]
+        assert (labels["app.kubernetes.io/name"], labels["app.kubernetes.io/component"]) == (service, "migrate")
+        roles = {role["name"]: role for role in clusters[f"flourish-{service}-db"]["spec"]["managed"]["roles"]}
+        role = roles[f"flourish_{service}"]
+        assert role["login"] and role["passwordSecret"] == {"name": f"flourish-{service}-db-service"}
+        assert not any(role.get(attribute) for attribute in ("superuser", "createrole", "createdb", "bypassrls"))
+    reporting = {r["name"]: r for r in clusters["flourish-reporting-db"]["spec"]["managed"]["roles"]}
+    assert reporting["reporting"]["inRoles"] == ["flourish_reporting_rebuild"]
+    # The migration Jobs' pods may reach their database (and only theirs).
+    for policy in of_kind(objects, "NetworkPolicy"):
+        if policy["metadata"]["name"].endswith("-to-its-database"):
+            components = policy["spec"]["podSelector"]["matchExpressions"][1]["values"]
+            assert "migrate" in components, name_of(policy)
 
 
 def test_the_consent_service_must_have_its_key_encryption_key(overlays):

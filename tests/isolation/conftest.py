@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from flourish.local.postgres import ensure_service_logins, service_database_url
 from services.assessment.app import app as assessment_service
 from services.consent.app import ConsentServiceSettings, ConsentSettings
 from services.consent.app import app as consent_service
@@ -102,16 +103,23 @@ async def platform(stack_settings, tmp_path_factory) -> AsyncIterator[Platform]:
         "topic_prefix": prefix, "state_dir": state, "jwks_path": state / "dev-issuer" / "jwks.json",
         "consent_url": "http://consent", "relay_poll_interval_s": 0.1,
     })
+    # Each service as it runs deployed: connected as its own role, which owns nothing, so the
+    # tenant policy binds it as it binds any non-owner (docs/security.md "Database roles").
+    ensure_service_logins(settings, ("assessment", "planning", "consent", "reporting"))
+
+    def as_role(service: str) -> Settings:
+        return settings.model_copy(update={"database_url": service_database_url(settings, service)})
+
     async with AsyncExitStack() as stack:
         receiver = await _receiving(stack)
         consent_app = consent_service(ConsentServiceSettings(
-            kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
+            kernel=as_role("consent"), consent=ConsentSettings(run_retention_scheduler=False)))
         consent = await _serve(stack, consent_app, "consent")
-        assessment_app = assessment_service(settings, consent_http=consent)
+        assessment_app = assessment_service(as_role("assessment"), consent_http=consent)
         assessment = await _serve(stack, assessment_app, "assessment")
-        planning_app = planning_service(settings, assessment_http=assessment)
+        planning_app = planning_service(as_role("planning"), assessment_http=assessment)
         planning = await _serve(stack, planning_app, "planning")
-        reporting_app = reporting_service(ReportingServiceSettings(kernel=settings, sharing=SCHEDULE),
+        reporting_app = reporting_service(ReportingServiceSettings(kernel=as_role("reporting"), sharing=SCHEDULE),
                                           assessment_http=assessment, consent_transport=httpx.ASGITransport(app=consent_app))
         reporting = await _serve(stack, reporting_app, "reporting")
         yield Platform(

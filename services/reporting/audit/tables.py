@@ -15,9 +15,10 @@ audit_chain_heads  per trust, the last entry and the last checkpoint: the row th
 
 Append-only: BEFORE UPDATE/DELETE/TRUNCATE triggers raise for everyone, the table's owner and
 superusers included, and UPDATE, DELETE and TRUNCATE are revoked from the role that runs the
-migration. Here that role is the service's own (`flourish` owns its schema); in production the
-schema belongs to a separate migration role and the service's role is granted INSERT and SELECT
-only, so it can neither change an entry nor disable the triggers (only an owner can).
+migration (the schema's owner). The reporting service connects as `flourish_reporting`, which owns
+nothing and is granted PRIVILEGES only (the migration step applies them,
+shared/store/privileges.py): it can neither change an entry nor disable the triggers nor grant
+itself more (only an owner can); tests/integration/roles shows PostgreSQL refusing each.
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ ENTRIES = "audit_entries"
 CHECKPOINTS = "audit_checkpoints"
 HEADS = "audit_chain_heads"
 IMMUTABLE_TABLES = (ENTRIES, CHECKPOINTS)
+# The reporting service role's privileges on the ledger (the rest of its tables: its MetaData).
+PRIVILEGES = {
+    ENTRIES: frozenset({"SELECT", "INSERT"}),
+    CHECKPOINTS: frozenset({"SELECT", "INSERT"}),
+    HEADS: frozenset({"SELECT", "INSERT", "UPDATE"}),
+}
 # Their tenancy, declared here because they are plain SQL: each row is one trust's, under the
 # tenant policy (shared/tenancy.py).
 PER_TRUST_TABLES = (ENTRIES, CHECKPOINTS, HEADS)

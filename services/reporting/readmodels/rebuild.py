@@ -9,6 +9,12 @@
    arrived since step 2 into the shadow tables, rename live → old, shadow → live, drop the old.
    The live consumer, blocked on the lock meanwhile, resumes on the new tables; an event it
    applies again is a no-op (every row is keyed by its event's natural key).
+
+The DDL runs as the rebuild role, `flourish_reporting_rebuild` (SET ROLE: the connection is that
+role's own, or the owner's, who is its member), which owns the read-model tables and nothing else:
+it can make and swap them, and cannot touch the audit ledger (tests/integration/roles). The
+reporting service's role cannot do either: it owns nothing. Each shadow table gets the service
+role's grants before it is swapped in, as the migration gave the live one.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
 from shared.settings import Settings
+from shared.store import privileges
 from shared.store.db import create_engine
 from shared.tenancy import row_level_security_statements
 
 CONTEXTS = ("assessment", "planning")
 _LOCK_KEY = 0x52_4D_52_42  # "RMRB": one rebuild at a time per database
 _CHUNK = 1000
+REBUILD_ROLE = privileges.rebuild_role(SCHEMA)
+_AS_REBUILD_ROLE = f'SET LOCAL ROLE "{REBUILD_ROLE}"'
 
 
 class RebuildRunning(RuntimeError):
@@ -84,10 +93,15 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> Rebu
 
 
 async def _create_shadow(engine: AsyncEngine) -> None:
+    service_role = privileges.service_role(SCHEMA)
     async with engine.begin() as conn:
+        await conn.execute(text(_AS_REBUILD_ROLE))
         for name in NAMES:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{SCHEMA}"."{name}{SHADOW}"'))
             await conn.execute(text(f'CREATE TABLE "{SCHEMA}"."{name}{SHADOW}" (LIKE "{SCHEMA}"."{name}" INCLUDING ALL)'))
+            # LIKE copies no privileges either: the service's, as the migration step grants them.
+            await conn.execute(text(f'GRANT {", ".join(sorted(privileges.READ_WRITE))} '
+                                    f'ON "{SCHEMA}"."{name}{SHADOW}" TO "{service_role}"'))
         # LIKE copies no row-level security: the shadow becomes the live table, so it gets the policy
         # its declaration (tables.py: per_trust) derives, as the migration gave the live one.
         for statement in row_level_security_statements(tables(SHADOW).all()):
@@ -100,6 +114,7 @@ async def _swap(engine: AsyncEngine, reader: _Reader, attempts: int = 10) -> Non
         try:
             async with engine.begin() as conn:
                 await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+                await conn.execute(text(_AS_REBUILD_ROLE))
                 # EXCLUSIVE: the live consumer's writes wait, readers do not.
                 await conn.execute(text(f"LOCK TABLE {live} IN EXCLUSIVE MODE"))
                 await reader.replay(conn, await reader.end_offsets())
