@@ -200,6 +200,7 @@ async def sharing_decision(
         # What the disclosure record needs either way: the basis, and whether consent was obtained.
         "lawful_basis": decision.lawful_basis.value if decision.lawful_basis else None,
         "consent_obtained": decision.consent_obtained,
+        "policy_reference": decision.policy_reference,
         "record": {"stream_id": handlers.record_stream(pupil_id, purpose), "version": decision.record_version,
                    "decision_id": str(decision.record_id) if decision.record_id else None},
         "valid_until": iso(decision.valid_until),

@@ -54,7 +54,10 @@ class LawfulBasisIn(_In):
     agency_category: AgencyCategory
     basis: LawfulBasis
     reason: str = Field(min_length=1, max_length=4000, description="Why (sealed at rest: it may name people)")
-    policy_reference: str = Field(min_length=1, max_length=200, description="The policy or statute relied on")
+    # The audit ledger records it with every share resting on the basis: no quotes, backslashes
+    # or control characters.
+    policy_reference: str = Field(min_length=1, max_length=200, pattern=r'^[^"\\\x00-\x1f\x7f]+$',
+                                  description="The policy or statute relied on")
     covers: list[DataKind] | None = None
     decided_at: AwareDatetime
     valid_until: AwareDatetime

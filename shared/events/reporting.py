@@ -37,6 +37,9 @@ class ReportShared(Event):
     basis_stream_id: str | None = None  # the consent service's record the decision belongs to
     record_version: int | None = None  # that record's version when consent was asked
     delivery_id: UUID | None = None  # the webhook delivery (webhook-id) carrying it
+    agency_name: str | None = None  # the organisation as registered (an organisation, never a person)
+    policy_reference: str | None = None  # the policy or statute a basis other than consent rests on
+    document_sha256: str | None = None  # SHA-256 (hex) of the document's canonical JSON as sent
 
 
 @register("flourish.reporting.ShareBlocked.v1", CONTEXT)
@@ -59,6 +62,9 @@ class ShareBlocked(Event):
     basis_id: UUID | None = None
     basis_stream_id: str | None = None
     record_version: int | None = None
+    agency_name: str | None = None
+    policy_reference: str | None = None
+    document_id: UUID | None = None
 
 
 @register("flourish.reporting.ShareDelivered.v1", CONTEXT)
@@ -75,6 +81,7 @@ class ShareDelivered(Event):
     attempt: int
     status_code: int
     delivered_at: datetime
+    share_ids: list[UUID] | None = None  # a deletion notice: the shares whose data it asks deleted
 
 
 @register("flourish.reporting.ShareDeliveryFailed.v1", CONTEXT)
@@ -91,3 +98,4 @@ class ShareDeliveryFailed(Event):
     status_code: int | None
     reason: str
     failed_at: datetime
+    share_ids: list[UUID] | None = None  # a deletion notice: the shares whose data it asks deleted

@@ -211,6 +211,7 @@ class SharingDecision:
     record_id: UUID | None
     record_version: int
     valid_until: datetime | None
+    policy_reference: str | None = None  # the policy or statute, when the basis is not consent
 
 
 def decide_sharing(
@@ -234,7 +235,7 @@ def decide_sharing(
     if basis is not None and basis.valid_until > now and basis.decided_at <= now and kind in basis.covers:
         consent_obtained = False
         return SharingDecision(True, category, kind, f"{basis.basis.value}_in_force", basis.basis, consent_obtained,
-                               basis.basis_id, version, basis.valid_until)
+                               basis.basis_id, version, basis.valid_until, basis.policy_reference)
     if record.status is ConsentStatus.GRANTED:
         if record.valid_until is not None and record.valid_until <= now:
             return deny(DenyReason.EXPIRED, record.consent_id)

@@ -44,6 +44,7 @@ from shared.api import Cursor, Page, PageSize, decode_cursor, encode_cursor, req
 from shared.audit import record_audit_query
 from shared.auth import Principal, Role
 from shared.events.audit import CODE_PATTERN, IDENTIFIER_PATTERN
+from shared.events.consent import LawfulBasis
 from shared.problems import BadRequest, NotFound
 from shared.service import Runtime, dependencies_of, runtime_of
 
@@ -71,6 +72,9 @@ Day = Annotated[date, BeforeValidator(_iso_day)]
 From = Annotated[Day | None, Query(alias="from", description="First day (UTC), included")]
 To = Annotated[Day | None, Query(alias="to", description="Last day (UTC), included")]
 StaffId = Annotated[str | None, Query(pattern=IDENTIFIER_PATTERN, description="A staff member's pseudonymous subject")]
+BasisFilter = Annotated[LawfulBasis | None, Query(description="Only shares resting on this lawful basis")]
+NoticeFilter = Annotated[bool | None, Query(
+    description="true: only shares a delivered deletion notice covers; false: only shares none covers yet")]
 ActionCode = Annotated[str | None, Query(pattern=CODE_PATTERN, description="An action, e.g. consent_withdrawn")]
 
 _CSV_BATCH = 1000
@@ -105,11 +109,13 @@ def audit_router() -> APIRouter:
         pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
         staff_id: StaffId = None, academy_id: UUID | None = None,
         include_blocked: bool = Query(False, description="Also list attempts that were blocked"),
+        lawful_basis: BasisFilter = None, deletion_notice: NoticeFilter = None,
         limit: PageSize = 50, cursor: Cursor = None,
     ) -> Page[ShareRecord]:
         flt = EntryFilter(
             principal.trust_id, _period(start, end), _share_actions(include_blocked), pupil_id=pupil_id,
             agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
+            lawful_basis=lawful_basis, deletion_notice=deletion_notice,
         )
         return await _page(runtime, principal, "shares", flt, cursor, limit, audit.queries.shares_page, share_record)
 
@@ -118,10 +124,12 @@ def audit_router() -> APIRouter:
         principal: Auditor, runtime: RuntimeDep, audit: AuditDep, start: From = None, end: To = None,
         pupil_id: UUID | None = None, agency_id: UUID | None = None, agency_category: AgencyCategory | None = None,
         staff_id: StaffId = None, academy_id: UUID | None = None, include_blocked: bool = False,
+        lawful_basis: BasisFilter = None, deletion_notice: NoticeFilter = None,
     ) -> StreamingResponse:
         flt = EntryFilter(
             principal.trust_id, _period(start, end), _share_actions(include_blocked), pupil_id=pupil_id,
             agency_id=agency_id, agency_category=agency_category, staff_id=staff_id, academy_id=academy_id,
+            lawful_basis=lawful_basis, deletion_notice=deletion_notice,
         )
         return await _csv(runtime, audit, principal, "shares.csv", flt, audit.queries.shares_page, _share_csv_row, SHARE_COLUMNS)
 
@@ -258,7 +266,10 @@ MAX_SEQ = 2**63 - 1  # the ledger's seq is a bigint
 
 SHARE_COLUMNS = [
     "seq", "entry_hash", "shared_at", "action", "share_id", "shared_by", "pupil_id", "academy_id", "agency_id",
-    "agency_category", "document_kind", "reason", "consent_id", "consent_in_force", "consent_decisions", "outcomes",
+    "agency_name", "agency_category", "document_kind", "document_id", "document_sha256", "reason", "lawful_basis",
+    "consent_obtained", "policy_reference", "basis_id", "basis_stream_id", "record_version", "delivery_id",
+    "consent_id", "consent_in_force", "deletion_notice", "deletion_notice_at", "deletion_notice_delivery_id",
+    "consent_decisions", "outcomes",
 ]
 ENTRY_COLUMNS = [
     "seq", "entry_hash", "occurred_at", "recorded_at", "kind", "action", "event_type", "event_id", "source", "actor",
@@ -271,6 +282,11 @@ def _share_csv_row(row: LedgerRow) -> list[Any]:
     decisions = "; ".join(f"{d.decision} {instant(d.decided_at)} (entry {d.seq})" for d in record.consent_decisions)
     outcomes = "; ".join(f"{o.action} {instant(o.occurred_at)} (entry {o.seq})" for o in record.outcomes)
     values = record.model_dump(mode="json")
+    # The notice that settles it: the delivered one if any, else the last failed one.
+    notice = next((n for n in record.deletion_notices if n.status == "delivered"),
+                  record.deletion_notices[-1] if record.deletion_notices else None)
+    values["deletion_notice_at"] = instant(notice.at) if notice else None
+    values["deletion_notice_delivery_id"] = notice.delivery_id if notice else None
     return [*(values[c] for c in SHARE_COLUMNS[:-2]), decisions, outcomes]
 
 

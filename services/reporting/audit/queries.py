@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.reporting.audit.domain.facts import CONSENT_DECISIONS, SHARE, Kind
 from services.reporting.audit.tables import ENTRIES
-from shared.events.consent import AgencyCategory
+from shared.events.consent import AgencyCategory, LawfulBasis
+
+# The entries that record what became of a deletion notice's delivery (its share_id is None).
+NOTICE_ACTIONS = ("share_delivered", "share_delivery_failed")
 
 
 class InvertedPeriod(Exception):
@@ -64,6 +67,8 @@ class EntryFilter:
     academy_id: UUID | None = None
     share_id: UUID | None = None
     consent_id: UUID | None = None
+    lawful_basis: LawfulBasis | None = None  # shares: the basis the entry records
+    deletion_notice: bool | None = None  # shares: whether a deletion notice for it was delivered
 
     def described(self) -> dict[str, str]:
         """The filters as the audit of this query records them: ids, codes and dates only."""
@@ -76,6 +81,8 @@ class EntryFilter:
             "agency_category": self.agency_category.value if self.agency_category else None,
             "staff_id": self.staff_id, "academy_id": self.academy_id, "share_id": self.share_id,
             "consent_id": self.consent_id,
+            "lawful_basis": self.lawful_basis.value if self.lawful_basis else None,
+            "deletion_notice": None if self.deletion_notice is None else str(self.deletion_notice).lower(),
         }
         return {key: str(value) for key, value in described.items() if value is not None}
 
@@ -112,6 +119,7 @@ class LedgerRow:
     fact: dict[str, Any]
     consent: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)  # (seq, hash, fact)
     outcomes: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (seq, fact)
+    notices: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # deletion notices: (seq, fact)
 
 
 class AuditQueries:
@@ -142,10 +150,27 @@ class AuditQueries:
             if value is not None:
                 clauses.append(f"e.{column} = :{column}")
                 params[column] = value
+        if flt.lawful_basis is not None:
+            # Not a generated column: the filter reads the hashed body of the rows the index found.
+            clauses.append("(e.body::jsonb #>> '{fact,details,lawful_basis}') = :lawful_basis")
+            params["lawful_basis"] = flt.lawful_basis.value
+        if flt.deletion_notice is not None:
+            clauses.append(("" if flt.deletion_notice else "NOT ") + f"EXISTS ({self._notices_sql('e', delivered_only=True)})")
+            params["notice_actions"] = list(NOTICE_ACTIONS)
         if after is not None:
             clauses.append("(e.occurred_at, e.seq) > (:after_t, :after_seq)")
             params.update(after_t=after.occurred_at, after_seq=after.seq)
         return clauses, params
+
+    def _notices_sql(self, share: str, delivered_only: bool = False, columns: str = "1") -> str:
+        """The deliveries of a deletion notice covering the share `share` (an alias): entries of the
+        same pupil and agency, with no share of their own, whose `share_ids` name it. Found through
+        the by-pupil index (trust, pupil, action, ...): a few rows per pupil."""
+        actions = "'share_delivered'" if delivered_only else "ANY(CAST(:notice_actions AS text[]))"
+        return f"""SELECT {columns} FROM {self.entries} n
+                   WHERE n.trust_id = {share}.trust_id AND n.pupil_id = {share}.pupil_id AND n.action = {actions}
+                     AND n.share_id IS NULL AND n.agency_id = {share}.agency_id
+                     AND (n.body::jsonb #> '{{fact,details,share_ids}}') ? CAST({share}.share_id AS text)"""
 
     async def entries_page(
         self, conn: AsyncConnection, flt: EntryFilter, after: After | None, limit: int
@@ -174,18 +199,22 @@ class AuditQueries:
                   AND c.action = ANY(CAST(:decisions AS text[]))) AS consent,
               (SELECT coalesce(json_agg(json_build_array(o.seq, o.body) ORDER BY o.seq), '[]')
                  FROM {self.entries} o
-                WHERE o.trust_id = e.trust_id AND o.share_id = e.share_id AND o.seq <> e.seq) AS outcomes
+                WHERE o.trust_id = e.trust_id AND o.share_id = e.share_id AND o.seq <> e.seq) AS outcomes,
+              (SELECT coalesce(json_agg(json_build_array(notice.seq, notice.body) ORDER BY notice.seq), '[]')
+                 FROM ({self._notices_sql('e', columns='n.seq, n.body')}) notice) AS notices
             FROM {self.entries} e
             WHERE {' AND '.join(clauses)}
             ORDER BY e.occurred_at, e.seq LIMIT :limit
             """
         )
-        result = await conn.execute(sql, {**params, "limit": limit, "decisions": list(CONSENT_DECISIONS)})
+        result = await conn.execute(sql, {**params, "limit": limit, "decisions": list(CONSENT_DECISIONS),
+                                          "notice_actions": list(NOTICE_ACTIONS)})
         return [
             LedgerRow(
                 r.seq, r.entry_hash, r.occurred_at, _fact(r.body),
                 consent=[(seq, entry_hash, _fact(body)) for seq, entry_hash, body in _json(r.consent)],
                 outcomes=[(seq, _fact(body)) for seq, body in _json(r.outcomes)],
+                notices=[(seq, _fact(body)) for seq, body in _json(r.notices)],
             )
             for r in result
         ]
@@ -231,8 +260,21 @@ class ShareOutcome(BaseModel):
     details: dict[str, Any] = {}
 
 
+class DeletionNotice(BaseModel):
+    """A deletion notice covering the share (sent when consent was withdrawn), as the ledger
+    recorded its delivery: delivered (the agency acknowledged the signed webhook) or failed."""
+
+    seq: int
+    status: str  # delivered | failed
+    delivery_id: UUID | None
+    at: datetime
+    status_code: int | None = None
+
+
 class ShareRecord(BaseModel):
-    """Who shared what with which agency, when, and the consent it rested on."""
+    """Who shared what with which agency, when, on which lawful basis and record, and whether the
+    agency was told to delete it. Fields an entry does not record (entries written before the
+    ledger kept them) are null."""
 
     seq: int
     entry_hash: str
@@ -244,13 +286,25 @@ class ShareRecord(BaseModel):
     pupil_id: UUID | None
     academy_id: UUID | None
     agency_id: UUID | None
+    agency_name: str | None = None
     agency_category: str | None
     document_kind: str | None
+    document_id: UUID | None = None
+    document_sha256: str | None = None
     reason: str | None = None
+    lawful_basis: str | None = None
+    consent_obtained: bool | None = None
+    policy_reference: str | None = None
+    basis_id: UUID | None = None
+    basis_stream_id: str | None = None
+    record_version: int | None = None
+    delivery_id: UUID | None = None
     consent_id: UUID | None
     consent_in_force: bool
     consent_decisions: list[ConsentDecision]
     outcomes: list[ShareOutcome]
+    deletion_notice: str | None = None  # delivered | failed | null (none went out)
+    deletion_notices: list[DeletionNotice] = []
 
 
 class AuditEntry(BaseModel):
@@ -304,12 +358,26 @@ def share_record(row: LedgerRow) -> ShareRecord:
         for seq, entry_hash, decision in row.consent
     ]
     in_force_then = [d for d in decisions if d.before_share]
+    notices = [
+        DeletionNotice(seq=seq, status="delivered" if n["action"] == "share_delivered" else "failed",
+                       delivery_id=n.get("details", {}).get("delivery_id"), at=n["occurred_at"],
+                       status_code=n.get("details", {}).get("status_code"))
+        for seq, n in row.notices
+    ]
+    statuses = {n.status for n in notices}
     return ShareRecord(
         seq=row.seq, entry_hash=row.entry_hash, event_id=fact["event_id"], action=fact["action"],
         share_id=fact.get("share_id"), shared_at=fact["occurred_at"], shared_by=fact.get("actor"),
         pupil_id=fact.get("pupil_id"), academy_id=fact.get("academy_id"), agency_id=fact.get("agency_id"),
         agency_category=fact.get("agency_category"), document_kind=details.get("document_kind"),
         reason=details.get("reason"), consent_id=fact.get("consent_id"),
+        agency_name=details.get("agency_name"), document_id=details.get("document_id"),
+        document_sha256=details.get("document_sha256"), lawful_basis=details.get("lawful_basis"),
+        consent_obtained=details.get("consent_obtained"), policy_reference=details.get("policy_reference"),
+        basis_id=details.get("basis_id"), basis_stream_id=details.get("basis_stream_id"),
+        record_version=details.get("record_version"), delivery_id=details.get("delivery_id"),
+        deletion_notice="delivered" if "delivered" in statuses else ("failed" if statuses else None),
+        deletion_notices=notices,
         # The ledger's view: the last decision recorded before the share was a grant.
         consent_in_force=bool(in_force_then) and in_force_then[-1].decision == "consent_granted",
         consent_decisions=decisions,

@@ -36,7 +36,9 @@ SharingDep = Annotated[Sharing, Depends(sharing_of)]
 
 class AgencyIn(BaseModel):
     category: AgencyCategory
-    organisation: str = Field(min_length=1, max_length=200)
+    # The organisation's name (never a person's): the audit ledger records it with every share,
+    # so it may hold no quotes, backslashes or control characters.
+    organisation: str = Field(min_length=1, max_length=200, pattern=r'^[^"\\\x00-\x1f\x7f]+$')
     endpoint_url: str = Field(min_length=1, max_length=2000)
 
 

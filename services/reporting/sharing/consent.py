@@ -34,6 +34,7 @@ class Decision:
     record_version: int | None
     decision_id: UUID | None
     raw: dict[str, Any]
+    policy_reference: str | None = None
 
     @property
     def consent_id(self) -> UUID | None:
@@ -51,6 +52,7 @@ class Decision:
                 consent_obtained=body.get("consent_obtained") is True, stream_id=record.get("stream_id"),
                 record_version=record.get("version"),
                 decision_id=UUID(record["decision_id"]) if record.get("decision_id") else None, raw=body,
+                policy_reference=body.get("policy_reference"),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise Unavailable("the consent service's answer is not well formed") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import random
 import time
@@ -144,7 +145,7 @@ class Sharing:
             event: Event = ShareBlocked(
                 share_id=share_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=agency.category,
                 reason=_code(decision.reason), blocked_at=at, document_kind=document_kind, shared_by=principal.subject,
-                outcome="share", **basis)
+                outcome="share", agency_name=agency.organisation, document_id=document_id, **basis)
             await self._append(conn, principal.trust_id, decision.academy_id, f"share-{share_id}", event)
             metrics.record(Outcome.BLOCKED)
             return 201, {**body, "status": "blocked", "delivery_id": None}
@@ -162,7 +163,8 @@ class Sharing:
         await self._append(conn, principal.trust_id, decision.academy_id, f"share-{share_id}", ReportShared(
             share_id=share_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=agency.category,
             document_kind=document_kind, consent_id=decision.consent_id, shared_by=principal.subject, shared_at=at,
-            document_id=document_id, delivery_id=delivery_id, **basis))
+            document_id=document_id, delivery_id=delivery_id, agency_name=agency.organisation,
+            document_sha256=document_hash(document), **basis))
         self.wake()
         return 201, {**body, "status": "accepted", "delivery_id": delivery_id}
 
@@ -298,7 +300,8 @@ class Sharing:
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
                     share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries,
-                    status_code=result.status_code or 0, delivered_at=result.at), await self._cause(conn, row))
+                    status_code=result.status_code or 0, delivered_at=result.at, share_ids=_notice_shares(row)),
+                    await self._cause(conn, row))
             elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.max_attempts):
                 outcome = Outcome.BLOCKED
                 values |= {"status": "blocked", "payload": None, "finished_at": result.at}
@@ -310,7 +313,8 @@ class Sharing:
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
                     share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries, status_code=result.status_code,
-                    reason=result.error or "failed", failed_at=result.at), await self._cause(conn, row))
+                    reason=result.error or "failed", failed_at=result.at, share_ids=_notice_shares(row)),
+                    await self._cause(conn, row))
             else:
                 outcome = Outcome.RETRIED
                 values |= {"next_attempt_at": result.at + self.backoff(tries)}
@@ -415,7 +419,22 @@ def _secret_aad(trust_id: UUID, agency_id: UUID) -> bytes:
 def _basis(decision: Decision) -> dict[str, Any]:
     return {"lawful_basis": decision.lawful_basis, "consent_obtained": decision.consent_obtained,
             "basis_id": decision.decision_id, "basis_stream_id": decision.stream_id,
-            "record_version": decision.record_version}
+            "record_version": decision.record_version, "policy_reference": decision.policy_reference}
+
+
+def document_hash(document: dict[str, Any] | None) -> str | None:
+    """SHA-256 (hex) of the document's canonical JSON (sorted keys, no whitespace): what the
+    agency received as `data.document`, so either side can recompute it."""
+    if document is None:
+        return None
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def _notice_shares(row: Any) -> list[UUID] | None:
+    """The shares a deletion notice covers (its payload names them), for the audit ledger."""
+    if row.kind != "deletion_notice" or not row.payload:
+        return None
+    return [UUID(s) for s in row.payload.get("share_ids", [])]
 
 
 def _code(reason: str) -> str:

@@ -88,3 +88,42 @@ def test_the_ledger_records_consent_audit_and_share_events_and_nothing_else():
             PersonalDataRead.event_type, AdminActionTaken.event_type, AuditQueried.event_type} <= recorded
     assert ObservationRecorded.event_type not in recorded
     assert all(name.split(".")[1] in ("consent", "audit", "reporting") for name in recorded)
+
+
+def test_a_share_entry_keeps_the_basis_record_agency_name_and_document_but_nothing_sealed():
+    basis_id, document_id = uuid.uuid4(), uuid.uuid4()
+    data = report_shared(consent_id=None, lawful_basis="legal_obligation", consent_obtained=False, basis_id=basis_id,
+                         basis_stream_id="consent-p-share_social_care", record_version=3,
+                         policy_reference="Working Together 2023", agency_name="Northshire Children's Services",
+                         document_id=document_id, document_sha256="ab" * 32, delivery_id=document_id)
+    details = fact_from(envelope(data)).as_json(recorded_at=WHEN)["details"]
+    assert details == {
+        "document_kind": "profile", "lawful_basis": "legal_obligation", "consent_obtained": False,
+        "basis_id": str(basis_id), "basis_stream_id": "consent-p-share_social_care", "record_version": 3,
+        "policy_reference": "Working Together 2023", "agency_name": "Northshire Children's Services",
+        "document_id": str(document_id), "document_sha256": "ab" * 32, "delivery_id": str(document_id),
+    }
+
+
+def test_entries_written_before_the_new_fields_verify_beside_entries_that_have_them():
+    """Old entries are hashed text: a chain of an old-shaped share entry (details: the document
+    kind only), then a new one, verifies; rewriting the new entry's agency name is named."""
+    from services.reporting.audit.domain.canonical import GENESIS_HASH, entry_body, sha256_hex
+    from services.reporting.audit.domain.chain import ChainVerifier
+
+    old = fact_from(envelope(report_shared())).as_json(recorded_at=WHEN)
+    assert old["details"] == {"document_kind": "profile"}  # an event without the new fields: the same fact as before
+    new = fact_from(envelope(report_shared(agency_name="North CAMHS", lawful_basis="consent", consent_obtained=True))
+                    ).as_json(recorded_at=WHEN)
+    rows, prev = [], GENESIS_HASH
+    for seq, fact in enumerate((old, new), start=1):
+        body = entry_body(TRUST, seq, prev, fact)
+        rows.append((seq, prev, sha256_hex(body), body))
+        prev = rows[-1][2]
+    verifier = ChainVerifier(TRUST, {})
+    assert verifier.feed(rows) and verifier.finish().ok
+    seq, prev_hash, entry_hash, body = rows[1]
+    rewritten = [rows[0], (seq, prev_hash, entry_hash, body.replace("North CAMHS", "South CAMHS"))]
+    verifier = ChainVerifier(TRUST, {})
+    assert not verifier.feed(rewritten)
+    assert verifier.report.mismatch is not None and verifier.report.mismatch.seq == 2

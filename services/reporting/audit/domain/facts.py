@@ -72,6 +72,11 @@ _DETAIL_FIELDS = (
     "delivery_id", "key_id", "framework_version", "record_version", "method", "covers", "basis", "basis_id",
     "withdrawal_id", "erasure_id", "key_destroyed", "counted_from", "due_on", "period_years", "period_months",
     "period_days",
+    # What a disclosure record needs (ReportShared, ShareBlocked): the basis, whether consent was
+    # obtained, the record and version it rested on, the agency's name, the document and its hash;
+    # and, for a deletion notice's delivery, the shares it covers.
+    "lawful_basis", "consent_obtained", "basis_stream_id", "policy_reference", "agency_name", "document_id",
+    "document_sha256", "share_ids",
 )
 # Keys of the fact itself: a detail may not reuse them (each appears once in an entry's JSON).
 FACT_KEYS = frozenset(
