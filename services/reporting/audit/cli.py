@@ -43,24 +43,39 @@ def verify(
     schema: Schema = "reporting",
 ) -> None:
     """Recompute every hash and link, check every checkpoint signature, name the first entry that
-    does not match. Online it also checks the ledger's append-only triggers and generated columns."""
+    does not match. Online it also checks the ledger's append-only triggers and generated columns.
+
+    Always against the configured witness (FLOURISH_AUDIT_WITNESS*) too: the chain must contain
+    every checkpoint the witness holds, and entries older than the checkpoint interval must be
+    covered by one. A witness that cannot be read fails verification."""
+    from services.reporting.audit.settings import AuditSettings
     from services.reporting.audit.verification import (
         NotAnExport,
         Verification,
+        WitnessCheck,
+        export_trust,
         report_json,
         verify_database,
         verify_export_file,
     )
+    from services.reporting.audit.witness import WitnessUnavailable, configured_witness
 
     keys = _public_keys(public_key, online=export is None)
+    audit = AuditSettings()
+    witness = WitnessCheck(configured_witness(audit, schema),
+                           unwitnessed_limit_s=audit.checkpoint_every_s + audit.unwitnessed_grace_s)
     if export is not None:
         try:
-            result = Verification(reports=[verify_export_file(export, keys, _progress)])
+            witnessed = asyncio.run(witness.witness.checkpoints(export_trust(export)))
+            result = Verification(reports=[verify_export_file(export, keys, _progress, witnessed, witness)])
         except (OSError, NotAnExport) as error:
             typer.echo(f"cannot read {export}: {error}", err=True)
             raise typer.Exit(2) from None
+        except WitnessUnavailable as error:
+            result = Verification(defences=[f"witness unreachable: {error}"])
     else:
-        result = asyncio.run(verify_database(Settings().sync_database_url, schema, keys, trust or None, _progress))
+        result = asyncio.run(verify_database(Settings().sync_database_url, schema, keys, trust or None, _progress,
+                                             witness=witness))
     _clear_progress()
     if as_json:
         typer.echo(json.dumps({"ok": result.ok, "defences": result.defences,
@@ -68,6 +83,7 @@ def verify(
     else:
         for problem in result.defences:
             typer.echo(f"LEDGER  {problem}")
+        typer.echo(f"witness {witness.witness.name}")
         for report in result.reports:
             typer.echo(_describe(report))
         verdict = "OK" if result.ok else "FAILED"
@@ -157,8 +173,9 @@ def _describe(report: Any) -> str:
     if report.mismatch is not None:
         return f"FAILED  trust {report.trust_id}: {report.mismatch.describe()}"
     signed = f"last checkpoint at entry {report.last_checkpoint.seq}" if report.last_checkpoint else "no checkpoint yet"
+    witnessed = f"last witnessed at entry {report.last_witnessed.seq}" if report.last_witnessed else "none witnessed yet"
     return (f"ok      trust {report.trust_id}: {report.entries} entries, {report.checkpoints} checkpoints, "
-            f"{signed}, {report.unsigned_entries} not yet signed")
+            f"{signed}, {witnessed}, {report.unsigned_entries} not yet signed")
 
 
 def _progress(trust_id: UUID, entries: int) -> None:

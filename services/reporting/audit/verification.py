@@ -17,9 +17,9 @@ The last line's absence means the file was cut short, and verification says so.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, cast
 from uuid import UUID
@@ -29,8 +29,17 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.reporting.audit.domain.canonical import instant
-from services.reporting.audit.domain.chain import ChainHead, ChainReport, ChainVerifier, Checkpoint, EntryRow, Mismatch
+from services.reporting.audit.domain.chain import (
+    ChainHead,
+    ChainReport,
+    ChainVerifier,
+    Checkpoint,
+    EntryRow,
+    Mismatch,
+    event_id_in,
+)
 from services.reporting.audit.tables import CHECKPOINTS, ENTRIES, GENERATED_COLUMNS, HEADS, IMMUTABLE_TABLES
+from services.reporting.audit.witness import Witness, WitnessUnavailable
 
 EXPORT_FORMAT = "flourish.audit.export.v1"
 BATCH = 20_000
@@ -58,13 +67,31 @@ def _tables(schema: str) -> tuple[str, str, str]:
     return tuple(f'"{schema}".{name}' for name in (ENTRIES, CHECKPOINTS, HEADS))  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class WitnessCheck:
+    """Verify against a witness: every checkpoint it holds must be in the chain, and entries older
+    than `unwitnessed_limit_s` must be covered by one of them."""
+
+    witness: Witness
+    unwitnessed_limit_s: float | None = None
+    now: datetime | None = None
+
+    def too_old(self, recorded_at: datetime) -> bool:
+        if self.unwitnessed_limit_s is None:
+            return False
+        return recorded_at < (self.now or datetime.now(UTC)) - timedelta(seconds=self.unwitnessed_limit_s)
+
+
 async def verify_database(
     dsn: str,
     schema: str,
     public_keys: Mapping[str, Ed25519PublicKey],
     trust_ids: Iterable[UUID] | None = None,
     progress: Progress | None = None,
+    witness: WitnessCheck | None = None,
 ) -> Verification:
+    """Every chain in the database (and, with a witness, every chain the witness knows of: a trust
+    whose entries were all deleted is still checked against its witnessed checkpoints)."""
     conn = await asyncpg.connect(dsn)
     helper = await asyncpg.connect(dsn)
     try:
@@ -73,12 +100,54 @@ async def verify_database(
         if trust_ids is None:
             rows = await conn.fetch(f"SELECT trust_id FROM {heads} UNION SELECT DISTINCT trust_id FROM {entries} ORDER BY 1")
             trust_ids = [row["trust_id"] for row in rows]
+            if witness is not None:
+                try:
+                    trust_ids = sorted(set(trust_ids) | set(await witness.witness.trusts()))
+                except WitnessUnavailable as error:
+                    result.defences.append(f"witness unreachable: {error}")
+                    return result
         for trust_id in trust_ids:
-            result.reports.append(await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper))
+            witnessed: list[Checkpoint] = []
+            if witness is not None:
+                try:
+                    witnessed = await witness.witness.checkpoints(trust_id)
+                except WitnessUnavailable as error:
+                    result.defences.append(f"witness unreachable: {error}")
+                    return result
+            report = await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper, witnessed=witnessed)
+            if witness is not None and report.ok:
+                await _check_unwitnessed(conn, entries, report, witness)
+            result.reports.append(report)
         return result
     finally:
         await helper.close()
         await conn.close()
+
+
+async def _check_unwitnessed(conn: asyncpg.Connection, entries: str, report: ChainReport, witness: WitnessCheck) -> None:
+    first = (report.last_witnessed.seq if report.last_witnessed else 0) + 1
+    if first > report.last_seq:
+        return
+    body = await conn.fetchval(f"SELECT body FROM {entries} WHERE trust_id = $1 AND seq = $2", report.trust_id, first)
+    unwitnessed_too_long(report, first, body, witness)
+
+
+def unwitnessed_too_long(report: ChainReport, seq: int, body: str | None, witness: WitnessCheck) -> None:
+    """Fail the report if entry `seq`, the first no witnessed checkpoint covers, is older than the
+    checkpoint interval allows (its checkpoints deleted, or the checkpointer or witness stopped)."""
+    recorded = recorded_at_in(body or "")
+    if recorded is not None and witness.too_old(recorded):
+        since = "no witnessed checkpoint" if report.last_witnessed is None else \
+            f"the last witnessed checkpoint (entry {report.last_witnessed.seq})"
+        report.mismatch = Mismatch(seq, f"not witnessed: recorded at {instant(recorded)}, longer ago than the "
+                                        f"checkpoint interval allows, and {since} covers it", event_id_in(body or ""))
+
+
+def recorded_at_in(body: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(orjson.loads(body)["fact"]["recorded_at"])
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        return None
 
 
 async def verify_chain(
@@ -91,6 +160,7 @@ async def verify_chain(
     *,
     batch: int = BATCH,
     split_from: int = 4 * BATCH,
+    witnessed: Sequence[Checkpoint] = (),
 ) -> ChainReport:
     """One trust's chain, its checkpoints and its head, all read in one snapshot.
 
@@ -117,6 +187,7 @@ async def verify_chain(
         if boundary is None:
             verifier = ChainVerifier(trust_id, public_keys)
             verifier.expect_checkpoints(signed)
+            verifier.expect_checkpoints(witnessed, witnessed=True)
             await _read_into(conn, entries, trust_id, verifier, 0, None, batch, progress)
             return verifier.finish(end)
         assert helper is not None
@@ -126,7 +197,9 @@ async def verify_chain(
             first = ChainVerifier(trust_id, public_keys)
             second = ChainVerifier(trust_id, public_keys, start=boundary)
             first.expect_checkpoints(c for c in signed if c.seq <= boundary.seq)
+            first.expect_checkpoints((c for c in witnessed if c.seq <= boundary.seq), witnessed=True)
             second.expect_checkpoints(c for c in signed if c.seq > boundary.seq)
+            second.expect_checkpoints((c for c in witnessed if c.seq > boundary.seq), witnessed=True)
             await asyncio.gather(
                 _read_into(conn, entries, trust_id, first, 0, boundary.seq, batch, progress),
                 _read_into(helper, entries, trust_id, second, boundary.seq, None, batch, None),
@@ -157,6 +230,7 @@ def _joined(first: ChainReport, second: ChainReport) -> ChainReport:
         trust_id=first.trust_id, entries=first.entries + second.entries,
         checkpoints=first.checkpoints + second.checkpoints, last_seq=second.last_seq, last_hash=second.last_hash,
         last_checkpoint=second.last_checkpoint or first.last_checkpoint, mismatch=first.mismatch or second.mismatch,
+        witnessed=first.witnessed + second.witnessed, last_witnessed=second.last_witnessed or first.last_witnessed,
     )
     if first.mismatch is not None:
         joined.last_seq, joined.last_hash = first.last_seq, first.last_hash
@@ -243,10 +317,22 @@ class NotAnExport(Exception):
     pass
 
 
+def export_trust(path: Path) -> UUID:
+    """The trust an export file holds (its header), to fetch its witnessed checkpoints."""
+    with path.open("rb") as file:
+        try:
+            header = orjson.loads(file.readline())
+            return UUID(header["trust_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise NotAnExport("the first line is not an export's header") from None
+
+
 def verify_export(
-    lines: Iterable[bytes], public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None
+    lines: Iterable[bytes], public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None,
+    witnessed: Sequence[Checkpoint] = (), witness: WitnessCheck | None = None,
 ) -> ChainReport:
-    """Verify an export file's chain offline (no database, nothing but the file and the keys)."""
+    """Verify an export file's chain offline (no database, nothing but the file, the keys and the
+    witnessed checkpoints)."""
     iterator = iter(lines)
     try:
         header = orjson.loads(next(iterator))
@@ -256,12 +342,29 @@ def verify_export(
         raise NotAnExport(f"the first line does not say format {EXPORT_FORMAT}")
     trust_id = UUID(header["trust_id"])
     verifier = ChainVerifier(trust_id, public_keys)
+    verifier.expect_checkpoints(witnessed, witnessed=True)
+    # The first entry no witnessed checkpoint covers (if the chain holds them all): kept to check its age.
+    first = (max((c.seq for c in witnessed), default=0)) + 1
+    kept: list[str] = []
+    report = _verify_export_lines(iterator, verifier, trust_id, progress, first, kept)
+    if witness is not None and report.ok and first <= report.last_seq:
+        unwitnessed_too_long(report, first, kept[0] if kept else None, witness)
+    return report
+
+
+def _verify_export_lines(
+    iterator: Iterator[bytes], verifier: ChainVerifier, trust_id: UUID, progress: Progress | None,
+    keep_seq: int, kept: list[str],
+) -> ChainReport:
     loads = orjson.loads
     batch: list[Any] = []
     end: dict[str, Any] | None = None
     for number, line in enumerate(iterator, start=2):
         if line[:1] == b"[":
-            batch.append(loads(line))
+            row = loads(line)
+            batch.append(row)
+            if row[0] == keep_seq:
+                kept.append(row[3])
             if len(batch) >= BATCH:
                 if not verifier.feed(batch):
                     return verifier.report
@@ -293,9 +396,12 @@ def verify_export(
     return verifier.finish(head)
 
 
-def verify_export_file(path: Path, public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None) -> ChainReport:
+def verify_export_file(
+    path: Path, public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None,
+    witnessed: Sequence[Checkpoint] = (), witness: WitnessCheck | None = None,
+) -> ChainReport:
     with path.open("rb") as file:
-        return verify_export(file, public_keys, progress)
+        return verify_export(file, public_keys, progress, witnessed, witness)
 
 
 def report_json(report: ChainReport) -> dict[str, Any]:
@@ -306,6 +412,8 @@ def report_json(report: ChainReport) -> dict[str, Any]:
         "checkpoints": report.checkpoints,
         "last_seq": report.last_seq,
         "last_checkpoint_seq": report.last_checkpoint.seq if report.last_checkpoint else None,
+        "witnessed_checkpoints": report.witnessed,
+        "last_witnessed_seq": report.last_witnessed.seq if report.last_witnessed else None,
         "unsigned_entries": report.unsigned_entries,
         "first_mismatch": None if report.mismatch is None else {
             "seq": report.mismatch.seq, "event_id": report.mismatch.event_id, "reason": report.mismatch.reason,
