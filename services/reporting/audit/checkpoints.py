@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +19,7 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness
 from services.reporting.audit.domain.canonical import sha256_hex
 from services.reporting.audit.domain.chain import ChainHead, ChainVerifier, Checkpoint, key_id_of
 from services.reporting.audit.ledger import HeadState, Ledger, rows_of
@@ -40,6 +41,7 @@ from services.reporting.audit.witness import (
     configured_witness,
     last_of,
 )
+from shared.events.envelope import topic_for
 
 if TYPE_CHECKING:
     from services.reporting.audit.deps import Audit
@@ -174,18 +176,25 @@ def _refused(reason: str, trust_id: UUID, seq: int) -> None:
 async def checkpoint_due_chains(
     engine: AsyncEngine, ledger: Ledger, signer: CheckpointSigner, settings: AuditSettings,
     witness: Witness | None = None, queued: set[UUID] | None = None, keys: Mapping[str, Ed25519PublicKey] | None = None,
+    also: Sequence[Witness] = (), unpublished: list[Checkpoint] | None = None,
 ) -> int:
     """Sign every chain that is due; returns how many were signed. One transaction per chain, so a
     broken chain never holds up the others. `queued`: chains whose checkpoints the witness has not
-    taken yet (kept between rounds: they are retried even when no new entry makes them due)."""
+    taken yet (kept between rounds: they are retried even when no new entry makes them due).
+    `also`: witnesses that are published to after signing (the Kafka topic), in order, with
+    `unpublished` the checkpoints they have not taken yet (kept between rounds)."""
     queued = queued if queued is not None else set()
+    unpublished = unpublished if unpublished is not None else []
     async with engine.connect() as conn:
         due = await ledger.chains_due_for_checkpoint(conn, settings.checkpoint_every_entries, settings.checkpoint_every_s)
     signed = 0
     for trust_id in sorted(set(due) | queued):
         try:
             async with engine.begin() as conn:
-                signed += await checkpoint_chain(conn, ledger, signer, trust_id, witness, keys) is not None
+                checkpoint = await checkpoint_chain(conn, ledger, signer, trust_id, witness, keys)
+                if checkpoint is not None:
+                    signed += 1
+                    unpublished.extend([checkpoint] if also else [])
                 if witness is not None and await _unwitnessed(conn, ledger, witness, trust_id):
                     queued.add(trust_id)
                 else:
@@ -196,7 +205,10 @@ async def checkpoint_due_chains(
             queued.discard(trust_id)
             log.error("audit chain does not verify; no checkpoint signed",
                       extra={"trust_id": str(broken.trust_id), "error_type": type(broken).__name__})
-    record_unwitnessed(len(queued))
+    for publication in also:
+        while unpublished and await _hand_over(publication, unpublished[:1]):
+            unpublished.pop(0)
+    record_unwitnessed(len(queued) + len(unpublished))
     async with engine.connect() as conn:
         record_signing_backlog(*await ledger.signing_backlog(conn))
     return signed
@@ -220,16 +232,46 @@ async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event
         witness.base.mkdir(parents=True, exist_ok=True)
     keys = {key_id_of(key): key for key in map(_public_key, audit.settings.previous_public_keys)}
     export_verification_failures()
+    also: list[Witness] = []
+    if audit.settings.witness_topic:
+        also.append(KafkaTopicWitness(runtime.settings.kafka_bootstrap_servers,
+                                      topic_for(CHECKPOINTS_CONTEXT, runtime.settings.topic_prefix), audit.ledger.schema))
     queued: set[UUID] = set()
-    async with runtime.engine.connect() as conn:  # checkpoints a previous run could not hand over
-        queued.update(await audit.ledger.signed_chains(conn))
-    while not stop.is_set():
-        try:
-            await checkpoint_due_chains(runtime.engine, audit.ledger, signer, audit.settings, witness, queued, keys)
-        except Exception as error:  # noqa: BLE001 - PostgreSQL away: logged, and tried again next round
-            log.warning("audit checkpointer paused", extra={"error_type": type(error).__name__})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=audit.settings.checkpoint_poll_s)
+    unpublished: list[Checkpoint] = []
+    reconciled = False
+    try:
+        while not stop.is_set():
+            try:
+                if not reconciled:  # what a previous run could not hand over
+                    queued.update(await _signed_chains(runtime.engine, audit.ledger))
+                    unpublished.extend(await _unpublished(runtime.engine, audit.ledger, also))
+                    reconciled = True
+                await checkpoint_due_chains(runtime.engine, audit.ledger, signer, audit.settings, witness, queued, keys,
+                                            also, unpublished)
+            except Exception as error:  # noqa: BLE001 - PostgreSQL or Kafka away: logged, and tried again next round
+                log.warning("audit checkpointer paused", extra={"error_type": type(error).__name__})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=audit.settings.checkpoint_poll_s)
+    finally:
+        for publication in also:
+            if isinstance(publication, KafkaTopicWitness):
+                await publication.close()
+
+
+async def _signed_chains(engine: AsyncEngine, ledger: Ledger) -> list[UUID]:
+    async with engine.connect() as conn:
+        return await ledger.signed_chains(conn)
+
+
+async def _unpublished(engine: AsyncEngine, ledger: Ledger, also: Sequence[Witness]) -> list[Checkpoint]:
+    """The database's checkpoints a publication witness does not hold (one read of it)."""
+    missing: list[Checkpoint] = []
+    for publication in also:
+        async with engine.connect() as conn:
+            for trust_id in await ledger.signed_chains(conn):
+                held = {c.seq for c in await publication.checkpoints(trust_id)}
+                missing += [c for c in await ledger.checkpoints_after(conn, trust_id, 0) if c.seq not in held]
+    return missing
 
 
 def _public_key(path: Path) -> Ed25519PublicKey:

@@ -52,29 +52,31 @@ def verify(
     from services.reporting.audit.verification import (
         NotAnExport,
         Verification,
-        WitnessCheck,
         export_trust,
         report_json,
         verify_database,
         verify_export_file,
     )
-    from services.reporting.audit.witness import WitnessUnavailable, configured_witness
+    from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable
 
     keys = _public_keys(public_key, online=export is None)
-    audit = AuditSettings()
-    witness = WitnessCheck(configured_witness(audit, schema),
-                           unwitnessed_limit_s=audit.checkpoint_every_s + audit.unwitnessed_grace_s)
+    audit, settings = AuditSettings(), Settings()
+    try:
+        witness = asyncio.run(_witness_check(audit, settings, schema))
+    except WitnessUnavailable as error:
+        typer.echo(f"FAILED: the witness cannot be read: {error}")
+        raise typer.Exit(1) from None
     if export is not None:
         try:
-            witnessed = asyncio.run(witness.witness.checkpoints(export_trust(export)))
+            witnessed = asyncio.run(witness.checkpoints(export_trust(export)))
             result = Verification(reports=[verify_export_file(export, keys, _progress, witnessed, witness)])
         except (OSError, NotAnExport) as error:
             typer.echo(f"cannot read {export}: {error}", err=True)
             raise typer.Exit(2) from None
-        except WitnessUnavailable as error:
+        except (WitnessUnavailable, WitnessConflict) as error:
             result = Verification(defences=[f"witness unreachable: {error}"])
     else:
-        result = asyncio.run(verify_database(Settings().sync_database_url, schema, keys, trust or None, _progress,
+        result = asyncio.run(verify_database(settings.sync_database_url, schema, keys, trust or None, _progress,
                                              witness=witness))
     _clear_progress()
     if as_json:
@@ -83,7 +85,7 @@ def verify(
     else:
         for problem in result.defences:
             typer.echo(f"LEDGER  {problem}")
-        typer.echo(f"witness {witness.witness.name}")
+        typer.echo(f"witness {witness.names}")
         for report in result.reports:
             typer.echo(_describe(report))
         verdict = "OK" if result.ok else "FAILED"
@@ -145,6 +147,26 @@ def public_key_command() -> None:
         typer.echo("no checkpoint signing key is configured here", err=True)
         raise typer.Exit(1)
     typer.echo(json.dumps(public_key_document(key), indent=2))
+
+
+async def _witness_check(audit: Any, settings: Settings, schema: str) -> Any:
+    """The configured witnesses, and the events on Kafka the ledger should hold (read once)."""
+    from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness, ledger_events
+    from services.reporting.audit.verification import WitnessCheck
+    from services.reporting.audit.witness import WitnessUnavailable, configured_witness
+    from shared.events.envelope import topic_for
+
+    also, events = [], None
+    if audit.witness_topic:
+        also.append(KafkaTopicWitness(settings.kafka_bootstrap_servers,
+                                      topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix), schema))
+        try:
+            events = await asyncio.wait_for(ledger_events(settings.kafka_bootstrap_servers, settings.topic_prefix), 120)
+        except Exception as error:  # noqa: BLE001 - Kafka away: the cross-check cannot be made, which fails verify
+            raise WitnessUnavailable(f"kafka {settings.kafka_bootstrap_servers}: {type(error).__name__}") from None
+    return WitnessCheck(configured_witness(audit, schema), also=also, events=events,
+                        unwitnessed_limit_s=audit.checkpoint_every_s + audit.unwitnessed_grace_s,
+                        lag_grace_s=audit.topic_lag_grace_s)
 
 
 def _public_keys(paths: list[Path] | None, online: bool) -> dict[str, Any]:

@@ -47,6 +47,12 @@ class AuditSettings(BaseSettings):
     # the witness's last checkpoint, and `flourish audit verify` reads the witness by default.
     witness: Literal["dir"] = "dir"
     witness_dir: Path = STATE_DIR / "audit" / "witness"
+    # Every checkpoint is also published on Kafka (<prefix>audit.checkpoints, kept forever), and
+    # verify cross-checks the entries no witnessed checkpoint covers yet against the events on the
+    # topics the ledger records from: an event published this long ago must be in the ledger.
+    witness_topic: bool = True
+    topic_lag_grace_s: float = Field(default=120.0, ge=0)
+
     # Entries this much older than the checkpoint interval and still not witnessed fail verify
     # (a chain whose checkpoints were deleted, or a checkpointer stopped for that long).
     unwitnessed_grace_s: float = Field(default=300.0, ge=0)

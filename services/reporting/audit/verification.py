@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -39,9 +39,13 @@ from services.reporting.audit.domain.chain import (
     event_id_in,
 )
 from services.reporting.audit.tables import CHECKPOINTS, ENTRIES, GENERATED_COLUMNS, HEADS, IMMUTABLE_TABLES
-from services.reporting.audit.witness import Witness, WitnessUnavailable
+from services.reporting.audit.witness import Witness, WitnessConflict, WitnessUnavailable
+
+if TYPE_CHECKING:
+    from services.reporting.audit.audit_topic import Published
 
 EXPORT_FORMAT = "flourish.audit.export.v1"
+EVENT_ID_KEY = '"event_id":"'  # how an entry's canonical JSON records its event id
 BATCH = 20_000
 
 Progress = Callable[[UUID, int], None]
@@ -75,11 +79,59 @@ class WitnessCheck:
     witness: Witness
     unwitnessed_limit_s: float | None = None
     now: datetime | None = None
+    also: Sequence[Witness] = ()  # further witnesses (the Kafka topic): their checkpoints count too
+    # The events the ledger should hold, per trust (audit_topic.ledger_events): those published
+    # more than `lag_grace_s` ago and no longer than `cover_s` before the last witnessed
+    # checkpoint must be in the chain, so the entries no checkpoint covers yet are checked too.
+    events: Mapping[UUID, Mapping[UUID, Published]] | None = None
+    lag_grace_s: float = 120.0
+    cover_s: float = 3600.0
 
     def too_old(self, recorded_at: datetime) -> bool:
         if self.unwitnessed_limit_s is None:
             return False
         return recorded_at < (self.now or datetime.now(UTC)) - timedelta(seconds=self.unwitnessed_limit_s)
+
+    @property
+    def names(self) -> str:
+        return ", ".join(w.name for w in (self.witness, *self.also))
+
+    async def trusts(self) -> set[UUID]:
+        found: set[UUID] = set()
+        for witness in (self.witness, *self.also):
+            found.update(await witness.trusts())
+        return found
+
+    async def checkpoints(self, trust_id: UUID) -> list[Checkpoint]:
+        """What every witness holds for the trust, as one list (WitnessConflict if two differ)."""
+        merged: dict[int, Checkpoint] = {}
+        for witness in (self.witness, *self.also):
+            for checkpoint in await witness.checkpoints(trust_id):
+                if merged.setdefault(checkpoint.seq, checkpoint) != checkpoint:
+                    raise WitnessConflict(f"{witness.name} and another witness hold different checkpoints at "
+                                          f"entry {checkpoint.seq} of trust {trust_id}")
+        return [merged[seq] for seq in sorted(merged)]
+
+    def expected_events(self, report: ChainReport) -> list[Published]:
+        """The trust's events that must be in its chain, oldest first."""
+        if self.events is None:
+            return []
+        now = self.now or datetime.now(UTC)
+        newest = now - timedelta(seconds=self.lag_grace_s)
+        oldest = report.last_witnessed.signed_at - timedelta(seconds=self.cover_s) if report.last_witnessed else None
+        return sorted((e for e in self.events.get(report.trust_id, {}).values()
+                       if e.published_at <= newest and (oldest is None or e.published_at >= oldest)),
+                      key=lambda e: e.published_at)
+
+
+def missing_event(report: ChainReport, event: Published) -> None:
+    since = f"after the last witnessed checkpoint (entry {report.last_witnessed.seq})" if report.last_witnessed \
+        else "with no witnessed checkpoint"
+    report.mismatch = Mismatch(
+        report.last_seq + 1,
+        f"missing: event {event.event_id} ({event.event_type}), published on {event.topic} at "
+        f"{instant(event.published_at)}, is not in the chain: entries {since} were removed, or never recorded "
+        "(see the audit-ledger consumer's dead letters)", str(event.event_id))
 
 
 async def verify_database(
@@ -102,21 +154,23 @@ async def verify_database(
             trust_ids = [row["trust_id"] for row in rows]
             if witness is not None:
                 try:
-                    trust_ids = sorted(set(trust_ids) | set(await witness.witness.trusts()))
-                except WitnessUnavailable as error:
+                    trust_ids = sorted(set(trust_ids) | await witness.trusts())
+                except (WitnessUnavailable, WitnessConflict) as error:
                     result.defences.append(f"witness unreachable: {error}")
                     return result
         for trust_id in trust_ids:
             witnessed: list[Checkpoint] = []
             if witness is not None:
                 try:
-                    witnessed = await witness.witness.checkpoints(trust_id)
-                except WitnessUnavailable as error:
+                    witnessed = await witness.checkpoints(trust_id)
+                except (WitnessUnavailable, WitnessConflict) as error:
                     result.defences.append(f"witness unreachable: {error}")
                     return result
             report = await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper, witnessed=witnessed)
             if witness is not None and report.ok:
                 await _check_unwitnessed(conn, entries, report, witness)
+            if witness is not None and report.ok:
+                await _check_events(conn, entries, report, witness)
             result.reports.append(report)
         return result
     finally:
@@ -130,6 +184,19 @@ async def _check_unwitnessed(conn: asyncpg.Connection, entries: str, report: Cha
         return
     body = await conn.fetchval(f"SELECT body FROM {entries} WHERE trust_id = $1 AND seq = $2", report.trust_id, first)
     unwitnessed_too_long(report, first, body, witness)
+
+
+async def _check_events(conn: asyncpg.Connection, entries: str, report: ChainReport, witness: WitnessCheck) -> None:
+    expected = witness.expected_events(report)
+    if not expected:
+        return
+    present = {row["event_id"] for row in await conn.fetch(
+        f"SELECT event_id FROM {entries} WHERE trust_id = $1 AND event_id = ANY($2::uuid[])",
+        report.trust_id, [e.event_id for e in expected])}
+    for event in expected:
+        if event.event_id not in present:
+            missing_event(report, event)
+            return
 
 
 def unwitnessed_too_long(report: ChainReport, seq: int, body: str | None, witness: WitnessCheck) -> None:
@@ -341,21 +408,34 @@ def verify_export(
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise NotAnExport(f"the first line does not say format {EXPORT_FORMAT}")
     trust_id = UUID(header["trust_id"])
+    # The export is checked as of when it was taken: checkpoints witnessed since, events published
+    # since, are not expected in it.
+    exported_at = datetime.fromisoformat(header["exported_at"])
+    witnessed = [c for c in witnessed if c.signed_at <= exported_at]
+    if witness is not None:
+        witness = replace(witness, now=exported_at)
     verifier = ChainVerifier(trust_id, public_keys)
     verifier.expect_checkpoints(witnessed, witnessed=True)
     # The first entry no witnessed checkpoint covers (if the chain holds them all): kept to check its age.
     first = (max((c.seq for c in witnessed), default=0)) + 1
     kept: list[str] = []
-    report = _verify_export_lines(iterator, verifier, trust_id, progress, first, kept)
+    # The events that must be in the chain (those the last witnessed checkpoint may not cover).
+    last = max(witnessed, key=lambda c: c.seq) if witnessed else None
+    expected = witness.expected_events(ChainReport(trust_id, last_witnessed=last)) if witness else []
+    sought = {str(e.event_id) for e in expected}
+    report = _verify_export_lines(iterator, verifier, trust_id, progress, first, kept, sought)
     if witness is not None and report.ok and first <= report.last_seq:
         unwitnessed_too_long(report, first, kept[0] if kept else None, witness)
+    if report.ok and sought:
+        missing_event(report, next(e for e in expected if str(e.event_id) in sought))
     return report
 
 
 def _verify_export_lines(
     iterator: Iterator[bytes], verifier: ChainVerifier, trust_id: UUID, progress: Progress | None,
-    keep_seq: int, kept: list[str],
+    keep_seq: int, kept: list[str], sought: set[str],
 ) -> ChainReport:
+    """`sought`: event ids the chain must hold; each found is removed from the set."""
     loads = orjson.loads
     batch: list[Any] = []
     end: dict[str, Any] | None = None
@@ -365,6 +445,10 @@ def _verify_export_lines(
             batch.append(row)
             if row[0] == keep_seq:
                 kept.append(row[3])
+            if sought:
+                at = row[3].find(EVENT_ID_KEY)
+                if at >= 0:
+                    sought.discard(row[3][at + len(EVENT_ID_KEY):at + len(EVENT_ID_KEY) + 36])
             if len(batch) >= BATCH:
                 if not verifier.feed(batch):
                     return verifier.report

@@ -41,6 +41,8 @@ def witness_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     root = tmp_path_factory.mktemp("witness")
     monkeypatch.setenv("FLOURISH_AUDIT_WITNESS", "dir")
     monkeypatch.setenv("FLOURISH_AUDIT_WITNESS_DIR", str(root))
+    # The CLI's Kafka witness and cross-check read topics of this test's own (none, unless it makes them).
+    monkeypatch.setenv("FLOURISH_TOPIC_PREFIX", f"test.{uuid.uuid4().hex[:10]}.")
     return root
 
 
