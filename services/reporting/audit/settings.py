@@ -45,8 +45,17 @@ class AuditSettings(BaseSettings):
     # append-only directory (the default in development, one file per checkpoint) or an S3 bucket
     # with Object Lock (production). The checkpointer will not sign a chain that does not extend
     # the witness's last checkpoint, and `flourish audit verify` reads the witness by default.
-    witness: Literal["dir"] = "dir"
+    witness: Literal["dir", "s3"] = "dir"
     witness_dir: Path = STATE_DIR / "audit" / "witness"
+    # The S3 witness (witness_s3.py): a bucket created with Object Lock enabled; each checkpoint is
+    # kept under COMPLIANCE retention for this many days. Credentials: these, or boto3's usual
+    # chain (environment, instance or pod identity) when unset.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "eu-west-2"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_retention_days: int = Field(default=3650, ge=1)
     # Every checkpoint is also published on Kafka (<prefix>audit.checkpoints, kept forever), and
     # verify cross-checks the entries no witnessed checkpoint covers yet against the events on the
     # topics the ledger records from: an event published this long ago must be in the ledger.

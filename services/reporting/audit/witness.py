@@ -39,7 +39,10 @@ class WitnessConflict(Exception):
 
 
 class Witness(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """Where it is, for messages (never a secret)."""
+        ...
 
     async def append(self, checkpoint: Checkpoint) -> None:
         """Keep this checkpoint (idempotent for the same checkpoint; WitnessConflict for another)."""
@@ -64,7 +67,7 @@ def checkpoint_name(checkpoint: Checkpoint) -> str:
     return f"{checkpoint.seq:020d}.json"
 
 
-def _parse(data: bytes, where: str) -> Checkpoint:
+def parse_checkpoint(data: bytes, where: str) -> Checkpoint:
     try:
         return Checkpoint.from_json(json.loads(data))
     except (ValueError, KeyError, TypeError) as error:
@@ -112,7 +115,7 @@ class DirectoryWitness:
             raise WitnessUnavailable(f"{self.name}: cannot write {target.name}: {error.strerror}") from None
 
     def _same_or_conflict(self, target: Path, checkpoint: Checkpoint) -> None:
-        existing = _parse(target.read_bytes(), str(target))
+        existing = parse_checkpoint(target.read_bytes(), str(target))
         if existing != checkpoint:
             raise WitnessConflict(f"{self.name} already holds a different checkpoint at entry {checkpoint.seq} "
                                   f"of trust {checkpoint.trust_id}")
@@ -122,7 +125,7 @@ class DirectoryWitness:
         folder = self.root / str(trust_id)
         try:
             names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".json")) if folder.is_dir() else []
-            found = [_parse((folder / name).read_bytes(), str(folder / name)) for name in names]
+            found = [parse_checkpoint((folder / name).read_bytes(), str(folder / name)) for name in names]
         except OSError as error:
             raise WitnessUnavailable(f"{self.name}: cannot read trust {trust_id}: {error.strerror}") from None
         for name, checkpoint in zip(names, found, strict=True):
@@ -147,4 +150,8 @@ class DirectoryWitness:
 
 def configured_witness(settings: AuditSettings, ledger: str) -> Witness:
     """The witness FLOURISH_AUDIT_WITNESS names, holding the checkpoints of ledger `ledger`."""
+    if settings.witness == "s3":
+        from services.reporting.audit.witness_s3 import S3Witness
+
+        return S3Witness.from_settings(settings, ledger)
     return DirectoryWitness(settings.witness_dir, ledger)
