@@ -182,9 +182,17 @@ def _public_keys(paths: list[Path] | None, online: bool) -> dict[str, Any]:
             typer.echo(f"cannot use {path} as a public key: {error}", err=True)
             raise typer.Exit(2) from None
     if not keys and online:
-        configured = configured_public_key(AuditSettings())
+        settings = AuditSettings()
+        configured = configured_public_key(settings)
         if configured is not None:
             keys.append(configured)
+            # Keys it replaced (FLOURISH_AUDIT_PREVIOUS_PUBLIC_KEYS): older checkpoints still verify.
+            for path in settings.previous_public_keys:
+                try:
+                    keys.append(load_public_key(path.read_text()))
+                except (OSError, ValueError, KeyError) as error:
+                    typer.echo(f"cannot use previous public key {path}: {error}", err=True)
+                    raise typer.Exit(2) from None
     if not keys:
         typer.echo("no public key to check checkpoints with: pass --public-key (from GET /audit/public-key)", err=True)
         raise typer.Exit(2)

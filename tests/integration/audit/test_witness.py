@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
@@ -251,3 +252,27 @@ async def test_a_witness_never_takes_a_different_checkpoint_at_the_same_place(en
     assert await witness.checkpoints(trust_id) == [checkpoint]
     path = witness.root / str(trust_id) / "00000000000000000003.json"
     assert path.stat().st_mode & 0o222 == 0, "a witnessed checkpoint's file is read-only"
+
+
+async def test_a_signing_key_rotation_keeps_the_witnessed_chain_continuous(
+    engine, ledger, signer, witness, tmp_path, monkeypatch
+):  # type: ignore[no-untyped-def]
+    trust_id = await witnessed_chain(engine, ledger, signer, witness, length=6, at=(3,))
+    rotated = CheckpointSigner(Ed25519PrivateKey.generate())
+    old_key = tmp_path / "previous-key.json"
+    old_key.write_text(json.dumps(signer.published()))
+    monkeypatch.setenv("FLOURISH_AUDIT_SIGNING_KEY", rotated.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode())
+    monkeypatch.setenv("FLOURISH_AUDIT_PREVIOUS_PUBLIC_KEYS", json.dumps([str(old_key)]))
+    # The new key signs on from the checkpoint the old one left in the witness: one chain of checkpoints.
+    async with engine.begin() as conn:
+        signed = await checkpoint_chain(conn, ledger, rotated, trust_id, witness, {signer.key_id: signer.public_key})
+    assert signed is not None and signed.seq == 6
+    witnessed = await witness.checkpoints(trust_id)
+    assert [(c.seq, c.key_id) for c in witnessed] == [(3, signer.key_id), (6, rotated.key_id)]
+    result = await cli("verify", "--schema", ledger.schema)
+    assert result.exit_code == 0 and "last witnessed at entry 6" in result.output, result.output
+    # Without the old public key, the checkpoint it signed cannot be trusted: verify says so.
+    monkeypatch.setenv("FLOURISH_AUDIT_PREVIOUS_PUBLIC_KEYS", "[]")
+    refused = await cli("verify", "--schema", ledger.schema)
+    assert refused.exit_code == 1 and "not among the public keys" in refused.output, refused.output
