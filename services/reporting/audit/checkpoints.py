@@ -40,6 +40,7 @@ from services.reporting.audit.witness import (
     WitnessUnavailable,
     configured_witness,
     last_of,
+    ledger_name,
 )
 from shared.events.envelope import topic_for
 
@@ -227,7 +228,8 @@ async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event
     hold the ledger and the audit settings as `.audit`)."""
     audit: Audit = reporting.audit
     signer = load_signer(audit.settings)
-    witness = configured_witness(audit.settings, audit.ledger.schema)
+    name = ledger_name(runtime.settings.database_url, audit.ledger.schema)
+    witness = configured_witness(audit.settings, name)
     if isinstance(witness, DirectoryWitness):
         witness.base.mkdir(parents=True, exist_ok=True)
     keys = {key_id_of(key): key for key in map(_public_key, audit.settings.previous_public_keys)}
@@ -235,7 +237,7 @@ async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event
     also: list[Witness] = []
     if audit.settings.witness_topic:
         also.append(KafkaTopicWitness(runtime.settings.kafka_bootstrap_servers,
-                                      topic_for(CHECKPOINTS_CONTEXT, runtime.settings.topic_prefix), audit.ledger.schema))
+                                      topic_for(CHECKPOINTS_CONTEXT, runtime.settings.topic_prefix), name))
     queued: set[UUID] = set()
     unpublished: list[Checkpoint] = []
     reconciled = False

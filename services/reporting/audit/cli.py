@@ -153,18 +153,19 @@ async def _witness_check(audit: Any, settings: Settings, schema: str) -> Any:
     """The configured witnesses, and the events on Kafka the ledger should hold (read once)."""
     from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness, ledger_events
     from services.reporting.audit.verification import WitnessCheck
-    from services.reporting.audit.witness import WitnessUnavailable, configured_witness
+    from services.reporting.audit.witness import WitnessUnavailable, configured_witness, ledger_name
     from shared.events.envelope import topic_for
 
+    name = ledger_name(settings.database_url, schema)
     also, events = [], None
     if audit.witness_topic:
         also.append(KafkaTopicWitness(settings.kafka_bootstrap_servers,
-                                      topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix), schema))
+                                      topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix), name))
         try:
             events = await asyncio.wait_for(ledger_events(settings.kafka_bootstrap_servers, settings.topic_prefix), 120)
         except Exception as error:  # noqa: BLE001 - Kafka away: the cross-check cannot be made, which fails verify
             raise WitnessUnavailable(f"kafka {settings.kafka_bootstrap_servers}: {type(error).__name__}") from None
-    return WitnessCheck(configured_witness(audit, schema), also=also, events=events,
+    return WitnessCheck(configured_witness(audit, name), also=also, events=events,
                         unwitnessed_limit_s=audit.checkpoint_every_s + audit.unwitnessed_grace_s,
                         lag_grace_s=audit.topic_lag_grace_s)
 

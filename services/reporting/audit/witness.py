@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Protocol
 from uuid import UUID
 
+from sqlalchemy.engine import make_url
+
 from services.reporting.audit.domain.chain import Checkpoint
 from services.reporting.audit.settings import AuditSettings
 
@@ -146,6 +148,13 @@ class DirectoryWitness:
         # witness directory that is not there (unmounted, moved, a typo) fails verification.
         if not self.base.is_dir():
             raise WitnessUnavailable(f"{self.name}: the witness directory {self.base} does not exist")
+
+
+def ledger_name(database_url: str, schema: str) -> str:
+    """What a witness files a ledger's checkpoints under: its database and schema, so that ledgers of
+    other databases (a test run's) never mix with this one's in a shared witness."""
+    database = make_url(database_url).database or "postgres"
+    return f"{database}.{schema}"
 
 
 def configured_witness(settings: AuditSettings, ledger: str) -> Witness:

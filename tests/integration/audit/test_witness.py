@@ -29,7 +29,7 @@ from services.reporting.audit.ledger import Ledger
 from services.reporting.audit.settings import AuditSettings
 from services.reporting.audit.signing import CheckpointSigner
 from services.reporting.audit.verification import verify_database
-from services.reporting.audit.witness import DirectoryWitness, WitnessConflict
+from services.reporting.audit.witness import DirectoryWitness, WitnessConflict, ledger_name
 from tests.conftest import counter
 from tests.integration.audit.conftest import share
 
@@ -46,7 +46,7 @@ def witness(witness_dir: Path, ledger: Ledger, signer: CheckpointSigner, stack_s
     pem = signer.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption())
     monkeypatch.setenv("FLOURISH_AUDIT_SIGNING_KEY", pem.decode())
-    return DirectoryWitness(witness_dir, ledger.schema)
+    return DirectoryWitness(witness_dir, ledger_name(stack_settings.database_url, ledger.schema))
 
 
 async def witnessed_chain(engine: AsyncEngine, ledger: Ledger, signer: CheckpointSigner, witness: DirectoryWitness,

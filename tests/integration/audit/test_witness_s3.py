@@ -27,7 +27,7 @@ from services.reporting.audit.checkpoints import ChainDoesNotExtendWitness, chec
 from services.reporting.audit.cli import app as audit_cli
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.settings import AuditSettings
-from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable, configured_witness
+from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable, configured_witness, ledger_name
 from services.reporting.audit.witness_s3 import S3Witness
 from tests.integration.audit.conftest import share
 
@@ -97,7 +97,7 @@ def s3_witness(s3_server, bucket, ledger, signer, stack_settings, superuser, mon
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode(),
     }.items():
         monkeypatch.setenv(name, value)
-    witness = configured_witness(AuditSettings(), ledger.schema)
+    witness = configured_witness(AuditSettings(), ledger_name(stack_settings.database_url, ledger.schema))
     assert isinstance(witness, S3Witness)
     return witness
 
@@ -112,7 +112,7 @@ async def test_a_checkpoint_in_the_bucket_is_under_compliance_lock_and_cannot_be
     assert await s3_witness.checkpoints(trust_id) == [checkpoint]
     assert await s3_witness.trusts() == [trust_id]
 
-    client, key = s3_server.client(), f"{ledger.schema}/{trust_id}/00000000000000000001.json"
+    client, key = s3_server.client(), f"{s3_witness.ledger}/{trust_id}/00000000000000000001.json"
     [version] = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
     retention = client.get_object_retention(Bucket=bucket, Key=key, VersionId=version["VersionId"])["Retention"]
     assert retention["Mode"] == "COMPLIANCE"
@@ -176,6 +176,6 @@ async def test_verify_and_the_checkpointer_use_the_s3_witness_against_a_rewritte
 async def test_an_unreachable_bucket_fails_verify(engine, ledger, signer, s3_witness, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("FLOURISH_AUDIT_S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(WitnessUnavailable):
-        await configured_witness(AuditSettings(), ledger.schema).trusts()
+        await configured_witness(AuditSettings(), "any.ledger").trusts()
     result = await asyncio.to_thread(CliRunner().invoke, audit_cli, ["verify", "--schema", ledger.schema])
     assert result.exit_code == 1 and "witness unreachable" in result.output, result.output

@@ -21,7 +21,7 @@ from services.reporting.audit.checkpoints import checkpoint_due_chains
 from services.reporting.audit.cli import app as audit_cli
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.settings import AuditSettings
-from services.reporting.audit.witness import DirectoryWitness
+from services.reporting.audit.witness import DirectoryWitness, ledger_name
 from shared.events.envelope import encode, topic_for
 from shared.messaging.topics import delete_topics_with_prefix
 from tests.integration.audit.conftest import share
@@ -37,9 +37,9 @@ async def configured(witness_dir, ledger, signer, stack_settings, superuser, mon
     pem = signer.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption())
     monkeypatch.setenv("FLOURISH_AUDIT_SIGNING_KEY", pem.decode())
-    bootstrap = stack_settings.kafka_bootstrap_servers
-    yield prefix, bootstrap, DirectoryWitness(witness_dir, ledger.schema), \
-        KafkaTopicWitness(bootstrap, topic_for(CHECKPOINTS_CONTEXT, prefix), ledger.schema)
+    bootstrap, name = stack_settings.kafka_bootstrap_servers, ledger_name(stack_settings.database_url, ledger.schema)
+    yield prefix, bootstrap, DirectoryWitness(witness_dir, name), \
+        KafkaTopicWitness(bootstrap, topic_for(CHECKPOINTS_CONTEXT, prefix), name)
     await delete_topics_with_prefix(bootstrap, prefix)
 
 
@@ -77,7 +77,7 @@ async def test_checkpoints_are_published_and_a_tail_truncated_after_the_last_one
     finally:
         await topic.close()
     assert unpublished == []
-    reader = KafkaTopicWitness(bootstrap, topic_for(CHECKPOINTS_CONTEXT, prefix), ledger.schema)
+    reader = KafkaTopicWitness(bootstrap, topic.topic, topic.ledger)
     assert [c.seq for c in await reader.checkpoints(trust_id)] == [1, 6]  # a first entry is due at once
     assert await reader.checkpoints(trust_id) == await directory.checkpoints(trust_id)
     assert set((await ledger_events(bootstrap, prefix))[trust_id]) == {uuid.UUID(e) for e in event_ids.values()}
