@@ -194,7 +194,8 @@ def audit_router() -> APIRouter:
         return Page(items=items)
 
     async def _proof(runtime: Runtime, audit: Audit, principal: Principal, seq: int, filters: dict[str, str]) -> dict[str, Any]:
-        witness = configured_witness(audit.settings, ledger_name(runtime.settings.database_url, audit.ledger.schema))
+        witness = configured_witness(audit.settings, ledger_name(runtime.settings.database_url, audit.ledger.schema),
+                                     create=True)
         proof = await proof_for(runtime.engine, audit.ledger, _signer(audit), principal.trust_id, seq, witness)
         async with runtime.engine.begin() as conn:
             await record_audit_query(conn, runtime.store, principal, "proof", trust_id=principal.trust_id,

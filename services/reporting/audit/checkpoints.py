@@ -35,7 +35,6 @@ from services.reporting.audit.metrics import (
 from services.reporting.audit.settings import AuditSettings
 from services.reporting.audit.signing import CheckpointSigner, load_public_key, load_signer
 from services.reporting.audit.witness import (
-    DirectoryWitness,
     Witness,
     WitnessUnavailable,
     configured_witness,
@@ -229,9 +228,7 @@ async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event
     audit: Audit = reporting.audit
     signer = load_signer(audit.settings)
     name = ledger_name(runtime.settings.database_url, audit.ledger.schema)
-    witness = configured_witness(audit.settings, name)
-    if isinstance(witness, DirectoryWitness):
-        witness.base.mkdir(parents=True, exist_ok=True)
+    witness = configured_witness(audit.settings, name, create=True)
     keys = {key_id_of(key): key for key in map(_public_key, audit.settings.previous_public_keys)}
     export_verification_failures()
     also: list[Witness] = []

@@ -157,10 +157,14 @@ def ledger_name(database_url: str, schema: str) -> str:
     return f"{database}.{schema}"
 
 
-def configured_witness(settings: AuditSettings, ledger: str) -> Witness:
-    """The witness FLOURISH_AUDIT_WITNESS names, holding the checkpoints of ledger `ledger`."""
+def configured_witness(settings: AuditSettings, ledger: str, *, create: bool = False) -> Witness:
+    """The witness FLOURISH_AUDIT_WITNESS names, holding the checkpoints of ledger `ledger`.
+    `create`: make the witness directory if it is not there (the service, which writes it; never
+    `verify`, for which a missing witness is a failure)."""
     if settings.witness == "s3":
         from services.reporting.audit.witness_s3 import S3Witness
 
         return S3Witness.from_settings(settings, ledger)
+    if create:
+        settings.witness_dir.mkdir(parents=True, exist_ok=True)
     return DirectoryWitness(settings.witness_dir, ledger)
