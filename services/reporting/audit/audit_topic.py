@@ -22,7 +22,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from services.reporting.audit.domain.chain import Checkpoint
-from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable, checkpoint_document
+from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable
 from shared.events.envelope import topic_for
 from shared.events.registry import UnknownEventType, model_for
 
@@ -130,15 +130,20 @@ class KafkaTopicWitness:
         self.name = f"kafka:{topic}"
         self._producer: AIOKafkaProducer | None = None
         self._read: dict[UUID, dict[int, Checkpoint]] | None = None
+        # Per trust and seq, the event each entry recorded and when (read with the checkpoints).
+        self.recorded: dict[UUID, dict[int, tuple[UUID, str]]] = {}
 
-    async def append(self, checkpoint: Checkpoint) -> None:
+    async def append(self, checkpoint: Checkpoint, entries: Sequence[Sequence[Any]] | None = None) -> None:
+        """Publish the checkpoint; `entries`: [seq, event_id, recorded_at] of each entry it covers
+        since the previous one, so that a restored database can re-record them exactly (recover.py)."""
+        document = checkpoint.as_json() | ({"entries": [list(e) for e in entries]} if entries is not None else {})
         try:
             if self._producer is None:
                 producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all",
                                             enable_idempotence=True, request_timeout_ms=10_000)
                 await producer.start()
                 self._producer = producer
-            await self._producer.send_and_wait(self.topic, checkpoint_document(checkpoint),
+            await self._producer.send_and_wait(self.topic, json.dumps(document, sort_keys=True).encode(),
                                                key=f"{self.ledger}/{checkpoint.trust_id}".encode())
         except KafkaError as error:
             raise WitnessUnavailable(f"{self.name}: {type(error).__name__}") from None
@@ -157,7 +162,10 @@ class KafkaTopicWitness:
                 async for record in read_topics(self.bootstrap_servers, [self.topic]):
                     if not (record.key or b"").startswith(prefix):
                         continue
-                    checkpoint = Checkpoint.from_json(json.loads(record.value))
+                    document = json.loads(record.value)
+                    checkpoint = Checkpoint.from_json(document)
+                    for seq, event_id, recorded_at in document.get("entries", []):
+                        self.recorded.setdefault(checkpoint.trust_id, {})[int(seq)] = (UUID(event_id), recorded_at)
                     held = found.setdefault(checkpoint.trust_id, {})
                     if held.get(checkpoint.seq, checkpoint) != checkpoint:
                         raise WitnessConflict(f"{self.name} holds two different checkpoints at entry "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -206,12 +207,34 @@ async def checkpoint_due_chains(
             log.error("audit chain does not verify; no checkpoint signed",
                       extra={"trust_id": str(broken.trust_id), "error_type": type(broken).__name__})
     for publication in also:
-        while unpublished and await _hand_over(publication, unpublished[:1]):
+        while unpublished and await _publish(engine, ledger, publication, unpublished[0]):
             unpublished.pop(0)
     record_unwitnessed(len(queued) + len(unpublished))
     async with engine.connect() as conn:
         record_signing_backlog(*await ledger.signing_backlog(conn))
     return signed
+
+
+async def _publish(engine: AsyncEngine, ledger: Ledger, publication: Witness, checkpoint: Checkpoint) -> bool:
+    """Hand a checkpoint to a publication witness; the Kafka topic also gets, for each entry it
+    covers since the trust's previous checkpoint, the event it recorded and when (recover.py)."""
+    if not isinstance(publication, KafkaTopicWitness):
+        return await _hand_over(publication, [checkpoint])
+    async with engine.connect() as conn:
+        before = [c.seq for c in await ledger.checkpoints_page(conn, checkpoint.trust_id, checkpoint.seq, 1)]
+        rows = await ledger.entries(conn, checkpoint.trust_id, after=before[0] if before else 0, upto=checkpoint.seq)
+    covered = [[entry.seq, *recorded_in(entry.body)] for entry in rows]
+    try:
+        await publication.append(checkpoint, covered)
+    except WitnessUnavailable:
+        witness_failures.add(1, {"operation": "write"})
+        return False
+    return True
+
+
+def recorded_in(body: str) -> tuple[str, str]:
+    fact = json.loads(body)["fact"]
+    return fact["event_id"], fact["recorded_at"]
 
 
 async def _unwitnessed(conn: AsyncConnection, ledger: Ledger, witness: Witness, trust_id: UUID) -> bool:

@@ -116,6 +116,43 @@ def export(
     typer.echo(f"exported {count} entries of trust {trust} to {output}")
 
 
+@app.command()
+def recover(
+    trust: Annotated[UUID, typer.Option("--trust", help="The trust whose chain to bring back to its witness.")],
+    schema: Schema = "reporting",
+) -> None:
+    """After restoring the reporting database from an older backup: re-record, from Kafka, the
+    entries the backup lacks, exactly as they were (each must hash to what the witnessed
+    checkpoints signed, or nothing is written), then the events published since. Run
+    `flourish audit verify` afterwards."""
+    from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness
+    from services.reporting.audit.ledger import Ledger
+    from services.reporting.audit.recover import RecoveryRefused, recover_chain
+    from services.reporting.audit.witness import ledger_name
+    from shared.events.envelope import topic_for
+    from shared.store.db import create_engine
+
+    settings = Settings()
+    topic = KafkaTopicWitness(settings.kafka_bootstrap_servers, topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix),
+                              ledger_name(settings.database_url, schema))
+
+    async def run() -> Any:
+        engine = create_engine(settings, pool_size=1)
+        try:
+            return await recover_chain(engine, Ledger(schema), trust, topic, settings.kafka_bootstrap_servers,
+                                       settings.topic_prefix)
+        finally:
+            await engine.dispose()
+
+    try:
+        done = asyncio.run(run())
+    except RecoveryRefused as error:
+        typer.echo(f"FAILED: {error}")
+        raise typer.Exit(1) from None
+    typer.echo(f"recovered trust {trust}: {done.rebuilt} entries re-recorded as witnessed, {done.recorded} "
+               f"recorded afresh; the chain ends at entry {done.head_seq}")
+
+
 @app.command("check-proof")
 def check_proof(
     proof: Annotated[Path, typer.Argument(help="A proof from GET /audit/shares/<id>/proof or /audit/entries/<seq>/proof.")],

@@ -6,6 +6,7 @@ blind spot for someone rewriting the database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import uuid
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness, ledger_events
-from services.reporting.audit.checkpoints import checkpoint_due_chains
+from services.reporting.audit.checkpoints import checkpoint_chain, checkpoint_due_chains
 from services.reporting.audit.cli import app as audit_cli
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.settings import AuditSettings
@@ -126,3 +127,43 @@ async def test_a_directory_witness_wiped_on_its_host_still_leaves_the_topic_to_n
     result = await cli("verify", "--schema", ledger.schema)
     assert result.exit_code == 1, result.output
     assert f"FAILED  trust {trust_id}: entry 4: missing: the witness holds a checkpoint at entry 5" in result.output
+
+
+async def test_a_database_restored_from_an_older_backup_is_recovered_from_kafka_until_it_matches_the_witness(
+    engine, ledger, signer, configured, superuser
+):  # type: ignore[no-untyped-def]
+    prefix, bootstrap, directory, topic = configured
+    trust_id, event_ids = uuid.uuid4(), {}
+    settings = AuditSettings(checkpoint_every_entries=5)
+    try:
+        for n in range(1, 9):
+            event_ids[n] = await published_and_recorded(engine, ledger, prefix, bootstrap, trust_id, n)
+            await checkpoint_due_chains(engine, ledger, signer, settings, directory, set(), also=[topic], unpublished=[])
+    finally:
+        await topic.close()
+    assert [c.seq for c in await directory.checkpoints(trust_id)] == [1, 6]
+    # The restore: the database as an older backup had it, with entries 1..2 and the checkpoint at 1.
+    async with superuser.transaction():
+        await superuser.execute("SET LOCAL session_replication_role = replica")
+        await superuser.execute(f"DELETE FROM {ledger.entries_table} WHERE trust_id = $1 AND seq > 2", trust_id)
+        await superuser.execute(f'DELETE FROM "{ledger.schema}".audit_checkpoints WHERE trust_id = $1 AND seq > 2', trust_id)
+        head = await superuser.fetchval(f"SELECT entry_hash FROM {ledger.entries_table} WHERE trust_id = $1 AND seq = 2",
+                                        trust_id)
+        await superuser.execute(f'UPDATE "{ledger.schema}".audit_chain_heads SET head_seq = 2, head_hash = $2, '
+                                "checkpoint_seq = 1 WHERE trust_id = $1", trust_id, head)
+    restored = await cli("verify", "--schema", ledger.schema)
+    assert restored.exit_code == 1 and "missing: the witness holds a checkpoint at entry 6" in restored.output
+
+    recovered = await cli("recover", "--schema", ledger.schema, "--trust", str(trust_id))
+    assert recovered.exit_code == 0, recovered.output
+    assert "4 entries re-recorded as witnessed, 2 recorded afresh; the chain ends at entry 8" in recovered.output
+    result = await cli("verify", "--schema", ledger.schema)
+    assert result.exit_code == 0 and "last witnessed at entry 6" in result.output, result.output
+    async with engine.connect() as conn:
+        entries = await ledger.entries(conn, trust_id, after=0, upto=8)
+    recorded = [json.loads(e.body)["fact"]["event_id"] for e in entries]
+    assert recorded[:6] == [event_ids[n] for n in range(1, 7)]  # exactly as witnessed
+    assert set(recorded[6:]) == {event_ids[7], event_ids[8]}  # recorded afresh: never witnessed
+    # And the checkpointer signs on from there.
+    async with engine.begin() as conn:
+        assert (await checkpoint_chain(conn, ledger, signer, trust_id, directory)).seq == 8
