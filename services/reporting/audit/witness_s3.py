@@ -14,7 +14,7 @@ AWS S3 or any S3-compatible server (tests: versitygw); its blocking calls run in
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -40,6 +40,9 @@ class S3Witness:
     bucket: str
     ledger: str
     retention: timedelta
+    # Checkpoints already read, by key and version: a locked version never changes, so each is
+    # fetched once per process (the checkpointer reads a trust's witness every round).
+    _read: dict[tuple[str, str], Checkpoint] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -93,8 +96,11 @@ class S3Witness:
         # S3 lists a key's versions newest first; LastModified has only second resolution, so the
         # order is what tells the first version written from one put within the same second.
         first = min(reversed(versions), key=lambda v: v["LastModified"])
-        body = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=first["VersionId"])["Body"].read()
-        return parse_checkpoint(body, f"{self.name}/{key}")
+        cached = (key, first["VersionId"])
+        if cached not in self._read:
+            body = self.client.get_object(Bucket=self.bucket, Key=key, VersionId=first["VersionId"])["Body"].read()
+            self._read[cached] = parse_checkpoint(body, f"{self.name}/{key}")
+        return self._read[cached]
 
     def _versions(self, prefix: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
