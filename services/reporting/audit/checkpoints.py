@@ -37,6 +37,7 @@ from services.reporting.audit.settings import AuditSettings
 from services.reporting.audit.signing import CheckpointSigner, load_public_key, load_signer
 from services.reporting.audit.witness import (
     Witness,
+    WitnessConflict,
     WitnessUnavailable,
     configured_witness,
     last_of,
@@ -202,6 +203,9 @@ async def checkpoint_due_chains(
                     queued.discard(trust_id)
         except WitnessUnavailable:
             queued.add(trust_id)
+        except WitnessConflict:  # the witness holds another checkpoint where ours would go: never overwritten
+            queued.discard(trust_id)
+            _refused("broken", trust_id, 0)
         except ChainBroken as broken:
             queued.discard(trust_id)
             log.error("audit chain does not verify; no checkpoint signed",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -276,3 +277,25 @@ async def test_a_signing_key_rotation_keeps_the_witnessed_chain_continuous(
     monkeypatch.setenv("FLOURISH_AUDIT_PREVIOUS_PUBLIC_KEYS", "[]")
     refused = await cli("verify", "--schema", ledger.schema)
     assert refused.exit_code == 1 and "not among the public keys" in refused.output, refused.output
+
+
+async def test_an_export_of_a_rewritten_chain_fails_offline_against_a_copy_of_the_witness(
+    engine, ledger, signer, superuser, witness, dsn, tmp_path, monkeypatch
+):  # type: ignore[no-untyped-def]
+    trust_id = await witnessed_chain(engine, ledger, signer, witness)
+    await delete_one_share(Tamperer(superuser, ledger, superuser=True), trust_id)
+    export = tmp_path / "trust.jsonl"
+    exported = await cli("export", "--schema", ledger.schema, "--trust", str(trust_id), "-o", str(export))
+    assert exported.exit_code == 0, exported.output
+    # A DPO's machine: a copy of the witness directory, no Kafka, the published public key.
+    copy = tmp_path / "witness-copy"
+    shutil.copytree(witness.base, copy)
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps(signer.published()))
+    monkeypatch.setenv("FLOURISH_AUDIT_WITNESS_DIR", str(copy))
+    monkeypatch.setenv("FLOURISH_AUDIT_WITNESS_TOPIC", "false")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    offline = await cli("verify", "--schema", ledger.schema, "--export", str(export), "--public-key", str(key))
+    assert offline.exit_code == 1, offline.output
+    assert f"witness dir:{copy}" in offline.output
+    assert f"FAILED  trust {trust_id}: entry 5" in offline.output and "the witness holds a checkpoint" in offline.output
