@@ -6,11 +6,12 @@ what with which agency" query over a million entries, each beside a raw-asyncpg 
   columns and indexes), 100 per transaction. Baseline ``asyncpg.executemany.plain``: the same
   bodies inserted with ``executemany`` into a plain (id, body) table, no chain, no indexes.
 * ``audit.verify.online``: ``flourish audit verify``'s database path over one trust's chain of
-  ENTRIES entries with a signed checkpoint every 500 (two halves read at once, in one snapshot).
-  Baseline ``asyncpg.cursor.read``: reading the same rows the same way, verifying nothing.
-  Goal ≥ 200,000 entries/s.
-* ``audit.verify.offline``: the same chain from an export file. Baseline ``orjson.loads.lines``:
-  parsing the file's lines, verifying nothing.
+  ENTRIES entries with a signed checkpoint every 500 (two halves read at once, in one snapshot),
+  witness check included: every checkpoint is also in a directory witness, which verify reads
+  and checks the chain against, with the ledger's own defences. Baseline ``asyncpg.cursor.read``:
+  reading the same rows the same way, verifying nothing. Goal ≥ 200,000 entries/s.
+* ``audit.verify.offline``: the same chain from an export file, against the same witness.
+  Baseline ``orjson.loads.lines``: parsing the file's lines, verifying nothing.
 * ``audit.query.who_shared.p95``: ``GET /audit/shares`` over HTTP (a real socket, uvicorn, the
   reporting service's app and middleware): the DPO's bearer token verified, the request's
   transaction scoped to the caller's trust so row-level security (FORCE, the tenant policy) filters
@@ -60,7 +61,13 @@ from services.reporting.audit.tables import (
     index_statements,
     table_statements,
 )
-from services.reporting.audit.verification import export_chain, verify_chain, verify_export_file
+from services.reporting.audit.verification import (
+    WitnessCheck,
+    export_chain,
+    verify_database,
+    verify_export_file,
+)
+from services.reporting.audit.witness import DirectoryWitness
 from shared.audit import record_audit_query
 from shared.events.consent import AgencyCategory
 from shared.events.envelope import Envelope
@@ -90,9 +97,10 @@ async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     figures: list[Figure] = []
     try:
         figures.append(await append_rate(engine, settings, events=max(500, int(3000 * scale))))
-        async with ledger_of(engine, settings, entries) as (ledger, signer):
-            figures += await verify_rates(settings, ledger, signer, entries)
-            figures.append(await query_p95(engine, settings, ledger, entries))
+        with tempfile.TemporaryDirectory() as witness_root:
+            async with ledger_of(engine, settings, entries, Path(witness_root)) as (ledger, signer):
+                figures += await verify_rates(settings, ledger, signer, entries, Path(witness_root))
+                figures.append(await query_p95(engine, settings, ledger, entries))
     finally:
         await engine.dispose()
     return [json.loads(figure.json_line()) for figure in figures]
@@ -212,7 +220,7 @@ def _generate_sql(schema: str, count: int) -> str:
 
 @asynccontextmanager
 async def ledger_of(
-    engine: AsyncEngine, settings: Settings, count: int
+    engine: AsyncEngine, settings: Settings, count: int, witness_root: Path | None = None
 ) -> AsyncIterator[tuple[Ledger, CheckpointSigner]]:
     schema = unique("bench_audit_")
     signer = CheckpointSigner(Ed25519PrivateKey.generate())
@@ -242,9 +250,13 @@ async def ledger_of(
             rows = await conn.execute(text(
                 f'SELECT seq, entry_hash FROM "{schema}".{ENTRIES} WHERE trust_id = :t AND seq % :n = 0 ORDER BY seq'
             ), {"t": TRUST, "n": CHECKPOINT_EVERY})
-            signed_at = datetime(2027, 9, 1, tzinfo=UTC)
+            signed_at = datetime.now(UTC) - timedelta(days=30)
+            witness = DirectoryWitness(witness_root, schema) if witness_root else None
             for seq, entry_hash in rows.all():
-                await ledger.add_checkpoint(conn, signer.sign(TRUST, seq, entry_hash, signed_at + timedelta(seconds=seq)))
+                checkpoint = signer.sign(TRUST, seq, entry_hash, signed_at + timedelta(milliseconds=seq))
+                await ledger.add_checkpoint(conn, checkpoint)
+                if witness is not None:
+                    await witness.append(checkpoint)
             await conn.execute(text(
                 f"""INSERT INTO "{schema}".audit_chain_heads (trust_id, head_seq, head_hash)
                     SELECT trust_id, seq, entry_hash FROM "{schema}".{ENTRIES} WHERE trust_id = :t ORDER BY seq DESC LIMIT 1
@@ -259,16 +271,21 @@ async def ledger_of(
 # --- Verify ---------------------------------------------------------------------------------------
 
 
-async def verify_rates(settings: Settings, ledger: Ledger, signer: CheckpointSigner, count: int) -> list[Figure]:
+async def verify_rates(
+    settings: Settings, ledger: Ledger, signer: CheckpointSigner, count: int, witness_root: Path
+) -> list[Figure]:
     keys = {signer.key_id: signer.public_key}
+    check = WitnessCheck(DirectoryWitness(witness_root, ledger.schema), unwitnessed_limit_s=3600.0)
+    t0 = time.perf_counter()  # as `flourish audit verify --trust`: defences, witness, chain
+    result = await verify_database(settings.sync_database_url, ledger.schema, keys, [TRUST], witness=check)
+    online = result.entries / (time.perf_counter() - t0)
+    [report] = result.reports
+    if not result.ok or report.entries != count or report.witnessed != count // CHECKPOINT_EVERY:
+        raise RuntimeError(f"the bench chain did not verify: {report.mismatch} {result.defences}")
+    info(f"audit verify online: {report.entries:,} entries, {report.checkpoints} checkpoints "
+         f"({report.witnessed} witnessed), {online:,.0f} entries/s")
     conn, helper = await asyncpg.connect(settings.sync_database_url), await asyncpg.connect(settings.sync_database_url)
     try:
-        t0 = time.perf_counter()
-        report = await verify_chain(conn, ledger.schema, TRUST, keys, helper=helper)  # as `flourish audit verify`
-        online = report.entries / (time.perf_counter() - t0)
-        if not report.ok or report.entries != count:
-            raise RuntimeError(f"the bench chain did not verify: {report.mismatch}")
-        info(f"audit verify online: {report.entries:,} entries, {report.checkpoints} checkpoints, {online:,.0f} entries/s")
 
         async def read(connection: asyncpg.Connection, after: int, upto: int) -> int:
             read = 0
@@ -295,9 +312,10 @@ async def verify_rates(settings: Settings, ledger: Ledger, signer: CheckpointSig
             await export_chain(settings.sync_database_url, ledger.schema, TRUST, out)
         info(f"audit verify offline: export of {path.stat().st_size / 1e6:.0f} MB")
         t0 = time.perf_counter()
-        offline_report = verify_export_file(path, keys)
+        witnessed = await check.checkpoints(TRUST)
+        offline_report = verify_export_file(path, keys, witnessed=witnessed, witness=check)
         offline = offline_report.entries / (time.perf_counter() - t0)
-        if not offline_report.ok:
+        if not offline_report.ok or offline_report.witnessed != count // CHECKPOINT_EVERY:
             raise RuntimeError(f"the bench export did not verify: {offline_report.mismatch}")
         t0 = time.perf_counter()
         with path.open("rb") as lines:

@@ -40,6 +40,7 @@ from services.reporting.audit.queries import (
     share_record,
 )
 from services.reporting.audit.signing import CheckpointSigner, load_signer
+from services.reporting.audit.witness import configured_witness, ledger_name
 from shared.api import Cursor, Page, PageSize, decode_cursor, encode_cursor, requires
 from shared.audit import record_audit_query
 from shared.auth import Principal, Role
@@ -201,7 +202,9 @@ def audit_router() -> APIRouter:
         return Page(items=items)
 
     async def _proof(runtime: Runtime, audit: Audit, principal: Principal, seq: int, filters: dict[str, str]) -> dict[str, Any]:
-        proof = await proof_for(runtime.engine, audit.ledger, _signer(audit), principal.trust_id, seq)
+        witness = configured_witness(audit.settings, ledger_name(runtime.settings.database_url, audit.ledger.schema),
+                                     create=True)
+        proof = await proof_for(runtime.engine, audit.ledger, _signer(audit), principal.trust_id, seq, witness)
         async with runtime.engine.begin() as conn:
             await record_audit_query(conn, runtime.store, principal, "proof", trust_id=principal.trust_id,
                                      filters=filters, result_count=1 + len(proof["chain"]))

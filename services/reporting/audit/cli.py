@@ -43,24 +43,41 @@ def verify(
     schema: Schema = "reporting",
 ) -> None:
     """Recompute every hash and link, check every checkpoint signature, name the first entry that
-    does not match. Online it also checks the ledger's append-only triggers and generated columns."""
+    does not match. Online it also checks the ledger's append-only triggers and generated columns.
+
+    Always against the configured witness (FLOURISH_AUDIT_WITNESS*) too: the chain must contain
+    every checkpoint the witness holds, and entries older than the checkpoint interval must be
+    covered by one. A witness that cannot be read fails verification."""
+    from services.reporting.audit.settings import AuditSettings
     from services.reporting.audit.verification import (
         NotAnExport,
         Verification,
+        export_trust,
         report_json,
         verify_database,
         verify_export_file,
     )
+    from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable
 
     keys = _public_keys(public_key, online=export is None)
+    audit, settings = AuditSettings(), Settings()
+    try:
+        witness = asyncio.run(_witness_check(audit, settings, schema))
+    except WitnessUnavailable as error:
+        typer.echo(f"FAILED: the witness cannot be read: {error}")
+        raise typer.Exit(1) from None
     if export is not None:
         try:
-            result = Verification(reports=[verify_export_file(export, keys, _progress)])
+            witnessed = asyncio.run(witness.checkpoints(export_trust(export)))
+            result = Verification(reports=[verify_export_file(export, keys, _progress, witnessed, witness)])
         except (OSError, NotAnExport) as error:
             typer.echo(f"cannot read {export}: {error}", err=True)
             raise typer.Exit(2) from None
+        except (WitnessUnavailable, WitnessConflict) as error:
+            result = Verification(defences=[f"witness unreachable: {error}"])
     else:
-        result = asyncio.run(verify_database(Settings().sync_database_url, schema, keys, trust or None, _progress))
+        result = asyncio.run(verify_database(settings.sync_database_url, schema, keys, trust or None, _progress,
+                                             witness=witness))
     _clear_progress()
     if as_json:
         typer.echo(json.dumps({"ok": result.ok, "defences": result.defences,
@@ -68,6 +85,7 @@ def verify(
     else:
         for problem in result.defences:
             typer.echo(f"LEDGER  {problem}")
+        typer.echo(f"witness {witness.names}")
         for report in result.reports:
             typer.echo(_describe(report))
         verdict = "OK" if result.ok else "FAILED"
@@ -96,6 +114,43 @@ def export(
     if schema == "reporting":
         asyncio.run(_record_export(settings, trust, actor, count))
     typer.echo(f"exported {count} entries of trust {trust} to {output}")
+
+
+@app.command()
+def recover(
+    trust: Annotated[UUID, typer.Option("--trust", help="The trust whose chain to bring back to its witness.")],
+    schema: Schema = "reporting",
+) -> None:
+    """After restoring the reporting database from an older backup: re-record, from Kafka, the
+    entries the backup lacks, exactly as they were (each must hash to what the witnessed
+    checkpoints signed, or nothing is written), then the events published since. Run
+    `flourish audit verify` afterwards."""
+    from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness
+    from services.reporting.audit.ledger import Ledger
+    from services.reporting.audit.recover import RecoveryRefused, recover_chain
+    from services.reporting.audit.witness import ledger_name
+    from shared.events.envelope import topic_for
+    from shared.store.db import create_engine
+
+    settings = Settings()
+    topic = KafkaTopicWitness(settings.kafka_bootstrap_servers, topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix),
+                              ledger_name(settings.database_url, schema))
+
+    async def run() -> Any:
+        engine = create_engine(settings, pool_size=1)
+        try:
+            return await recover_chain(engine, Ledger(schema), trust, topic, settings.kafka_bootstrap_servers,
+                                       settings.topic_prefix)
+        finally:
+            await engine.dispose()
+
+    try:
+        done = asyncio.run(run())
+    except RecoveryRefused as error:
+        typer.echo(f"FAILED: {error}")
+        raise typer.Exit(1) from None
+    typer.echo(f"recovered trust {trust}: {done.rebuilt} entries re-recorded as witnessed, {done.recorded} "
+               f"recorded afresh; the chain ends at entry {done.head_seq}")
 
 
 @app.command("check-proof")
@@ -131,6 +186,27 @@ def public_key_command() -> None:
     typer.echo(json.dumps(public_key_document(key), indent=2))
 
 
+async def _witness_check(audit: Any, settings: Settings, schema: str) -> Any:
+    """The configured witnesses, and the events on Kafka the ledger should hold (read once)."""
+    from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness, ledger_events
+    from services.reporting.audit.verification import WitnessCheck
+    from services.reporting.audit.witness import WitnessUnavailable, configured_witness, ledger_name
+    from shared.events.envelope import topic_for
+
+    name = ledger_name(settings.database_url, schema)
+    also, events = [], None
+    if audit.witness_topic:
+        also.append(KafkaTopicWitness(settings.kafka_bootstrap_servers,
+                                      topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix), name))
+        try:
+            events = await asyncio.wait_for(ledger_events(settings.kafka_bootstrap_servers, settings.topic_prefix), 120)
+        except Exception as error:  # noqa: BLE001 - Kafka away: the cross-check cannot be made, which fails verify
+            raise WitnessUnavailable(f"kafka {settings.kafka_bootstrap_servers}: {type(error).__name__}") from None
+    return WitnessCheck(configured_witness(audit, name), also=also, events=events,
+                        unwitnessed_limit_s=audit.checkpoint_every_s + audit.unwitnessed_grace_s,
+                        lag_grace_s=audit.topic_lag_grace_s)
+
+
 def _public_keys(paths: list[Path] | None, online: bool) -> dict[str, Any]:
     from services.reporting.audit.domain.chain import key_id_of
     from services.reporting.audit.settings import AuditSettings
@@ -144,9 +220,17 @@ def _public_keys(paths: list[Path] | None, online: bool) -> dict[str, Any]:
             typer.echo(f"cannot use {path} as a public key: {error}", err=True)
             raise typer.Exit(2) from None
     if not keys and online:
-        configured = configured_public_key(AuditSettings())
+        settings = AuditSettings()
+        configured = configured_public_key(settings)
         if configured is not None:
             keys.append(configured)
+            # Keys it replaced (FLOURISH_AUDIT_PREVIOUS_PUBLIC_KEYS): older checkpoints still verify.
+            for path in settings.previous_public_keys:
+                try:
+                    keys.append(load_public_key(path.read_text()))
+                except (OSError, ValueError, KeyError) as error:
+                    typer.echo(f"cannot use previous public key {path}: {error}", err=True)
+                    raise typer.Exit(2) from None
     if not keys:
         typer.echo("no public key to check checkpoints with: pass --public-key (from GET /audit/public-key)", err=True)
         raise typer.Exit(2)
@@ -157,8 +241,9 @@ def _describe(report: Any) -> str:
     if report.mismatch is not None:
         return f"FAILED  trust {report.trust_id}: {report.mismatch.describe()}"
     signed = f"last checkpoint at entry {report.last_checkpoint.seq}" if report.last_checkpoint else "no checkpoint yet"
+    witnessed = f"last witnessed at entry {report.last_witnessed.seq}" if report.last_witnessed else "none witnessed yet"
     return (f"ok      trust {report.trust_id}: {report.entries} entries, {report.checkpoints} checkpoints, "
-            f"{signed}, {report.unsigned_entries} not yet signed")
+            f"{signed}, {witnessed}, {report.unsigned_entries} not yet signed")
 
 
 def _progress(trust_id: UUID, entries: int) -> None:

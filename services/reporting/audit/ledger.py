@@ -122,6 +122,11 @@ class Ledger:
             f"""SELECT trust_id, seq, entry_hash, signed_at, key_id, signature FROM {checkpoints}
                 WHERE trust_id = :trust_id ORDER BY seq DESC LIMIT 1"""
         )
+        self._checkpoints_after_sql = text(
+            f"""SELECT trust_id, seq, entry_hash, signed_at, key_id, signature FROM {checkpoints}
+                WHERE trust_id = :trust_id AND seq > :after ORDER BY seq"""
+        )
+        self._signed_chains_sql = text(f"SELECT trust_id FROM {heads} WHERE checkpoint_seq > 0 ORDER BY trust_id")
         self._checkpoints_page_sql = text(
             f"""SELECT trust_id, seq, entry_hash, signed_at, key_id, signature FROM {checkpoints}
                 WHERE trust_id = :trust_id AND seq < :before ORDER BY seq DESC LIMIT :limit"""
@@ -188,6 +193,15 @@ class Ledger:
     async def last_checkpoint(self, conn: AsyncConnection, trust_id: UUID) -> Checkpoint | None:
         row = (await conn.execute(self._last_checkpoint_sql, {"trust_id": trust_id})).first()
         return _checkpoint(row) if row else None
+
+    async def checkpoints_after(self, conn: AsyncConnection, trust_id: UUID, after: int) -> list[Checkpoint]:
+        """The trust's checkpoints after seq `after`, in order (those a witness may not hold yet)."""
+        return [_checkpoint(row) for row in await conn.execute(
+            self._checkpoints_after_sql, {"trust_id": trust_id, "after": after})]
+
+    async def signed_chains(self, conn: AsyncConnection) -> list[UUID]:
+        """Every trust with a signed checkpoint."""
+        return [row.trust_id for row in await conn.execute(self._signed_chains_sql)]
 
     async def checkpoints_page(
         self, conn: AsyncConnection, trust_id: UUID, before: int | None, limit: int

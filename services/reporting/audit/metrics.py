@@ -28,12 +28,28 @@ verification_failures = meter.create_counter(
     description="Verifications of the ledger that failed: before signing a checkpoint, or the periodic full check",
 )
 
-_state = {"unsigned_entries": 0.0, "checkpoint_age_s": 0.0}
+witness_failures = meter.create_counter(
+    "flourish_audit_witness_failures",
+    unit="{attempt}",
+    description="Attempts to read or write the checkpoint witness that failed (the checkpointer retries)",
+)
+checkpoints_refused = meter.create_counter(
+    "flourish_audit_checkpoints_refused",
+    unit="{chain}",
+    description="Chains the checkpointer refused to sign because they do not extend the last witnessed "
+    "checkpoint, by reason (truncated, rewritten, broken)",
+)
+
+_state = {"unsigned_entries": 0.0, "checkpoint_age_s": 0.0, "unwitnessed_checkpoints": 0.0}
 
 
 def record_signing_backlog(unsigned_entries: int, checkpoint_age_s: float) -> None:
     _state["unsigned_entries"] = float(unsigned_entries)
     _state["checkpoint_age_s"] = checkpoint_age_s
+
+
+def record_unwitnessed(checkpoints: int) -> None:
+    _state["unwitnessed_checkpoints"] = float(checkpoints)
 
 
 def _observe(key: str) -> Any:
@@ -54,8 +70,18 @@ checkpoint_age = meter.create_observable_gauge(
 )
 
 
+unwitnessed_checkpoints = meter.create_observable_gauge(
+    "flourish_audit_unwitnessed_checkpoints", callbacks=[_observe("unwitnessed_checkpoints")], unit="{checkpoint}",
+    description="Signed checkpoints the witness does not hold yet (queued while it is unreachable)",
+)
+
+
 def export_verification_failures() -> None:
-    """Export the failure counter at zero from the start (call once the service's meter provider
+    """Export the failure counters at zero from the start (call once the service's meter provider
     is installed), so that the first failure is an increase Prometheus can see."""
     for check in ("before_checkpoint", "periodic"):
         verification_failures.add(0, {"check": check})
+    for reason in ("truncated", "rewritten", "broken"):
+        checkpoints_refused.add(0, {"reason": reason})
+    for operation in ("read", "write"):
+        witness_failures.add(0, {"operation": operation})

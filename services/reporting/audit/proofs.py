@@ -14,6 +14,7 @@ from services.reporting.audit.checkpoints import checkpoint_chain
 from services.reporting.audit.domain.chain import ChainHead, ChainVerifier, Checkpoint, key_id_of
 from services.reporting.audit.ledger import Ledger, StoredEntry
 from services.reporting.audit.signing import CheckpointSigner, public_key_document
+from services.reporting.audit.witness import Witness
 
 HOW_TO_CHECK = [
     "1. SHA-256 of entry.body (its UTF-8 bytes, exactly as given) equals entry.entry_hash.",
@@ -33,9 +34,11 @@ class ProofUnavailable(Exception):
 
 
 async def proof_for(
-    engine: AsyncEngine, ledger: Ledger, signer: CheckpointSigner, trust_id: UUID, seq: int
+    engine: AsyncEngine, ledger: Ledger, signer: CheckpointSigner, trust_id: UUID, seq: int,
+    witness: Witness | None = None,
 ) -> dict[str, Any]:
-    """The proof for entry `seq`, signing a checkpoint first if none covers it yet."""
+    """The proof for entry `seq`, signing a checkpoint first if none covers it yet (against the
+    witness, which then holds it too: a chain that does not extend the witness gets no proof)."""
     async with engine.connect() as conn:
         entry = await ledger.entry(conn, trust_id, seq)
         if entry is None:
@@ -43,7 +46,7 @@ async def proof_for(
         checkpoint = await ledger.checkpoint_covering(conn, trust_id, seq)
     if checkpoint is None:
         async with engine.begin() as conn:
-            await checkpoint_chain(conn, ledger, signer, trust_id)
+            await checkpoint_chain(conn, ledger, signer, trust_id, witness)
         async with engine.connect() as conn:
             checkpoint = await ledger.checkpoint_covering(conn, trust_id, seq)
     if checkpoint is None:  # pragma: no cover - checkpoint_chain always covers the head

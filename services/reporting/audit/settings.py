@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,31 @@ class AuditSettings(BaseSettings):
 
     # The local stack's audit topic keeps everything; in production its KafkaTopic says so.
     keep_audit_topic_forever: bool = True
+
+    # Where every signed checkpoint is also kept, out of the database's reach (witness.py): an
+    # append-only directory (the default in development, one file per checkpoint) or an S3 bucket
+    # with Object Lock (production). The checkpointer will not sign a chain that does not extend
+    # the witness's last checkpoint, and `flourish audit verify` reads the witness by default.
+    witness: Literal["dir", "s3"] = "dir"
+    witness_dir: Path = STATE_DIR / "audit" / "witness"
+    # The S3 witness (witness_s3.py): a bucket created with Object Lock enabled; each checkpoint is
+    # kept under COMPLIANCE retention for this many days. Credentials: these, or boto3's usual
+    # chain (environment, instance or pod identity) when unset.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "eu-west-2"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_retention_days: int = Field(default=3650, ge=1)
+    # Every checkpoint is also published on Kafka (<prefix>audit.checkpoints, kept forever), and
+    # verify cross-checks the entries no witnessed checkpoint covers yet against the events on the
+    # topics the ledger records from: an event published this long ago must be in the ledger.
+    witness_topic: bool = True
+    topic_lag_grace_s: float = Field(default=120.0, ge=0)
+
+    # Entries this much older than the checkpoint interval and still not witnessed fail verify
+    # (a chain whose checkpoints were deleted, or a checkpointer stopped for that long).
+    unwitnessed_grace_s: float = Field(default=300.0, ge=0)
 
     # The largest CSV export one request may stream.
     csv_max_rows: int = Field(default=1_000_000, ge=1)

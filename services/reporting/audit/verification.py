@@ -17,11 +17,11 @@ The last line's absence means the file was cut short, and verification says so.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -29,10 +29,23 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.reporting.audit.domain.canonical import instant
-from services.reporting.audit.domain.chain import ChainHead, ChainReport, ChainVerifier, Checkpoint, EntryRow, Mismatch
+from services.reporting.audit.domain.chain import (
+    ChainHead,
+    ChainReport,
+    ChainVerifier,
+    Checkpoint,
+    EntryRow,
+    Mismatch,
+    event_id_in,
+)
 from services.reporting.audit.tables import CHECKPOINTS, ENTRIES, GENERATED_COLUMNS, HEADS, IMMUTABLE_TABLES
+from services.reporting.audit.witness import Witness, WitnessConflict, WitnessUnavailable
+
+if TYPE_CHECKING:
+    from services.reporting.audit.audit_topic import Published
 
 EXPORT_FORMAT = "flourish.audit.export.v1"
+EVENT_ID_KEY = '"event_id":"'  # how an entry's canonical JSON records its event id
 BATCH = 20_000
 
 Progress = Callable[[UUID, int], None]
@@ -58,13 +71,79 @@ def _tables(schema: str) -> tuple[str, str, str]:
     return tuple(f'"{schema}".{name}' for name in (ENTRIES, CHECKPOINTS, HEADS))  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class WitnessCheck:
+    """Verify against a witness: every checkpoint it holds must be in the chain, and entries older
+    than `unwitnessed_limit_s` must be covered by one of them."""
+
+    witness: Witness
+    unwitnessed_limit_s: float | None = None
+    now: datetime | None = None
+    also: Sequence[Witness] = ()  # further witnesses (the Kafka topic): their checkpoints count too
+    # The events the ledger should hold, per trust (audit_topic.ledger_events): those published
+    # more than `lag_grace_s` ago and no longer than `cover_s` before the last witnessed
+    # checkpoint must be in the chain, so the entries no checkpoint covers yet are checked too.
+    events: Mapping[UUID, Mapping[UUID, Published]] | None = None
+    lag_grace_s: float = 120.0
+    cover_s: float = 3600.0
+
+    def too_old(self, recorded_at: datetime) -> bool:
+        if self.unwitnessed_limit_s is None:
+            return False
+        return recorded_at < (self.now or datetime.now(UTC)) - timedelta(seconds=self.unwitnessed_limit_s)
+
+    @property
+    def names(self) -> str:
+        return ", ".join(w.name for w in (self.witness, *self.also))
+
+    async def trusts(self) -> set[UUID]:
+        found: set[UUID] = set()
+        for witness in (self.witness, *self.also):
+            found.update(await witness.trusts())
+        return found
+
+    async def checkpoints(self, trust_id: UUID) -> list[Checkpoint]:
+        """What every witness holds for the trust, as one list (WitnessConflict if two differ)."""
+        merged: dict[int, Checkpoint] = {}
+        for witness in (self.witness, *self.also):
+            for checkpoint in await witness.checkpoints(trust_id):
+                if merged.setdefault(checkpoint.seq, checkpoint) != checkpoint:
+                    raise WitnessConflict(f"{witness.name} and another witness hold different checkpoints at "
+                                          f"entry {checkpoint.seq} of trust {trust_id}")
+        return [merged[seq] for seq in sorted(merged)]
+
+    def expected_events(self, report: ChainReport) -> list[Published]:
+        """The trust's events that must be in its chain, oldest first."""
+        if self.events is None:
+            return []
+        now = self.now or datetime.now(UTC)
+        newest = now - timedelta(seconds=self.lag_grace_s)
+        oldest = report.last_witnessed.signed_at - timedelta(seconds=self.cover_s) if report.last_witnessed else None
+        return sorted((e for e in self.events.get(report.trust_id, {}).values()
+                       if e.published_at <= newest and (oldest is None or e.published_at >= oldest)),
+                      key=lambda e: e.published_at)
+
+
+def missing_event(report: ChainReport, event: Published) -> None:
+    since = f"after the last witnessed checkpoint (entry {report.last_witnessed.seq})" if report.last_witnessed \
+        else "with no witnessed checkpoint"
+    report.mismatch = Mismatch(
+        report.last_seq + 1,
+        f"missing: event {event.event_id} ({event.event_type}), published on {event.topic} at "
+        f"{instant(event.published_at)}, is not in the chain: entries {since} were removed, or never recorded "
+        "(see the audit-ledger consumer's dead letters)", str(event.event_id))
+
+
 async def verify_database(
     dsn: str,
     schema: str,
     public_keys: Mapping[str, Ed25519PublicKey],
     trust_ids: Iterable[UUID] | None = None,
     progress: Progress | None = None,
+    witness: WitnessCheck | None = None,
 ) -> Verification:
+    """Every chain in the database (and, with a witness, every chain the witness knows of: a trust
+    whose entries were all deleted is still checked against its witnessed checkpoints)."""
     conn = await asyncpg.connect(dsn)
     helper = await asyncpg.connect(dsn)
     try:
@@ -73,12 +152,69 @@ async def verify_database(
         if trust_ids is None:
             rows = await conn.fetch(f"SELECT trust_id FROM {heads} UNION SELECT DISTINCT trust_id FROM {entries} ORDER BY 1")
             trust_ids = [row["trust_id"] for row in rows]
+            if witness is not None:
+                try:
+                    trust_ids = sorted(set(trust_ids) | await witness.trusts())
+                except (WitnessUnavailable, WitnessConflict) as error:
+                    result.defences.append(f"witness unreachable: {error}")
+                    return result
         for trust_id in trust_ids:
-            result.reports.append(await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper))
+            witnessed: list[Checkpoint] = []
+            if witness is not None:
+                try:
+                    witnessed = await witness.checkpoints(trust_id)
+                except (WitnessUnavailable, WitnessConflict) as error:
+                    result.defences.append(f"witness unreachable: {error}")
+                    return result
+            report = await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper, witnessed=witnessed)
+            if witness is not None and report.ok:
+                await _check_unwitnessed(conn, entries, report, witness)
+            if witness is not None and report.ok:
+                await _check_events(conn, entries, report, witness)
+            result.reports.append(report)
         return result
     finally:
         await helper.close()
         await conn.close()
+
+
+async def _check_unwitnessed(conn: asyncpg.Connection, entries: str, report: ChainReport, witness: WitnessCheck) -> None:
+    first = (report.last_witnessed.seq if report.last_witnessed else 0) + 1
+    if first > report.last_seq:
+        return
+    body = await conn.fetchval(f"SELECT body FROM {entries} WHERE trust_id = $1 AND seq = $2", report.trust_id, first)
+    unwitnessed_too_long(report, first, body, witness)
+
+
+async def _check_events(conn: asyncpg.Connection, entries: str, report: ChainReport, witness: WitnessCheck) -> None:
+    expected = witness.expected_events(report)
+    if not expected:
+        return
+    present = {row["event_id"] for row in await conn.fetch(
+        f"SELECT event_id FROM {entries} WHERE trust_id = $1 AND event_id = ANY($2::uuid[])",
+        report.trust_id, [e.event_id for e in expected])}
+    for event in expected:
+        if event.event_id not in present:
+            missing_event(report, event)
+            return
+
+
+def unwitnessed_too_long(report: ChainReport, seq: int, body: str | None, witness: WitnessCheck) -> None:
+    """Fail the report if entry `seq`, the first no witnessed checkpoint covers, is older than the
+    checkpoint interval allows (its checkpoints deleted, or the checkpointer or witness stopped)."""
+    recorded = recorded_at_in(body or "")
+    if recorded is not None and witness.too_old(recorded):
+        since = "no witnessed checkpoint" if report.last_witnessed is None else \
+            f"the last witnessed checkpoint (entry {report.last_witnessed.seq})"
+        report.mismatch = Mismatch(seq, f"not witnessed: recorded at {instant(recorded)}, longer ago than the "
+                                        f"checkpoint interval allows, and {since} covers it", event_id_in(body or ""))
+
+
+def recorded_at_in(body: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(orjson.loads(body)["fact"]["recorded_at"])
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        return None
 
 
 async def verify_chain(
@@ -91,6 +227,7 @@ async def verify_chain(
     *,
     batch: int = BATCH,
     split_from: int = 4 * BATCH,
+    witnessed: Sequence[Checkpoint] = (),
 ) -> ChainReport:
     """One trust's chain, its checkpoints and its head, all read in one snapshot.
 
@@ -117,6 +254,7 @@ async def verify_chain(
         if boundary is None:
             verifier = ChainVerifier(trust_id, public_keys)
             verifier.expect_checkpoints(signed)
+            verifier.expect_checkpoints(witnessed, witnessed=True)
             await _read_into(conn, entries, trust_id, verifier, 0, None, batch, progress)
             return verifier.finish(end)
         assert helper is not None
@@ -126,7 +264,9 @@ async def verify_chain(
             first = ChainVerifier(trust_id, public_keys)
             second = ChainVerifier(trust_id, public_keys, start=boundary)
             first.expect_checkpoints(c for c in signed if c.seq <= boundary.seq)
+            first.expect_checkpoints((c for c in witnessed if c.seq <= boundary.seq), witnessed=True)
             second.expect_checkpoints(c for c in signed if c.seq > boundary.seq)
+            second.expect_checkpoints((c for c in witnessed if c.seq > boundary.seq), witnessed=True)
             await asyncio.gather(
                 _read_into(conn, entries, trust_id, first, 0, boundary.seq, batch, progress),
                 _read_into(helper, entries, trust_id, second, boundary.seq, None, batch, None),
@@ -157,6 +297,7 @@ def _joined(first: ChainReport, second: ChainReport) -> ChainReport:
         trust_id=first.trust_id, entries=first.entries + second.entries,
         checkpoints=first.checkpoints + second.checkpoints, last_seq=second.last_seq, last_hash=second.last_hash,
         last_checkpoint=second.last_checkpoint or first.last_checkpoint, mismatch=first.mismatch or second.mismatch,
+        witnessed=first.witnessed + second.witnessed, last_witnessed=second.last_witnessed or first.last_witnessed,
     )
     if first.mismatch is not None:
         joined.last_seq, joined.last_hash = first.last_seq, first.last_hash
@@ -243,10 +384,22 @@ class NotAnExport(Exception):
     pass
 
 
+def export_trust(path: Path) -> UUID:
+    """The trust an export file holds (its header), to fetch its witnessed checkpoints."""
+    with path.open("rb") as file:
+        try:
+            header = orjson.loads(file.readline())
+            return UUID(header["trust_id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise NotAnExport("the first line is not an export's header") from None
+
+
 def verify_export(
-    lines: Iterable[bytes], public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None
+    lines: Iterable[bytes], public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None,
+    witnessed: Sequence[Checkpoint] = (), witness: WitnessCheck | None = None,
 ) -> ChainReport:
-    """Verify an export file's chain offline (no database, nothing but the file and the keys)."""
+    """Verify an export file's chain offline (no database, nothing but the file, the keys and the
+    witnessed checkpoints)."""
     iterator = iter(lines)
     try:
         header = orjson.loads(next(iterator))
@@ -255,13 +408,47 @@ def verify_export(
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
         raise NotAnExport(f"the first line does not say format {EXPORT_FORMAT}")
     trust_id = UUID(header["trust_id"])
+    # The export is checked as of when it was taken: checkpoints witnessed since, events published
+    # since, are not expected in it.
+    exported_at = datetime.fromisoformat(header["exported_at"])
+    witnessed = [c for c in witnessed if c.signed_at <= exported_at]
+    if witness is not None:
+        witness = replace(witness, now=exported_at)
     verifier = ChainVerifier(trust_id, public_keys)
+    verifier.expect_checkpoints(witnessed, witnessed=True)
+    # The first entry no witnessed checkpoint covers (if the chain holds them all): kept to check its age.
+    first = (max((c.seq for c in witnessed), default=0)) + 1
+    kept: list[str] = []
+    # The events that must be in the chain (those the last witnessed checkpoint may not cover).
+    last = max(witnessed, key=lambda c: c.seq) if witnessed else None
+    expected = witness.expected_events(ChainReport(trust_id, last_witnessed=last)) if witness else []
+    sought = {str(e.event_id) for e in expected}
+    report = _verify_export_lines(iterator, verifier, trust_id, progress, first, kept, sought)
+    if witness is not None and report.ok and first <= report.last_seq:
+        unwitnessed_too_long(report, first, kept[0] if kept else None, witness)
+    if report.ok and sought:
+        missing_event(report, next(e for e in expected if str(e.event_id) in sought))
+    return report
+
+
+def _verify_export_lines(
+    iterator: Iterator[bytes], verifier: ChainVerifier, trust_id: UUID, progress: Progress | None,
+    keep_seq: int, kept: list[str], sought: set[str],
+) -> ChainReport:
+    """`sought`: event ids the chain must hold; each found is removed from the set."""
     loads = orjson.loads
     batch: list[Any] = []
     end: dict[str, Any] | None = None
     for number, line in enumerate(iterator, start=2):
         if line[:1] == b"[":
-            batch.append(loads(line))
+            row = loads(line)
+            batch.append(row)
+            if row[0] == keep_seq:
+                kept.append(row[3])
+            if sought:
+                at = row[3].find(EVENT_ID_KEY)
+                if at >= 0:
+                    sought.discard(row[3][at + len(EVENT_ID_KEY):at + len(EVENT_ID_KEY) + 36])
             if len(batch) >= BATCH:
                 if not verifier.feed(batch):
                     return verifier.report
@@ -293,9 +480,12 @@ def verify_export(
     return verifier.finish(head)
 
 
-def verify_export_file(path: Path, public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None) -> ChainReport:
+def verify_export_file(
+    path: Path, public_keys: Mapping[str, Ed25519PublicKey], progress: Progress | None = None,
+    witnessed: Sequence[Checkpoint] = (), witness: WitnessCheck | None = None,
+) -> ChainReport:
     with path.open("rb") as file:
-        return verify_export(file, public_keys, progress)
+        return verify_export(file, public_keys, progress, witnessed, witness)
 
 
 def report_json(report: ChainReport) -> dict[str, Any]:
@@ -306,6 +496,8 @@ def report_json(report: ChainReport) -> dict[str, Any]:
         "checkpoints": report.checkpoints,
         "last_seq": report.last_seq,
         "last_checkpoint_seq": report.last_checkpoint.seq if report.last_checkpoint else None,
+        "witnessed_checkpoints": report.witnessed,
+        "last_witnessed_seq": report.last_witnessed.seq if report.last_witnessed else None,
         "unsigned_entries": report.unsigned_entries,
         "first_mismatch": None if report.mismatch is None else {
             "seq": report.mismatch.seq, "event_id": report.mismatch.event_id, "reason": report.mismatch.reason,

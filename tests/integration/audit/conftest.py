@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -31,6 +32,18 @@ from shared.events.reporting import ReportShared
 from shared.settings import Settings
 
 T0 = datetime(2026, 9, 7, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def witness_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every audit test's checkpoint witness (FLOURISH_AUDIT_WITNESS_DIR): a directory of its own,
+    never the development witness under the state directory."""
+    root = tmp_path_factory.mktemp("witness")
+    monkeypatch.setenv("FLOURISH_AUDIT_WITNESS", "dir")
+    monkeypatch.setenv("FLOURISH_AUDIT_WITNESS_DIR", str(root))
+    # The CLI's Kafka witness and cross-check read topics of this test's own (none, unless it makes them).
+    monkeypatch.setenv("FLOURISH_TOPIC_PREFIX", f"test.{uuid.uuid4().hex[:10]}.")
+    return root
 
 
 @pytest.fixture

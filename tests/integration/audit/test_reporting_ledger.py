@@ -10,6 +10,7 @@ import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -18,11 +19,12 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
 from services.reporting.app import app as reporting_service
-from services.reporting.audit.audit_topic import topic_retention
+from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness, topic_retention
 from services.reporting.audit.metrics import record_signing_backlog
 from services.reporting.audit.proofs import check_proof
 from services.reporting.audit.signing import load_public_key
-from services.reporting.audit.verification import verify_database
+from services.reporting.audit.verification import WitnessCheck, verify_database
+from services.reporting.audit.witness import DirectoryWitness, ledger_name
 from services.reporting.tables import kernel as reporting_kernel
 from shared.audit import PersonalDataReads, audit_reads
 from shared.auth import Role
@@ -68,6 +70,10 @@ class Reporting:
     settings: Any
     engine: Any
     publisher: Any
+
+    @property
+    def witness_dir(self) -> Path:
+        return Path(self.settings.state_dir) / "witness"
 
     @property
     def prefix(self) -> str:
@@ -117,6 +123,7 @@ async def reporting(stack_settings, engine, publisher, tmp_path_factory) -> Asyn
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FLOURISH_AUDIT_CHECKPOINT_EVERY_ENTRIES", "3")
         env.setenv("FLOURISH_AUDIT_CHECKPOINT_POLL_S", "0.1")
+        env.setenv("FLOURISH_AUDIT_WITNESS_DIR", str(state / "witness"))
         app = reporting_service(settings)
         app.include_router(reads_router)
         async with serving(app) as client:
@@ -345,6 +352,31 @@ async def test_checkpoints_are_signed_with_the_published_key_and_the_audit_topic
 
     retention = await eventually(lambda: _retention(reporting), timeout=30)
     assert retention == {"retention.ms": "-1", "retention.bytes": "-1"}
+
+    # Each checkpoint also left the database: in the configured directory witness and on Kafka's
+    # checkpoint topic (kept forever too), exactly as signed; and the chain verifies against them.
+    name = ledger_name(reporting.settings.database_url, "reporting")
+    witness = DirectoryWitness(reporting.witness_dir, name)
+    topic = KafkaTopicWitness(reporting.settings.kafka_bootstrap_servers,
+                              topic_for(CHECKPOINTS_CONTEXT, reporting.prefix), name)
+
+    async def witnessed() -> list[Any] | None:
+        held = await witness.checkpoints(trust)
+        return held if held and held[-1].seq == checkpoints[0]["seq"] else None
+
+    held = await eventually(witnessed, timeout=30)
+    assert [c.signature for c in held] == [c["signature"] for c in reversed(checkpoints)]
+
+    async def on_kafka() -> list[Any] | None:
+        found = await KafkaTopicWitness(topic.bootstrap_servers, topic.topic, name).checkpoints(trust)
+        return found if found == held else None
+
+    await eventually(on_kafka, timeout=30)
+    checked = await verify_database(reporting.settings.sync_database_url, "reporting", {published["key_id"]: key},
+                                    [trust], witness=WitnessCheck(witness, also=[topic]))
+    assert checked.ok and checked.reports[0].witnessed == len(held)
+    kept = await topic_retention(reporting.settings.kafka_bootstrap_servers, topic.topic)
+    assert kept == {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
 async def _retention(reporting: Reporting) -> dict[str, str] | None:

@@ -120,6 +120,8 @@ class ChainReport:
     last_seq: int = 0
     last_hash: str = GENESIS_HASH
     last_checkpoint: Checkpoint | None = None
+    witnessed: int = 0  # checkpoints held by a witness, outside the database, that the chain contains
+    last_witnessed: Checkpoint | None = None
     mismatch: Mismatch | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -150,24 +152,34 @@ class ChainVerifier:
         self._trust = str(trust_id)
         self._keys = dict(public_keys)
         self._pending: dict[int, Checkpoint] = {}
+        self._witnessed: set[int] = set()  # seqs of the pending checkpoints a witness holds
         self._last_body = ""
 
     @property
     def failed(self) -> bool:
         return self.report.mismatch is not None
 
-    def expect_checkpoints(self, checkpoints: Iterable[Checkpoint]) -> None:
+    def expect_checkpoints(self, checkpoints: Iterable[Checkpoint], *, witnessed: bool = False) -> None:
         for checkpoint in checkpoints:
-            self.checkpoint(checkpoint)
+            self.checkpoint(checkpoint, witnessed=witnessed)
 
-    def checkpoint(self, checkpoint: Checkpoint) -> None:
-        """A checkpoint: checked now if its entry was the last one fed, else when it comes."""
+    def checkpoint(self, checkpoint: Checkpoint, *, witnessed: bool = False) -> None:
+        """A checkpoint: checked now if its entry was the last one fed, else when it comes.
+
+        `witnessed`: a witness outside the database holds it — the chain must contain its
+        (seq, entry_hash). The database's own checkpoint at the same entry never replaces it."""
         if self.failed:
             return
         if checkpoint.seq == self.report.last_seq and checkpoint.seq > 0:
-            self._check_checkpoint(checkpoint, self.report.last_hash, self._last_body)
+            self._check_checkpoint(checkpoint, self.report.last_hash, self._last_body, witnessed=witnessed)
         elif checkpoint.seq > self.report.last_seq:
+            if checkpoint.seq in self._witnessed and not witnessed:
+                return
             self._pending[checkpoint.seq] = checkpoint
+            if witnessed:
+                self._witnessed.add(checkpoint.seq)
+        elif witnessed and checkpoint.seq <= self.report.last_seq:
+            self._fail(checkpoint.seq, "a witnessed checkpoint comes after later entries (given too late)", "")
         else:
             self._fail(checkpoint.seq, "a checkpoint for this entry comes after later entries (out of order)", "")
 
@@ -204,7 +216,7 @@ class ChainVerifier:
             if pending and seq in pending:
                 self._settle(seq, entry_hash, body, count)
                 count = 0
-                if not self._check_checkpoint(pending.pop(seq), entry_hash, body):
+                if not self._check_checkpoint(pending.pop(seq), entry_hash, body, witnessed=seq in self._witnessed):
                     return False
         self._settle(expected_seq - 1, expected_prev, body, count)
         return True
@@ -216,8 +228,14 @@ class ChainVerifier:
             return report
         if self._pending:
             covered = min(self._pending)
-            self._fail(report.last_seq + 1, f"missing: checkpoint {covered} was signed over entries up to {covered}, "
-                                            f"but the chain ends at entry {report.last_seq}", "")
+            if covered in self._witnessed:
+                witnessed = self._pending[covered]
+                self._fail(report.last_seq + 1, f"missing: the witness holds a checkpoint at entry {covered} "
+                                                f"(hash {witnessed.entry_hash[:16]}…), but the chain ends at entry "
+                                                f"{report.last_seq}: entries were truncated", "")
+            else:
+                self._fail(report.last_seq + 1, f"missing: checkpoint {covered} was signed over entries up to "
+                                                f"{covered}, but the chain ends at entry {report.last_seq}", "")
         elif head is not None and (head.seq, head.entry_hash) != (report.last_seq, report.last_hash):
             if head.seq > report.last_seq:
                 self._fail(report.last_seq + 1, f"missing: the chain head records {head.seq} entries, "
@@ -233,9 +251,13 @@ class ChainVerifier:
         self.report.last_seq, self.report.last_hash = last_seq, last_hash
         self._last_body = body
 
-    def _check_checkpoint(self, checkpoint: Checkpoint, entry_hash: str, body: str) -> bool:
+    def _check_checkpoint(self, checkpoint: Checkpoint, entry_hash: str, body: str, *, witnessed: bool = False) -> bool:
         if checkpoint.trust_id != self.report.trust_id:
             return self._fail(checkpoint.seq, "its checkpoint names another trust", body)
+        if checkpoint.entry_hash != entry_hash and witnessed:
+            return self._fail(checkpoint.seq, f"the witness holds a checkpoint at this entry with hash "
+                                              f"{checkpoint.entry_hash[:16]}…, the chain here has {entry_hash[:16]}…: "
+                                              "this entry or one before it was rewritten", body)
         if checkpoint.entry_hash != entry_hash:
             return self._fail(checkpoint.seq, "the signed checkpoint at this entry records a different hash: "
                                               "this entry or one before it was rewritten", body)
@@ -247,6 +269,9 @@ class ChainVerifier:
             return self._fail(checkpoint.seq, "its checkpoint's signature is not valid", body)
         self.report.checkpoints += 1
         self.report.last_checkpoint = checkpoint
+        if witnessed:
+            self.report.witnessed += 1
+            self.report.last_witnessed = checkpoint
         return True
 
     def _fail(self, seq: int, reason: str, body: str) -> bool:
