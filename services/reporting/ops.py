@@ -36,6 +36,8 @@ class ServiceHealth:
     webhook_failures: float = 0.0
     audit_checkpoint_age_s: float | None = None
     audit_verification_failures: float = 0.0
+    audit_unwitnessed_checkpoints: float = 0.0  # signed, queued while the witness is unreachable
+    audit_checkpoints_refused: float = 0.0  # chains that do not extend their witnessed checkpoint
 
     @property
     def attention(self) -> list[str]:
@@ -53,6 +55,10 @@ class ServiceHealth:
             notes.append("webhook deliveries failed")
         if self.audit_verification_failures:
             notes.append("audit verification failed")
+        if self.audit_unwitnessed_checkpoints:
+            notes.append("audit checkpoints waiting for their witness")
+        if self.audit_checkpoints_refused:
+            notes.append("audit chain does not extend its witness: checkpoints refused")
         return notes
 
 
@@ -76,6 +82,10 @@ def summarise(name: str, exposition: str | None) -> ServiceHealth:
                 health.audit_checkpoint_age_s = max(health.audit_checkpoint_age_s or 0.0, value)
             elif sample.name == "flourish_audit_verification_failures_total":
                 health.audit_verification_failures += value
+            elif sample.name == "flourish_audit_unwitnessed_checkpoints":
+                health.audit_unwitnessed_checkpoints += value
+            elif sample.name == "flourish_audit_checkpoints_refused_total":
+                health.audit_checkpoints_refused += value
     return health
 
 

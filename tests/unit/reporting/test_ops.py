@@ -44,3 +44,23 @@ def test_the_page_lists_each_consumer_and_a_hostile_name_stays_text():
     assert "<td>a.consent: 1200<br>b.scores: 3</td>" in page and "<td>–</td>" in page  # no dead letters
     assert "–, 2 failed verifications" in page
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_a_witness_that_is_unreachable_and_a_refused_chain_show_on_the_page():
+    """The names are the ones the reporting process really exports (read back from its registry)."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    from services.reporting.audit import metrics
+
+    metrics.record_unwitnessed(2)
+    metrics.checkpoints_refused.add(1, {"reason": "truncated"})
+    try:
+        health = summarise("reporting", generate_latest(REGISTRY).decode())
+    finally:
+        metrics.record_unwitnessed(0)
+    assert health.audit_unwitnessed_checkpoints == 2
+    assert health.audit_checkpoints_refused >= 1
+    assert "audit checkpoints waiting for their witness" in health.attention
+    assert "audit chain does not extend its witness: checkpoints refused" in health.attention
+    page = render([health])
+    assert "2 checkpoints not yet witnessed" in page and "chains refused" in page
