@@ -92,7 +92,10 @@ def grant_statements(schema: str, role: str, declared: Matrix) -> list[str]:
 def rebuild_statements(schema: str, rebuildable: Iterable[str]) -> list[str]:
     """The rebuild role owns the rebuildable tables and may create tables in the schema. The owner
     (who runs this) becomes its member, as PostgreSQL requires to give it the tables, and so may
-    also run a rebuild itself (the rebuild SETs ROLE to it for its DDL)."""
+    also run a rebuild itself (the rebuild SETs ROLE to it for its DDL). `rebuildable`: the tables
+    it does not own yet — ALTER TABLE ... OWNER takes an ACCESS EXCLUSIVE lock, so a migration step
+    run beside live consumers (a restart, say) must not take it for tables that need no change:
+    that deadlocked with the read models' consumer."""
     s, r = _ident(schema), _ident(rebuild_role(schema))
     return [
         f"GRANT {r} TO CURRENT_USER",
@@ -110,6 +113,9 @@ def apply(connection: Connection, schema: str, declared: Matrix, rebuildable: It
     rebuildable = list(rebuildable)
     if rebuildable:
         connection.execute(text(ensure_role_statement(rebuild_role(schema))))
+        owned = set(connection.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s AND tableowner = :r"),
+                                       {"s": schema, "r": rebuild_role(schema)}).scalars())
+        rebuildable = [table for table in rebuildable if table not in owned]
         member = connection.execute(text("SELECT pg_has_role(current_user, :r, 'USAGE')"),
                                     {"r": rebuild_role(schema)}).scalar()
         for statement in rebuild_statements(schema, rebuildable)[0 if not member else 1:]:
