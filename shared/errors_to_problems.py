@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -22,6 +23,16 @@ from shared.store.event_store import EventTooLarge, StreamVersionConflict
 from shared.tenancy import is_policy_violation
 
 ProblemFactory = Callable[[Exception], Problem]
+
+
+def as_problem(problem: type[Problem], extras: Callable[[Any], dict[str, Any]] | None = None) -> ProblemFactory:
+    """The usual entry of a service's table: the error's message as the detail, and `extras` (ids,
+    never values a client sent) as extension members."""
+
+    def factory(error: Exception) -> Problem:
+        return problem(str(error), extras=extras(error) if extras else None)
+
+    return factory
 
 # PostgreSQL stores no NUL character in text or jsonb (SQLSTATE 22021 and 22P05): input that
 # carries one is the client's error, whichever field it came in.

@@ -6,23 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from services.consent.domain import errors as e
+from shared.errors_to_problems import as_problem
 from shared.problems import Conflict, Gone, NotFound, Problem, UnprocessableEntity
 
-
-def _as(problem: type[Problem]) -> Callable[[Exception], Problem]:
-    def factory(error: Exception) -> Problem:
-        return problem(str(error))
-
-    return factory
-
-
 PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
-    e.UnknownPupil: _as(NotFound),
-    e.PupilAlreadyErased: _as(Gone),
-    e.NothingToWithdraw: _as(Conflict),
-    e.DecisionInFuture: _as(UnprocessableEntity),
-    e.DecisionOutOfOrder: _as(UnprocessableEntity),
-    e.InvalidValidity: _as(UnprocessableEntity),
-    e.NotASharingPurpose: _as(UnprocessableEntity),
-    e.InvalidRetentionPeriod: _as(UnprocessableEntity),
+    e.UnknownPupil: as_problem(NotFound),
+    e.PupilAlreadyErased: as_problem(Gone),
+    e.NothingToWithdraw: as_problem(Conflict),
+    e.DecisionInFuture: as_problem(UnprocessableEntity),
+    e.DecisionOutOfOrder: as_problem(UnprocessableEntity),
+    e.InvalidValidity: as_problem(UnprocessableEntity),
+    e.NotASharingPurpose: as_problem(UnprocessableEntity),
+    e.InvalidRetentionPeriod: as_problem(UnprocessableEntity),
 }

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 
 from services.planning.domain import errors as e
 from services.planning.framework_source import UnknownFramework
+from shared.errors_to_problems import as_problem
 from shared.problems import Conflict, Forbidden, Gone, NotFound, Problem, UnprocessableEntity, problem_type
 
 
@@ -25,23 +26,16 @@ class WrongState(Conflict):
     title = "The plan is not in a state that allows this"
 
 
-def _as(problem: type[Problem]) -> Callable[[Exception], Problem]:
-    def factory(error: Exception) -> Problem:
-        return problem(str(error))
-
-    return factory
-
-
 PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
-    e.UnknownPupil: _as(NotFound),
-    e.UnknownPlan: _as(NotFound),
-    e.PupilErased: _as(Gone),
-    e.ParticipationWithdrawn: _as(ParticipationWithdrawnProblem),
-    e.NoSuggestion: _as(NothingToSuggest),
-    e.WrongPlanState: _as(WrongState),
-    e.InvalidTargets: lambda x: UnprocessableEntity(str(x), extras={"not_statements_of_strand": x.wrong}),  # type: ignore[attr-defined]
-    e.InvalidActivities: _as(UnprocessableEntity),
-    e.InvalidPlan: _as(UnprocessableEntity),
-    e.InvalidSession: _as(UnprocessableEntity),
-    UnknownFramework: _as(UnprocessableEntity),
+    e.UnknownPupil: as_problem(NotFound),
+    e.UnknownPlan: as_problem(NotFound),
+    e.PupilErased: as_problem(Gone),
+    e.ParticipationWithdrawn: as_problem(ParticipationWithdrawnProblem),
+    e.NoSuggestion: as_problem(NothingToSuggest),
+    e.WrongPlanState: as_problem(WrongState),
+    e.InvalidTargets: as_problem(UnprocessableEntity, lambda x: {"not_statements_of_strand": x.wrong}),
+    e.InvalidActivities: as_problem(UnprocessableEntity),
+    e.InvalidPlan: as_problem(UnprocessableEntity),
+    e.InvalidSession: as_problem(UnprocessableEntity),
+    UnknownFramework: as_problem(UnprocessableEntity),
 }
