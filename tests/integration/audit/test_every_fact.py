@@ -30,10 +30,8 @@ from typer.testing import CliRunner
 
 from services.assessment.app import app as assessment_app
 from services.assessment.framework_store import SAMPLE_PATH
-from services.consent.app import ConsentServiceSettings, ConsentSettings
 from services.consent.app import app as consent_app
 from services.planning.app import app as planning_app
-from services.reporting.app import ReportingServiceSettings
 from services.reporting.app import app as reporting_app
 from services.reporting.audit.cli import app as audit_cli
 from services.reporting.sharing import SharingSettings
@@ -42,6 +40,7 @@ from shared.events.audit import AdminAction, ReadCategory
 from shared.tenancy import across_trusts
 from tests.integration.assessment.helpers import upn
 from tests.integration.kernel.helpers import eventually
+from tests.integration.services.in_process import four_services, settings_for
 from tests.unit.assessment.report import levels_at
 
 SAMPLE = "flourish-sample-1"
@@ -127,29 +126,11 @@ class Platform:
 
 @pytest.fixture
 async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Platform]:  # type: ignore[no-untyped-def]
-    settings = stack_settings.model_copy(update={
-        "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
-        "consent_url": "http://consent", "relay_poll_interval_s": 0.1,
-    })
+    settings = settings_for(stack_settings, topic_prefix, tmp_path)
     async with AsyncExitStack() as stack:
-
-        async def serve(app: Any, name: str) -> httpx.AsyncClient:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            return await stack.enter_async_context(httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", timeout=60))
-
-        apps: dict[str, Any] = {"consent": consent_app(ConsentServiceSettings(
-            kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))}
-        consent = await serve(apps["consent"], "consent")
-        apps["assessment"] = assessment_app(settings, consent_http=consent)
-        assessment = await serve(apps["assessment"], "assessment")
-        apps["planning"] = planning_app(settings, assessment_http=assessment)
-        planning = await serve(apps["planning"], "planning")
-        apps["reporting"] = reporting_app(ReportingServiceSettings(kernel=settings, sharing=DELIVERY),
-                                          assessment_http=assessment,
-                                          consent_transport=httpx.ASGITransport(app=apps["consent"]))
-        reporting = await serve(apps["reporting"], "reporting")
-        yield Platform(assessment, consent, planning, reporting, DevIssuer(settings), apps)
+        services = await four_services(stack, settings, DELIVERY)
+        c = services.clients
+        yield Platform(c["assessment"], c["consent"], c["planning"], c["reporting"], DevIssuer(settings), services.apps)
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -27,12 +27,6 @@ from aiokafka import AIOKafkaConsumer
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from services.assessment.app import app as assessment_app
-from services.consent.app import ConsentServiceSettings, ConsentSettings
-from services.consent.app import app as consent_app
-from services.planning.app import app as planning_app
-from services.reporting.app import ReportingServiceSettings
-from services.reporting.app import app as reporting_app
 from services.reporting.sharing import SharingSettings
 from services.reporting.tables import kernel as reporting_kernel
 from shared.audit import AdminAction, record_admin_action
@@ -44,6 +38,7 @@ from shared.store.event_store import EventStore
 from shared.telemetry import current_trace_headers
 from tests.integration.assessment.helpers import upn
 from tests.integration.kernel.helpers import eventually
+from tests.integration.services.in_process import four_services, settings_for
 from tests.unit.assessment.report import levels_at
 
 SAMPLE = "flourish-sample-1"
@@ -123,25 +118,10 @@ async def webhooks() -> AsyncIterator[str]:
 
 @pytest.fixture
 async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Platform]:  # type: ignore[no-untyped-def]
-    settings = stack_settings.model_copy(update={
-        "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
-        "consent_url": "http://consent", "relay_poll_interval_s": 0.1,
-    })
+    settings = settings_for(stack_settings, topic_prefix, tmp_path)
     async with AsyncExitStack() as stack:
-
-        async def serve(app: Any, name: str) -> httpx.AsyncClient:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            return await stack.enter_async_context(httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", timeout=60))
-
-        consent_asgi = consent_app(ConsentServiceSettings(
-            kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
-        consent = await serve(consent_asgi, "consent")
-        assessment = await serve(assessment_app(settings, consent_http=consent), "assessment")
-        planning = await serve(planning_app(settings, assessment_http=assessment), "planning")
-        reporting = await serve(reporting_app(ReportingServiceSettings(kernel=settings, sharing=DELIVERY),
-                                              consent_transport=httpx.ASGITransport(app=consent_asgi)), "reporting")
-        yield Platform(assessment, consent, planning, reporting, DevIssuer(settings))
+        c = (await four_services(stack, settings, DELIVERY)).clients
+        yield Platform(c["assessment"], c["consent"], c["planning"], c["reporting"], DevIssuer(settings))
 
 
 def roster(rows: list[tuple[str, str, date | None]]) -> bytes:

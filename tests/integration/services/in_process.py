@@ -1,0 +1,60 @@
+"""The four services in the test's own process, wired to each other as in production but over
+ASGI transports (assessment asks consent for data keys, planning and reporting ask assessment,
+reporting asks consent for sharing decisions), each started through its real `app()` factory and
+lifespan on the test's settings. Tests that drive the whole platform through its public APIs
+without separate processes share this one wiring."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from fastapi import FastAPI
+
+from services.assessment.app import app as assessment_app
+from services.consent.app import ConsentServiceSettings, ConsentSettings
+from services.consent.app import app as consent_app
+from services.planning.app import app as planning_app
+from services.reporting.app import ReportingServiceSettings
+from services.reporting.app import app as reporting_app
+from services.reporting.sharing import SharingSettings
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class FourServices:
+    apps: dict[str, FastAPI]
+    clients: dict[str, httpx.AsyncClient]
+
+
+def settings_for(stack_settings: Settings, topic_prefix: str, state_dir: Path) -> Settings:
+    """The run's servers, with the test's topics, state folder and dev issuer."""
+    return stack_settings.model_copy(update={
+        "topic_prefix": topic_prefix, "state_dir": state_dir, "jwks_path": state_dir / "dev-issuer" / "jwks.json",
+        "consent_url": "http://consent", "relay_poll_interval_s": 0.1,
+    })
+
+
+async def four_services(stack: AsyncExitStack, settings: Settings, sharing: SharingSettings) -> FourServices:
+    """Start the four services (stopped when `stack` closes); the retention scheduler is off, so a
+    test runs retention when it means to."""
+    apps: dict[str, FastAPI] = {}
+    clients: dict[str, httpx.AsyncClient] = {}
+
+    async def serve(name: str, app: FastAPI) -> httpx.AsyncClient:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        apps[name] = app
+        clients[name] = await stack.enter_async_context(httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", timeout=60))
+        return clients[name]
+
+    consent = await serve("consent", consent_app(ConsentServiceSettings(
+        kernel=settings, consent=ConsentSettings(run_retention_scheduler=False))))
+    assessment = await serve("assessment", assessment_app(settings, consent_http=consent))
+    await serve("planning", planning_app(settings, assessment_http=assessment))
+    await serve("reporting", reporting_app(ReportingServiceSettings(kernel=settings, sharing=sharing),
+                                           assessment_http=assessment,
+                                           consent_transport=httpx.ASGITransport(app=apps["consent"])))
+    return FourServices(apps, clients)
