@@ -67,6 +67,7 @@ def stack_settings(stack_for_tests: StackForTests) -> Iterator[Settings]:
     names, and a platform started with `make up` on the same server must neither see nor relay
     test events."""
     from flourish.local import run_sync
+    from flourish.local.postgres import drop_database
 
     endpoints = stack_for_tests.endpoints
     server = make_url(endpoints.database_url)
@@ -84,7 +85,7 @@ def stack_settings(stack_for_tests: StackForTests) -> Iterator[Settings]:
 
     run_sync(lambda: migrate(settings))
     yield settings
-    run_sync(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+    run_sync(lambda: drop_database(_dsn(server), database))
 
 
 @contextmanager
@@ -93,6 +94,7 @@ def database_of_its_own(settings: Settings, label: str) -> Iterator[Settings]:
     their services' relays lead the outbox of every schema they migrate, so on a shared database
     they would publish other tests' events to their own topics."""
     from flourish.local import run_sync
+    from flourish.local.postgres import drop_database
 
     server = make_url(settings.database_url)
     database = f"flourish_{label}_{uuid.uuid4().hex[:8]}"
@@ -102,11 +104,15 @@ def database_of_its_own(settings: Settings, label: str) -> Iterator[Settings]:
             update={"database_url": server.set(database=database).render_as_string(hide_password=False)}
         )
     finally:
-        run_sync(lambda: _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        run_sync(lambda: drop_database(_dsn(server), database))
+
+
+def _dsn(server: URL) -> str:
+    return server.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _admin(server: URL, statement: str) -> None:
-    conn = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False))
+    conn = await asyncpg.connect(_dsn(server))
     try:
         await conn.execute(statement)
     finally:

@@ -6,6 +6,7 @@ happens, so one file answers "why did the local database not start"."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import os
@@ -408,9 +409,31 @@ async def _bootstrap_role(layout: PostgresLayout) -> None:
         await _execute_formatted(
             conn, f"{verb} ROLE %I WITH LOGIN CREATEDB CREATEROLE PASSWORD %L", role, password or ""
         )
+        # The owner drops the databases tests and benchmarks make, whose services' sessions (as
+        # their own roles) it must be able to end: DROP DATABASE ... WITH (FORCE) signals them.
+        await _execute_formatted(conn, "GRANT pg_signal_backend TO %I", role)
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database):
             progress("postgres", f"creating database {database} owned by {role}")
             await _execute_formatted(conn, "CREATE DATABASE %I OWNER %I", database, role)
+    finally:
+        await conn.close()
+
+
+async def drop_database(admin_dsn: str, name: str, *, patience_s: float = 30.0) -> None:
+    """DROP DATABASE ... WITH (FORCE), as `admin_dsn`'s role. A role without pg_signal_backend may
+    not end other roles' sessions, and a stopped service's sessions outlive its process for a moment
+    (until the server sees the socket close): so a refusal is tried again until `patience_s` passes."""
+    deadline = time.monotonic() + patience_s
+    conn = await asyncpg.connect(admin_dsn, timeout=10)
+    try:
+        while True:
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except (asyncpg.InsufficientPrivilegeError, asyncpg.ObjectInUseError):
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.25)
     finally:
         await conn.close()
 

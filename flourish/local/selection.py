@@ -181,5 +181,6 @@ async def _bootstrap_role(superuser_url: str) -> None:
     try:
         await conn.execute(f"CREATE ROLE {ROLE} WITH LOGIN CREATEDB CREATEROLE PASSWORD '{PASSWORD}'")
         await conn.execute(f"CREATE DATABASE {DATABASE} OWNER {ROLE}")
+        await conn.execute(f"GRANT pg_signal_backend TO {ROLE}")  # see flourish.local.postgres
     finally:
         await conn.close()

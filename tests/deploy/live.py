@@ -27,6 +27,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
+from flourish.local.postgres import drop_database
 from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
 from shared.messaging.topics import delete_topics_with_prefix
@@ -96,14 +97,6 @@ async def _create_database(admin_url: str, name: str) -> None:
     connection = await asyncpg.connect(admin_url)
     try:
         await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    connection = await asyncpg.connect(admin_url)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await connection.close()
 
@@ -179,7 +172,7 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
     finally:
         for service in services.values():
             _stop(service)
-        await _drop_database(admin_url, database)
+        await drop_database(admin_url, database)
         await delete_topics_with_prefix(stack.kafka_bootstrap_servers, prefix)
 
 
