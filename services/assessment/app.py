@@ -28,6 +28,7 @@ from services.assessment.domain.errors import FrameworkVersionInUse
 from services.assessment.framework_store import sample_framework
 from services.assessment.personal_data import PersonalDataRepository
 from services.assessment.privacy import AssessmentPrivacySettings, Privacy, RetentionClockDelivery, erasure_handlers
+from services.assessment.subject_access import router as subject_access_router
 from services.assessment.tables import kernel, metadata, pupils
 from shared.datakeys import DataKeySettings
 from shared.service import Bootstrap, ConsumerSpec, Runtime, ServiceSpec, create_app
@@ -97,7 +98,7 @@ SPEC = ServiceSpec(
     tables=kernel,
     migrations=Path(__file__).parent / "migrations",
     description="Framework, roster, observations, assessments and scoring: publishes ObservationRecorded and StrandScored.",
-    routers=[router],
+    routers=[router, subject_access_router],
     consumers=[ERASURE],
     problems=errors_to_problems.PROBLEMS,
     on_startup=[load_sample],

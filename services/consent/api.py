@@ -379,10 +379,12 @@ async def subject_access(
         await read.record(conn, runtime.store, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id,
                           academy_id=pupil.academy_id, data_categories=[ReadCategory.SUBJECT_ACCESS_EXPORT])
         document = await exports.export(conn, deps, pupil)
-    if include_services and dependencies_of(request).subject_access_peers:
-        document["services"].update(await exports.peer_sections(
-            dependencies_of(request).subject_access_peers, request.headers.get("authorization", ""), pupil_id))
-    return rendering.document_response("Subject access export", document, format or rendering.negotiate(request))
+    consent = dependencies_of(request)
+    if include_services and consent.subject_access_peers:
+        exports.add_peer_sections(document, await exports.peer_sections(
+            consent.subject_access_peers, request.headers.get("authorization", ""), pupil_id,
+            consent.subject_access_transports))
+    return exports.response(document, format or rendering.negotiate(request))
 
 
 # --- Helpers ------------------------------------------------------------------------------------

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -59,6 +60,8 @@ class Consent:
     handlers: ConsentDeps
     decisions: DecisionReader
     retention: RetentionScheduler
+    # How each peer is reached ({name: transport}); tests pass ASGI transports, by default the network.
+    subject_access_transports: Mapping[str, httpx.AsyncBaseTransport] = field(default_factory=dict)
 
     @property
     def subject_access_peers(self) -> Mapping[str, str]:
@@ -66,8 +69,10 @@ class Consent:
 
 
 def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | None = None,
-              clock: Callable[[], datetime] = utcnow) -> Bootstrap:
-    """`kek`: the key-encryption key (by default FLOURISH_DATA_KEK, or a dev key under state_dir)."""
+              clock: Callable[[], datetime] = utcnow,
+              subject_access_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> Bootstrap:
+    """`kek`: the key-encryption key (by default FLOURISH_DATA_KEK, or a dev key under state_dir);
+    `subject_access_transports`: how the subject-access peers are reached (tests: ASGI transports)."""
     kernel_settings = settings.kernel
 
     @asynccontextmanager
@@ -82,7 +87,8 @@ def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | None 
         if kernel_settings.role != "consumers":
             await decisions.start()
         try:
-            yield Consent(settings, handlers, decisions, retention)
+            yield Consent(settings, handlers, decisions, retention,
+                          subject_access_transports if subject_access_transports is not None else {})
         finally:
             await decisions.stop()
 
@@ -112,9 +118,13 @@ SPEC = ServiceSpec(
 
 
 def app(settings: ConsentServiceSettings | Settings | None = None, *, kek: KeyEncryptionKey | None = None,
-        clock: Callable[[], datetime] = utcnow) -> FastAPI:
+        clock: Callable[[], datetime] = utcnow,
+        subject_access_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
     """The consent service (uvicorn's factory: `uvicorn --factory services.consent.app:app`).
 
-    `settings`: the settings tree, or the kernel's `Settings` alone; `kek` and `clock` are for tests."""
+    `settings`: the settings tree, or the kernel's `Settings` alone; `kek`, `clock` and
+    `subject_access_transports` are for tests."""
     tree = ConsentServiceSettings.of(settings)
-    return create_app(replace(SPEC, bootstrap=bootstrap(tree, kek=kek, clock=clock)), tree.kernel)
+    return create_app(replace(SPEC, bootstrap=bootstrap(tree, kek=kek, clock=clock,
+                                                        subject_access_transports=subject_access_transports)),
+                      tree.kernel)

@@ -89,3 +89,8 @@ _templates.tests.update(object=lambda value: isinstance(value, dict), array=lamb
 def as_html(title: str, document: Any) -> str:
     """Objects as tables, arrays as numbered lists (templates/document.html)."""
     return _templates.get_template("document.html").render(title=title, document=document)
+
+
+def html_response(template: str, **context: Any) -> HTMLResponse:
+    """A page of its own template (templates/<template>, autoescaped), never stored by a cache."""
+    return HTMLResponse(_templates.get_template(template).render(**context), headers=_NO_STORE)

@@ -23,6 +23,7 @@ from services.planning.consumers import CONSENT, SCORES
 from services.planning.framework_source import AssessmentFrameworks, CachedFrameworks, FrameworkSource
 from services.planning.handlers import PlanningDeps, utcnow
 from services.planning.notes import SessionNotes
+from services.planning.subject_access import router as subject_access_router
 from services.planning.tables import kernel, metadata
 from shared.peers import ServiceTokens
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
@@ -35,7 +36,7 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     description="Suggested targets and activities, action plans issued by practitioners, reviews and the session "
                 "log: publishes PlanIssued, PlanReviewed, SessionLogged and PlanClosed.",
-    routers=[router],
+    routers=[router, subject_access_router],
     consumers=[SCORES, CONSENT],
     problems=errors_to_problems.PROBLEMS,
 )

@@ -24,6 +24,7 @@ from services.reporting.audit import Audit, AuditSettings
 from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
 from services.reporting.sharing import Sharing, SharingSettings
+from services.reporting.subject_access import router as subject_access_router
 from services.reporting.tables import SCHEMA, kernel, metadata
 from shared.datakeys import DataKeySettings, LocalKek
 from shared.peers import ServiceTokens
@@ -89,7 +90,8 @@ SPEC = ServiceSpec(
     migrations=Path(__file__).parent / "migrations",
     description="Read models, dashboards, reports, consent-gated sharing with agencies over signed webhooks, "
                 "and the audit ledger.",
-    routers=[audit.audit_router(), sharing.sharing_router(), readmodels.readmodels_router(), ops_router],
+    routers=[audit.audit_router(), sharing.sharing_router(), readmodels.readmodels_router(), ops_router,
+             subject_access_router],
     consumers=[audit.ledger_consumer(ROSTER),
                replace(sharing.withdrawal_consumer(), roster=ROSTER),
                readmodels.readmodels_consumer()],

@@ -23,6 +23,9 @@ from services.reporting.sharing import SharingSettings
 from shared.settings import Settings
 
 
+SUBJECT_ACCESS_PEERS = ("assessment", "planning", "reporting")
+
+
 @dataclass(frozen=True)
 class FourServices:
     apps: dict[str, FastAPI]
@@ -50,11 +53,17 @@ async def four_services(stack: AsyncExitStack, settings: Settings, sharing: Shar
             transport=httpx.ASGITransport(app=app), base_url=f"http://{name}", timeout=60))
         return clients[name]
 
+    # The subject-access export gathers the other three's parts: their transports are filled in
+    # as they start (consent holds the mapping, and asks only once a request comes).
+    peers: dict[str, httpx.AsyncBaseTransport] = {}
     consent = await serve("consent", consent_app(ConsentServiceSettings(
-        kernel=settings, consent=ConsentSettings(run_retention_scheduler=False))))
+        kernel=settings, consent=ConsentSettings(run_retention_scheduler=False,
+                                                 subject_access_peers={n: f"http://{n}" for n in SUBJECT_ACCESS_PEERS})),
+        subject_access_transports=peers))
     assessment = await serve("assessment", assessment_app(settings, consent_http=consent))
     await serve("planning", planning_app(settings, assessment_http=assessment))
     await serve("reporting", reporting_app(ReportingServiceSettings(kernel=settings, sharing=sharing),
                                            assessment_http=assessment,
                                            consent_transport=httpx.ASGITransport(app=apps["consent"])))
+    peers.update({name: httpx.ASGITransport(app=apps[name]) for name in SUBJECT_ACCESS_PEERS})
     return FourServices(apps, clients)
