@@ -65,6 +65,10 @@ RECORDS_A_READ: dict[tuple[str, str], ReadCategory] = {
     ("reporting", "/pupils/{pupil_id}/intervention-report"): ReadCategory.INTERVENTION_REPORT,
     ("consent", "/consent-decisions/{decision_id}/receipt"): ReadCategory.CONSENT_RECEIPT,
     ("consent", "/pupils/{pupil_id}/subject-access"): ReadCategory.SUBJECT_ACCESS_EXPORT,
+    # Each service's part of the export (tests/integration/subject_access proves their entries).
+    ("assessment", "/pupils/{pupil_id}/subject-access"): ReadCategory.SUBJECT_ACCESS_EXPORT,
+    ("planning", "/pupils/{pupil_id}/subject-access"): ReadCategory.SUBJECT_ACCESS_EXPORT,
+    ("reporting", "/pupils/{pupil_id}/subject-access"): ReadCategory.SUBJECT_ACCESS_EXPORT,
     ("consent", "/pupils/{pupil_id}/data-key"): ReadCategory.DATA_KEY,
 }
 NOTHING_PERSONAL_IN_CLEAR: dict[tuple[str, str], str] = {

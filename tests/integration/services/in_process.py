@@ -22,7 +22,6 @@ from services.reporting.app import app as reporting_app
 from services.reporting.sharing import SharingSettings
 from shared.settings import Settings
 
-
 SUBJECT_ACCESS_PEERS = ("assessment", "planning", "reporting")
 
 
