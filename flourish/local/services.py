@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,9 @@ def platform_environment(settings: Settings) -> dict[str, str]:
         "FLOURISH_TOPIC_PREFIX": settings.topic_prefix,
         "FLOURISH_JWKS_PATH": str(settings.jwks_path),
         **peer_environment(settings),
+        # The consent service's subject-access export gathers the other services' parts.
+        "FLOURISH_CONSENT_SUBJECT_ACCESS_PEERS": json.dumps(
+            {name: getattr(settings, f"{name}_url") for name in SERVICES if name != "consent"}),
     }
     if settings.trace_file is not None:
         environment["FLOURISH_TRACE_FILE"] = str(settings.trace_file)

@@ -380,10 +380,9 @@ async def subject_access(
                           academy_id=pupil.academy_id, data_categories=[ReadCategory.SUBJECT_ACCESS_EXPORT])
         document = await exports.export(conn, deps, pupil)
     consent = dependencies_of(request)
-    if include_services and consent.subject_access_peers:
-        exports.add_peer_sections(document, await exports.peer_sections(
-            consent.subject_access_peers, request.headers.get("authorization", ""), pupil_id,
-            consent.subject_access_transports))
+    sections = await exports.peer_sections(consent.subject_access_peers, request.headers.get("authorization", ""),
+                                           pupil_id, consent.subject_access_transports) if include_services else {}
+    exports.add_peer_sections(document, sections, asked=include_services)
     return exports.response(document, format or rendering.negotiate(request))
 
 

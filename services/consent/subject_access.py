@@ -30,6 +30,8 @@ from shared.events.consent import Purpose
 EXPORT_VERSION = "flourish-subject-access/2"
 PEER_TIMEOUT_S = 10.0
 TITLE = "Subject access export"
+# The services that hold a part of every pupil's data besides consent.
+PEERS = ("assessment", "planning", "reporting")
 # What each service's part holds, as the HTML page titles it (unknown names get their own name).
 SECTION_TITLES = {
     "consent": "Consent: consent decisions, lawful bases, retention",
@@ -52,9 +54,13 @@ async def export(conn: AsyncConnection, deps: ConsentDeps, pupil: Pupil) -> dict
     }
 
 
-def add_peer_sections(document: dict[str, Any], sections: Mapping[str, Any]) -> dict[str, Any]:
-    """The peers' parts added; a part that was not provided makes the export say it is incomplete."""
-    document["services"].update(sections)
+def add_peer_sections(document: dict[str, Any], sections: Mapping[str, Any], *, asked: bool = True) -> dict[str, Any]:
+    """The peers' parts added; a part that was not provided makes the export say it is incomplete.
+    A service that holds a part but is not configured as a peer is named too (`not_configured`;
+    `not_asked` when the caller asked for consent's part alone), never silently left out."""
+    absent = {"status": "not_configured" if asked else "not_asked"}
+    sections = {**{name: dict(absent) for name in PEERS if name not in sections}, **sections}
+    document["services"].update(sorted(sections.items()))
     missing = sorted(name for name, part in sections.items() if part.get("status") != "provided")
     document["missing_parts"] = missing
     document["complete"] = not missing

@@ -67,6 +67,7 @@ class Platform:
     reporting: httpx.AsyncClient
     issuer: DevIssuer
     peers: dict[str, Any]
+    consent_settings: Any
     trust_id: uuid.UUID = field(default_factory=uuid.uuid4)
     academy_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
@@ -81,8 +82,9 @@ async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Plat
     async with AsyncExitStack() as stack:
         services = await four_services(stack, settings, DELIVERY)
         c = services.clients
-        peers = services.apps["consent"].state.runtime.deps.subject_access_transports
-        yield Platform(c["assessment"], c["consent"], c["planning"], c["reporting"], DevIssuer(settings), peers)
+        consent = services.apps["consent"].state.runtime.deps
+        yield Platform(c["assessment"], c["consent"], c["planning"], c["reporting"], DevIssuer(settings),
+                       consent.subject_access_transports, consent.settings)
 
 
 @pytest.fixture
@@ -450,3 +452,19 @@ async def test_only_a_dpo_of_the_pupils_trust_gets_an_export_and_a_failed_part_i
     # Restored, the planning part is provided again (the pupil has no plans: empty, not missing).
     again = ok(await p.consent.get(path, headers=dpo))
     assert again["services"]["planning"]["status"] == "provided" and again["services"]["planning"]["plans"] == []
+    assert again["complete"] is True
+
+    # A service left out of FLOURISH_CONSENT_SUBJECT_ACCESS_PEERS is named, not silently missing;
+    # and asking for consent's part alone says the others were not asked.
+    configured = p.consent_settings.consent.subject_access_peers
+    url = configured.pop("reporting")
+    try:
+        unconfigured = ok(await p.consent.get(path, headers=dpo))
+    finally:
+        configured["reporting"] = url
+    assert unconfigured["services"]["reporting"] == {"status": "not_configured"}
+    assert unconfigured["complete"] is False and unconfigured["missing_parts"] == ["reporting"]
+    alone = ok(await p.consent.get(path, params={"include_services": "false"}, headers=dpo))
+    assert {name: part["status"] for name, part in alone["services"].items()} == {
+        "consent": "provided", "assessment": "not_asked", "planning": "not_asked", "reporting": "not_asked"}
+    assert alone["complete"] is False
