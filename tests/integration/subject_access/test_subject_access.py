@@ -399,10 +399,11 @@ async def test_only_a_dpo_of_the_pupils_trust_gets_an_export_and_a_failed_part_i
         **senco, "Content-Type": "text/csv"}, content=f"{HEADER}\r\n{numbers[0]},Pryce,Nia,01/02/2017,F,4,4C,\r\n".encode()))
     [child] = [uuid.UUID(str(e["pupil_id"])) for e in imported["enrolled"]]
 
-    async def known_everywhere() -> bool:  # consent and planning learn of the pupil from PupilEnrolled
+    async def known_everywhere() -> bool:  # consent, planning and reporting learn of the pupil from PupilEnrolled
         c = await p.consent.get(f"/pupils/{child}/consents", headers=senco)
         pl = await p.planning.get(f"/pupils/{child}/session-totals", headers=senco)
-        return c.status_code == 200 and pl.status_code == 200
+        r = await p.reporting.get(f"/pupils/{child}/profile", headers=senco)
+        return c.status_code == 200 and pl.status_code == 200 and r.status_code == 200
 
     await eventually(known_everywhere, timeout=90)
     clients = {"consent": p.consent, "assessment": p.assessment, "planning": p.planning}
