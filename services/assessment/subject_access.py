@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,14 +41,15 @@ async def subject_access(
     pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], ctx: Annotated[Context, Depends(_context)],
     principal: Annotated[Principal, Depends(requires(Role.dpo))],
     read: Annotated[PersonalDataReads, Depends(audit_reads)],
-) -> dict[str, Any]:
+) -> JSONResponse:
     async with runtime.engine.begin() as conn:
         pupil = await pupil_in_scope(conn, principal, pupil_id, personal=True)  # 404, 403, 410 (erased)
         section = await assessment_section(conn, ctx, pupil)
         # The read is recorded in the transaction that made it: no record, no answer.
         await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
                           academy_id=pupil.academy_id, data_categories=[ReadCategory.SUBJECT_ACCESS_EXPORT])
-    return {"services": {"assessment": section}}
+    # Personal data: no shared cache may keep a copy.
+    return JSONResponse({"services": {"assessment": section}}, headers={"Cache-Control": "no-store"})
 
 
 async def assessment_section(conn: AsyncConnection, ctx: Context, pupil: Any) -> dict[str, Any]:

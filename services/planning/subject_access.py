@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import any_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,13 +44,14 @@ async def subject_access(
     pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], deps: Annotated[PlanningDeps, Depends(_deps)],
     principal: Annotated[Principal, Depends(requires(Role.dpo))],
     read: Annotated[PersonalDataReads, Depends(audit_reads)],
-) -> dict[str, Any]:
+) -> JSONResponse:
     async with runtime.engine.begin() as conn:
         pupil = await pupil_in_scope(conn, principal, pupil_id)  # 404, 403, 410 (erased)
         section = await planning_section(conn, deps, pupil_id)
         await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
                           academy_id=pupil.academy_id, data_categories=[ReadCategory.SUBJECT_ACCESS_EXPORT])
-    return {"services": {"planning": section}}
+    # Personal data: no shared cache may keep a copy.
+    return JSONResponse({"services": {"planning": section}}, headers={"Cache-Control": "no-store"})
 
 
 async def planning_section(conn: AsyncConnection, deps: PlanningDeps, pupil_id: UUID) -> dict[str, Any]:

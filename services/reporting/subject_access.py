@@ -24,6 +24,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,7 +55,7 @@ async def subject_access(
     pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], audit: Annotated[Audit, Depends(_audit)],
     principal: Annotated[Principal, Depends(requires(Role.dpo))],
     read: Annotated[PersonalDataReads, Depends(audit_reads)],
-) -> dict[str, Any]:
+) -> JSONResponse:
     async with runtime.engine.begin() as conn:
         trust_id, academy_id = await _pupil_in_scope(conn, principal, pupil_id)
         reads, complete = await _reads(conn, audit, trust_id, pupil_id)
@@ -73,7 +74,8 @@ async def subject_access(
         }
         await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=trust_id, academy_id=academy_id,
                           data_categories=[ReadCategory.SUBJECT_ACCESS_EXPORT])
-    return {"services": {"reporting": section}}
+    # Personal data: no shared cache may keep a copy.
+    return JSONResponse({"services": {"reporting": section}}, headers={"Cache-Control": "no-store"})
 
 
 async def _pupil_in_scope(conn: AsyncConnection, principal: Principal, pupil_id: UUID) -> tuple[UUID, UUID]:

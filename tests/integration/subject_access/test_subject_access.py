@@ -417,6 +417,12 @@ async def test_only_a_dpo_of_the_pupils_trust_gets_an_export_and_a_failed_part_i
             assert refused.headers["content-type"].startswith("application/problem+json")
         assert (await p.reporting.get(path, headers=p.as_(role))).status_code == 403
 
+    # Each part, asked directly by the DPO, is never kept by a cache either.
+    for name, client in {"assessment": p.assessment, "planning": p.planning, "reporting": p.reporting}.items():
+        direct = await client.get(path, headers=p.as_(Role.dpo))
+        assert direct.status_code == 200 and direct.headers["cache-control"] == "no-store", (name, direct.text)
+        assert set(direct.json()["services"]) == {name}
+
     # Another trust's DPO: 404 from the export and from every part (nothing says the pupil exists).
     elsewhere = p.as_(Role.dpo, "dpo-elsewhere", trust_id=uuid.uuid4())
     for name, client in {**clients, "reporting": p.reporting}.items():
