@@ -27,7 +27,7 @@ from services.consent.decisions import DecisionReader
 from services.consent.handlers import ConsentDeps, utcnow
 from services.consent.scheduler import RetentionScheduler
 from services.consent.tables import data_keys, kernel, metadata
-from shared.datakeys import DataKeySettings, DataKeyVault, KeyEncryptionKey, LocalKek
+from shared.datakeys import DataKeySettings, DataKeyVault, KekKeyring, KeyEncryptionKey
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
 
@@ -65,14 +65,14 @@ class Consent:
         return self.settings.consent.subject_access_peers
 
 
-def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | None = None,
+def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | KekKeyring | None = None,
               clock: Callable[[], datetime] = utcnow) -> Bootstrap:
     """`kek`: the key-encryption key (by default FLOURISH_DATA_KEK, or a dev key under state_dir)."""
     kernel_settings = settings.kernel
 
     @asynccontextmanager
     async def build(runtime: Runtime) -> AsyncIterator[Consent]:
-        vault = DataKeyVault(kek or LocalKek.from_settings(
+        vault = DataKeyVault(kek or KekKeyring.from_settings(
             settings.data_keys, kernel_settings.state_dir, production=kernel_settings.environment == "production"
         ), data_keys)
         handlers = ConsentDeps(store=runtime.store, vault=vault, clock=clock)
@@ -111,7 +111,7 @@ SPEC = ServiceSpec(
 )
 
 
-def app(settings: ConsentServiceSettings | Settings | None = None, *, kek: KeyEncryptionKey | None = None,
+def app(settings: ConsentServiceSettings | Settings | None = None, *, kek: KeyEncryptionKey | KekKeyring | None = None,
         clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The consent service (uvicorn's factory: `uvicorn --factory services.consent.app:app`).
 
