@@ -77,9 +77,9 @@ __all__ = [
     "VaultKeyring",
     "Wrapped",
     "data_keys_table",
-    "rewrap_table",
     "field_context",
     "forget_on_erasure",
+    "rewrap_table",
 ]
 
 ALGORITHM = "AES-256-GCM"
