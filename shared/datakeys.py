@@ -50,7 +50,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, PrimaryKeyConstraint, Table, Text, Uuid, func, select
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -398,6 +410,8 @@ def data_keys_table(metadata: MetaData) -> Table:
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("destroyed_at", DateTime(timezone=True), nullable=True),
         PrimaryKeyConstraint("pupil_id", name="data_keys_pkey"),
+        # A wrapped key always names the KEK it was wrapped under (consent_0004_keyring).
+        CheckConstraint("(wrapped_key IS NULL) = (kek_id IS NULL)", name="data_keys_kek_id_names_the_wrapping"),
     )
 
 
