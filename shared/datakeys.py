@@ -89,6 +89,7 @@ __all__ = [
     "VaultKeyring",
     "Wrapped",
     "data_keys_table",
+    "destroy_key",
     "field_context",
     "forget_on_erasure",
     "rewrap_table",
@@ -456,16 +457,7 @@ class DataKeyVault:
 
     async def destroy(self, conn: AsyncConnection, trust_id: UUID, pupil_id: UUID, at: datetime | None = None) -> None:
         """Crypto-shred: drop the wrapped key for good, leaving a tombstone (made if none existed)."""
-        moment = at or datetime.now(UTC)
-        await conn.execute(
-            insert(self.table)
-            .values(pupil_id=pupil_id, trust_id=trust_id, kek_id=None, wrapped_key=None, destroyed_at=moment)
-            .on_conflict_do_update(
-                index_elements=["pupil_id"],
-                set_={"kek_id": None, "wrapped_key": None, "destroyed_at": moment},
-                where=self.table.c.trust_id == trust_id,
-            )
-        )
+        await destroy_key(conn, self.table, trust_id, pupil_id, at)
 
     async def _row(self, conn: AsyncConnection, pupil_id: UUID) -> Any:
         t = self.table
@@ -473,6 +465,22 @@ class DataKeyVault:
             select(t.c.trust_id, t.c.kek_id, t.c.wrapped_key, t.c.destroyed_at).where(t.c.pupil_id == pupil_id)
         )
         return result.first()
+
+
+async def destroy_key(conn: AsyncConnection, table: Table, trust_id: UUID, pupil_id: UUID,
+                      at: datetime | None = None) -> None:
+    """Crypto-shred one pupil's key in `table` (DataKeyVault.destroy; reapply-erasures, which
+    needs no KEK to destroy)."""
+    moment = at or datetime.now(UTC)
+    await conn.execute(
+        insert(table)
+        .values(pupil_id=pupil_id, trust_id=trust_id, kek_id=None, wrapped_key=None, destroyed_at=moment)
+        .on_conflict_do_update(
+            index_elements=["pupil_id"],
+            set_={"kek_id": None, "wrapped_key": None, "destroyed_at": moment},
+            where=table.c.trust_id == trust_id,
+        )
+    )
 
 
 # --- The client other services use --------------------------------------------------------------

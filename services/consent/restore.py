@@ -48,7 +48,7 @@ from services.consent.tables import (
     retention_expiries,
 )
 from shared.audit import record_admin_action
-from shared.datakeys import DataKeyVault
+from shared.datakeys import destroy_key
 from shared.events.consent import DataCategory, PupilErased, RetentionExpired
 from shared.events.envelope import InvalidMessage, decode
 from shared.store.event_store import EventStore
@@ -261,16 +261,17 @@ class Reapplied:
     by_trust: dict[UUID, int] = field(default_factory=dict)
 
 
-async def reapply(engine: AsyncEngine, vault: DataKeyVault, store: EventStore, entries: Iterable[RegisterEntry],
+async def reapply(engine: AsyncEngine, store: EventStore, entries: Iterable[RegisterEntry],
                   *, actor: str) -> Reapplied:
     """Put every erasure and expiry of the register back in force, each pupil in a transaction of
-    its own; then one admin action per trust that had anything to redo. Safe to run again."""
+    its own; then one admin action per trust that had anything to redo. Safe to run again. Needs no
+    KEK: destroying a key is forgetting it."""
     done = Reapplied()
     unique = {entry.event_id: entry for entry in entries}
     for entry in sorted(unique.values(), key=lambda e: (e.at, e.action != RETENTION_EXPIRED)):
         done.entries += 1
         async with engine.begin() as conn:
-            changed = await _reapply_one(conn, vault, entry, done)
+            changed = await _reapply_one(conn, entry, done)
         if changed:
             done.by_trust[entry.trust_id] = done.by_trust.get(entry.trust_id, 0) + 1
     for trust_id, count in done.by_trust.items():
@@ -281,7 +282,7 @@ async def reapply(engine: AsyncEngine, vault: DataKeyVault, store: EventStore, e
     return done
 
 
-async def _reapply_one(conn: AsyncConnection, vault: DataKeyVault, entry: RegisterEntry, done: Reapplied) -> bool:
+async def _reapply_one(conn: AsyncConnection, entry: RegisterEntry, done: Reapplied) -> bool:
     changed = False
     if entry.action == RETENTION_EXPIRED and entry.data_category and entry.policy_id and entry.due_on:
         claimed = await conn.execute(insert(retention_expiries).values(
@@ -298,7 +299,7 @@ async def _reapply_one(conn: AsyncConnection, vault: DataKeyVault, entry: Regist
     if row is not None and row.trust_id != entry.trust_id:
         return changed  # another trust's pupil id: never touched on a register entry's word
     if row is None or row.wrapped_key is not None:
-        await vault.destroy(conn, entry.trust_id, entry.pupil_id, at=entry.at)
+        await destroy_key(conn, data_keys, entry.trust_id, entry.pupil_id, at=entry.at)
         if row is None:
             done.tombstones_made += 1
         else:
