@@ -143,8 +143,7 @@ async def read_kafka_register(bootstrap: str, topic: str, start: Mapping[int, in
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     await reader.start()
     try:
-        if topic not in await reader.topics():
-            return register
+        await reader._client.force_metadata_update()  # noqa: SLF001  (no public refresh in aiokafka)
         partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
         if not partitions:
             return register

@@ -1,0 +1,160 @@
+"""A restore of the consent database from a backup taken before an erasure does not bring the
+pupil back (issue 15, item 3), on the real PostgreSQL and Kafka.
+
+As an operator would: `pg_dump` of the consent schema, an erasure through the API, the schema
+restored from the dump with `pg_restore` — the pupil's wrapped key is back in the table. The
+service refuses to start; `flourish admin reapply-erasures` replays the erasure register (the
+consent topic and the audit ledger) and destroys the key again; the service starts, the key is
+gone (410, DataKeyDestroyed), the other pupil's data still reads, and a second run changes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from services.consent.restore import ConsentRestored, entry_of_envelope, entry_of_ledger
+from services.consent.tables import data_keys, erasures, kernel, pupils
+from services.reporting.audit.domain.facts import fact_from
+from shared.datakeys import DataKeyDestroyed, KekKeyring, LocalKek
+from shared.events.consent import DataCategory, ErasureReason, PupilErased, RetentionClock, RetentionExpired
+from shared.events.envelope import Envelope
+from shared.messaging.producer import KafkaPublisher
+from shared.settings import Settings
+from tests.conftest import database_of_its_own
+from tests.integration.consent.conftest import Consent, of_pupils, read_until, types_of
+from tests.integration.consent.keyring_helpers import cli_env, consent_with, dump_schema, flourish, restore_schema
+
+KEK = LocalKek(os.urandom(32))
+
+
+async def hold_keys(consent: Consent, *pupils_: uuid.UUID) -> dict[uuid.UUID, str]:
+    """Each pupil gets a data key and something sealed with it (a parent's name, a date of birth)."""
+    keys = {}
+    for pupil in pupils_:
+        granted = await consent.client.post(f"/pupils/{pupil}/consents", headers=consent.senco,
+                                            json=consent.consent_body("share_camhs", name="Marguerite Quillfeather"))
+        assert granted.status_code == 201, granted.text
+        clock = await consent.client.put(f"/pupils/{pupil}/retention-clock", headers=consent.service,
+                                         json={"date_of_birth": "2016-02-29"})
+        assert clock.status_code == 200, clock.text
+        answer = await consent.client.get(f"/pupils/{pupil}/data-key", headers=consent.service)
+        assert answer.status_code == 200, answer.text
+        keys[pupil] = answer.json()["key"]
+    return keys
+
+
+async def wrapped_key(settings_engine: Any, pupil: uuid.UUID) -> Any:
+    async with settings_engine.connect() as conn:
+        return (await conn.execute(select(data_keys.c.wrapped_key, data_keys.c.kek_id, data_keys.c.destroyed_at)
+                                   .where(data_keys.c.pupil_id == pupil))).first()
+
+
+async def test_a_restore_from_before_an_erasure_does_not_start_until_reapply_erasures_destroyed_the_key_again(
+    stack_settings: Settings, topic_prefix: str, tmp_path: Path, publisher: KafkaPublisher,
+) -> None:
+    from flourish.local.migrate import migrate
+
+    with database_of_its_own(stack_settings, "restore") as settings:
+        await migrate(settings)
+        keyring = KekKeyring(KEK)
+        async with consent_with(settings, topic_prefix, tmp_path, publisher, keyring) as consent:
+            erased, kept = await consent.enrol(2)
+            before = await hold_keys(consent, erased, kept)
+            trust_id, engine = consent.trust_id, consent.app.state.runtime.engine
+
+            # The nightly backup, taken before the erasure.
+            await dump_schema(settings, "consent", tmp_path / "consent.dump")
+
+            erasure = await consent.client.post(f"/pupils/{erased}/erasure", headers=consent.dpo,
+                                                json={"reason": "right_to_erasure"})
+            assert erasure.status_code == 201, erasure.text
+            await consent.drain()
+            await read_until(consent.bootstrap, consent.topic,
+                             lambda rs: "flourish.consent.PupilErased.v1" in types_of(of_pupils(rs, erased)))
+            assert (await wrapped_key(engine, erased)).wrapped_key is None
+
+        # The database is lost and restored from that backup: the erased pupil's key is back.
+        await restore_schema(settings, "consent", tmp_path / "consent.dump")
+        from shared.store.db import create_engine
+
+        owner = create_engine(settings, pool_size=1)
+        try:
+            restored = await wrapped_key(owner, erased)
+            assert restored.wrapped_key is not None and restored.destroyed_at is None
+            assert await KekKeyring(KEK).unwrap(restored.kek_id, restored.wrapped_key,
+                                                _aad(trust_id, erased)) == base64.b64decode(before[erased])
+
+            # The service refuses to start, and says what to run.
+            with pytest.raises(ConsentRestored, match="reapply-erasures"):
+                async with consent_with(settings, topic_prefix, tmp_path, publisher, keyring):
+                    pass  # pragma: no cover - it must not get here
+
+            # The operator runs the required step.
+            env = cli_env(settings, topic_prefix, tmp_path)
+            code, report = await flourish("admin", "reapply-erasures", "--actor", "dpo-1", env=env)
+            assert code == 0, report
+            assert report["keys_destroyed_again"] == 1 and report["keys_still_back"] == 0, report
+            assert report["erasures_recorded_again"] == 1 and report["trusts"] == [str(trust_id)], report
+
+            gone = await wrapped_key(owner, erased)
+            assert gone.wrapped_key is None and gone.kek_id is None and gone.destroyed_at is not None
+            async with owner.connect() as conn:
+                erased_at, date_of_birth = (await conn.execute(select(pupils.c.erased_at, pupils.c.date_of_birth_sealed)
+                                                               .where(pupils.c.pupil_id == erased))).one()
+                assert erased_at is not None and date_of_birth is None
+                assert await conn.scalar(select(erasures.c.erasure_id).where(erasures.c.pupil_id == erased)) \
+                    == uuid.UUID(erasure.json()["erasure_id"])
+                recorded = (await conn.execute(select(kernel.events.c.data).where(
+                    kernel.events.c.trust_id == trust_id,
+                    kernel.events.c.event_type == "flourish.audit.AdminActionTaken.v1"))).scalars().all()
+            assert any(e["action"] == "erasures.reapplied" and e["actor"] == "dpo-1" for e in recorded), recorded
+
+            # Idempotent: a second run finds nothing to do.
+            code, again = await flourish("admin", "reapply-erasures", env=env)
+            assert code == 0 and again["keys_destroyed_again"] == 0 and again["erasures_recorded_again"] == 0, again
+            assert again["trusts"] == [], again
+        finally:
+            await owner.dispose()
+
+        # The service starts; the erased pupil's key is gone for good, the other pupil's still opens.
+        async with consent_with(settings, topic_prefix, tmp_path, publisher, keyring) as consent:
+            consent.trust_id = trust_id
+            assert (await consent.client.get(f"/pupils/{erased}/data-key", headers=consent.service)).status_code == 410
+            vault = consent.app.state.runtime.deps.handlers.vault
+            async with consent.app.state.runtime.engine.begin() as conn:
+                with pytest.raises(DataKeyDestroyed):
+                    await vault.key_for(conn, trust_id, erased)
+            still = await consent.client.get(f"/pupils/{kept}/data-key", headers=consent.service)
+            assert still.status_code == 200 and still.json()["key"] == before[kept]
+
+
+def _aad(trust_id: uuid.UUID, pupil_id: uuid.UUID) -> bytes:
+    from shared.datakeys import key_aad
+
+    return key_aad(trust_id, pupil_id)
+
+
+def test_the_audit_ledger_and_kafka_give_the_same_register_entry() -> None:
+    """reapply-erasures reads the ledger's entries (reporting's schema) as it reads the topic:
+    the fact the ledger records for an erasure or an expiry carries all it needs."""
+    trust, academy, pupil = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    moment = datetime(2026, 12, 5, 10, 30, tzinfo=UTC)
+    events = [
+        PupilErased(pupil_id=pupil, erasure_id=uuid.uuid4(), data_category=DataCategory.ALL,
+                    reason=ErasureReason.RIGHT_TO_ERASURE, requested_by="dpo-1", key_destroyed=True, erased_at=moment),
+        RetentionExpired(pupil_id=pupil, data_category=DataCategory.ASSESSMENTS, policy_id=uuid.uuid4(),
+                         counted_from=RetentionClock.LEAVING_DATE, due_on=moment.date(), expired_at=moment),
+    ]
+    for event in events:
+        envelope: Envelope[Any] = Envelope(data=event, trust_id=trust, academy_id=academy, source="/flourish/consent")
+        from_kafka = entry_of_envelope(envelope)
+        from_ledger = entry_of_ledger(trust, fact_from(envelope).as_json(moment))
+        assert from_kafka is not None and from_ledger == from_kafka
