@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -43,6 +44,26 @@ async def consent_with(settings: Settings, prefix: str, state_dir: Path, publish
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://consent") as client):
         yield Consent(app, client, DevIssuer(kernel), publisher, prefix, kernel.kafka_bootstrap_servers, clock)
+
+
+PARENT = "Marguerite Quillfeather"
+
+
+async def hold_keys(consent: Consent, *pupils: uuid.UUID) -> dict[uuid.UUID, tuple[str, str]]:
+    """Each pupil gets a data key and something sealed with it (a parent's name on a consent
+    decision, a date of birth): {pupil: (the key as the data-key route gives it, the decision id)}."""
+    held = {}
+    for pupil in pupils:
+        granted = await consent.client.post(f"/pupils/{pupil}/consents", headers=consent.senco,
+                                            json=consent.consent_body("share_camhs", name=PARENT))
+        assert granted.status_code == 201, granted.text
+        clock = await consent.client.put(f"/pupils/{pupil}/retention-clock", headers=consent.service,
+                                         json={"date_of_birth": "2016-02-29"})
+        assert clock.status_code == 200, clock.text
+        answer = await consent.client.get(f"/pupils/{pupil}/data-key", headers=consent.service)
+        assert answer.status_code == 200, answer.text
+        held[pupil] = (answer.json()["key"], granted.json()["decision_id"])
+    return held
 
 
 def libpq(settings: Settings) -> str:

@@ -29,26 +29,17 @@ from shared.events.envelope import Envelope
 from shared.messaging.producer import KafkaPublisher
 from shared.settings import Settings
 from tests.conftest import database_of_its_own
-from tests.integration.consent.conftest import Consent, of_pupils, read_until, types_of
-from tests.integration.consent.keyring_helpers import cli_env, consent_with, dump_schema, flourish, restore_schema
+from tests.integration.consent.conftest import of_pupils, read_until, types_of
+from tests.integration.consent.keyring_helpers import (
+    cli_env,
+    consent_with,
+    dump_schema,
+    flourish,
+    hold_keys,
+    restore_schema,
+)
 
 KEK = LocalKek(os.urandom(32))
-
-
-async def hold_keys(consent: Consent, *pupils_: uuid.UUID) -> dict[uuid.UUID, str]:
-    """Each pupil gets a data key and something sealed with it (a parent's name, a date of birth)."""
-    keys = {}
-    for pupil in pupils_:
-        granted = await consent.client.post(f"/pupils/{pupil}/consents", headers=consent.senco,
-                                            json=consent.consent_body("share_camhs", name="Marguerite Quillfeather"))
-        assert granted.status_code == 201, granted.text
-        clock = await consent.client.put(f"/pupils/{pupil}/retention-clock", headers=consent.service,
-                                         json={"date_of_birth": "2016-02-29"})
-        assert clock.status_code == 200, clock.text
-        answer = await consent.client.get(f"/pupils/{pupil}/data-key", headers=consent.service)
-        assert answer.status_code == 200, answer.text
-        keys[pupil] = answer.json()["key"]
-    return keys
 
 
 async def wrapped_key(settings_engine: Any, pupil: uuid.UUID) -> Any:
@@ -67,7 +58,7 @@ async def test_a_restore_from_before_an_erasure_does_not_start_until_reapply_era
         keyring = KekKeyring(KEK)
         async with consent_with(settings, topic_prefix, tmp_path, publisher, keyring) as consent:
             erased, kept = await consent.enrol(2)
-            before = await hold_keys(consent, erased, kept)
+            before = {pupil: key for pupil, (key, _) in (await hold_keys(consent, erased, kept)).items()}
             trust_id, engine = consent.trust_id, consent.app.state.runtime.engine
 
             # The nightly backup, taken before the erasure.
