@@ -32,7 +32,8 @@ def rotate_kek(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """Rewrap every KEK-wrapped secret (pupils' data keys, agencies' signing secrets) under the
-    active KEK. Idempotent and resumable: run it again until it reports nothing left under a
+    active KEK, in the database DATABASE_URL names (production: once against consent's, once
+    against reporting's). Idempotent and resumable: run it again until it reports nothing left under a
     retired KEK; then the retired KEKs may be removed from the keyring and destroyed. Exit status 1
     if a secret names a KEK the keyring does not hold, or does not unwrap under the one it names."""
     from shared.datakeys import DataKeySettings, KekKeyring
@@ -75,8 +76,10 @@ class Rotation:
 
 
 async def rotate(settings: Settings, keyring: Any, *, actor: str, batch: int = 500) -> list[Rotation]:
-    """Both kinds of wrapped secret, each recorded in its own service's audit stream."""
-    from sqlalchemy import func, select
+    """Both kinds of wrapped secret, each recorded in its own service's audit stream; a kind whose
+    table is not in this database (production: a database per service) is left for the run
+    against that service's database."""
+    from sqlalchemy import func, select, text
 
     from services.consent.tables import data_keys
     from services.consent.tables import kernel as consent_kernel
@@ -98,6 +101,9 @@ async def rotate(settings: Settings, keyring: Any, *, actor: str, batch: int = 5
     results = []
     try:
         for secrets, table, key, wrapped, aad, kernel in kinds:
+            async with engine.connect() as conn:
+                if await conn.scalar(text("SELECT to_regclass(:t)"), {"t": f"{table.schema}.{table.name}"}) is None:
+                    continue  # another service's database (production: one per service): rotate it there
             done = await rewrap_table(engine, table, keyring, key=key, wrapped=wrapped, aad=aad, batch=batch)
             store = EventStore(kernel)
             for trust_id, count in done.by_trust.items():
@@ -117,8 +123,13 @@ async def rotate(settings: Settings, keyring: Any, *, actor: str, batch: int = 5
 @app.command("reapply-erasures")
 def reapply_erasures(
     actor: Actor = "operator",
+    ledger_database_url: Annotated[str | None, typer.Option(
+        "--ledger-database-url", envvar="FLOURISH_LEDGER_DATABASE_URL",
+        help="The reporting database, which holds the audit ledger (default: DATABASE_URL).")] = None,
     ledger_schema: Annotated[str, typer.Option("--ledger-schema", help="The schema of the audit ledger.",
                                                hidden=True)] = "reporting",
+    without_ledger: Annotated[bool, typer.Option(
+        "--without-ledger", help="Replay the consent topic alone (no audit ledger reachable).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
 ) -> None:
     """After restoring the consent database from a backup: replay the erasure register (every
@@ -128,7 +139,8 @@ def reapply_erasures(
     erased pupil still has a key (it never should)."""
     settings = Settings()
     try:
-        report = asyncio.run(reapply_all(settings, actor=actor, ledger_schema=ledger_schema))
+        report = asyncio.run(reapply_all(settings, actor=actor, ledger_schema=ledger_schema,
+                                         ledger_database_url=ledger_database_url, without_ledger=without_ledger))
     except RegisterUnreadable as error:
         typer.echo(f"FAILED: {error}")
         raise typer.Exit(1) from None
@@ -145,8 +157,9 @@ class RegisterUnreadable(Exception):
     """Part of the erasure register could not be read: nothing is marked as checked."""
 
 
-async def ledger_erasures(engine: Any, schema: str) -> list[Any]:
-    """The erasures and expiries the audit ledger recorded (every trust)."""
+async def ledger_erasures(engine: Any, schema: str) -> list[Any] | None:
+    """The erasures and expiries the audit ledger recorded (every trust); None if the database
+    holds no ledger."""
     from sqlalchemy import text
 
     from services.consent.restore import entry_of_ledger
@@ -156,7 +169,7 @@ async def ledger_erasures(engine: Any, schema: str) -> list[Any]:
     async with engine.connect() as conn:
         present = await conn.scalar(text("SELECT to_regclass(:t)"), {"t": f"{schema}.audit_entries"})
         if present is None:
-            return []
+            return None
         rows = await conn.execute(text(
             f"SELECT trust_id, body::jsonb -> 'fact' AS fact FROM \"{schema}\".audit_entries "
             "WHERE kind = 'erasure' ORDER BY trust_id, seq"))
@@ -164,7 +177,8 @@ async def ledger_erasures(engine: Any, schema: str) -> list[Any]:
     return [entry for entry in entries if entry is not None]
 
 
-async def reapply_all(settings: Settings, *, actor: str, ledger_schema: str = "reporting") -> dict[str, Any]:
+async def reapply_all(settings: Settings, *, actor: str, ledger_schema: str = "reporting",
+                      ledger_database_url: str | None = None, without_ledger: bool = False) -> dict[str, Any]:
     from services.consent.restore import keys_back, mark_checked, read_kafka_register, reapply
     from services.consent.tables import kernel
     from shared.events.envelope import topic_for
@@ -177,12 +191,18 @@ async def reapply_all(settings: Settings, *, actor: str, ledger_schema: str = "r
     except Exception as error:  # noqa: BLE001 - Kafka away: replay nothing half, say why
         raise RegisterUnreadable(f"the consent topic {topic} could not be read ({type(error).__name__})") from None
     engine = create_engine(settings, pool_size=1)
+    ledger_engine = engine if ledger_database_url is None else create_engine(
+        settings.model_copy(update={"database_url": ledger_database_url}), pool_size=1)
     try:
-        ledger = await ledger_erasures(engine, ledger_schema)
-        entries = register.entries + ledger
-        if register.truncated and not ledger:
+        found = await ledger_erasures(ledger_engine, ledger_schema)
+        if found is None and not without_ledger:
+            raise RegisterUnreadable("no audit ledger in this database: give the reporting database's URL "
+                                     "(--ledger-database-url), or --without-ledger to replay Kafka alone")
+        if found is None and register.truncated:
             raise RegisterUnreadable(f"the consent topic {topic} no longer holds its oldest records "
-                                     f"(partitions {register.truncated}) and no audit ledger was found to replay")
+                                     f"(partitions {register.truncated}) and no audit ledger was given to replay")
+        ledger = found or []
+        entries = register.entries + ledger
         done = await reapply(engine, EventStore(kernel), entries, actor=actor)
         async with engine.begin() as conn:
             still = await keys_back(conn, entries)
@@ -190,7 +210,10 @@ async def reapply_all(settings: Settings, *, actor: str, ledger_schema: str = "r
                 await mark_checked(conn, topic, register.ends)
     finally:
         await engine.dispose()
+        if ledger_engine is not engine:
+            await ledger_engine.dispose()
     return {"register_entries_on_kafka": len(register.entries), "register_entries_in_ledger": len(ledger),
+            "ledger_replayed": found is not None,
             "undecodable_records": register.undecodable, "keys_destroyed_again": done.keys_destroyed,
             "tombstones_made": done.tombstones_made, "erasures_recorded_again": done.erasures_recorded,
             "expiries_recorded_again": done.expiries_recorded, "keys_still_back": len(still),

@@ -4,7 +4,8 @@ pupil back (issue 15, item 3), on the real PostgreSQL and Kafka.
 As an operator would: `pg_dump` of the consent schema, an erasure through the API, the schema
 restored from the dump with `pg_restore` — the pupil's wrapped key is back in the table. The
 service refuses to start; `flourish admin reapply-erasures` replays the erasure register (the
-consent topic and the audit ledger) and destroys the key again; the service starts, the key is
+consent topic and the audit ledger, which holds an erasure the topic no longer does) and destroys
+the keys again; the service starts, the key is
 gone (410, DataKeyDestroyed), the other pupil's data still reads, and a second run changes nothing.
 """
 
@@ -23,6 +24,7 @@ from sqlalchemy import select
 from services.consent.restore import ConsentRestored, entry_of_envelope, entry_of_ledger
 from services.consent.tables import data_keys, erasures, kernel, pupils
 from services.reporting.audit.domain.facts import fact_from
+from services.reporting.audit.ledger import Ledger
 from shared.datakeys import DataKeyDestroyed, KekKeyring, LocalKek
 from shared.events.consent import DataCategory, ErasureReason, PupilErased, RetentionClock, RetentionExpired
 from shared.events.envelope import Envelope
@@ -57,9 +59,10 @@ async def test_a_restore_from_before_an_erasure_does_not_start_until_reapply_era
         await migrate(settings)
         keyring = KekKeyring(KEK)
         async with consent_with(settings, topic_prefix, tmp_path, publisher, keyring) as consent:
-            erased, kept = await consent.enrol(2)
-            before = {pupil: key for pupil, (key, _) in (await hold_keys(consent, erased, kept)).items()}
-            trust_id, engine = consent.trust_id, consent.app.state.runtime.engine
+            erased, kept, in_ledger_only = await consent.enrol(3)
+            held = await hold_keys(consent, erased, kept, in_ledger_only)
+            before = {pupil: key for pupil, (key, _) in held.items()}
+            trust_id, academy_id, engine = consent.trust_id, consent.academy_id, consent.app.state.runtime.engine
 
             # The nightly backup, taken before the erasure.
             await dump_schema(settings, "consent", tmp_path / "consent.dump")
@@ -78,6 +81,15 @@ async def test_a_restore_from_before_an_erasure_does_not_start_until_reapply_era
 
         owner = create_engine(settings, pool_size=1)
         try:
+            # An erasure the audit ledger (reporting's database, not restored) recorded whose record
+            # Kafka no longer holds (its retention): the ledger is the register's other half.
+            old_erasure = Envelope(data=PupilErased(
+                pupil_id=in_ledger_only, erasure_id=uuid.uuid4(), data_category=DataCategory.ALL,
+                reason=ErasureReason.RIGHT_TO_ERASURE, requested_by="dpo-2", key_destroyed=True,
+                erased_at=datetime.now(UTC)), trust_id=trust_id, academy_id=academy_id, source="/flourish/consent")
+            async with owner.begin() as conn:
+                assert await Ledger("reporting").append(conn, trust_id, fact_from(old_erasure)) is not None
+
             restored = await wrapped_key(owner, erased)
             assert restored.wrapped_key is not None and restored.destroyed_at is None
             assert await KekKeyring(KEK).unwrap(restored.kek_id, restored.wrapped_key,
@@ -92,8 +104,10 @@ async def test_a_restore_from_before_an_erasure_does_not_start_until_reapply_era
             env = cli_env(settings, topic_prefix, tmp_path)
             code, report = await flourish("admin", "reapply-erasures", "--actor", "dpo-1", env=env)
             assert code == 0, report
-            assert report["keys_destroyed_again"] == 1 and report["keys_still_back"] == 0, report
-            assert report["erasures_recorded_again"] == 1 and report["trusts"] == [str(trust_id)], report
+            assert report["keys_destroyed_again"] == 2 and report["keys_still_back"] == 0, report
+            assert report["erasures_recorded_again"] == 2 and report["trusts"] == [str(trust_id)], report
+            assert report["ledger_replayed"] and report["register_entries_in_ledger"] == 1, report
+            assert (await wrapped_key(owner, in_ledger_only)).wrapped_key is None
 
             gone = await wrapped_key(owner, erased)
             assert gone.wrapped_key is None and gone.kek_id is None and gone.destroyed_at is not None
@@ -125,6 +139,8 @@ async def test_a_restore_from_before_an_erasure_does_not_start_until_reapply_era
                     await vault.key_for(conn, trust_id, erased)
             still = await consent.client.get(f"/pupils/{kept}/data-key", headers=consent.service)
             assert still.status_code == 200 and still.json()["key"] == before[kept]
+            gone = await consent.client.get(f"/pupils/{in_ledger_only}/data-key", headers=consent.service)
+            assert gone.status_code == 410
 
 
 def _aad(trust_id: uuid.UUID, pupil_id: uuid.UUID) -> bytes:
