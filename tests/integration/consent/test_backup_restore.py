@@ -165,3 +165,41 @@ def test_the_audit_ledger_and_kafka_give_the_same_register_entry() -> None:
         from_kafka = entry_of_envelope(envelope)
         from_ledger = entry_of_ledger(trust, fact_from(envelope).as_json(moment))
         assert from_kafka is not None and from_ledger == from_kafka
+
+
+async def test_a_mark_older_than_the_topics_retention_is_refused(
+    stack_settings: Settings, topic_prefix: str, publisher: KafkaPublisher,
+) -> None:
+    """A database whose last check is older than what the consent topic still holds (a restore from
+    an old backup, after Kafka's retention dropped records) cannot be checked against the topic
+    alone: the service refuses to start (reapply-erasures then replays the audit ledger too)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.records_to_delete import RecordsToDelete
+    from aiokafka.structs import TopicPartition
+    from sqlalchemy.dialects.postgresql import insert as upsert
+
+    from services.consent.restore import check_not_restored
+    from services.consent.tables import erasure_register_checks
+    from shared.messaging.producer import OutgoingRecord
+    from shared.messaging.topics import ensure_topics
+    from shared.store.db import create_engine
+
+    topic = f"{topic_prefix}consent"
+    await ensure_topics(stack_settings.kafka_bootstrap_servers, [topic], partitions=1)
+    await publisher.send_all([OutgoingRecord(topic, b"k", b"{}", []) for _ in range(3)])
+    engine = create_engine(stack_settings, pool_size=1)
+    try:
+        assert await check_not_restored(engine, stack_settings.kafka_bootstrap_servers, topic) == 0  # all there
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=2)})
+        finally:
+            await admin.close()
+        async with engine.begin() as conn:  # the mark as an old backup had it
+            await conn.execute(upsert(erasure_register_checks).values(topic=topic, partition=0, next_offset=1)
+                               .on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": 1}))
+        with pytest.raises(ConsentRestored, match="no longer holds"):
+            await check_not_restored(engine, stack_settings.kafka_bootstrap_servers, topic)
+    finally:
+        await engine.dispose()
