@@ -214,12 +214,13 @@ async def mark_checked(conn: AsyncConnection, topic: str, ends: Mapping[int, int
 async def keys_back(conn: AsyncConnection, entries: Iterable[RegisterEntry]) -> set[UUID]:
     """The pupils the register says were erased whose key is here again, or whose tombstone is
     missing (a later event could mint them a fresh key)."""
-    erased = {entry.pupil_id for entry in entries if entry.destroys_key}
-    if not erased:
-        return set()
-    tombstoned = set((await conn.execute(select(data_keys.c.pupil_id).where(
-        data_keys.c.pupil_id.in_(erased), data_keys.c.wrapped_key.is_(None)))).scalars())
-    return erased - tombstoned
+    erased = sorted({entry.pupil_id for entry in entries if entry.destroys_key})
+    tombstoned: set[UUID] = set()
+    for start in range(0, len(erased), 10_000):  # a bounded number of parameters per statement
+        chunk = erased[start:start + 10_000]
+        tombstoned.update((await conn.execute(select(data_keys.c.pupil_id).where(
+            data_keys.c.pupil_id.in_(chunk), data_keys.c.wrapped_key.is_(None)))).scalars())
+    return set(erased) - tombstoned
 
 
 async def check_not_restored(engine: AsyncEngine, bootstrap: str, topic: str, *, timeout_s: float = 120.0) -> int:
