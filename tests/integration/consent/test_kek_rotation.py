@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import insert, select, update
 
 from services.consent.tables import data_keys
@@ -148,3 +149,56 @@ async def test_a_keyring_that_holds_both_keks_refuses_a_key_pointed_at_the_wrong
             await conn.execute(update(data_keys).where(data_keys.c.pupil_id == pupil).values(kek_id=OLD_ID))
         tampered = await consent.client.get(f"/pupils/{pupil}/data-key", headers=consent.service)
         assert tampered.status_code == 503 and held[pupil][0] not in tampered.text
+
+
+class CrashingKeyring(KekKeyring):
+    """A rotation that dies (the pod killed, the KMS gone) after `survives` rewraps."""
+
+    def __init__(self, survives: int) -> None:
+        super().__init__(LocalKek(NEW), [LocalKek(OLD)])
+        self.left = survives
+
+    async def rewrap(self, kek_id: str | None, wrapped: bytes, aad: bytes) -> Any:
+        if self.left == 0:
+            raise RuntimeError("killed")
+        self.left -= 1
+        return await super().rewrap(kek_id, wrapped, aad)
+
+
+async def test_a_rotation_stopped_half_way_leaves_every_key_readable_and_the_next_run_finishes_it(
+    stack_settings: Settings,
+) -> None:
+    from flourish.local.migrate import migrate
+    from shared.datakeys import DataKeyVault, key_aad, rewrap_table
+
+    with database_of_its_own(stack_settings, "kek_resume") as settings:
+        await migrate(settings)
+        engine = create_engine(settings, pool_size=1)
+        try:
+            trust_id, pupils = uuid.uuid4(), [uuid.uuid4() for _ in range(5)]
+            async with engine.begin() as conn:
+                old = DataKeyVault(KekKeyring(LocalKek(OLD)), data_keys)
+                material = {p: (await old.key_for(conn, trust_id, p)).material for p in pupils}
+
+            def aad(row: Any) -> bytes:
+                return key_aad(row.trust_id, row.pupil_id)
+
+            with pytest.raises(RuntimeError):
+                await rewrap_table(engine, data_keys, CrashingKeyring(survives=2), key="pupil_id",
+                                   wrapped="wrapped_key", aad=aad, batch=1)
+            async with engine.connect() as conn:
+                kek_ids = list((await conn.execute(select(data_keys.c.kek_id)
+                                                   .where(data_keys.c.pupil_id.in_(pupils)))).scalars())
+            assert sorted(kek_ids) == sorted([NEW_ID] * 2 + [OLD_ID] * 3)
+
+            both = KekKeyring(LocalKek(NEW), [LocalKek(OLD)])
+            async with engine.begin() as conn:  # half-way, every key still opens, unchanged
+                vault = DataKeyVault(both, data_keys)
+                assert {p: (await vault.key_for(conn, trust_id, p)).material for p in pupils} == material
+            done = await rewrap_table(engine, data_keys, both, key="pupil_id", wrapped="wrapped_key", aad=aad)
+            assert done.rewrapped == {OLD_ID: 3} and done.done, done
+            async with engine.begin() as conn:  # and now under the new KEK alone
+                vault = DataKeyVault(KekKeyring(LocalKek(NEW)), data_keys)
+                assert {p: (await vault.key_for(conn, trust_id, p)).material for p in pupils} == material
+        finally:
+            await engine.dispose()
