@@ -14,6 +14,10 @@ Three pieces:
   to, so it cannot be moved to another pupil or another field and still open.
 * ``KeyEncryptionKey``: the protocol a KMS implements (wrap, unwrap); ``LocalKek`` is the
   implementation from a base64 setting, with a generated development key under ``.flourish/``.
+  ``KekKeyring`` holds one active KEK (which wraps) and the retired ones (which only unwrap):
+  every wrapped secret is stored beside the ``kek_id`` it was wrapped under, unwrap asks the
+  keyring for that very KEK, and ``flourish admin rotate-kek`` rewraps everything under the active
+  one so that a retired KEK can be destroyed.
 * ``DataKeyClient`` (over authenticated HTTP, with a short-lived cache) for the other services,
   and ``DataKeyVault`` (in-process, over the ``data_keys`` table) for the consent service itself.
   Both answer ``await key_for(trust_id, pupil_id)``; both raise ``DataKeyDestroyed`` once the pupil
@@ -32,7 +36,7 @@ import hashlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
@@ -46,7 +50,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Column, DateTime, LargeBinary, MetaData, PrimaryKeyConstraint, Table, Text, Uuid, func, select
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    Uuid,
+    func,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -61,16 +77,22 @@ __all__ = [
     "DataKeySettings",
     "DataKeyUnavailable",
     "DataKeyVault",
+    "KekKeyring",
     "KeyEncryptionKey",
     "LocalKek",
     "PupilKeyring",
+    "Rewrapped",
     "Sealed",
     "SealedFieldUnreadable",
     "UnknownDataKey",
+    "UnknownKek",
     "VaultKeyring",
+    "Wrapped",
     "data_keys_table",
+    "destroy_key",
     "field_context",
     "forget_on_erasure",
+    "rewrap_table",
 ]
 
 ALGORITHM = "AES-256-GCM"
@@ -115,6 +137,15 @@ class DataKeyUnavailable(DataKeyError):
 
 class SealedFieldUnreadable(DataKeyError):
     """A sealed value did not open: wrong key, wrong pupil or field, or tampered with."""
+
+
+class UnknownKek(DataKeyError):
+    """A secret names a key-encryption key the keyring does not hold (destroyed, never configured,
+    or a tampered kek_id): it is refused, never tried under another KEK."""
+
+    def __init__(self, kek_id: str | None) -> None:
+        super().__init__(f"no key-encryption key {kek_id!r} in the keyring")
+        self.kek_id = kek_id
 
 
 # --- The primitives -----------------------------------------------------------------------------
@@ -260,13 +291,88 @@ def _dev_kek(state_dir: Path) -> str:
                       lambda: base64.b64encode(os.urandom(KEY_BYTES)) + b"\n").decode()
 
 
+@dataclass(frozen=True)
+class Wrapped:
+    """A secret wrapped under one KEK of the keyring: store both, unwrap with both."""
+
+    kek_id: str
+    blob: bytes
+
+
+class KekKeyring:
+    """The versioned key-encryption keyring: one active KEK wraps, every KEK held unwraps.
+
+    Each wrapped secret is stored with the `kek_id` it was wrapped under (the KEK's own id: for a
+    LocalKek a fingerprint of its material, for a KMS its key version), and `unwrap` uses exactly
+    that KEK: a secret naming a KEK the keyring does not hold is refused (UnknownKek), one whose
+    kek_id was changed to another KEK's fails authentication (AES-GCM). A retired KEK stays here,
+    for unwrap only, until `flourish admin rotate-kek` has rewrapped every secret under the active
+    one; then it may be removed from the settings and destroyed.
+    """
+
+    def __init__(self, active: KeyEncryptionKey, retired: Sequence[KeyEncryptionKey] = ()) -> None:
+        self.active = active
+        self._by_id: dict[str, KeyEncryptionKey] = {kek.key_id: kek for kek in retired}
+        self._by_id[active.key_id] = active
+
+    @classmethod
+    def of(cls, kek: KeyEncryptionKey | KekKeyring) -> KekKeyring:
+        """A keyring as it is, or a single KEK as a keyring of one."""
+        return kek if isinstance(kek, KekKeyring) else cls(kek)
+
+    @classmethod
+    def from_settings(cls, settings: DataKeySettings, state_dir: Path, *, production: bool = False) -> KekKeyring:
+        active = LocalKek.from_settings(settings, state_dir, production=production)
+        if settings.data_kek_retired:
+            retired = [LocalKek.from_base64(value.get_secret_value()) for value in settings.data_kek_retired]
+        elif settings.data_kek is None and not production:
+            retired = [LocalKek.from_base64(path.read_text())
+                       for path in sorted((state_dir / "data-kek" / "retired").glob("*.b64"))]
+        else:
+            retired = []
+        return cls(active, retired)
+
+    @property
+    def active_id(self) -> str:
+        return self.active.key_id
+
+    @property
+    def ids(self) -> frozenset[str]:
+        return frozenset(self._by_id)
+
+    def holds(self, kek_id: str | None) -> bool:
+        return kek_id is not None and kek_id in self._by_id
+
+    async def wrap(self, secret: bytes, aad: bytes) -> Wrapped:
+        """Wrap under the active KEK."""
+        return Wrapped(self.active.key_id, await self.active.wrap(secret, aad))
+
+    async def unwrap(self, kek_id: str | None, wrapped: bytes, aad: bytes) -> bytes:
+        """Unwrap under the KEK the secret says it was wrapped under, and no other."""
+        kek = self._by_id.get(kek_id) if kek_id is not None else None
+        if kek is None:
+            raise UnknownKek(kek_id)
+        return await kek.unwrap(wrapped, aad)
+
+    async def rewrap(self, kek_id: str | None, wrapped: bytes, aad: bytes) -> Wrapped:
+        """The same secret, wrapped under the active KEK (unchanged if it already is)."""
+        if kek_id == self.active.key_id:
+            await self.unwrap(kek_id, wrapped, aad)  # still proves it opens
+            return Wrapped(kek_id, wrapped)
+        return await self.wrap(await self.unwrap(kek_id, wrapped, aad), aad)
+
+
 class DataKeySettings(BaseSettings):
     """Where keys come from. (Kept here until the kernel's Settings carries these fields.)"""
 
     model_config = SettingsConfigDict(env_prefix="FLOURISH_", extra="ignore")
 
-    # The consent service's KEK, base64 of 32 bytes. Unset: a dev KEK under state_dir.
+    # The active KEK (it wraps every new secret), base64 of 32 bytes. Unset: a dev KEK under state_dir.
     data_kek: SecretStr | None = None
+    # Retired KEKs, kept to unwrap what was wrapped under them until `flourish admin rotate-kek`
+    # has rewrapped it (FLOURISH_DATA_KEK_RETIRED='["<base64>", ...]'). Unset: the dev folder's
+    # `<state_dir>/data-kek/retired/*.b64`, if any.
+    data_kek_retired: list[SecretStr] = Field(default_factory=list)
     # How long a service keeps a fetched key in memory. Bounds how long a replica that did not
     # see PupilErased can still read the pupil's data.
     data_key_cache_ttl_s: float = Field(default=60.0, ge=0, le=900)
@@ -305,6 +411,8 @@ def data_keys_table(metadata: MetaData) -> Table:
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("destroyed_at", DateTime(timezone=True), nullable=True),
         PrimaryKeyConstraint("pupil_id", name="data_keys_pkey"),
+        # A wrapped key always names the KEK it was wrapped under (consent_0004_keyring).
+        CheckConstraint("(wrapped_key IS NULL) = (kek_id IS NULL)", name="data_keys_kek_id_names_the_wrapping"),
     )
 
 
@@ -315,8 +423,8 @@ class DataKeyVault:
     another replica.
     """
 
-    def __init__(self, kek: KeyEncryptionKey, table: Table) -> None:
-        self.kek = kek
+    def __init__(self, kek: KeyEncryptionKey | KekKeyring, table: Table) -> None:
+        self.kek = KekKeyring.of(kek)
         self.table = table
 
     async def key_for(self, conn: AsyncConnection, trust_id: UUID, pupil_id: UUID, *, create: bool = True) -> DataKey:
@@ -328,7 +436,7 @@ class DataKeyVault:
             wrapped = await self.kek.wrap(candidate.material, key_aad(trust_id, pupil_id))
             await conn.execute(
                 insert(self.table)
-                .values(pupil_id=pupil_id, trust_id=trust_id, kek_id=self.kek.key_id, wrapped_key=wrapped)
+                .values(pupil_id=pupil_id, trust_id=trust_id, kek_id=wrapped.kek_id, wrapped_key=wrapped.blob)
                 .on_conflict_do_nothing(index_elements=["pupil_id"])
             )
             # Two callers racing: the first insert wins and both use its key.
@@ -339,7 +447,7 @@ class DataKeyVault:
             raise UnknownDataKey(pupil_id)
         if row.wrapped_key is None:
             raise DataKeyDestroyed(pupil_id)
-        material = await self.kek.unwrap(row.wrapped_key, key_aad(trust_id, pupil_id))
+        material = await self.kek.unwrap(row.kek_id, row.wrapped_key, key_aad(trust_id, pupil_id))
         return DataKey(trust_id, pupil_id, material)
 
     async def status(self, conn: AsyncConnection, pupil_id: UUID) -> tuple[UUID, datetime | None] | None:
@@ -349,23 +457,30 @@ class DataKeyVault:
 
     async def destroy(self, conn: AsyncConnection, trust_id: UUID, pupil_id: UUID, at: datetime | None = None) -> None:
         """Crypto-shred: drop the wrapped key for good, leaving a tombstone (made if none existed)."""
-        moment = at or datetime.now(UTC)
-        await conn.execute(
-            insert(self.table)
-            .values(pupil_id=pupil_id, trust_id=trust_id, kek_id=None, wrapped_key=None, destroyed_at=moment)
-            .on_conflict_do_update(
-                index_elements=["pupil_id"],
-                set_={"kek_id": None, "wrapped_key": None, "destroyed_at": moment},
-                where=self.table.c.trust_id == trust_id,
-            )
-        )
+        await destroy_key(conn, self.table, trust_id, pupil_id, at)
 
     async def _row(self, conn: AsyncConnection, pupil_id: UUID) -> Any:
         t = self.table
         result = await conn.execute(
-            select(t.c.trust_id, t.c.wrapped_key, t.c.destroyed_at).where(t.c.pupil_id == pupil_id)
+            select(t.c.trust_id, t.c.kek_id, t.c.wrapped_key, t.c.destroyed_at).where(t.c.pupil_id == pupil_id)
         )
         return result.first()
+
+
+async def destroy_key(conn: AsyncConnection, table: Table, trust_id: UUID, pupil_id: UUID,
+                      at: datetime | None = None) -> None:
+    """Crypto-shred one pupil's key in `table` (DataKeyVault.destroy; reapply-erasures, which
+    needs no KEK to destroy)."""
+    moment = at or datetime.now(UTC)
+    await conn.execute(
+        insert(table)
+        .values(pupil_id=pupil_id, trust_id=trust_id, kek_id=None, wrapped_key=None, destroyed_at=moment)
+        .on_conflict_do_update(
+            index_elements=["pupil_id"],
+            set_={"kek_id": None, "wrapped_key": None, "destroyed_at": moment},
+            where=table.c.trust_id == trust_id,
+        )
+    )
 
 
 # --- The client other services use --------------------------------------------------------------
@@ -512,3 +627,65 @@ class VaultKeyring:
 
     def forget(self, pupil_id: UUID) -> None:
         """Nothing is cached in-process."""
+
+
+# --- Rotation: every wrapped secret of a table under the active KEK ------------------------------
+
+
+@dataclass
+class Rewrapped:
+    """What `rewrap_table` found and did, per kek_id (ids only: no secret, no personal data)."""
+
+    table: str
+    before: dict[str, int] = dataclass_field(default_factory=dict)  # wrapped secrets per kek_id, before
+    rewrapped: dict[str, int] = dataclass_field(default_factory=dict)  # rewrapped now, per former kek_id
+    unknown: dict[str, int] = dataclass_field(default_factory=dict)  # under a KEK the keyring lacks: untouched
+    unreadable: dict[str, int] = dataclass_field(default_factory=dict)  # did not unwrap (tampered): untouched
+    by_trust: dict[UUID, int] = dataclass_field(default_factory=dict)  # rewrapped now, per trust
+
+    @property
+    def done(self) -> bool:
+        """Everything this table wraps is now under the active KEK."""
+        return not self.unknown and not self.unreadable
+
+
+async def rewrap_table(
+    engine: Any, table: Table, keyring: KekKeyring, *, key: str, wrapped: str,
+    aad: Callable[[Any], bytes], batch: int = 500,
+) -> Rewrapped:
+    """Rewrap every secret of `table` (column `wrapped`, its KEK in `kek_id`, rows found by the
+    primary-key column `key`) that is not under the active KEK: `aad(row)` gives what it is bound
+    to. One short transaction per batch, rows locked (a concurrent erasure waits, and a row it
+    nulled is never written back); a run stopped half-way leaves every row either as it was or
+    rewrapped, and the next run carries on. Rows under a KEK the keyring does not hold are
+    counted in `unknown`, rows that do not unwrap under the KEK they name in `unreadable`; both
+    are left alone."""
+    c = table.c
+    result = Rewrapped(table.name)
+    async with engine.connect() as conn:
+        counted = await conn.execute(select(c.kek_id, func.count()).where(c[wrapped].is_not(None)).group_by(c.kek_id))
+        result.before = {str(kek_id): n for kek_id, n in counted}
+    result.unknown = {kek_id: n for kek_id, n in result.before.items() if not keyring.holds(kek_id)}
+    movable = [kek_id for kek_id in result.before if keyring.holds(kek_id) and kek_id != keyring.active_id]
+    after: Any = None
+    while movable:
+        async with engine.begin() as conn:
+            query = (select(table).where(c.kek_id.in_(movable), c[wrapped].is_not(None))
+                     .order_by(c[key]).limit(batch).with_for_update())
+            if after is not None:
+                query = query.where(c[key] > after)
+            rows = (await conn.execute(query)).all()
+            if not rows:
+                break
+            for row in rows:
+                try:
+                    fresh = await keyring.rewrap(row.kek_id, getattr(row, wrapped), aad(row))
+                except DataKeyError:
+                    result.unreadable[row.kek_id] = result.unreadable.get(row.kek_id, 0) + 1
+                    continue
+                await conn.execute(table.update().where(c[key] == getattr(row, key), c.kek_id == row.kek_id)
+                                   .values({"kek_id": fresh.kek_id, wrapped: fresh.blob}))
+                result.rewrapped[row.kek_id] = result.rewrapped.get(row.kek_id, 0) + 1
+                result.by_trust[row.trust_id] = result.by_trust.get(row.trust_id, 0) + 1
+            after = getattr(rows[-1], key)
+    return result

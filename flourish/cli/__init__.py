@@ -1,7 +1,7 @@
 """`flourish`: the operators' command line: the local stack, the platform, dev tokens, demo data.
 
 The composition mounts the commands each service contributes (`flourish audit`, `flourish
-reporting`) beside its own (`infra`, `platform`, `dev-token`); it is the one place that may.
+reporting`) beside its own (`infra`, `platform`, `admin`, `dev-token`); it is the one place that may.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import typer
 from opentelemetry import trace
 
-from flourish.cli import infra, migrate, platform, tokens
+from flourish.cli import admin, infra, migrate, platform, tokens
 from services.reporting.audit import cli as audit_cli
 from services.reporting.readmodels import cli as readmodels_cli
 
@@ -20,6 +20,7 @@ app.add_typer(infra.app, name="infra")
 app.add_typer(platform.app, name="platform")
 app.add_typer(audit_cli.app, name="audit")
 app.add_typer(readmodels_cli.app, name="reporting")
+app.add_typer(admin.app, name="admin")
 app.command("dev-token")(tokens.dev_token)
 app.command("migrate")(migrate.migrate)
 

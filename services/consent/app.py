@@ -10,6 +10,7 @@ the sharing decisions' read pool and the retention scheduler.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -26,11 +27,15 @@ from services.consent.api import router
 from services.consent.consumers import ROSTER
 from services.consent.decisions import DecisionReader
 from services.consent.handlers import ConsentDeps, utcnow
+from services.consent.restore import check_not_restored
 from services.consent.scheduler import RetentionScheduler
 from services.consent.tables import data_keys, kernel, metadata
-from shared.datakeys import DataKeySettings, DataKeyVault, KeyEncryptionKey, LocalKek
+from shared.datakeys import DataKeySettings, DataKeyVault, KekKeyring, KeyEncryptionKey
+from shared.events.envelope import topic_for
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
+
+log = logging.getLogger(__name__)
 
 
 class ConsentSettings(BaseSettings):
@@ -43,6 +48,9 @@ class ConsentSettings(BaseSettings):
     run_retention_scheduler: bool = True
     # Services whose own /pupils/{id}/subject-access the export gathers: {"assessment": "http://…"}.
     subject_access_peers: dict[str, str] = Field(default_factory=dict)
+    # How long the start-up check may take to read the erasures published since its last check
+    # (services/consent/restore.py): past it, the service does not start.
+    restore_check_timeout_s: float = Field(default=120.0, gt=0)
 
 
 class ConsentServiceSettings(ServiceSettings):
@@ -68,7 +76,7 @@ class Consent:
         return self.settings.consent.subject_access_peers
 
 
-def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | None = None,
+def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | KekKeyring | None = None,
               clock: Callable[[], datetime] = utcnow,
               subject_access_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> Bootstrap:
     """`kek`: the key-encryption key (by default FLOURISH_DATA_KEK, or a dev key under state_dir);
@@ -77,7 +85,13 @@ def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | None 
 
     @asynccontextmanager
     async def build(runtime: Runtime) -> AsyncIterator[Consent]:
-        vault = DataKeyVault(kek or LocalKek.from_settings(
+        # Before anything is served: a database restored from a backup older than an erasure
+        # would bring the pupil's key back. It refuses to start until reapply-erasures has run.
+        checked = await check_not_restored(runtime.engine, kernel_settings.kafka_bootstrap_servers,
+                                           topic_for("consent", kernel_settings.topic_prefix),
+                                           timeout_s=settings.consent.restore_check_timeout_s)
+        log.info("erasure register checked", extra={"count": checked})
+        vault = DataKeyVault(kek or KekKeyring.from_settings(
             settings.data_keys, kernel_settings.state_dir, production=kernel_settings.environment == "production"
         ), data_keys)
         handlers = ConsentDeps(store=runtime.store, vault=vault, clock=clock)
@@ -117,7 +131,7 @@ SPEC = ServiceSpec(
 )
 
 
-def app(settings: ConsentServiceSettings | Settings | None = None, *, kek: KeyEncryptionKey | None = None,
+def app(settings: ConsentServiceSettings | Settings | None = None, *, kek: KeyEncryptionKey | KekKeyring | None = None,
         clock: Callable[[], datetime] = utcnow,
         subject_access_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
     """The consent service (uvicorn's factory: `uvicorn --factory services.consent.app:app`).

@@ -163,3 +163,15 @@ erasures = Table(
     UniqueConstraint("pupil_id", name="erasures_pupil_key"),
     info=per_trust(),
 )
+
+# The restore check (services/consent/restore.py): per partition of the consent topic, the offset up
+# to which every erasure published there was found tombstoned here. No trust: one row per partition.
+erasure_register_checks = Table(
+    "erasure_register_checks",
+    metadata,
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("next_offset", BigInteger, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("topic", "partition", name="erasure_register_checks_pkey"),
+)

@@ -26,7 +26,7 @@ from services.reporting.readmodels import Peers
 from services.reporting.sharing import Sharing, SharingSettings
 from services.reporting.subject_access import router as subject_access_router
 from services.reporting.tables import SCHEMA, kernel, metadata
-from shared.datakeys import DataKeySettings, LocalKek
+from shared.datakeys import DataKeySettings, KekKeyring
 from shared.peers import ServiceTokens
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
@@ -64,8 +64,8 @@ def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.Asyn
 
     @asynccontextmanager
     async def build(runtime: Runtime) -> AsyncIterator[Reporting]:
-        def kek() -> LocalKek:
-            return LocalKek.from_settings(settings.data_keys, kernel_settings.state_dir,
+        def kek() -> KekKeyring:
+            return KekKeyring.from_settings(settings.data_keys, kernel_settings.state_dir,
                                           production=kernel_settings.environment == "production")
 
         consent = sharing.ConsentClient(kernel_settings, timeout_s=settings.sharing.consent_timeout_s,

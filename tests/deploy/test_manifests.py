@@ -323,11 +323,16 @@ def test_the_services_connect_as_their_own_roles_and_only_a_migration_job_holds_
 
 
 def test_the_consent_service_must_have_its_key_encryption_key(overlays):
+    """Consent wraps pupils' data keys, reporting agencies' signing secrets: both hold the keyring,
+    the active KEK required (fail closed), the retired ones optional (only during a rotation)."""
     for objects in overlays.values():
-        for role in ("api", "consumers"):
-            deployment = by_name(objects, "Deployment")[f"flourish-consent-{role}"]
-            kek = env_value(deployment, "FLOURISH_DATA_KEK")
-            assert kek == {"secretKeyRef": {"name": "flourish-consent-kek", "key": "kek"}}  # not optional: fail closed
+        for service in ("consent", "reporting"):
+            for role in ("api", "consumers"):
+                deployment = by_name(objects, "Deployment")[f"flourish-{service}-{role}"]
+                kek = env_value(deployment, "FLOURISH_DATA_KEK")
+                assert kek == {"secretKeyRef": {"name": "flourish-consent-kek", "key": "kek"}}  # not optional
+                retired = env_value(deployment, "FLOURISH_DATA_KEK_RETIRED")
+                assert retired == {"secretKeyRef": {"name": "flourish-consent-kek", "key": "retired", "optional": True}}
 
 
 def test_the_retention_scheduler_runs_in_the_consent_consumers_pods_only(overlays):

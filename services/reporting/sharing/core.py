@@ -36,7 +36,7 @@ from services.reporting.sharing.signing import new_secret, secret_text
 from services.reporting.sharing.tables import agencies, attempts, deliveries, shares
 from services.reporting.tables import kernel
 from shared.auth import Principal, ensure_scope
-from shared.datakeys import LocalKek
+from shared.datakeys import KekKeyring
 from shared.events.consent import ConsentWithdrawn, Purpose
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
@@ -70,7 +70,7 @@ class Sharing:
     the consent client, the KEK that wraps agencies' signing secrets, the webhook client, and the
     event that wakes the delivery worker."""
 
-    def __init__(self, config: SharingSettings, consent: ConsentClient, kek: Callable[[], LocalKek],
+    def __init__(self, config: SharingSettings, consent: ConsentClient, kek: Callable[[], KekKeyring],
                  http: httpx.AsyncClient) -> None:
         self.config = config
         self.store = EventStore(kernel)
@@ -100,11 +100,11 @@ class Sharing:
         agency_id = uuid.uuid4()
         secret = new_secret()
         kek = self.kek()
-        wrapped = await kek.wrap(secret, _secret_aad(principal.trust_id, agency_id))
+        wrapped = await kek.wrap(secret, secret_aad(principal.trust_id, agency_id))
         registered_at = now()
         await conn.execute(insert(agencies).values(
             agency_id=agency_id, trust_id=principal.trust_id, category=category, organisation=organisation,
-            endpoint_url=endpoint_url, secret_wrapped=wrapped, kek_id=kek.key_id, registered_by=principal.subject,
+            endpoint_url=endpoint_url, secret_wrapped=wrapped.blob, kek_id=wrapped.kek_id, registered_by=principal.subject,
             registered_at=registered_at, active=True,
         ))
         return {**_agency_body(agency_id, category, organisation, endpoint_url, registered_at, True),
@@ -211,7 +211,7 @@ class Sharing:
         replica sends them too), ask consent again, send, record. Returns how many it took."""
         async with runtime.engine.begin() as conn:
             rows = (await conn.execute(
-                select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.active)
+                select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.kek_id, agencies.c.active)
                 .join(agencies, agencies.c.agency_id == deliveries.c.agency_id)
                 .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now())
                 .order_by(deliveries.c.next_attempt_at).limit(self.config.batch_size)
@@ -247,7 +247,8 @@ class Sharing:
         kek, found = self.kek(), {}
         for row in rows:
             if row.agency_id not in found:
-                found[row.agency_id] = await kek.unwrap(row.secret_wrapped, _secret_aad(row.trust_id, row.agency_id))
+                found[row.agency_id] = await kek.unwrap(row.kek_id, row.secret_wrapped,
+                                                       secret_aad(row.trust_id, row.agency_id))
         return found
 
     async def _endpoints(self, runtime: Any, rows: list[Any]) -> dict[UUID, str | None]:
@@ -412,7 +413,8 @@ def _stream(row: Any) -> str:
     return f"share-{row.share_id}" if row.share_id else f"deletion-notice-{row.delivery_id}"
 
 
-def _secret_aad(trust_id: UUID, agency_id: UUID) -> bytes:
+def secret_aad(trust_id: UUID, agency_id: UUID) -> bytes:
+    """What an agency's wrapped signing secret is bound to (flourish admin rotate-kek rewraps it with the same)."""
     return f"flourish/webhook-secret/v1/{trust_id}/{agency_id}".encode()
 
 

@@ -49,6 +49,10 @@ TODAYS_HEADS = {
     "consent": {"consent_0003_idempotency_rls"},
     "reporting": {"reporting_0005_idempotency_rls"},
 }
+# What revisions after the freeze added (each names its objects here): the snapshot predates them.
+AFTER_FREEZE: dict[str, set[str]] = {
+    "consent": {"erasure_register_checks", "erasure_register_checks_pkey", "data_keys_kek_id_names_the_wrapping"},
+}
 # Each service's tables, as its code declares them (the audit ledger is plain SQL: its tables are
 # declared by name in services/reporting/audit/tables.py).
 DECLARED: dict[str, list[MetaData]] = {
@@ -126,10 +130,18 @@ async def test_a_database_at_the_heads_before_the_freeze_upgrades_to_exactly_a_f
     # The snapshot's schema is what the frozen migrations make: the freeze changed nothing (but
     # the service roles' grants, which the migration step adds: tests/integration/roles).
     for service in SERVICES:
-        assert not differences(before[service], owners_only(installed[service], service)), (
+        assert not differences(before[service], after_freeze_left_out(owners_only(installed[service], service),
+                                                                      service)), (
             f"{service}: at aa1c866's heads (first) and freshly installed (second) differ:\n"
             + "\n".join(differences(before[service], installed[service]))
         )
+
+
+def after_freeze_left_out(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The catalog without the objects revisions after the freeze added (AFTER_FREEZE)."""
+    names = AFTER_FREEZE.get(service, set())
+    return {kind: [row for row in found if not names.intersection(map(str, row))] if isinstance(found, list) else found
+            for kind, found in rows.items()}
 
 
 def owners_only(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
