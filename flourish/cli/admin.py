@@ -16,12 +16,13 @@ from typing import Annotated, Any
 
 import typer
 
+from shared.events.audit import AdminAction
 from shared.settings import Settings
 
 app = typer.Typer(help="Rotate the key-encryption key; put erasures back in force after a restore.",
                   no_args_is_help=True)
 
-KEK_ROTATED = "kek.rotated"  # the admin action rotate-kek records, per trust and kind of secret
+KEK_ROTATED = AdminAction.KEK_ROTATED  # recorded per trust and kind of secret
 Actor = Annotated[str, typer.Option("--actor", help="Your pseudonymous staff id, for the audit record.")]
 
 

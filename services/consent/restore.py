@@ -49,12 +49,13 @@ from services.consent.tables import (
 )
 from shared.audit import record_admin_action
 from shared.datakeys import destroy_key
+from shared.events.audit import AdminAction
 from shared.events.consent import DataCategory, PupilErased, RetentionExpired
 from shared.events.envelope import InvalidMessage, decode
 from shared.store.event_store import EventStore
 
 PUPIL_ERASED, RETENTION_EXPIRED = "pupil_erased", "retention_expired"
-ERASURES_REAPPLIED = "erasures.reapplied"  # the admin action `reapply` records, per trust
+ERASURES_REAPPLIED = AdminAction.ERASURES_REAPPLIED  # recorded per trust
 _TYPES = {PupilErased.event_type.encode(): PUPIL_ERASED, RetentionExpired.event_type.encode(): RETENTION_EXPIRED}
 
 

@@ -106,6 +106,8 @@ class AdminAction(StrEnum):
     AGENCY_REGISTERED = "agency.registered"
     DATA_KEY_DESTROYED = "data_key.destroyed"
     AUDIT_EXPORTED = "audit.exported"
+    KEK_ROTATED = "kek.rotated"  # `flourish admin rotate-kek`, per trust and kind of secret
+    ERASURES_REAPPLIED = "erasures.reapplied"  # `flourish admin reapply-erasures`, after a restore
 
 
 @register("flourish.audit.AdminActionTaken.v1", CONTEXT)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -312,7 +313,7 @@ async def test_every_read_and_admin_action_done_through_the_api_is_found_in_the_
     # Every read category and admin action the code knows has a row above.
     proved = {e.fact for e in expected} | {c for e in expected for c in e.fields.get("details", {}).get("data_categories", [])}
     assert {c.value for c in ReadCategory} <= proved, "a read category no action here proves"
-    assert {a.value for a in AdminAction} <= proved, "an admin action no action here proves"
+    assert {a.value for a in AdminAction} - set(PROVED_ELSEWHERE) <= proved, "an admin action no action here proves"
 
     # Each is in the ledger, as the DPO asks for it.
     auditor = p.as_(Role.auditor)
@@ -342,6 +343,20 @@ async def test_every_read_and_admin_action_done_through_the_api_is_found_in_the_
                                                {"t": p.trust_id})).all())
     for clear in ("Zebedee", "Forename", OBSERVATION_NOTE, SESSION_NOTE, PARENT, *numbers, "2017-04-03"):
         assert clear not in bodies, f"{clear!r} is in the ledger"
+
+
+# Admin actions that need a world of their own (a KEK retired, a database restored from a backup): the
+# test named beside each performs it through its command and finds the action in the ledger.
+PROVED_ELSEWHERE = {
+    AdminAction.KEK_ROTATED.value: "tests/integration/consent/test_kek_rotation.py",
+    AdminAction.ERASURES_REAPPLIED.value: "tests/integration/consent/test_backup_restore.py",
+}
+
+
+def test_the_actions_proved_elsewhere_are_proved_there() -> None:
+    root = Path(__file__).resolve().parents[3]
+    for action, test in PROVED_ELSEWHERE.items():
+        assert f'"{action}"' in (root / test).read_text(), f"{test} does not look for {action} in the ledger"
 
 
 def matches(entry: dict[str, Any], wanted: dict[str, Any]) -> bool:
