@@ -125,11 +125,28 @@ async def test_a_database_at_the_heads_before_the_freeze_upgrades_to_exactly_a_f
         )
     # The snapshot's schema is what the frozen migrations make: the freeze changed nothing (but
     # the service roles' grants, which the migration step adds: tests/integration/roles).
+    # Tables that revisions after the freeze add are left out here: the upgrade above proves they
+    # are made exactly as a fresh install makes them.
     for service in SERVICES:
-        assert not differences(before[service], owners_only(installed[service], service)), (
+        frozen = before_the_freeze(owners_only(installed[service], service), service)
+        assert not differences(before[service], frozen), (
             f"{service}: at aa1c866's heads (first) and freshly installed (second) differ:\n"
-            + "\n".join(differences(before[service], installed[service]))
+            + "\n".join(differences(before[service], frozen))
         )
+
+
+# Tables added by revisions after the freeze, per service.
+ADDED_AFTER_THE_FREEZE = {"consent": {"family_contacts"}, "reporting": {"sharing_family_notices"}}
+
+
+def before_the_freeze(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The catalog without the tables (and their columns, indexes, constraints, policies) added later."""
+    added = ADDED_AFTER_THE_FREEZE.get(service, set())
+
+    def later(row: tuple[Any, ...]) -> bool:
+        return any(isinstance(v, str) and (v in added or any(f" ON {service}.{t} " in v for t in added)) for v in row)
+
+    return {kind: [row for row in kind_rows if not later(row)] for kind, kind_rows in rows.items()}
 
 
 def owners_only(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
