@@ -32,7 +32,10 @@ EXEMPT: dict[tuple[str, str], str] = {
 }
 
 # GET routes whose A-side answer is not a 2xx by design, for the positive control.
-NOT_2XX_FOR_A: dict[tuple[str, str], str] = {}
+NOT_2XX_FOR_A: dict[tuple[str, str], str] = {
+    ("GET", "/pupils/{pupil_id}/family-contact"): "no contact email is recorded for A's pupil here: 404 "
+                                                  "(tests/integration/notices read one)",
+}
 
 # Path parameters that need another of A's ids than the default for that name.
 PATH_OVERRIDES: dict[tuple[str, str], dict[str, str]] = {
@@ -98,6 +101,8 @@ COMMANDS: dict[tuple[str, str], Request] = {
         "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat()}},
     ("PUT", "/academies/{academy_id}/retention-policies/{data_category}"): lambda ids: {"json": {
         "counted_from": "leaving_date", "period": {"years": 1}}},
+    ("PUT", "/pupils/{pupil_id}/family-contact"): lambda ids: {"json": {"email": "intruder@evil.example"}},
+    ("DELETE", "/pupils/{pupil_id}/family-contact"): lambda ids: {},
     ("PUT", "/pupils/{pupil_id}/retention-clock"): lambda ids: {"json": {"last_activity_on": str(date.today())}},
     ("POST", "/retention/runs"): lambda ids: {},
     ("POST", "/pupils/{pupil_id}/erasure"): lambda ids: {"json": {"reason": "recorded_in_error"}},
