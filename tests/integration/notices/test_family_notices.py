@@ -9,6 +9,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select, text
 
 from services.consent.tables import family_contacts
@@ -108,7 +109,7 @@ async def test_a_share_sends_the_family_a_notice_by_email_saying_what_to_whom_wh
 
 
 async def test_smtp_down_the_notice_queues_shows_on_the_ops_page_and_is_sent_once_when_it_is_back(
-    notices: Notices, receiver: Receiver,
+    notices: Notices, receiver: Receiver, caplog: pytest.LogCaptureFixture,
 ) -> None:
     n = notices
     assert n.smtp is not None  # not started: nothing listens on its port
@@ -139,11 +140,60 @@ async def test_smtp_down_the_notice_queues_shows_on_the_ops_page_and_is_sent_onc
     assert "Notices to families" in page and "failing" in page
     assert email not in page and str(pupil) not in page  # counts only
 
+    # The family gives a new address while the notice waits: the notice goes there.
+    moved = mailbox_address()
+    changed = await n.consent.client.put(f"/pupils/{pupil}/family-contact", headers=n.consent.senco,
+                                         json={"email": moved})
+    assert changed.status_code == 200, changed.text
+    tried = (await n.notice(share["share_id"])).attempts
+
+    async def tried_since_the_change() -> Any:  # two more tries: the later one asked after the change
+        row = await n.notice(share["share_id"])
+        return row if row.attempts >= tried + 2 else None
+
+    await eventually(tried_since_the_change)
     n.smtp.start()
     sent = await eventually(lambda: n.notice_in(share["share_id"], "sent"), timeout=30)
     assert sent.attempts >= 3
     await asyncio.sleep(1.5)  # a few more passes of the sender
-    assert len(n.smtp.mailbox.to(email)) == 1  # sent exactly once
+    assert len(n.smtp.mailbox.to(moved)) == 1  # sent exactly once
+    assert n.smtp.mailbox.to(email) == []
+    # The outage's log lines name neither address.
+    ours = [r.getMessage() for r in caplog.records if not r.name.startswith("mail.log")]  # not the test's server
+    assert [line for line in ours if email in line or moved in line] == []
+
+
+async def test_an_address_refused_for_good_fails_to_the_letter_and_an_erased_pupil_s_notice_is_cancelled(
+    notices: Notices, receiver: Receiver,
+) -> None:
+    n = notices
+    assert n.smtp is not None  # down while the erasure happens
+    erased, bounced = await n.consent.enrol(2)
+    await grant_with_email(n, erased, mailbox_address())
+    bounce = f"bounce.{uuid.uuid4().hex[:8]}@family.example"
+    await grant_with_email(n, bounced, bounce)
+    camhs = await agency(n, receiver.url)
+    first = (await n.share(camhs["agency_id"], erased)).json()
+    await eventually(lambda: delivered(n, first["delivery_id"]))
+    erasure = await n.consent.client.post(f"/pupils/{erased}/erasure", headers=n.consent.dpo)
+    assert erasure.status_code == 201, erasure.text
+
+    n.smtp.start()
+    second = (await n.share(camhs["agency_id"], bounced)).json()
+    cancelled = await eventually(lambda: n.notice_in(first["share_id"], "cancelled"), timeout=30)
+    assert cancelled.last_error == "pupil_erased"
+    failed = await eventually(lambda: n.notice_in(second["share_id"], "failed"), timeout=30)
+    assert failed.last_error == "smtp_refused_550" and failed.attempts == 1
+    assert n.smtp.mailbox.messages == []
+    letter = await n.client.get(f"/sharing/shares/{second['share_id']}/notice", headers=n.staff())
+    assert letter.status_code == 200 and "this letter is their notice" in letter.text
+
+    async def on_the_ops_page() -> Any:
+        own = (await n.client.get("/ops.json")).json()[0]
+        return own if own["notices_failed"] >= 1 else None
+
+    own = await eventually(on_the_ops_page)
+    assert any("print their letters" in note for note in own["attention"])
 
 
 async def test_no_contact_email_the_notice_is_a_printable_letter_only_and_hostile_values_stay_text(
