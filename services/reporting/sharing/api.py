@@ -134,6 +134,16 @@ def sharing_router() -> APIRouter:
                                    sent=row.status == Status.SENT),
                             headers={"Cache-Control": "no-store"})
 
+    @router.post("/shares/{share_id}/notice/withholding",
+                 summary="DPO: withhold the family's notice of a share (safeguarding basis) not sent yet")
+    async def withhold_notice(share_id: UUID, body: WithholdIn, runtime: RuntimeDep, sharing: SharingDep,
+                              principal: Annotated[Principal, Depends(requires(Role.dpo))]) -> dict[str, Any]:
+        if sharing.notices is None:
+            raise NotFound("notices to families are not kept by this service")
+        async with runtime.engine.begin() as conn:
+            return _json(await sharing.notices.withhold(conn, principal, share_id,
+                                                        Withhold(body.reason_code, body.reason)))
+
     @router.get("/deliveries/{delivery_id}", summary="One webhook delivery and where it stands")
     async def delivery(delivery_id: UUID, runtime: RuntimeDep, principal: Sharer) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:

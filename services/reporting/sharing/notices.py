@@ -49,12 +49,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.reporting.sharing.tables import family_notices
 from services.reporting.tables import kernel
-from shared.auth import Principal, Role
+from shared.auth import Principal, Role, ensure_scope
 from shared.datakeys import DataKeyDestroyed, DataKeyError, PupilKeyring
 from shared.events.consent import AgencyCategory, Purpose
 from shared.events.reporting import FamilyNoticeWithheld
 from shared.peers import ServiceTokens
-from shared.problems import Forbidden, ServiceUnavailable, UnprocessableEntity
+from shared.problems import Conflict, Forbidden, NotFound, ServiceUnavailable, UnprocessableEntity
 from shared.store.emission import emit
 from shared.store.event_store import EventStore
 from shared.telemetry import meter
@@ -219,6 +219,14 @@ meter.create_observable_gauge(
     description="Age of the oldest notice to a family still queued (0 when none is)")
 
 
+def _may_withhold(principal: Principal, consent_obtained: bool, lawful_basis: str | None) -> None:
+    if not principal.has_role(Role.dpo):
+        raise Forbidden("only the data-protection officer may withhold the family's notice of a share")
+    if consent_obtained or lawful_basis in (None, "consent"):
+        raise UnprocessableEntity("a share resting on consent is always notified to the family; only a share "
+                                  "under another lawful basis (safeguarding) may be withheld")
+
+
 # --- the notices ------------------------------------------------------------------------------------
 
 
@@ -264,27 +272,47 @@ class Notices:
             await conn.execute(insert(family_notices).values(**values))
             self.wake()
             return {"notice_id": notice_id, "status": Status.QUEUED.value}
-        if not principal.has_role(Role.dpo):
-            raise Forbidden("only the data-protection officer may withhold the family's notice of a share")
-        if consent_obtained or lawful_basis in (None, "consent"):
-            raise UnprocessableEntity("a share resting on consent is always notified to the family; only a share "
-                                      "under another lawful basis (safeguarding) may be withheld")
+        _may_withhold(principal, consent_obtained, lawful_basis)
+        await conn.execute(insert(family_notices).values(**values))
+        notice = (await conn.execute(select(family_notices).where(family_notices.c.notice_id == notice_id))).one()
+        return await self._withhold(conn, principal, notice, withhold, shared_at)
+
+    async def withhold(self, conn: AsyncConnection, principal: Principal, share_id: UUID,
+                       withhold: Withhold) -> dict[str, Any]:
+        """The DPO withholds a notice not sent yet (queued, or waiting as a letter): it waits for a
+        sender holding the notice, so a notice is either sent (409 here) or withheld, never both."""
+        notice = (await conn.execute(select(family_notices).where(
+            family_notices.c.trust_id == principal.trust_id, family_notices.c.share_id == share_id)
+            .with_for_update())).first()
+        if notice is None:
+            raise NotFound("no notice for this share (it was not accepted, or is not this trust's)")
+        ensure_scope(principal, notice.trust_id, notice.academy_id)
+        _may_withhold(principal, notice.consent_obtained, notice.lawful_basis)
+        if notice.status not in (Status.QUEUED, Status.LETTER_ONLY, Status.FAILED):
+            raise Conflict(f"the family's notice of this share is {notice.status}: it can no longer be withheld")
+        return await self._withhold(conn, principal, notice, withhold, self.clock())
+
+    async def _withhold(self, conn: AsyncConnection, principal: Principal, notice: Any, withhold: Withhold,
+                        at: datetime) -> dict[str, Any]:
         try:
-            key = await self.keyring.key_for(principal.trust_id, pupil_id)
+            key = await self.keyring.key_for(notice.trust_id, notice.pupil_id)
         except DataKeyError:
-            raise ServiceUnavailable("the pupil's key cannot be had now to seal the reason, so nothing is shared; "
+            raise ServiceUnavailable("the pupil's key cannot be had now to seal the reason, so nothing is changed; "
                                      "try again later", retry_after_s=30) from None
         sealed = key.seal_text(withhold.text, WITHHELD_FIELD)
-        await conn.execute(insert(family_notices).values(
-            **values | {"status": Status.WITHHELD.value, "finished_at": shared_at},
-            withheld_reason=withhold.reason.value, withheld_reason_sealed=sealed, withheld_by=principal.subject))
+        await conn.execute(update(family_notices).where(family_notices.c.notice_id == notice.notice_id).values(
+            status=Status.WITHHELD.value, finished_at=at, withheld_reason=withhold.reason.value,
+            withheld_reason_sealed=sealed, withheld_by=principal.subject))
         # A stream of its own: the share's stream starts with its ReportShared (core._cause).
-        await emit(conn, self.store, f"family-notice-{share_id}", [FamilyNoticeWithheld(
-            share_id=share_id, pupil_id=pupil_id, agency_id=agency.agency_id, agency_category=agency.category,
-            document_kind=document_kind, reason=withhold.reason.value, reason_text=sealed, lawful_basis=lawful_basis,
-            policy_reference=policy_reference, withheld_by=principal.subject, withheld_at=shared_at)],
-            trust_id=principal.trust_id, academy_id=academy_id)
-        return {"notice_id": notice_id, "status": Status.WITHHELD.value, "withheld_reason": withhold.reason.value}
+        await emit(conn, self.store, f"family-notice-{notice.share_id}", [FamilyNoticeWithheld(
+            share_id=notice.share_id, pupil_id=notice.pupil_id, agency_id=notice.agency_id,
+            agency_category=notice.agency_category, document_kind=notice.document_kind, reason=withhold.reason.value,
+            reason_text=sealed, lawful_basis=notice.lawful_basis, policy_reference=notice.policy_reference,
+            withheld_by=principal.subject, withheld_at=at)],
+            trust_id=notice.trust_id, academy_id=notice.academy_id)
+        # Plain strings: a row's ids are asyncpg's UUID subclass, which the JSON encoder refuses.
+        return {"notice_id": str(notice.notice_id), "share_id": str(notice.share_id), "status": Status.WITHHELD.value,
+                "withheld_reason": withhold.reason.value}
 
     # --- the letter -----------------------------------------------------------------------------
 

@@ -356,3 +356,49 @@ async def test_the_contact_email_is_validated_sealed_and_released_sealed_to_serv
     async with consent_engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(family_contacts).where(
             family_contacts.c.pupil_id == pupil)) == 0
+
+
+async def test_the_dpo_withholds_a_notice_not_sent_yet_but_never_one_already_sent(
+    notices: Notices, receiver: Receiver,
+) -> None:
+    n = notices
+    assert n.smtp is not None  # down: the SENCo's share's notice waits
+    held, told = await n.consent.enrol(2)
+    held_email, told_email = mailbox_address(), mailbox_address()
+    for pupil, email in ((held, held_email), (told, told_email)):
+        await safeguarding_basis(n, pupil)
+        assert (await n.consent.client.put(f"/pupils/{pupil}/family-contact", headers=n.consent.senco,
+                                           json={"email": email})).status_code == 200
+    social = await agency(n, receiver.url, "social_care", "Northshire Children's Services")
+    share = (await n.share(social["agency_id"], held)).json()
+    assert share["family_notice"]["status"] == "queued"
+    url = f"/sharing/shares/{share['share_id']}/notice/withholding"
+    body = {"reason_code": "prejudice_to_investigation", "reason": "Police enquiry under way"}
+
+    assert (await n.client.post(url, headers=n.staff(), json=body)).status_code == 403
+    assert (await n.client.post(f"/sharing/shares/{uuid.uuid4()}/notice/withholding", headers=n.dpo(),
+                                json=body)).status_code == 404
+    assert (await n.client.post(url, headers=n.dpo(), json={**body, "reason": ""})).status_code == 422
+    assert (await n.notice(share["share_id"])).status == "queued"  # none of those changed anything
+
+    withheld = await n.client.post(url, headers=n.dpo(), json=body)
+    assert withheld.status_code == 200, withheld.text
+    assert withheld.json()["status"] == "withheld"
+    assert (await n.client.post(url, headers=n.dpo(), json=body)).status_code == 409
+
+    n.smtp.start()
+    other = (await n.share(social["agency_id"], told)).json()
+    await eventually(lambda: n.notice_in(other["share_id"], "sent"), timeout=30)
+    refused = await n.client.post(f"/sharing/shares/{other['share_id']}/notice/withholding", headers=n.dpo(), json=body)
+    assert refused.status_code == 409, refused.text
+    await asyncio.sleep(1.0)
+    assert n.smtp.mailbox.to(held_email) == [] and len(n.smtp.mailbox.to(told_email)) == 1
+
+    async def in_the_ledger() -> Any:
+        found = await n.client.get("/audit/entries", headers=n.dpo(),
+                                   params={"action": "family_notice_withheld", "pupil_id": str(held)})
+        return found.json()["items"] or None
+
+    (entry,) = await eventually(in_the_ledger, timeout=60)
+    fact = entry.get("fact", entry)
+    assert fact["share_id"] == share["share_id"] and fact["details"]["reason"] == "prejudice_to_investigation"
