@@ -454,12 +454,15 @@ class Notices:
                 if c.smtp_starttls:
                     smtp.starttls(context=ssl.create_default_context())
                 if c.smtp_username:
-                    smtp.login(c.smtp_username, c.smtp_password.get_secret_value() if c.smtp_password else "")
+                    try:
+                        smtp.login(c.smtp_username, c.smtp_password.get_secret_value() if c.smtp_password else "")
+                    except (OSError, smtplib.SMTPException):
+                        return ["smtp_login_refused"] * len(messages)
                 for message in messages:
                     results.append(_send_one(smtp, message))
-        except (OSError, smtplib.SMTPException) as error:
+        except Exception as error:  # noqa: BLE001 - every failure is a try that failed: retried on the schedule
             code = "smtp_unavailable" if isinstance(error, OSError | smtplib.SMTPServerDisconnected) \
-                else f"smtp_{type(error).__name__.lower()}"
+                else f"smtp_{type(error).__name__.lower()}"[:60]
             results.extend([code] * (len(messages) - len(results)))
         return results
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 from sqlalchemy import select
 
 from services.reporting.app import ReportingServiceSettings
@@ -58,9 +59,18 @@ class Smtp:
     mailbox: Mailbox = field(default_factory=Mailbox)
     controller: Controller | None = None
 
+    login: tuple[str, str] | None = None  # when set, the server requires this AUTH login
+
     def start(self) -> None:
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
+        auth: dict[str, Any] = {}
+        if self.login is not None:
+            auth = {"authenticator": self._authenticate, "auth_required": True, "auth_require_tls": False}
+        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **auth)
         self.controller.start()
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        ok = isinstance(data, LoginPassword) and self.login == (data.login.decode(), data.password.decode())
+        return AuthResult(success=ok)
 
     def stop(self) -> None:
         if self.controller is not None:
@@ -102,15 +112,21 @@ SENDER = NoticeSettings(smtp_host="127.0.0.1", smtp_from="Oak Academy <office@oa
 
 
 @pytest.fixture
+def sender(smtp: Smtp) -> NoticeSettings:
+    """The notices' settings: the test's SMTP server (a test may override this fixture)."""
+    return SENDER.model_copy(update={"smtp_port": smtp.port})
+
+
+@pytest.fixture
 async def notices(stack_settings, topic_prefix, tmp_path, publisher, consent_settings, engine,  # type: ignore[no-untyped-def]
-                  smtp: Smtp) -> AsyncIterator[Notices]:
+                  smtp: Smtp, sender: NoticeSettings) -> AsyncIterator[Notices]:
     async with running_consent(stack_settings, topic_prefix, tmp_path, publisher, consent_settings) as consent:
         settings = stack_settings.model_copy(update={
             "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
             "relay_poll_interval_s": 0.1,
         })
         app = reporting_service(ReportingServiceSettings(
-            kernel=settings, sharing=SCHEDULE, notices=SENDER.model_copy(update={"smtp_port": smtp.port})),
+            kernel=settings, sharing=SCHEDULE, notices=sender),
             consent_transport=httpx.ASGITransport(app=consent.app))
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
