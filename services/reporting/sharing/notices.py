@@ -375,12 +375,16 @@ class Notices:
                 .with_for_update(skip_locked=True))).all()
             if not rows:
                 return 0
-            contacts = await asyncio.gather(*(self._contact(row) for row in rows))
-            to_send = [(row, contact) for row, contact in zip(rows, contacts, strict=True) if isinstance(contact, str)
-                       and "@" in contact]
-            sent = await asyncio.to_thread(self._send, [self._message(row, email) for row, email in to_send]) \
-                if to_send else []
-            results = dict(zip((row.notice_id for row, _ in to_send), sent, strict=True))
+            contacts = list(await asyncio.gather(*(self._contact(row) for row in rows)))
+            messages: list[tuple[Any, EmailMessage]] = []
+            for i, (row, contact) in enumerate(zip(rows, contacts, strict=True)):
+                if "@" in contact:
+                    try:
+                        messages.append((row, self._message(row, contact)))
+                    except Exception:  # noqa: BLE001 - one notice that cannot be written never blocks the rest
+                        contacts[i] = "smtp_refused_unwritable"
+            sent = await asyncio.to_thread(self._send, [m for _, m in messages]) if messages else []
+            results = dict(zip((row.notice_id for row, _ in messages), sent, strict=True))
             at = self.clock()
             for row, contact in zip(rows, contacts, strict=True):
                 outcome = results.get(row.notice_id, contact)
