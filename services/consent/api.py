@@ -26,6 +26,7 @@ from services.consent.projections import record_from_row
 from services.consent.schemas import (
     ConsentDecisionIn,
     ErasureIn,
+    FamilyContactIn,
     LawfulBasisIn,
     RetentionClockIn,
     RetentionPolicyIn,
@@ -76,7 +77,7 @@ async def record_consent(
     async def command(conn: Any) -> tuple[int, Any]:
         result = await handlers.record_decision(
             conn, deps, principal, pupil_id, purpose=body.purpose, granted=body.decision == "granted",
-            given_by=GivenBy(body.given_by.name, body.given_by.relationship), method=body.method,
+            given_by=GivenBy(body.given_by.name, body.given_by.relationship, body.given_by.email), method=body.method,
             evidence_reference=body.evidence_reference, decided_at=body.decided_at, valid_until=body.valid_until,
             covers=frozenset(body.covers) if body.covers is not None else None,
         )
@@ -96,7 +97,7 @@ async def withdraw_consent(
     async def command(conn: Any) -> tuple[int, Any]:
         result = await handlers.withdraw_consent(
             conn, deps, principal, pupil_id, purpose=purpose,
-            given_by=GivenBy(body.given_by.name, body.given_by.relationship), method=body.method,
+            given_by=GivenBy(body.given_by.name, body.given_by.relationship, body.given_by.email), method=body.method,
             evidence_reference=body.evidence_reference, withdrawn_at=body.withdrawn_at,
         )
         return 201, result.body()
@@ -174,6 +175,39 @@ async def receipt(
         key = await deps.vault.key_for(conn, pupil.trust_id, pupil.pupil_id, create=False)
     return rendering.document_response("Consent receipt", receipts.receipt(row, pupil, key),
                                        format or rendering.negotiate(request))
+
+
+# --- The family's contact: where they are told before a share (docs/sharing.md) -----------------
+
+
+@router.put("/pupils/{pupil_id}/family-contact",
+            summary="Record or change the parent's or carer's contact email (sealed), where notices of shares go")
+async def set_family_contact(
+    pupil_id: UUID, body: FamilyContactIn, runtime: RuntimeDep, deps: Deps,
+    principal: Annotated[Principal, Depends(requires(*RECORDERS))],
+) -> dict[str, Any]:
+    async with runtime.engine.begin() as conn:
+        return await handlers.set_family_contact(conn, deps, principal, pupil_id, body.email)
+
+
+@router.delete("/pupils/{pupil_id}/family-contact", status_code=204,
+               summary="Forget the family's contact email: notices of shares become printable letters only")
+async def remove_family_contact(
+    pupil_id: UUID, runtime: RuntimeDep, principal: Annotated[Principal, Depends(requires(*RECORDERS))],
+) -> Response:
+    async with runtime.engine.begin() as conn:
+        await handlers.remove_family_contact(conn, principal, pupil_id)
+    return Response(status_code=204)
+
+
+@router.get("/pupils/{pupil_id}/family-contact",
+            summary="The family's contact email, sealed with the pupil's key, for Flourish services only")
+async def family_contact(
+    pupil_id: UUID, runtime: RuntimeDep, principal: Annotated[Principal, Depends(requires(Role.service))],
+) -> JSONResponse:
+    async with runtime.engine.connect() as conn:
+        body = await handlers.family_contact(conn, principal, pupil_id)
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 # --- May this be shared now? --------------------------------------------------------------------

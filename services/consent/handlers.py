@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -21,7 +21,7 @@ from services.consent.domain import ledger
 from services.consent.domain.errors import DecisionInFuture, PupilAlreadyErased, UnknownPupil
 from services.consent.domain.retention import RetentionPeriod, RetentionPolicy, effective_policies
 from services.consent.projections import load_record, on_consent_event, record_from_row, touch_activity
-from services.consent.tables import consent_decisions, erasures, pupils, retention_policies
+from services.consent.tables import consent_decisions, erasures, family_contacts, pupils, retention_policies
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, ensure_scope
 from shared.datakeys import DataKey, DataKeyVault
@@ -49,6 +49,7 @@ GIVEN_BY = "consent.given_by"
 EVIDENCE = "consent.evidence_reference"
 REASON = "consent.lawful_basis_reason"
 DATE_OF_BIRTH = "pupil.date_of_birth"
+CONTACT_EMAIL = "consent.family_contact_email"
 
 
 def utcnow() -> datetime:
@@ -114,6 +115,7 @@ def pupil_stream(pupil_id: UUID) -> str:
 class GivenBy:
     name: str
     relationship: str
+    email: str | None = None  # the family's contact for notices of shares (family_contacts)
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,8 @@ async def record_decision(
                               evidence_reference=sealed_evidence, recorded_by=principal.subject,
                               decided_at=decided_at, now=deps.clock())
     await _append_decision(conn, deps, pupil, record, event)
+    if given_by.email:
+        await _record_contact(conn, deps, pupil, key, given_by.email, decision_id, principal.subject)
     return DecisionResult(decision_id, decision_id, pupil_id, purpose, "granted" if granted else "refused",
                           record.version + 1, record_stream(pupil_id, purpose))
 
@@ -183,6 +187,8 @@ async def withdraw_consent(
                             evidence_reference=sealed_evidence, recorded_by=principal.subject,
                             withdrawn_at=withdrawn_at, now=deps.clock())
     await _append_decision(conn, deps, pupil, record, event)
+    if given_by.email:
+        await _record_contact(conn, deps, pupil, key, given_by.email, withdrawal_id, principal.subject)
     return DecisionResult(withdrawal_id, event.consent_id, pupil_id, purpose, "withdrawn", record.version + 1,
                           record_stream(pupil_id, purpose))
 
@@ -204,6 +210,43 @@ async def record_lawful_basis(
     await _append_decision(conn, deps, pupil, record, event)
     return DecisionResult(basis_id, None, pupil_id, purpose, "lawful_basis", record.version + 1,
                           record_stream(pupil_id, purpose))
+
+
+# --- The family's contact (where they are told before a share) ----------------------------------
+
+
+async def _record_contact(conn: AsyncConnection, deps: ConsentDeps, pupil: Pupil, key: DataKey, email: str,
+                          decision_id: UUID | None, recorded_by: str) -> None:
+    values = {"trust_id": pupil.trust_id, "academy_id": pupil.academy_id,
+              "email_sealed": key.seal_text(email, CONTACT_EMAIL), "decision_id": decision_id,
+              "recorded_by": recorded_by, "recorded_at": deps.clock()}
+    await conn.execute(insert(family_contacts).values(pupil_id=pupil.pupil_id, **values)
+                       .on_conflict_do_update(index_elements=["pupil_id"], set_=values))
+
+
+async def set_family_contact(conn: AsyncConnection, deps: ConsentDeps, principal: Principal, pupil_id: UUID,
+                             email: str) -> dict[str, Any]:
+    """Record or change the family's contact email (sealed); the answer repeats nothing personal."""
+    pupil = await pupil_in_scope(conn, principal, pupil_id, for_update=True)
+    key = await deps.vault.key_for(conn, pupil.trust_id, pupil_id)
+    await _record_contact(conn, deps, pupil, key, email, None, principal.subject)
+    return {"pupil_id": str(pupil_id), "email_recorded": True, "recorded_at": deps.clock().isoformat()}
+
+
+async def remove_family_contact(conn: AsyncConnection, principal: Principal, pupil_id: UUID) -> None:
+    await pupil_in_scope(conn, principal, pupil_id, for_update=True)
+    await conn.execute(delete(family_contacts).where(family_contacts.c.pupil_id == pupil_id))
+
+
+async def family_contact(conn: AsyncConnection, principal: Principal, pupil_id: UUID) -> dict[str, Any]:
+    """The contact as stored, still sealed (a service opens it with the pupil's key, whose release is
+    audited): 404 when none is recorded, 410 once the pupil is erased."""
+    pupil = await pupil_in_scope(conn, principal, pupil_id)
+    row = (await conn.execute(select(family_contacts).where(family_contacts.c.pupil_id == pupil_id))).first()
+    if row is None:
+        raise UnknownPupil("no contact email is recorded for this pupil's family")
+    return {"pupil_id": str(pupil.pupil_id), "email_sealed": row.email_sealed, "field": CONTACT_EMAIL,
+            "recorded_at": row.recorded_at.isoformat()}
 
 
 # --- Sharing decisions --------------------------------------------------------------------------
@@ -338,6 +381,7 @@ async def erase(
         erased_at=now))
     await conn.execute(update(consent_decisions).where(consent_decisions.c.pupil_id == pupil.pupil_id).values(
         given_by_sealed=None, evidence_sealed=None, reason_sealed=None))
+    await conn.execute(delete(family_contacts).where(family_contacts.c.pupil_id == pupil.pupil_id))
     erasure_id = uuid4()
     await conn.execute(insert(erasures).values(
         erasure_id=erasure_id, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id, academy_id=pupil.academy_id,

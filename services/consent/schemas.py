@@ -3,10 +3,11 @@ routes share."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from services.consent.domain.ledger import ConsentRecord, decide_sharing, taking_part
 from shared.events.consent import (
@@ -27,9 +28,33 @@ class _In(BaseModel):
 # --- Consent decisions and lawful bases ---------------------------------------------------------
 
 
+# One mailbox: local part and a domain of dotted labels, no spaces, quotes, angle brackets or
+# control characters (so it can never add a header to the notice email it addresses).
+_EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+
+
+def _email(value: str) -> str:
+    # The message names the rule, never the value (it would echo personal data into logs).
+    if len(value) > 254 or not _EMAIL.match(value) or ".." in value:
+        raise ValueError("must be one email address (name@example.org)")
+    return value
+
+
+ContactEmail = Annotated[str, Field(min_length=3, max_length=254,
+                                    description="The parent's or carer's email, where they are told before a "
+                                                "share (sealed at rest)"),
+                         AfterValidator(_email)]
+
+
 class ParentOrCarer(_In):
     name: str = Field(min_length=1, max_length=200, description="Who gave or withdrew consent (sealed at rest)")
     relationship: str = Field(min_length=1, max_length=100, description="e.g. mother, father, foster carer")
+    email: ContactEmail | None = None
+
+
+class FamilyContactIn(_In):
+    email: ContactEmail
 
 
 class ConsentDecisionIn(_In):

@@ -175,3 +175,20 @@ erasure_register_checks = Table(
     Column("checked_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("topic", "partition", name="erasure_register_checks_pkey"),
 )
+
+# The parent's or carer's contact email, one per pupil, sealed with the pupil's data key: where the
+# family is told before a share (the reporting service's notices ask for it, sealed, when they send).
+# Recorded with a consent decision or set on its own; deleted on erasure. Never logged.
+family_contacts = Table(
+    "family_contacts",
+    metadata,
+    Column("pupil_id", Uuid, primary_key=True),
+    Column("trust_id", Uuid, nullable=False),
+    Column("academy_id", Uuid, nullable=False),
+    Column("email_sealed", Text, nullable=False),
+    Column("decision_id", Uuid, nullable=True),  # the consent decision that recorded it, if one did
+    Column("recorded_by", Text, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("family_contacts_tenant_idx", "trust_id", "academy_id"),
+    info=per_trust(),
+)

@@ -23,10 +23,10 @@ from services.reporting import audit, errors_to_problems, readmodels, sharing
 from services.reporting.audit import Audit, AuditSettings
 from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
-from services.reporting.sharing import Sharing, SharingSettings
+from services.reporting.sharing import Notices, NoticeSettings, Sharing, SharingSettings
 from services.reporting.subject_access import router as subject_access_router
 from services.reporting.tables import SCHEMA, kernel, metadata
-from shared.datakeys import DataKeySettings, KekKeyring
+from shared.datakeys import DataKeyClient, DataKeySettings, KekKeyring
 from shared.peers import ServiceTokens
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
@@ -38,10 +38,12 @@ ROSTER = readmodels.LIVE.pupils
 
 class ReportingServiceSettings(ServiceSettings):
     """Reporting's settings tree: the kernel's, the audit ledger's (FLOURISH_AUDIT_*), sharing's
-    (FLOURISH_SHARING_*) and the data keys' (FLOURISH_DATA_KEK wraps agencies' signing secrets)."""
+    (FLOURISH_SHARING_*), the families' notices' (FLOURISH_NOTICES_*: the SMTP server) and the data
+    keys' (FLOURISH_DATA_KEK wraps agencies' signing secrets)."""
 
     audit: AuditSettings = Field(default_factory=AuditSettings)
     sharing: SharingSettings = Field(default_factory=SharingSettings)
+    notices: NoticeSettings = Field(default_factory=NoticeSettings)
     data_keys: DataKeySettings = Field(default_factory=DataKeySettings)
 
 
@@ -70,13 +72,22 @@ def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.Asyn
 
         consent = sharing.ConsentClient(kernel_settings, timeout_s=settings.sharing.consent_timeout_s,
                                         transport=consent_transport)
-        shares = Sharing(settings.sharing, consent, kek, sharing.webhook_client(settings.sharing))
+        # The families' notices ask consent for the contact (sealed) and open it with the pupil's key.
+        tokens = ServiceTokens(kernel_settings, "reporting")
+        consent_http = httpx.AsyncClient(base_url=kernel_settings.consent_url, transport=consent_transport,
+                                         timeout=settings.notices.consent_timeout_s)
+        keyring = DataKeyClient(kernel_settings.consent_url, tokens.for_trust, http=consent_http,
+                                ttl_s=settings.data_keys.data_key_cache_ttl_s,
+                                max_entries=settings.data_keys.data_key_cache_size)
+        notices = Notices(settings.notices, consent_http, tokens, keyring)
+        shares = Sharing(settings.sharing, consent, kek, sharing.webhook_client(settings.sharing), notices)
         http = assessment_http or httpx.AsyncClient(base_url=kernel_settings.assessment_url, timeout=10.0)
         peers = Peers(ServiceTokens(kernel_settings, "reporting"), http)
         try:
             yield Reporting(settings, Audit.of(settings.audit, SCHEMA), shares, peers)
         finally:
             await shares.close()
+            await consent_http.aclose()
             if http is not assessment_http:
                 await http.aclose()
 
@@ -97,7 +108,7 @@ SPEC = ServiceSpec(
                readmodels.readmodels_consumer()],
     problems=errors_to_problems.PROBLEMS,
     background_tasks=[audit.sign_checkpoints, audit.verify_periodically, audit.keep_audit_topic,
-                      sharing.deliver_webhooks],
+                      sharing.deliver_webhooks, sharing.send_notices],
 )
 
 

@@ -1,5 +1,5 @@
-"""The ops page: lag, dead letters, outbox backlog, webhook failures and audit status of every
-service on one small HTML page, for trusts that run no Grafana.
+"""The ops page: lag, dead letters, outbox backlog, webhook failures, audit status and the queue of
+notices to families of every service on one small HTML page, for trusts that run no Grafana.
 
 It reads the same Prometheus metrics the dashboards and alerts use: its own from this process's
 registry, the other services' from their /metrics. Like /metrics it holds no personal data (counts,
@@ -38,6 +38,11 @@ class ServiceHealth:
     audit_verification_failures: float = 0.0
     audit_unwitnessed_checkpoints: float = 0.0  # signed, queued while the witness is unreachable
     audit_checkpoints_refused: float = 0.0  # chains that do not extend their witnessed checkpoint
+    # Notices to families of shares (sharing/notices.py): counts and an age, never who or where.
+    notices_queued: float = 0.0
+    notices_failing: float = 0.0  # queued, tried and failed (SMTP or consent unreachable): retried
+    notices_failed: float = 0.0  # refused for good by the SMTP server: the printable letter is the notice
+    notices_oldest_age_s: float = 0.0
 
     @property
     def attention(self) -> list[str]:
@@ -59,6 +64,10 @@ class ServiceHealth:
             notes.append("audit checkpoints waiting for their witness")
         if self.audit_checkpoints_refused:
             notes.append("audit chain does not extend its witness: checkpoints refused")
+        if self.notices_failing:
+            notes.append("notices to families failing (SMTP?): queued and retried")
+        if self.notices_failed:
+            notes.append("notices to families refused: print their letters")
         return notes
 
 
@@ -86,6 +95,14 @@ def summarise(name: str, exposition: str | None) -> ServiceHealth:
                 health.audit_unwitnessed_checkpoints += value
             elif sample.name == "flourish_audit_checkpoints_refused_total":
                 health.audit_checkpoints_refused += value
+            elif sample.name == "flourish_family_notices":
+                # Every replica reports the same (database-wide) figures: the largest, not the sum.
+                state = labels.get("state")
+                if state in ("queued", "failing", "failed"):
+                    attribute = f"notices_{state}"
+                    setattr(health, attribute, max(getattr(health, attribute), value))
+            elif sample.name == "flourish_family_notice_oldest_age_seconds":
+                health.notices_oldest_age_s = max(health.notices_oldest_age_s, value)
     return health
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
+from shared.events.consent import SealedText
 from shared.events.registry import Event, register
 
 CONTEXT = "reporting"
@@ -99,3 +100,23 @@ class ShareDeliveryFailed(Event):
     reason: str
     failed_at: datetime
     share_ids: list[UUID] | None = None  # a deletion notice: the shares whose data it asks deleted
+
+
+@register("flourish.reporting.FamilyNoticeWithheld.v1", CONTEXT)
+class FamilyNoticeWithheld(Event):
+    """The data-protection officer decided that telling the family of this share (made under a
+    lawful basis other than consent) would put the child at risk: no notice is sent. The reason is
+    a code, with the officer's words sealed with the pupil's key (the audit ledger keeps the code
+    and this event's id, never sealed text)."""
+
+    share_id: UUID
+    pupil_id: UUID
+    agency_id: UUID
+    agency_category: str
+    document_kind: str
+    reason: str  # a WithholdReason code (services/reporting/sharing/notices.py)
+    reason_text: SealedText
+    lawful_basis: str
+    policy_reference: str | None = None
+    withheld_by: str
+    withheld_at: datetime

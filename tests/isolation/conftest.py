@@ -265,14 +265,16 @@ async def _consent(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
 
     await eventually(known, timeout=60)
     parent = f"Parent{a.mark}"
+    email = f"parent.{uuid.uuid4().hex[:10]}@family.example"  # the family's contact (family_contacts)
     decided = await _ok(await consent.post(f"/pupils/{pupil}/consents", headers=_keyed(headers), json={
-        "purpose": "share_camhs", "decision": "granted", "given_by": {"name": parent, "relationship": "mother"},
+        "purpose": "share_camhs", "decision": "granted",
+        "given_by": {"name": parent, "relationship": "mother", "email": email},
         "method": "paper", "evidence_reference": f"Form{a.mark}", "decided_at": datetime.now(UTC).isoformat()}))
     a.keep("decision_id", decided["decision_id"])
     await _ok(await consent.post(f"/pupils/{pupil}/consents", headers=headers, json={
         "purpose": "interventions", "decision": "granted", "given_by": {"name": parent, "relationship": "mother"},
         "method": "paper", "decided_at": datetime.now(UTC).isoformat()}))
-    a.academy_values |= {parent, f"Form{a.mark}"}
+    a.academy_values |= {parent, f"Form{a.mark}", email}
     a.ids["purpose"] = "share_camhs"
     await _ok(await consent.put(f"/academies/{a.academy_id}/retention-policies/assessments", headers=headers,
                                 json={"counted_from": "leaving_date", "period": {"years": 7}}))

@@ -98,6 +98,8 @@ COMMANDS: dict[tuple[str, str], Request] = {
         "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat()}},
     ("PUT", "/academies/{academy_id}/retention-policies/{data_category}"): lambda ids: {"json": {
         "counted_from": "leaving_date", "period": {"years": 1}}},
+    ("PUT", "/pupils/{pupil_id}/family-contact"): lambda ids: {"json": {"email": "intruder@evil.example"}},
+    ("DELETE", "/pupils/{pupil_id}/family-contact"): lambda ids: {},
     ("PUT", "/pupils/{pupil_id}/retention-clock"): lambda ids: {"json": {"last_activity_on": str(date.today())}},
     ("POST", "/retention/runs"): lambda ids: {},
     ("POST", "/pupils/{pupil_id}/erasure"): lambda ids: {"json": {"reason": "recorded_in_error"}},
@@ -106,6 +108,8 @@ COMMANDS: dict[tuple[str, str], Request] = {
     ("POST", "/sharing/shares"): lambda ids: {"json": {
         "agency_id": ids["agency_id"], "pupil_id": ids["pupil_id"], "document_kind": "report", "document": {"title": "x"}}},
     ("POST", "/sharing/deliveries/{delivery_id}/replay"): lambda ids: {},
+    ("POST", "/sharing/shares/{share_id}/notice/withholding"): lambda ids: {"json": {
+        "reason_code": "risk_of_harm_to_child", "reason": "an intruder's reason"}},
 }
 
 

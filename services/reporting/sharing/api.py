@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from services.reporting.rendering import render
 from services.reporting.sharing.core import Sharing, _agency_body
+from services.reporting.sharing.notices import Status, Withhold, WithholdReason, view
 from services.reporting.sharing.tables import agencies, attempts, deliveries
 from services.reporting.tables import kernel
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, decode_cursor, page_of, requires, run_command
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.consent import AgencyCategory, DataKind
-from shared.problems import BadRequest, NotFound
+from shared.problems import BadRequest, Conflict, Forbidden, NotFound
 from shared.service import Runtime, dependencies_of, runtime_of
 
 SHARERS = (Role.senco, Role.dpo, Role.trust_admin)
@@ -42,12 +44,22 @@ class AgencyIn(BaseModel):
     endpoint_url: str = Field(min_length=1, max_length=2000)
 
 
+class WithholdIn(BaseModel):
+    """The DPO's decision that telling the family of this share would put the child at risk."""
+
+    reason_code: WithholdReason
+    reason: str = Field(min_length=1, max_length=4000, description="Why, in the officer's words (sealed at rest)")
+
+
 class ShareIn(BaseModel):
     agency_id: UUID
     pupil_id: UUID
     document_kind: DataKind
     document_id: UUID | None = None
     document: dict[str, Any] | None = Field(default=None, description="The content disclosed (the report, plan or profile)")
+    withhold_family_notice: WithholdIn | None = Field(
+        default=None, description="Data-protection officer only, and only for a share under a lawful basis other "
+                                  "than consent: the family is not told, and the audit ledger records why")
 
 
 class AttemptOut(BaseModel):
@@ -87,13 +99,50 @@ def sharing_router() -> APIRouter:
     @router.post("/shares", status_code=201, summary="Share a report, plan or profile with an agency, if consent allows")
     async def share(body: ShareIn, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer,
                     idempotency_key: IdempotencyKey = None) -> JSONResponse:
+        withhold = None
+        if body.withhold_family_notice is not None:
+            if not principal.has_role(Role.dpo):
+                raise Forbidden("only the data-protection officer may withhold the family's notice of a share")
+            withhold = Withhold(body.withhold_family_notice.reason_code, body.withhold_family_notice.reason)
+
         async def command(conn: Any) -> tuple[int, Any]:
             return await sharing.share(conn, runtime, principal, body.agency_id, body.pupil_id,
-                                       body.document_kind.value, body.document_id, body.document)
+                                       body.document_kind.value, body.document_id, body.document, withhold)
 
         async with runtime.engine.begin() as conn:
             return await run_command(conn, kernel.idempotency, principal, idempotency_key,
                                      body.model_dump(mode="json"), command)
+
+    @router.get("/shares/{share_id}/notice",
+                summary="The family's notice of a share (what, to whom, why, on which basis): a printable letter")
+    async def family_notice(share_id: UUID, request: Request, runtime: RuntimeDep, sharing: SharingDep,
+                            principal: Sharer, format: Literal["html", "json"] | None = None) -> Any:
+        if sharing.notices is None:
+            raise NotFound("notices to families are not kept by this service")
+        async with runtime.engine.connect() as conn:
+            row = await sharing.notices.notice_of(conn, principal.trust_id, share_id)
+        if row is None:
+            raise NotFound("no notice for this share (it was not accepted, or is not this trust's)")
+        ensure_scope(principal, row.trust_id, row.academy_id)
+        if row.status == Status.WITHHELD:
+            raise Conflict("the data-protection officer withheld this notice: the family is not told of this share")
+        notice = view(row, sharing.notices.config.sender_name)
+        if (format or ("json" if "application/json" in request.headers.get("accept", "") else "html")) == "json":
+            return notice.as_json()
+        return HTMLResponse(render("family_notice.html", notice=notice,
+                                   by_email=row.status in (Status.QUEUED, Status.SENT),
+                                   sent=row.status == Status.SENT),
+                            headers={"Cache-Control": "no-store"})
+
+    @router.post("/shares/{share_id}/notice/withholding",
+                 summary="DPO: withhold the family's notice of a share (safeguarding basis) not sent yet")
+    async def withhold_notice(share_id: UUID, body: WithholdIn, runtime: RuntimeDep, sharing: SharingDep,
+                              principal: Annotated[Principal, Depends(requires(Role.dpo))]) -> dict[str, Any]:
+        if sharing.notices is None:
+            raise NotFound("notices to families are not kept by this service")
+        async with runtime.engine.begin() as conn:
+            return _json(await sharing.notices.withhold(conn, principal, share_id,
+                                                        Withhold(body.reason_code, body.reason)))
 
     @router.get("/deliveries/{delivery_id}", summary="One webhook delivery and where it stands")
     async def delivery(delivery_id: UUID, runtime: RuntimeDep, principal: Sharer) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from services.reporting.sharing import metrics
 from services.reporting.sharing.consent import ConsentClient, Decision, Unavailable, UnknownPupil
 from services.reporting.sharing.endpoints import EndpointRefused, check_endpoint, networks
 from services.reporting.sharing.metrics import Outcome
+from services.reporting.sharing.notices import Notices, Withhold
 from services.reporting.sharing.settings import SharingSettings
 from services.reporting.sharing.signing import headers as signed_headers
 from services.reporting.sharing.signing import new_secret, secret_text
@@ -71,8 +72,9 @@ class Sharing:
     event that wakes the delivery worker."""
 
     def __init__(self, config: SharingSettings, consent: ConsentClient, kek: Callable[[], KekKeyring],
-                 http: httpx.AsyncClient) -> None:
+                 http: httpx.AsyncClient, notices: Notices | None = None) -> None:
         self.config = config
+        self.notices = notices  # the family's notices (notices.py); None: none are queued
         self.store = EventStore(kernel)
         self.consent = consent
         # Made on first use, as before: a deployment that registers no agency needs no KEK.
@@ -118,7 +120,7 @@ class Sharing:
 
     async def share(self, conn: AsyncConnection, runtime: Any, principal: Principal, agency_id: UUID,
                     pupil_id: UUID, document_kind: str, document_id: UUID | None,
-                    document: dict[str, Any] | None) -> tuple[int, dict[str, Any]]:
+                    document: dict[str, Any] | None, withhold: Withhold | None = None) -> tuple[int, dict[str, Any]]:
         agency = await self.agency(conn, principal.trust_id, agency_id)
         if agency is None or not agency.active:
             raise UnprocessableEntity("agency_id names no registered agency of this trust")
@@ -151,6 +153,12 @@ class Sharing:
             return 201, {**body, "status": "blocked", "delivery_id": None}
         delivery_id = uuid.uuid4()
         await conn.execute(insert(shares).values(**row, status="accepted"))
+        # The family's notice, in this transaction, before the delivery is queued (notices.py).
+        notice = None if self.notices is None else await self.notices.queue(
+            conn, principal, share_id=share_id, academy_id=decision.academy_id, pupil_id=pupil_id, agency=agency,
+            document_kind=document_kind, lawful_basis=decision.lawful_basis,
+            consent_obtained=decision.consent_obtained, policy_reference=decision.policy_reference, shared_at=at,
+            withhold=withhold)
         payload = {"share_id": str(share_id), "pupil_id": str(pupil_id), "academy_id": str(decision.academy_id),
                    "agency_category": agency.category, "document_kind": document_kind,
                    "document_id": str(document_id) if document_id else None, "document": document,
@@ -166,7 +174,7 @@ class Sharing:
             document_id=document_id, delivery_id=delivery_id, agency_name=agency.organisation,
             document_sha256=document_hash(document), **basis))
         self.wake()
-        return 201, {**body, "status": "accepted", "delivery_id": delivery_id}
+        return 201, {**body, "status": "accepted", "delivery_id": delivery_id, "family_notice": notice}
 
     async def _append(self, conn: AsyncConnection, trust_id: UUID, academy_id: UUID, stream: str, data: Event,
                       cause: Envelope[Event] | None = None) -> None:

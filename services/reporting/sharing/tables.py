@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary, MetaData, String, Table, text
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from services.reporting.tables import SCHEMA
@@ -92,4 +105,39 @@ attempts = Table(
 Index("sharing_attempts_by_agency", attempts.c.trust_id, attempts.c.agency_id, attempts.c.attempt_id)
 Index("sharing_attempts_by_delivery", attempts.c.delivery_id, attempts.c.attempt)
 
-__all__ = ["agencies", "attempts", "deliveries", "metadata", "shares"]
+# The family's notice of each accepted share (sharing/notices.py), written in the share's own
+# transaction, before its delivery can go: what, to whom, why, on which basis. No personal data:
+# the contact email stays with the consent service and is asked for (sealed) when the notice is
+# sent; a withholding's words are sealed with the pupil's key.
+family_notices = Table(
+    "sharing_family_notices", metadata,
+    Column("notice_id", UUID(as_uuid=True), primary_key=True),
+    Column("trust_id", UUID(as_uuid=True), nullable=False),
+    Column("academy_id", UUID(as_uuid=True), nullable=False),
+    Column("pupil_id", UUID(as_uuid=True), nullable=False),
+    # No foreign key: an erasure may delete the share's row and this one in either order.
+    Column("share_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("agency_id", UUID(as_uuid=True), nullable=False),
+    Column("agency_organisation", String(200), nullable=False),
+    Column("agency_category", String(40), nullable=False),
+    Column("document_kind", String(40), nullable=False),
+    Column("purpose", String(60), nullable=False),
+    Column("lawful_basis", String(40)),
+    Column("consent_obtained", Boolean, nullable=False),
+    Column("policy_reference", String(200)),
+    Column("shared_at", DateTime(timezone=True), nullable=False),
+    Column("status", String(20), nullable=False),  # queued | sent | letter_only | withheld | cancelled
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("withheld_reason", String(64)),
+    Column("withheld_reason_sealed", Text),
+    Column("withheld_by", String(200)),
+    info=per_trust(),
+)
+Index("sharing_family_notices_due", family_notices.c.next_attempt_at,
+      postgresql_where=family_notices.c.status == "queued")
+
+__all__ = ["agencies", "attempts", "deliveries", "family_notices", "metadata", "shares"]

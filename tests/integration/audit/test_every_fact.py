@@ -108,6 +108,10 @@ NOTHING_PERSONAL_IN_CLEAR: dict[tuple[str, str], str] = {
     ("consent", "/academies/{academy_id}/retention-policies"): "policies",
     ("consent", "/academies/{academy_id}/retention/preview"): "pseudonymous pupil ids and due dates",
     ("consent", "/pupils/{pupil_id}/erasure"): "the non-personal record of an erasure",
+    ("consent", "/pupils/{pupil_id}/family-contact"): "the family's email sealed with the pupil's key (services only; "
+                                                     "the key's release is the audited read)",
+    ("reporting", "/sharing/shares/{share_id}/notice"): "a share's notice to the family: what, to whom, why, basis, "
+                                                        "under a pseudonymous id",
 }
 # The audit API's own questions are recorded as `audit_queried` (test_reporting_ledger.py).
 AUDIT_QUERIES = "/audit/"

@@ -241,13 +241,13 @@ async def the_child_is_assessed_and_a_plan_runs_its_course(p: Platform, child: u
 
 
 async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uuid.UUID, webhooks: str) -> None:
-    async def agency(path: str) -> str:
+    async def agency(path: str, category: str = "camhs") -> str:
         registered = ok(await p.reporting.post("/sharing/agencies", headers=p.traced(
             Role.senco, "register an agency", *types("AdminActionTaken")), json={
-            "category": "camhs", "organisation": "North CAMHS", "endpoint_url": f"{webhooks}/{path}"}), 201)
+            "category": category, "organisation": "North CAMHS", "endpoint_url": f"{webhooks}/{path}"}), 201)
         return str(registered["agency_id"])
 
-    answering, down = await agency("ok"), await agency("down")
+    answering, down, social = await agency("ok"), await agency("down"), await agency("ok", "social_care")
 
     async def share(agency_id: str, label: str, *may_cause: type[Event]) -> Any:
         return ok(await p.reporting.post("/sharing/shares", headers=p.traced(Role.senco, label, *may_cause), json={
@@ -262,7 +262,16 @@ async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uu
     # The delivery worker decides these outcomes, outside any request: they join the share's trace.
     delivered = await share(answering, "share", *types("ReportShared", "ShareDelivered"))
     failed = await share(down, "share to an agency that is down", *types("ReportShared", "ShareDeliveryFailed"))
-    for accepted, status in ((delivered, "delivered"), (failed, "failed")):
+    # The DPO withholds the family's notice of a share under the safeguarding basis recorded above
+    # (the reason is sealed with the pupil's key: consent records the key's release).
+    withheld = ok(await p.reporting.post("/sharing/shares", headers=p.traced(
+        Role.dpo, "share, the family's notice withheld",
+        *types("ReportShared", "FamilyNoticeWithheld", "ShareDelivered", "PersonalDataRead")),
+        json={"agency_id": social, "pupil_id": str(child), "document_kind": "report",
+              "withhold_family_notice": {"reason_code": "risk_of_harm_to_child", "reason": "a safeguarding referral"}}),
+        201)
+    assert withheld["family_notice"]["status"] == "withheld"
+    for accepted, status in ((delivered, "delivered"), (failed, "failed"), (withheld, "delivered")):
 
         async def finished(accepted: Any = accepted, status: str = status) -> bool:
             response = await p.reporting.get(f"/sharing/deliveries/{accepted['delivery_id']}", headers=p.as_(Role.senco))

@@ -43,6 +43,9 @@ SHARE = "share"
 _ACTIONS: dict[str, tuple[Kind, str]] = {
     "flourish.reporting.ReportShared.v1": (Kind.DISCLOSURE, SHARE),
     "flourish.reporting.ShareBlocked.v1": (Kind.DISCLOSURE, "share_blocked"),
+    # The DPO withheld the family's notice of a share (the reason's code; its words stay sealed
+    # in the event, which the entry names by event_id).
+    "flourish.reporting.FamilyNoticeWithheld.v1": (Kind.DISCLOSURE, "family_notice_withheld"),
     "flourish.consent.ConsentGranted.v1": (Kind.CONSENT, "consent_granted"),
     "flourish.consent.ConsentRefused.v1": (Kind.CONSENT, "consent_refused"),
     "flourish.consent.ConsentWithdrawn.v1": (Kind.CONSENT, "consent_withdrawn"),
@@ -58,11 +61,11 @@ CONSENT_DECISIONS = ("consent_granted", "consent_refused", "consent_withdrawn")
 # Who acted, when, and the ids the ledger indexes, in order of preference.
 _ACTOR_FIELDS = (
     "actor", "shared_by", "recorded_by", "decided_by", "requested_by", "set_by", "erased_by", "destroyed_by",
-    "delivered_by",
+    "delivered_by", "withheld_by",
 )
 _TIME_FIELDS = (
     "shared_at", "blocked_at", "delivered_at", "failed_at", "decided_at", "withdrawn_at", "expired_at",
-    "erased_at", "destroyed_at", "set_at", "read_at", "taken_at", "queried_at", "occurred_at",
+    "erased_at", "destroyed_at", "set_at", "read_at", "taken_at", "queried_at", "occurred_at", "withheld_at",
 )
 _ID_FIELDS = ("pupil_id", "agency_id", "agency_category", "share_id", "consent_id", "purpose")
 # Everything else worth keeping: codes and pseudonymous ids, never free text.
