@@ -1,0 +1,385 @@
+"""Reporting obeys erasure and retention expiry (issue 15, item 2), tried as a family and a DPO would.
+
+The four services run in process on the real PostgreSQL and Kafka (topics of the test's own), and
+agencies' webhook endpoints are a real HTTP server on 127.0.0.1. A child is enrolled, assessed,
+planned and shared with an agency; then the DPO erases the child through the consent service (or
+the retention of the child's shared reports expires). Afterwards, through the public API and the
+database: the profile and the report answer 410; no table of the reporting schema holds a row that
+names the child (but the tombstone, and the audit facts, which hold no personal data in clear);
+the other child is untouched; `flourish reporting rebuild`, run as an operator runs it, does not
+bring the child back though Kafka still holds the child's events; and the agency that received the
+child's data got a signed deletion notice carrying no personal data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from sqlalchemy import text
+from standardwebhooks.webhooks import Webhook
+
+from flourish.local.services import platform_environment
+from services.reporting.audit.tables import PRIVILEGES as LEDGER
+from services.reporting.sharing import SharingSettings
+from shared.auth import DevIssuer, Role
+from tests.integration.assessment.helpers import upn
+from tests.integration.kernel.helpers import eventually
+from tests.integration.services.in_process import four_services, settings_for
+from tests.unit.assessment.report import levels_at
+
+ROOT = Path(__file__).resolve().parents[3]
+SAMPLE = "flourish-sample-1"
+HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group,Leaving Date"
+TODAY = date.today()
+QUICK = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=2, backoff_base_s=0.05,
+                        backoff_factor=1.0, jitter=0.0, poll_interval_s=0.05)
+# What reporting's own event store may keep naming the child: the facts the audit ledger records
+# (who shared what with whom, on which basis; who read the record), pseudonymous ids and codes only.
+AUDIT_FACTS = {"flourish.reporting.ReportShared.v1", "flourish.reporting.ShareBlocked.v1",
+               "flourish.reporting.ShareDelivered.v1", "flourish.reporting.ShareDeliveryFailed.v1",
+               "flourish.audit.PersonalDataRead.v1"}
+NOT_SCANNED = {*LEDGER, "erasure_register", "events", "outbox"}  # events, outbox: checked as audit facts
+
+
+@dataclass
+class Hooks:
+    """Agencies' endpoints: /ok takes every delivery, /down refuses every one, /slow holds each
+    request until `release` is set, then takes it. Every request is recorded."""
+
+    received: list[dict[str, Any]] = field(default_factory=list)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    url: str = ""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        path = scope["path"]
+        self.received.append({"path": path, "headers": {k.decode(): v.decode() for k, v in scope["headers"]},
+                              "body": body})
+        if path.endswith("/slow"):
+            await asyncio.wait_for(self.release.wait(), timeout=30)
+        status = 500 if path.endswith("/down") else 204
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def of(self, path: str, event_type: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.received if r["path"].endswith(path)
+                and (event_type is None or orjson.loads(r["body"])["type"] == event_type)]
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[Hooks]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    hooks = Hooks(url=f"http://127.0.0.1:{sock.getsockname()[1]}/hooks")
+    server = uvicorn.Server(uvicorn.Config(hooks, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+
+    async def started() -> bool:
+        return server.started
+
+    await eventually(started)
+    yield hooks
+    hooks.release.set()
+    server.should_exit = True
+    await task
+
+
+@dataclass
+class Platform:
+    clients: dict[str, httpx.AsyncClient]
+    issuer: DevIssuer
+    settings: Any
+    trust_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    academy_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    def __getattr__(self, name: str) -> httpx.AsyncClient:
+        return self.clients[name]
+
+    def as_(self, role: Role, trust_id: uuid.UUID | None = None) -> dict[str, str]:
+        token = self.issuer.issue(f"{role.value}-1", [role], trust_id or self.trust_id, [self.academy_id])
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Platform]:  # type: ignore[no-untyped-def]
+    settings = settings_for(stack_settings, topic_prefix, tmp_path)
+    async with AsyncExitStack() as stack:
+        clients = (await four_services(stack, settings, QUICK)).clients
+        yield Platform(clients, DevIssuer(settings), settings)
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    assert response.status_code == status, f"{response.request.method} {response.request.url}: {response.text}"
+    return response.json()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class Child:
+    pupil_id: uuid.UUID
+    upn: str
+    surname: str
+    forename: str
+
+    @property
+    def personal(self) -> list[str]:
+        return [self.upn, self.surname, self.forename]
+
+
+async def enrol(p: Platform, count: int, left: date | None = None) -> list[Child]:
+    admin = p.as_(Role.trust_admin)
+    ok(await p.assessment.put("/trust", json={"name": "Riverbend Learning Trust"}, headers=admin))
+    assert (await p.assessment.put(f"/academies/{p.academy_id}", json={"name": "Oak Hill"}, headers=admin)).is_success
+    children = [Child(uuid.UUID(int=0), upn(), f"Zed{uuid.uuid4().hex[:8]}", f"Quin{uuid.uuid4().hex[:8]}")
+                for _ in range(count)]
+    imported = ok(await p.assessment.post(f"/academies/{p.academy_id}/roster-imports", content=roster(children),
+                                          headers={**p.as_(Role.senco), "Content-Type": "text/csv"}))
+    by_row = {entry["row"]: uuid.UUID(str(entry["pupil_id"])) for entry in imported["enrolled"]}
+    for row, child in zip(sorted(by_row), children, strict=True):
+        child.pupil_id = by_row[row]
+    for child in children:
+        async def known_to_consent(child: Child = child) -> bool:
+            response = await p.consent.get(f"/pupils/{child.pupil_id}/consents", headers=p.as_(Role.senco))
+            return response.status_code == 200
+
+        await eventually(known_to_consent, timeout=90)
+    return children
+
+
+def roster(children: list[Child], left: dict[str, date] | None = None) -> bytes:
+    left = left or {}
+    lines = [f"{c.upn},{c.surname},{c.forename},03/04/2017,F,4,4B,{f'{left[c.upn]:%d/%m/%Y}' if c.upn in left else ''}"
+             for c in children]
+    return ("\r\n".join([HEADER, *lines]) + "\r\n").encode()
+
+
+async def assess(p: Platform, child: Child) -> str:
+    started = ok(await p.assessment.post("/assessments", headers=p.as_(Role.senco), json={
+        "pupil_id": str(child.pupil_id), "strands": ["being"], "framework_version": SAMPLE}), 201)
+    assessment_id = str(started["assessments"][0]["assessment_id"])
+    ok(await p.assessment.post("/observations/bulk", headers=p.as_(Role.senco), json={
+        "observed_at": now(), "ratings": [{"pupil_id": str(child.pupil_id), "statement_id": s, "level": level.value,
+                                           "assessment_id": assessment_id} for s, level in levels_at(1).items()]}), 201)
+    ok(await p.assessment.post(f"/assessments/{assessment_id}/complete", headers=p.as_(Role.senco)))
+    return assessment_id
+
+
+async def plan(p: Platform, child: Child, assessment_id: str) -> str:
+    async def suggestion() -> Any:
+        response = await p.planning.get(f"/pupils/{child.pupil_id}/suggestion", headers=p.as_(Role.practitioner))
+        body = response.json() if response.status_code == 200 else {}
+        return body if assessment_id in [str(a) for a in body.get("based_on", [])] else None
+
+    suggested = await eventually(suggestion, timeout=90)
+    draft = ok(await p.planning.post("/plans", headers=p.as_(Role.practitioner), json={
+        "kind": "individual", "pupil_ids": [str(child.pupil_id)], "strand": suggested["strand"],
+        "targets": [t["statement_id"] for t in suggested["targets"]],
+        "activities": [a["activity"] for a in suggested["activities"]],
+        "frequency": {k: suggested["frequency"][k] for k in ("sessions_per_week", "minutes", "setting")},
+        "review_on": str(TODAY + timedelta(weeks=6))}), 201)
+    path = f"/plans/{draft['plan_id']}"
+    ok(await p.planning.post(f"{path}/issue", json={"practitioner_id": "practitioner-1"}, headers=p.as_(Role.practitioner)))
+    ok(await p.planning.post(f"{path}/sessions", headers=p.as_(Role.practitioner),
+                             json={"held_on": str(TODAY), "minutes": 30, "staff_present": ["practitioner-1"]}), 201)
+    ok(await p.planning.post(f"{path}/review", headers=p.as_(Role.practitioner)))
+    return str(draft["plan_id"])
+
+
+async def profile_with_plan(p: Platform, child: Child) -> Any:
+    async def complete() -> Any:
+        response = await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco))
+        body = response.json() if response.status_code == 200 else {}
+        plans = body.get("plans") or []
+        return body if body.get("progress") and plans and plans[0]["sessions"] and plans[0]["reviews"] else None
+
+    return await eventually(complete, timeout=90)
+
+
+async def assessed_profile(p: Platform, child: Child) -> Any:
+    async def scored() -> Any:
+        response = await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco))
+        body = response.json() if response.status_code == 200 else {}
+        return body if body.get("progress") else None
+
+    return await eventually(scored, timeout=90)
+
+
+async def grant_sharing(p: Platform, child: Child) -> None:
+    ok(await p.consent.post(f"/pupils/{child.pupil_id}/consents", headers=p.as_(Role.senco), json={
+        "given_by": {"name": "Jane Example", "relationship": "mother"}, "method": "paper",
+        "purpose": "share_camhs", "decision": "granted", "decided_at": now()}), 201)
+
+
+async def agency(p: Platform, url: str) -> dict[str, Any]:
+    return ok(await p.reporting.post("/sharing/agencies", headers=p.as_(Role.senco), json={  # type: ignore[no-any-return]
+        "category": "camhs", "organisation": "North CAMHS", "endpoint_url": url}), 201)
+
+
+async def share(p: Platform, agency_id: str, child: Child) -> dict[str, Any]:
+    # A sharer may well write the child's name into the document: it must not outlive the erasure.
+    return ok(await p.reporting.post("/sharing/shares", headers=p.as_(Role.senco), json={  # type: ignore[no-any-return]
+        "agency_id": agency_id, "pupil_id": str(child.pupil_id), "document_kind": "report",
+        "document": {"title": "Termly report", "about": f"{child.forename} {child.surname}", "upn": child.upn}}), 201)
+
+
+async def delivery_status(p: Platform, delivery_id: str) -> str | None:
+    response = await p.reporting.get(f"/sharing/deliveries/{delivery_id}", headers=p.as_(Role.senco))
+    return response.json().get("status") if response.status_code == 200 else None
+
+
+async def finished(p: Platform, delivery_id: str, status: str) -> None:
+    async def done() -> bool:
+        return await delivery_status(p, delivery_id) == status
+
+    await eventually(done, timeout=60)
+
+
+async def rows_naming(engine: Any, values: list[str], skip: set[str] = NOT_SCANNED) -> dict[str, int]:
+    """Every table of the reporting schema (but `skip`): how many rows mention any of `values`."""
+    found: dict[str, int] = {}
+    async with engine.connect() as conn:
+        names = (await conn.execute(text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'reporting' ORDER BY tablename"))).scalars().all()
+        for name in names:
+            if name in skip:
+                continue
+            clauses = " OR ".join(f"t::text ILIKE :v{i}" for i in range(len(values)))
+            count = await conn.scalar(text(f'SELECT count(*) FROM reporting."{name}" t WHERE {clauses}'),
+                                      {f"v{i}": f"%{v}%" for i, v in enumerate(values)})
+            if count:
+                found[name] = count
+    return found
+
+
+async def event_types_naming(engine: Any, value: str) -> set[str]:
+    async with engine.connect() as conn:
+        return set((await conn.execute(text(
+            "SELECT DISTINCT event_type FROM reporting.events WHERE data::text LIKE :v"), {"v": f"%{value}%"})).scalars())
+
+
+async def rebuild_as_an_operator(settings: Any) -> str:
+    """`flourish reporting rebuild`, in a process of its own, on the test's database and topics."""
+    environment = {**os.environ, **platform_environment(settings), "PYTHONPATH": str(ROOT)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "flourish.cli", "reporting", "rebuild", env=environment, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=300)
+    assert process.returncode == 0, err.decode()[-3000:]
+    return out.decode()
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    return response.json()  # type: ignore[no-any-return]
+
+
+async def test_an_erased_child_is_gone_from_every_copy_in_reporting_and_the_agency_is_told(
+    platform: Platform, hooks: Hooks, engine: Any,
+) -> None:
+    p = platform
+    child, other = await enrol(p, 2)
+    assessed = {c.pupil_id: await assess(p, c) for c in (child, other)}
+    await plan(p, child, assessed[child.pupil_id])
+    before = await profile_with_plan(p, child)
+    assert before["working_at_strand"]
+    other_before = await assessed_profile(p, other)
+
+    # Shared with an agency that takes it, and with one whose endpoint is down (a dead letter,
+    # which keeps the document for a replay).
+    await grant_sharing(p, child)
+    taking, down = await agency(p, f"{hooks.url}/ok"), await agency(p, f"{hooks.url}/down")
+    delivered = await share(p, taking["agency_id"], child)
+    failed = await share(p, down["agency_id"], child)
+    await finished(p, delivered["delivery_id"], "delivered")
+    await finished(p, failed["delivery_id"], "failed")
+    assert await rows_naming(engine, child.personal), "the failed delivery keeps the document until the erasure"
+
+    # The DPO of another trust cannot erase the child: 404, nothing changed.
+    elsewhere = uuid.uuid4()
+    problem(await p.consent.post(f"/pupils/{child.pupil_id}/erasure", json={"reason": "right_to_erasure"},
+                                 headers=p.as_(Role.dpo, trust_id=elsewhere)), 404)
+    assert (await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco))).status_code == 200
+
+    erasure = ok(await p.consent.post(f"/pupils/{child.pupil_id}/erasure", json={"reason": "right_to_erasure"},
+                                      headers=p.as_(Role.dpo)), 201)
+
+    # The profile and the report: 410, problem+json, for good.
+    async def gone() -> bool:
+        response = await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco))
+        return response.status_code == 410
+
+    await eventually(gone, timeout=60)
+    problem(await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco)), 410)
+    problem(await p.reporting.get(f"/pupils/{child.pupil_id}/intervention-report", headers=p.as_(Role.dpo)), 410)
+    # Another trust's staff learn nothing, not even that the child was erased.
+    problem(await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco, trust_id=elsewhere)),
+            404)
+
+    # The agency that received the child's data is told to delete it: signed, no personal data.
+    async def notice() -> Any:
+        found = hooks.of("/ok", "share.deletion_requested")
+        return found[0] if found else None
+
+    request = await eventually(notice, timeout=60)
+    told = Webhook(taking["signing_secret"]).verify(request["body"], request["headers"])
+    assert told["data"]["pupil_id"] == str(child.pupil_id)
+    assert told["data"]["share_ids"] == [delivered["share_id"]]
+    assert told["data"]["reason"] == "pupil_erased" and "document" not in told["data"]
+    assert not any(v in request["body"].decode() for v in child.personal)
+    # The endpoint that was down never accepted the child's data: nothing to tell it, nothing resent.
+    assert hooks.of("/down", "share.deletion_requested") == []
+    assert len(hooks.of("/down")) == QUICK.max_attempts
+
+    # Once the notice is delivered, no table of reporting names the child or holds their data (the
+    # tombstone, and the audit facts, which hold pseudonymous ids and codes only, aside).
+    async def notice_delivered() -> bool:
+        async with engine.connect() as conn:
+            return not await conn.scalar(text(
+                "SELECT count(*) FROM reporting.sharing_deliveries WHERE payload::text LIKE :v"),
+                {"v": f"%{child.pupil_id}%"})
+
+    await eventually(notice_delivered, timeout=60)
+    assert await rows_naming(engine, [str(child.pupil_id), *child.personal]) == {}
+    assert await rows_naming(engine, child.personal, skip=set()) == {}, "no name or UPN anywhere, ledger included"
+    assert await event_types_naming(engine, str(child.pupil_id)) <= AUDIT_FACTS
+    async with engine.connect() as conn:
+        tombstone = (await conn.execute(text("SELECT * FROM reporting.erasure_register WHERE pupil_id = :p"),
+                                        {"p": child.pupil_id})).mappings().all()
+    assert [(t["data_category"], str(t["erasure_id"])) for t in tombstone] == [("all", erasure["erasure_id"])]
+
+    # The other child is untouched; the dashboard counts the other child only.
+    assert (await assessed_profile(p, other)) == other_before
+    dashboard = ok(await p.reporting.get(f"/academies/{p.academy_id}/dashboard", headers=p.as_(Role.senco)))
+    assert dashboard["children"] == 1 and dashboard["assessed"] == 1
+
+    # A rebuild from Kafka, which still holds every event about the child, does not bring them back.
+    said = await rebuild_as_an_operator(p.settings)
+    assert "rebuilt the read models" in said
+    problem(await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco)), 410)
+    assert await rows_naming(engine, [str(child.pupil_id), *child.personal]) == {}
+    assert (await assessed_profile(p, other)) == other_before
