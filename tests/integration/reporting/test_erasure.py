@@ -383,3 +383,110 @@ async def test_an_erased_child_is_gone_from_every_copy_in_reporting_and_the_agen
     problem(await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco)), 410)
     assert await rows_naming(engine, [str(child.pupil_id), *child.personal]) == {}
     assert (await assessed_profile(p, other)) == other_before
+
+
+async def test_when_the_retention_of_shared_reports_expires_shares_go_and_agencies_are_told(
+    platform: Platform, hooks: Hooks, engine: Any,
+) -> None:
+    p = platform
+    (child,) = await enrol(p, 1)
+    await assess(p, child)
+    await grant_sharing(p, child)
+    taking, down = await agency(p, f"{hooks.url}/ok"), await agency(p, f"{hooks.url}/down")
+    delivered = await share(p, taking["agency_id"], child)
+    failed = await share(p, down["agency_id"], child)
+    await finished(p, delivered["delivery_id"], "delivered")
+    await finished(p, failed["delivery_id"], "failed")
+
+    # The child left 40 days ago; the academy keeps shared reports 30 days after leaving.
+    changed = ok(await p.assessment.post(f"/academies/{p.academy_id}/roster-imports",
+                                         content=roster([child], left={child.upn: TODAY - timedelta(days=40)}),
+                                         headers={**p.as_(Role.senco), "Content-Type": "text/csv"}))
+    assert changed["left"] == 1, changed
+    ok(await p.consent.put(f"/academies/{p.academy_id}/retention-policies/shared_reports", headers=p.as_(Role.dpo),
+                           json={"counted_from": "leaving_date", "period": {"days": 30}}))
+
+    async def expired() -> Any:  # consent learns the leaving date from PupilLeft, on Kafka
+        run = ok(await p.consent.post("/retention/runs", headers=p.as_(Role.dpo)))
+        return [e for e in run["expired"] if e["pupil_id"] == str(child.pupil_id)]
+
+    assert [e["data_category"] for e in await eventually(expired, timeout=90, interval=0.5)] == ["shared_reports"]
+
+    async def notice() -> Any:
+        found = hooks.of("/ok", "share.deletion_requested")
+        return found[0] if found else None
+
+    request = await eventually(notice, timeout=60)
+    told = Webhook(taking["signing_secret"]).verify(request["body"], request["headers"])
+    assert told["data"]["share_ids"] == [delivered["share_id"]] and told["data"]["reason"] == "retention_expired"
+    assert not any(v in request["body"].decode() for v in child.personal)
+    assert hooks.of("/down", "share.deletion_requested") == []
+
+    # Every copy of the shares goes (the dead letter's document with it); the rest of what reporting
+    # holds about the child stays until its own period ends.
+    async def shares_gone() -> Any:
+        left = await rows_naming(engine, [str(child.pupil_id), *child.personal])
+        return left if not any(name.startswith("sharing_") for name in left) else None
+
+    left = await eventually(shares_gone, timeout=60)
+    assert set(left) <= {"rm_pupils", "rm_assessments", "rm_strand_scores", "rm_observations"}, left
+    assert await rows_naming(engine, child.personal, skip=set()) == {}
+    profile = ok(await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco)))
+    assert profile["progress"]
+    async with engine.connect() as conn:
+        categories = (await conn.execute(text("SELECT data_category FROM reporting.erasure_register WHERE pupil_id = :p"),
+                                         {"p": child.pupil_id})).scalars().all()
+    assert categories == ["shared_reports"]
+
+
+async def test_an_erasure_while_deliveries_are_in_flight_stops_them_or_follows_them_with_a_notice(
+    platform: Platform, hooks: Hooks, engine: Any,
+) -> None:
+    p = platform
+    (child,) = await enrol(p, 1)
+    await grant_sharing(p, child)
+    slow, taking = await agency(p, f"{hooks.url}/slow"), await agency(p, f"{hooks.url}/ok")
+    # The slow agency holds the first delivery open: the worker is sending it (row locked) while
+    # the child is erased; the second share waits behind it, not yet sent.
+    sending = await share(p, slow["agency_id"], child)
+
+    async def in_flight() -> bool:
+        return bool(hooks.of("/slow"))
+
+    await eventually(in_flight, timeout=30)
+    waiting = await share(p, taking["agency_id"], child)
+    ok(await p.consent.post(f"/pupils/{child.pupil_id}/erasure", json={"reason": "right_to_erasure"},
+                            headers=p.as_(Role.dpo)), 201)
+
+    async def gone() -> bool:  # the erasure reached reporting's read models (the sharing part waits)
+        async with engine.connect() as conn:
+            return bool(await conn.scalar(text("SELECT count(*) FROM reporting.erasure_register WHERE pupil_id = :p"),
+                                          {"p": child.pupil_id}))
+
+    await asyncio.sleep(1.0)
+    hooks.release.set()  # the slow agency now takes the share: it was sent before the erasure applied
+    await eventually(gone, timeout=60)
+
+    async def told() -> Any:
+        found = hooks.of("/slow", "share.deletion_requested")
+        return found[0] if found else None
+
+    request = await eventually(told, timeout=60)
+    notice = Webhook(slow["signing_secret"]).verify(request["body"], request["headers"])
+    assert notice["data"]["share_ids"] == [sending["share_id"]] and notice["data"]["reason"] == "pupil_erased"
+    # The waiting share was stopped, never sent — or, had the worker sent it first, followed by a
+    # notice naming it. Either way no agency keeps the child's data without being told.
+    sent = hooks.of("/ok", "share.created")
+    notices = hooks.of("/ok", "share.deletion_requested")
+    if sent:
+        assert [orjson.loads(n["body"])["data"]["share_ids"] for n in notices] == [[waiting["share_id"]]]
+    else:
+        assert notices == []
+
+    async def nothing_left() -> Any:
+        left = await rows_naming(engine, [str(child.pupil_id), *child.personal])
+        return left == {}
+
+    await eventually(nothing_left, timeout=60)
+    assert (await p.reporting.get(f"/sharing/deliveries/{waiting['delivery_id']}", headers=p.as_(Role.senco))
+            ).status_code == 404
