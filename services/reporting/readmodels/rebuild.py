@@ -135,7 +135,8 @@ async def _swap(engine: AsyncEngine, reader: _Reader, graves: _Tombstones, attem
                 # Erasures published since the replay began: their pupils leave the shadow tables
                 # (the replay goes on behind every tombstone known so far).
                 shadow = tables(SHADOW)
-                for pupil_id, category in await graves.catch_up():
+                graves.unpurged += await graves.catch_up()  # kept until a swap commits
+                for pupil_id, category in graves.unpurged:
                     await purge(conn, shadow, None, pupil_id, category)
                 await reader.replay(conn, await reader.end_offsets())
                 for name in NAMES:
@@ -168,6 +169,7 @@ class _Tombstones:
         self.settings = settings
         self.topic = topic_for(TOMBSTONES, settings.topic_prefix)
         self.remembered = Remembered()
+        self.unpurged: list[tuple[UUID, str]] = []  # found at a swap that has not committed yet
         self.skipped: set[tuple[str, int, int]] = set()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None,
