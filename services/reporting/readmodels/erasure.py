@@ -5,7 +5,9 @@ erasure register (`erasure_register`: pupil, category, erasure, when) and delete
 models hold of that category for the pupil:
 
     all            every row naming the pupil; plans of this pupil alone (with their reviews,
-                   sessions and closure); the pupil's part of a group plan
+                   sessions and closure); the pupil's part of a group plan; `rm_pupils` keeps
+                   the roster entry only (pupil, trust, academy: what the tombstone holds), so
+                   that an event claiming another trust for the pupil is still refused
     assessments    assessments, strand scores, observations; the profile's assessment fields
     action_plans   the pupil's plans as above, their reviews and sessions
     shared_reports nothing here (sharing/core.py: shares, deliveries, deletion notices)
@@ -81,6 +83,7 @@ class Remembered:
 
     def __init__(self) -> None:
         self.found: dict[UUID, dict[str, datetime]] = {}
+        self.roster: dict[UUID, tuple[UUID, UUID, UUID]] = {}  # erased pupils' (pupil, trust, academy)
 
     def add(self, envelope: Envelope[Any]) -> tuple[UUID, str] | None:
         """Remember an erasure or expiry; (pupil, category), if it is one."""
@@ -89,6 +92,8 @@ class Remembered:
             return None
         pupil_id, category, at = grave
         self.found.setdefault(pupil_id, {})[category] = at
+        if category == ALL:
+            self.roster.setdefault(pupil_id, (pupil_id, envelope.trust_id, envelope.academy_id))
         return pupil_id, category
 
     async def of(self, conn: AsyncConnection, pupil_ids: Iterable[UUID]) -> Found:
@@ -199,7 +204,21 @@ async def purge(conn: AsyncConnection, t: ReadModelTables, trust_id: UUID | None
                 for table in (t.plans, t.plan_closures, t.plan_reviews, t.sessions):
                     await conn.execute(delete(table).where(table.c.plan_id.in_(alone)))
     if category == ALL:
-        await conn.execute(delete(t.pupils).where(mine(t.pupils)))
+        await conn.execute(update(t.pupils).where(mine(t.pupils)).values(**dict.fromkeys(PUPIL_DATA)))
+
+
+# What `rm_pupils` holds about a pupil besides the roster's (pupil, trust, academy). An erased pupil's
+# row keeps the roster part only — what the tombstone holds too — so that the tenancy guard of every
+# consumer (shared/messaging/tenancy.py) still refuses an event that claims another trust for them.
+PUPIL_DATA = ("enrolled_on", "left_on", "framework_version", "working_at_strand", "expected_strand",
+              "baseline_assessment_id", "latest_assessment_id", "latest_completed_at")
+
+
+async def keep_on_roster(conn: AsyncConnection, t: ReadModelTables, roster: Iterable[tuple[UUID, UUID, UUID]]) -> None:
+    """Put erased pupils' roster entries (pupil, trust, academy; nothing else) in `t` (a rebuild's)."""
+    rows = [{"pupil_id": p, "trust_id": trust, "academy_id": academy} for p, trust, academy in roster]
+    for start in range(0, len(rows), 1000):
+        await conn.execute(insert(t.pupils).values(rows[start:start + 1000]).on_conflict_do_nothing())
 
 
 async def erased(conn: AsyncConnection, trust_id: UUID, pupil_id: UUID) -> Any:

@@ -37,7 +37,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.reporting.readmodels.erasure import Remembered, purge
+from services.reporting.readmodels.erasure import Remembered, keep_on_roster, purge
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
@@ -92,6 +92,7 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> Rebu
                     await reader.start()
                     try:
                         async with engine.begin() as conn:
+                            await keep_on_roster(conn, shadow, graves.remembered.roster.values())
                             await reader.replay(conn, await reader.end_offsets())
                         await _swap(engine, reader, graves)
                     finally:
@@ -138,6 +139,7 @@ async def _swap(engine: AsyncEngine, reader: _Reader, graves: _Tombstones, attem
                 graves.unpurged += await graves.catch_up()  # kept until a swap commits
                 for pupil_id, category in graves.unpurged:
                     await purge(conn, shadow, None, pupil_id, category)
+                await keep_on_roster(conn, shadow, graves.remembered.roster.values())
                 await reader.replay(conn, await reader.end_offsets())
                 for name in NAMES:
                     await conn.execute(text(f'ALTER TABLE "{SCHEMA}"."{name}" RENAME TO "{name}_old"'))

@@ -34,6 +34,7 @@ from standardwebhooks.webhooks import Webhook
 
 from flourish.local.services import platform_environment
 from services.reporting.audit.tables import PRIVILEGES as LEDGER
+from services.reporting.readmodels.erasure import PUPIL_DATA
 from services.reporting.sharing import SharingSettings
 from shared.auth import DevIssuer, Role
 from tests.integration.assessment.helpers import upn
@@ -267,7 +268,11 @@ async def rows_naming(engine: Any, values: list[str], skip: set[str] = NOT_SCANN
         for name in names:
             if name in skip:
                 continue
-            clauses = " OR ".join(f"t::text ILIKE :v{i}" for i in range(len(values)))
+            clauses = "(" + " OR ".join(f"t::text ILIKE :v{i}" for i in range(len(values))) + ")"
+            if name == "rm_pupils":
+                # An erased pupil keeps their roster entry (pupil, trust, academy: what the tombstone
+                # holds) for the tenancy guard; a row holding anything more counts.
+                clauses += f" AND num_nonnulls({', '.join(PUPIL_DATA)}) > 0"
             count = await conn.scalar(text(f'SELECT count(*) FROM reporting."{name}" t WHERE {clauses}'),
                                       {f"v{i}": f"%{v}%" for i, v in enumerate(values)})
             if count:
@@ -371,6 +376,11 @@ async def test_an_erased_child_is_gone_from_every_copy_in_reporting_and_the_agen
         tombstone = (await conn.execute(text("SELECT * FROM reporting.erasure_register WHERE pupil_id = :p"),
                                         {"p": child.pupil_id})).mappings().all()
     assert [(t["data_category"], str(t["erasure_id"])) for t in tombstone] == [("all", erasure["erasure_id"])]
+    async with engine.connect() as conn:
+        roster = (await conn.execute(text("SELECT * FROM reporting.rm_pupils WHERE pupil_id = :p"),
+                                     {"p": child.pupil_id})).mappings().all()
+    assert [{k: v for k, v in r.items() if v is not None} for r in roster] == [
+        {"pupil_id": child.pupil_id, "trust_id": p.trust_id, "academy_id": p.academy_id}]
 
     # The other child is untouched; the dashboard counts the other child only.
     assert (await assessed_profile(p, other)) == other_before
@@ -382,6 +392,11 @@ async def test_an_erased_child_is_gone_from_every_copy_in_reporting_and_the_agen
     assert "rebuilt the read models" in said
     problem(await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco)), 410)
     assert await rows_naming(engine, [str(child.pupil_id), *child.personal]) == {}
+    async with engine.connect() as conn:  # the roster entry is back (from the tombstone), nothing more
+        rebuilt = (await conn.execute(text("SELECT * FROM reporting.rm_pupils WHERE pupil_id = :p"),
+                                      {"p": child.pupil_id})).mappings().all()
+    assert [{k: v for k, v in r.items() if v is not None} for r in rebuilt] == [
+        {"pupil_id": child.pupil_id, "trust_id": p.trust_id, "academy_id": p.academy_id}]
     assert (await assessed_profile(p, other)) == other_before
 
 
