@@ -1,8 +1,9 @@
 """Sharing with agencies: registering recipients, asking consent for a share, the webhook
-delivery worker over the durable deliveries table, and deletion notices on withdrawal.
+delivery worker over the durable deliveries table, and deletion notices on withdrawal, erasure
+and retention expiry.
 
-Just over 400 lines: one share's life, from the consent asked at share time to the consent asked
-again at delivery and the notice on withdrawal, reads as one story in one class; the pure parts
+Just over 500 lines: one share's life, from the consent asked at share time to the consent asked
+again at delivery and the notice on withdrawal or erasure, reads as one story in one class; the pure parts
 (endpoints, signing, consent client, metrics) are already modules of their own."""
 
 from __future__ import annotations
@@ -398,6 +399,7 @@ class Sharing:
         if received:
             self.wake()  # the worker wakes now (before the commit it finds nothing, then polls)
 
+    # --- erasure and retention expiry ------------------------------------------------------------
 
     async def on_erased(self, conn: AsyncConnection, envelope: Envelope[Event], pupil_id: UUID, reason: str,
                         at_event: datetime) -> None:
@@ -454,20 +456,21 @@ class Sharing:
         if not pupils:
             return rows
         e = ERASURES.c
-        graves: dict[tuple[UUID, UUID], datetime] = {}
+        graves: dict[tuple[UUID, UUID], tuple[datetime, str]] = {}
         for grave in (await conn.execute(select(e.trust_id, e.pupil_id, e.erased_at, e.data_category).where(
                 e.pupil_id.in_(pupils), e.data_category.in_(("all", "shared_reports"))))).all():
             if grave.data_category == "all":
-                graves[(grave.trust_id, grave.pupil_id)] = datetime.max.replace(tzinfo=UTC)
+                graves[(grave.trust_id, grave.pupil_id)] = (datetime.max.replace(tzinfo=UTC), "pupil_erased")
             else:
-                graves.setdefault((grave.trust_id, grave.pupil_id), grave.erased_at)
-        stopped = [row for row in rows if row.kind == "share" and row.created_at <= graves.get(
-            (row.trust_id, row.pupil_id), datetime.min.replace(tzinfo=UTC))]
+                graves.setdefault((grave.trust_id, grave.pupil_id), (grave.erased_at, "retention_expired"))
+        never = (datetime.min.replace(tzinfo=UTC), "")
+        stopped = [row for row in rows
+                   if row.kind == "share" and row.created_at <= graves.get((row.trust_id, row.pupil_id), never)[0]]
         if not stopped:
             return rows
         at = now()
         for row in stopped:
-            await self._blocked(conn, row, "pupil_erased", at, None, None)
+            await self._blocked(conn, row, graves[(row.trust_id, row.pupil_id)][1], at, None, None)
         ids = [row.delivery_id for row in stopped]
         await conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(ids)))
         await conn.execute(delete(deliveries).where(deliveries.c.delivery_id.in_(ids)))
