@@ -53,7 +53,7 @@ QUICK = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=
 AUDIT_FACTS = {"flourish.reporting.ReportShared.v1", "flourish.reporting.ShareBlocked.v1",
                "flourish.reporting.ShareDelivered.v1", "flourish.reporting.ShareDeliveryFailed.v1",
                "flourish.audit.PersonalDataRead.v1"}
-NOT_SCANNED = {*LEDGER, "erasure_register", "events", "outbox"}  # events, outbox: checked as audit facts
+NOT_SCANNED = {*LEDGER, "erasure_register", "events"}  # events: checked as audit facts (event_types_naming)
 
 
 @dataclass
