@@ -189,7 +189,8 @@ async def assess(p: Platform, child: Child) -> str:
     return assessment_id
 
 
-async def plan(p: Platform, child: Child, assessment_id: str) -> str:
+async def plan(p: Platform, child: Child, assessment_id: str, *others: Child) -> str:
+    """An individual plan for the child (a group plan with `others`), issued, a session logged, reviewed."""
     async def suggestion() -> Any:
         response = await p.planning.get(f"/pupils/{child.pupil_id}/suggestion", headers=p.as_(Role.practitioner))
         body = response.json() if response.status_code == 200 else {}
@@ -197,7 +198,8 @@ async def plan(p: Platform, child: Child, assessment_id: str) -> str:
 
     suggested = await eventually(suggestion, timeout=90)
     draft = ok(await p.planning.post("/plans", headers=p.as_(Role.practitioner), json={
-        "kind": "individual", "pupil_ids": [str(child.pupil_id)], "strand": suggested["strand"],
+        "kind": "group" if others else "individual", "pupil_ids": [str(c.pupil_id) for c in (child, *others)],
+        "strand": suggested["strand"],
         "targets": [t["statement_id"] for t in suggested["targets"]],
         "activities": [a["activity"] for a in suggested["activities"]],
         "frequency": {k: suggested["frequency"][k] for k in ("sessions_per_week", "minutes", "setting")},
@@ -310,9 +312,17 @@ async def test_an_erased_child_is_gone_from_every_copy_in_reporting_and_the_agen
     child, other = await enrol(p, 2)
     assessed = {c.pupil_id: await assess(p, c) for c in (child, other)}
     await plan(p, child, assessed[child.pupil_id])
+    group = await plan(p, child, assessed[child.pupil_id], other)
     before = await profile_with_plan(p, child)
     assert before["working_at_strand"]
-    other_before = await assessed_profile(p, other)
+
+    async def in_the_group() -> Any:
+        body = await assessed_profile(p, other)
+        plans = [found for found in body["plans"] if found["plan_id"] == group]
+        return body if plans and plans[0]["sessions"] and plans[0]["reviews"] else None
+
+    other_before = await eventually(in_the_group, timeout=90)
+    assert len((await profile_with_plan(p, child))["plans"]) == 2
 
     # Shared with an agency that takes it, and with one whose endpoint is down (a dead letter,
     # which keeps the document for a replay).
@@ -382,8 +392,12 @@ async def test_an_erased_child_is_gone_from_every_copy_in_reporting_and_the_agen
     assert [{k: v for k, v in r.items() if v is not None} for r in roster] == [
         {"pupil_id": child.pupil_id, "trust_id": p.trust_id, "academy_id": p.academy_id}]
 
-    # The other child is untouched; the dashboard counts the other child only.
+    # The other child is untouched, the group plan with them; the dashboard counts the other child only.
     assert (await assessed_profile(p, other)) == other_before
+    async with engine.connect() as conn:
+        members = (await conn.execute(text("SELECT pupil_id FROM reporting.rm_plan_pupils WHERE plan_id = :g"),
+                                      {"g": uuid.UUID(group)})).scalars().all()
+    assert members == [other.pupil_id]
     dashboard = ok(await p.reporting.get(f"/academies/{p.academy_id}/dashboard", headers=p.as_(Role.senco)))
     assert dashboard["children"] == 1 and dashboard["assessed"] == 1
 
