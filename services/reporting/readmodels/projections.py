@@ -2,7 +2,8 @@
 
 Handlers take the tables they write to, so the live consumer (`LIVE`) and a rebuild (the shadow
 set) run the very same code. Each statement is an insert keyed by the event's natural key (or its
-id): replaying an event changes nothing.
+id): replaying an event changes nothing. Every batch first passes the tombstones (erasure.keep):
+nothing about an erased pupil, or of an expired category, is applied again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy import case, func, or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.reporting.readmodels.erasure import Tombstones, keep
 from services.reporting.readmodels.tables import ReadModelTables
 from shared.events.assessment import (
     AssessmentCompleted,
@@ -40,7 +42,20 @@ def _tenant(e: Envelope) -> dict[str, Any]:
     return {"trust_id": e.trust_id, "academy_id": e.academy_id}
 
 
-def batch_handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
+def batch_handlers(t: ReadModelTables, tombstones: Tombstones) -> dict[type[Event], Batch]:
+    """The handlers writing to `t`, each behind the tombstones (the register, live; a rebuild's own)."""
+    return {event_type: _behind(tombstones, handler) for event_type, handler in _handlers(t).items()}
+
+
+def _behind(tombstones: Tombstones, handler: Batch) -> Batch:
+    async def handle(conn: AsyncConnection, events: Sequence[Envelope]) -> None:
+        kept = await keep(conn, tombstones, events)
+        if kept:
+            await handler(conn, kept)
+    return handle
+
+
+def _handlers(t: ReadModelTables) -> dict[type[Event], Batch]:
     async def enrolled(conn: AsyncConnection, events: Sequence[Envelope]) -> None:
         rows = _last_by([{"pupil_id": e.data.pupil_id, **_tenant(e), "enrolled_on": e.data.enrolled_on} for e in events],
                         "pupil_id")

@@ -6,10 +6,11 @@ from collections import defaultdict
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.reporting.readmodels.suppression import suppress
+from services.reporting.readmodels.tables import ERASURES
 from services.reporting.readmodels.tables import LIVE as T
 
 STRAND_ORDER = ["being", "doing", "thinking", "power-and-identity", "skills-and-structure", "interdependence"]
@@ -82,8 +83,10 @@ async def plans_of(conn: AsyncConnection, pupil_id: UUID) -> list[dict[str, Any]
 
 
 async def _children(conn: AsyncConnection, trust_id: UUID, academy_id: UUID | None = None) -> list[Any]:
-    p = T.pupils.c
-    query = select(T.pupils).where(p.trust_id == trust_id, p.left_on.is_(None))
+    p, e = T.pupils.c, ERASURES.c
+    # An erased pupil's row is their roster entry only (erasure.PUPIL_DATA emptied): not a child on roll.
+    query = select(T.pupils).where(p.trust_id == trust_id, p.left_on.is_(None), ~exists().where(
+        e.pupil_id == p.pupil_id, e.data_category == "all"))
     if academy_id is not None:
         query = query.where(p.academy_id == academy_id)
     return list((await conn.execute(query)).all())

@@ -1,14 +1,20 @@
 """Rebuilding the read models from history while the service keeps running.
 
-1. Fresh shadow tables (`rm_*_shadow`, same columns and keys as the live ones).
+1. Fresh shadow tables (`rm_*_shadow`, same columns and keys as the live ones), and the
+   tombstones: every PupilErased and RetentionExpired on the consent topic (what the live erasure
+   consumer did not dead-letter), the same events the erasure register was made from.
 2. Replay: every partition of the assessment and planning topics from the beginning up to the end
-   offsets taken at the start, through the same batch handlers the live consumer runs, skipping
+   offsets taken at the start, through the same batch handlers the live consumer runs (behind the
+   tombstones: nothing about an erased pupil, or of an expired category, is applied), skipping
    what it dead-lettered and refusing what it refuses (an event that claims another trust for a
    pupil or an academy known by then).
-3. Swap, in one transaction: lock the live tables against writes (readers carry on), replay what
+3. Swap, in one transaction: lock the live tables against writes (readers carry on), read the
+   tombstones published since step 1 and purge their pupils from the shadow tables, replay what
    arrived since step 2 into the shadow tables, rename live → old, shadow → live, drop the old.
    The live consumer, blocked on the lock meanwhile, resumes on the new tables; an event it
-   applies again is a no-op (every row is keyed by its event's natural key).
+   applies again is a no-op (every row is keyed by its event's natural key). An erasure the live
+   consumer applied before the lock was on Kafka before it: step 3 finds it; one applied after
+   the lock deletes from the new tables. Either way an erased pupil never comes back.
 
 The DDL runs as the rebuild role, `flourish_reporting_rebuild` (SET ROLE: the connection is that
 role's own, or the owner's, who is its member), which owns the read-model tables and nothing else:
@@ -24,12 +30,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.reporting.readmodels.erasure import Remembered, keep_on_roster, purge
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
@@ -42,6 +50,7 @@ from shared.store.db import create_engine
 from shared.tenancy import row_level_security_statements
 
 CONTEXTS = ("assessment", "planning")
+TOMBSTONES = "consent"  # where PupilErased and RetentionExpired are published
 _LOCK_KEY = 0x52_4D_52_42  # "RMRB": one rebuild at a time per database
 _CHUNK = 1000
 REBUILD_ROLE = privileges.rebuild_role(SCHEMA)
@@ -75,14 +84,21 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> Rebu
             try:
                 await _create_shadow(engine)
                 shadow = tables(SHADOW)
-                reader = _Reader(settings, batch_handlers(shadow), shadow.pupils)
-                await reader.start()
+                graves = _Tombstones(settings)
+                reader = _Reader(settings, batch_handlers(shadow, graves.remembered), shadow.pupils)
+                await graves.start()
                 try:
-                    async with engine.begin() as conn:
-                        await reader.replay(conn, await reader.end_offsets())
-                    await _swap(engine, reader)
+                    await graves.catch_up()
+                    await reader.start()
+                    try:
+                        async with engine.begin() as conn:
+                            await keep_on_roster(conn, shadow, graves.remembered.roster.values())
+                            await reader.replay(conn, await reader.end_offsets())
+                        await _swap(engine, reader, graves)
+                    finally:
+                        await reader.stop()
                 finally:
-                    await reader.stop()
+                    await graves.stop()
             finally:
                 await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                 await guard.commit()
@@ -108,7 +124,7 @@ async def _create_shadow(engine: AsyncEngine) -> None:
             await conn.execute(text(statement))
 
 
-async def _swap(engine: AsyncEngine, reader: _Reader, attempts: int = 10) -> None:
+async def _swap(engine: AsyncEngine, reader: _Reader, graves: _Tombstones, attempts: int = 10) -> None:
     live = ", ".join(f'"{SCHEMA}"."{name}"' for name in NAMES)
     for attempt in range(1, attempts + 1):
         try:
@@ -117,6 +133,13 @@ async def _swap(engine: AsyncEngine, reader: _Reader, attempts: int = 10) -> Non
                 await conn.execute(text(_AS_REBUILD_ROLE))
                 # EXCLUSIVE: the live consumer's writes wait, readers do not.
                 await conn.execute(text(f"LOCK TABLE {live} IN EXCLUSIVE MODE"))
+                # Erasures published since the replay began: their pupils leave the shadow tables
+                # (the replay goes on behind every tombstone known so far).
+                shadow = tables(SHADOW)
+                graves.unpurged += await graves.catch_up()  # kept until a swap commits
+                for pupil_id, category in graves.unpurged:
+                    await purge(conn, shadow, None, pupil_id, category)
+                await keep_on_roster(conn, shadow, graves.remembered.roster.values())
                 await reader.replay(conn, await reader.end_offsets())
                 for name in NAMES:
                     await conn.execute(text(f'ALTER TABLE "{SCHEMA}"."{name}" RENAME TO "{name}_old"'))
@@ -138,6 +161,58 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPar
         await consumer._client.force_metadata_update()  # noqa: SLF001
         found = consumer.partitions_for_topic(topic)
     return [TopicPartition(topic, p) for p in sorted(found or ())]
+
+
+class _Tombstones:
+    """Reads the consent topic for PupilErased and RetentionExpired, without a consumer group; each
+    `catch_up` reads to the end offsets of the moment and says which (pupil, category) it found."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = topic_for(TOMBSTONES, settings.topic_prefix)
+        self.remembered = Remembered()
+        self.unpurged: list[tuple[UUID, str]] = []  # found at a swap that has not committed yet
+        self.skipped: set[tuple[str, int, int]] = set()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self.partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        # What the live erasure consumer dead-lettered, the register never had.
+        self.skipped = await dead_lettered_sources(
+            self.settings.kafka_bootstrap_servers, dead_letter_topic("reporting.erasure", self.settings.topic_prefix))
+        await self.consumer.start()
+        self.partitions = await partitions_of(self.consumer, self.topic)
+        self.consumer.assign(self.partitions)
+        if self.partitions:
+            await self.consumer.seek_to_beginning(*self.partitions)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def catch_up(self) -> list[tuple[UUID, str]]:
+        until = await self.consumer.end_offsets(self.partitions) if self.partitions else {}
+        found: list[tuple[UUID, str]] = []
+        pending = {tp for tp, end in until.items() if await self.consumer.position(tp) < end}
+        while pending:
+            batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+            for tp, records in batches.items():
+                for record in records:
+                    if record.offset >= until[tp]:
+                        self.consumer.seek(tp, until[tp])
+                        break
+                    if (record.topic, record.partition, record.offset) in self.skipped:
+                        continue
+                    try:
+                        envelope = decode(record.headers, record.value)
+                    except InvalidMessage:
+                        continue
+                    if (grave := self.remembered.add(envelope)) is not None:
+                        found.append(grave)
+            pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
+        return found
 
 
 class _Reader:

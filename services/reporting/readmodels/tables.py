@@ -115,3 +115,19 @@ def tables(suffix: str = "") -> ReadModelTables:
 
 
 LIVE = tables()
+
+# The erasure register (tombstones): one row per pupil and data category that was erased or whose
+# retention expired (`all` for an erasure). Not a read model: a rebuild never replaces it (it takes
+# its own tombstones from the consent topic, where the same PupilErased and RetentionExpired events
+# are). It names the pupil by their pseudonymous id only, and holds nothing else about them.
+ERASURES = Table(
+    "erasure_register", LIVE.metadata,
+    Column("pupil_id", UUID(as_uuid=True), primary_key=True),
+    Column("data_category", String(40), primary_key=True),
+    *_tenant(),
+    Column("erasure_id", UUID(as_uuid=True), nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("erased_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    info=per_trust(),
+)

@@ -1,8 +1,9 @@
 """Sharing with agencies: registering recipients, asking consent for a share, the webhook
-delivery worker over the durable deliveries table, and deletion notices on withdrawal.
+delivery worker over the durable deliveries table, and deletion notices on withdrawal, erasure
+and retention expiry.
 
-Just over 400 lines: one share's life, from the consent asked at share time to the consent asked
-again at delivery and the notice on withdrawal, reads as one story in one class; the pure parts
+Just over 500 lines: one share's life, from the consent asked at share time to the consent asked
+again at delivery and the notice on withdrawal or erasure, reads as one story in one class; the pure parts
 (endpoints, signing, consent client, metrics) are already modules of their own."""
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from uuid import UUID
 
 import httpx
 import orjson
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import Text, and_, cast, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.reporting.readmodels.tables import ERASURES
 from services.reporting.sharing import metrics
 from services.reporting.sharing.consent import ConsentClient, Decision, Unavailable, UnknownPupil
 from services.reporting.sharing.endpoints import EndpointRefused, check_endpoint, networks
@@ -227,6 +229,10 @@ class Sharing:
             )).all()
             if not rows:
                 return 0
+            claimed = len(rows)
+            rows = await self._stop_erased(conn, rows)
+            if not rows:
+                return claimed
             decisions = await self._decisions(runtime, rows)
             secrets_ = await self._secrets(runtime, rows)
             endpoints_ok = await self._endpoints(runtime, rows)
@@ -234,7 +240,7 @@ class Sharing:
                 self._deliver(runtime, conn, row, decisions.get(_question(row)), secrets_[row.agency_id],
                               endpoints_ok[row.agency_id]) for row in rows))
             await self._record(conn, rows, results)
-        return len(rows)
+        return claimed
 
     async def _decisions(self, runtime: Any, rows: list[Any]) -> dict[tuple[Any, ...], Decision | str]:
         questions = {_question(row) for row in rows if row.kind == "share"}
@@ -307,7 +313,7 @@ class Sharing:
                 outcome = Outcome.DELIVERED
                 values |= {"status": "delivered", "payload": None, "finished_at": result.at}
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
-                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
+                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=_pupil_of(row), agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries,
                     status_code=result.status_code or 0, delivered_at=result.at, share_ids=_notice_shares(row)),
                     await self._cause(conn, row))
@@ -320,7 +326,7 @@ class Sharing:
                 outcome = Outcome.FAILED
                 values |= {"status": "failed", "finished_at": result.at}
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
-                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=row.pupil_id, agency_id=row.agency_id,
+                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=_pupil_of(row), agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries, status_code=result.status_code,
                     reason=result.error or "failed", failed_at=result.at, share_ids=_notice_shares(row)),
                     await self._cause(conn, row))
@@ -402,6 +408,85 @@ class Sharing:
         if received:
             self.wake()  # the worker wakes now (before the commit it finds nothing, then polls)
 
+    # --- erasure and retention expiry ------------------------------------------------------------
+
+    async def on_erased(self, conn: AsyncConnection, envelope: Envelope[Event], pupil_id: UUID, reason: str,
+                        at_event: datetime) -> None:
+        """Consumer (beside the read models' erasure, services/reporting/readmodels/erasure.py): the
+        pupil was erased (`pupil_erased`), or the retention of their shared reports (or of all their
+        data) expired (`retention_expired`). Pending and dead-lettered shares are stopped, their
+        documents with them; every agency that received the pupil's data is sent a signed deletion
+        notice (UK GDPR Art. 19), as on withdrawal; then the pupil's shares, deliveries and delivery
+        log go. The notice names the pupil in its payload only (its `pupil_id` column is NULL), and
+        the payload is dropped once the agency has it."""
+        trust_id, at = envelope.trust_id, now()
+        d = deliveries.c
+        # Waits for a delivery the worker holds (it keeps the row locked while sending), so a share
+        # being sent right now is either stopped here or counted as received below.
+        rows = (await conn.execute(select(deliveries).where(d.trust_id == trust_id, d.pupil_id == pupil_id)
+                                   .order_by(d.created_at).with_for_update())).all()
+        stopped = [row for row in rows if row.kind == "share" and row.status in ("pending", "failed")]
+        for row in stopped:
+            await self._blocked(conn, row, reason, at, None, envelope)
+        if stopped:
+            metrics.record(Outcome.BLOCKED, len(stopped))
+        received: dict[tuple[UUID, UUID, str], list[UUID]] = {}
+        for row in rows:
+            if row.kind == "share" and row.status == "delivered":
+                received.setdefault((row.agency_id, row.academy_id, row.agency_category), []).append(row.share_id)
+        # An earlier notice (a withdrawal's) goes too: the one below covers every share the agency got.
+        gone = [row.delivery_id for row in rows]
+        if gone:
+            await conn.execute(delete(attempts).where(attempts.c.trust_id == trust_id, attempts.c.delivery_id.in_(gone)))
+            await conn.execute(delete(deliveries).where(d.trust_id == trust_id, d.delivery_id.in_(gone)))
+        await conn.execute(delete(shares).where(shares.c.trust_id == trust_id, shares.c.pupil_id == pupil_id))
+        # A share's stored answer (Idempotency-Key) names the pupil and the consent decision.
+        idem = kernel.idempotency.c
+        await conn.execute(delete(kernel.idempotency).where(
+            idem.trust_id == trust_id, cast(idem.response, Text).contains(str(pupil_id))))
+        for (agency_id, academy_id, category), share_ids in received.items():
+            payload = {"pupil_id": str(pupil_id), "academy_id": str(academy_id), "agency_category": category,
+                       "share_ids": sorted(str(s) for s in share_ids), "reason": reason,
+                       "erased_at": at_event.isoformat(),
+                       "instruction": "delete every copy of the data these shares carried about this pupil"}
+            await conn.execute(pg_insert(deliveries).values(
+                delivery_id=uuid.uuid5(envelope.id, str(agency_id)), trust_id=trust_id, academy_id=academy_id,
+                pupil_id=None, agency_id=agency_id, agency_category=category, share_id=None, kind="deletion_notice",
+                event_type=DELETION_EVENT, payload=payload, status="pending", next_attempt_at=at, created_at=at,
+            ).on_conflict_do_nothing())
+        if received:
+            self.wake()
+
+    async def _stop_erased(self, conn: AsyncConnection, rows: list[Any]) -> list[Any]:
+        """Of the deliveries a pass claimed, the shares of a pupil erased (or whose shared reports
+        expired) since they were queued (a share that raced the erasure) are stopped and deleted,
+        never sent; the rest are returned."""
+        pupils = {row.pupil_id for row in rows if row.kind == "share"}
+        if not pupils:
+            return rows
+        e = ERASURES.c
+        graves: dict[tuple[UUID, UUID], tuple[datetime, str]] = {}
+        for grave in (await conn.execute(select(e.trust_id, e.pupil_id, e.erased_at, e.data_category).where(
+                e.pupil_id.in_(pupils), e.data_category.in_(("all", "shared_reports"))))).all():
+            if grave.data_category == "all":
+                graves[(grave.trust_id, grave.pupil_id)] = (datetime.max.replace(tzinfo=UTC), "pupil_erased")
+            else:
+                graves.setdefault((grave.trust_id, grave.pupil_id), (grave.erased_at, "retention_expired"))
+        never = (datetime.min.replace(tzinfo=UTC), "")
+        stopped = [row for row in rows
+                   if row.kind == "share" and row.created_at <= graves.get((row.trust_id, row.pupil_id), never)[0]]
+        if not stopped:
+            return rows
+        at = now()
+        for row in stopped:
+            await self._blocked(conn, row, graves[(row.trust_id, row.pupil_id)][1], at, None, None)
+        ids = [row.delivery_id for row in stopped]
+        await conn.execute(delete(attempts).where(attempts.c.delivery_id.in_(ids)))
+        await conn.execute(delete(deliveries).where(deliveries.c.delivery_id.in_(ids)))
+        await conn.execute(delete(shares).where(shares.c.share_id.in_([row.share_id for row in stopped])))
+        metrics.record(Outcome.BLOCKED, len(stopped))
+        return [row for row in rows if row.delivery_id not in set(ids)]
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -415,6 +500,11 @@ class Attempt:
 
 def _question(row: Any) -> tuple[Any, ...]:
     return (row.trust_id, row.pupil_id, row.agency_category, row.document_kind)
+
+
+def _pupil_of(row: Any) -> UUID:
+    """The pupil a delivery is about: its column, or (a notice about an erased pupil) its payload."""
+    return row.pupil_id if row.pupil_id is not None else UUID(row.payload["pupil_id"])
 
 
 def _stream(row: Any) -> str:

@@ -66,7 +66,9 @@ deliveries = Table(
     Column("delivery_id", UUID(as_uuid=True), primary_key=True),
     Column("trust_id", UUID(as_uuid=True), nullable=False),
     Column("academy_id", UUID(as_uuid=True), nullable=False),
-    Column("pupil_id", UUID(as_uuid=True), nullable=False),
+    # NULL on a deletion notice about an erased pupil: it names them in its payload only (dropped
+    # once delivered), so nothing here keeps the pupil's id after the agency was told.
+    Column("pupil_id", UUID(as_uuid=True)),
     Column("agency_id", UUID(as_uuid=True), ForeignKey(agencies.c.agency_id), nullable=False),
     Column("agency_category", String(40), nullable=False),
     Column("share_id", UUID(as_uuid=True)),
