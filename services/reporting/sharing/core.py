@@ -36,7 +36,7 @@ from services.reporting.sharing.notices import Notices, Withhold
 from services.reporting.sharing.settings import SharingSettings
 from services.reporting.sharing.signing import headers as signed_headers
 from services.reporting.sharing.signing import new_secret, secret_text
-from services.reporting.sharing.tables import agencies, attempts, deliveries, shares
+from services.reporting.sharing.tables import agencies, attempts, deliveries, family_notices, shares
 from services.reporting.tables import kernel
 from shared.auth import Principal, ensure_scope
 from shared.datakeys import KekKeyring
@@ -440,6 +440,9 @@ class Sharing:
             await conn.execute(delete(attempts).where(attempts.c.trust_id == trust_id, attempts.c.delivery_id.in_(gone)))
             await conn.execute(delete(deliveries).where(d.trust_id == trust_id, d.delivery_id.in_(gone)))
         await conn.execute(delete(shares).where(shares.c.trust_id == trust_id, shares.c.pupil_id == pupil_id))
+        # The family's notices of those shares: one not sent yet is never sent (the share is gone).
+        await conn.execute(delete(family_notices).where(family_notices.c.trust_id == trust_id,
+                                                        family_notices.c.pupil_id == pupil_id))
         # A share's stored answer (Idempotency-Key) names the pupil and the consent decision.
         idem = kernel.idempotency.c
         await conn.execute(delete(kernel.idempotency).where(
