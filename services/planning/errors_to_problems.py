@@ -16,6 +16,11 @@ class ParticipationWithdrawnProblem(Forbidden):
     title = "Consent to take part was withdrawn"
 
 
+class OnlineProcessingRefused(Forbidden):
+    type_ = problem_type("online-processing-refused")
+    title = "The family opted out of processing by the online tool"
+
+
 class NothingToSuggest(NotFound):
     type_ = problem_type("no-suggestion")
     title = "Nothing to suggest yet"
@@ -31,6 +36,8 @@ PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
     e.UnknownPlan: as_problem(NotFound),
     e.PupilErased: as_problem(Gone),
     e.ParticipationWithdrawn: as_problem(ParticipationWithdrawnProblem),
+    e.ProcessingOptedOut: as_problem(OnlineProcessingRefused, lambda x: {
+        "reason": "online_processing_refused", "pupil_ids": [str(p) for p in x.pupil_ids[:50]]}),
     e.NoSuggestion: as_problem(NothingToSuggest),
     e.WrongPlanState: as_problem(WrongState),
     e.InvalidTargets: as_problem(UnprocessableEntity, lambda x: {"not_statements_of_strand": x.wrong}),

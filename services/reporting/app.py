@@ -23,6 +23,7 @@ from services.reporting import audit, errors_to_problems, readmodels, sharing
 from services.reporting.audit import Audit, AuditSettings
 from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
+from services.reporting.readmodels.opt_outs import with_opt_outs
 from services.reporting.sharing import Sharing, SharingSettings
 from services.reporting.tables import SCHEMA, kernel, metadata
 from shared.datakeys import DataKeySettings, LocalKek
@@ -91,7 +92,7 @@ SPEC = ServiceSpec(
                 "and the audit ledger.",
     routers=[audit.audit_router(), sharing.sharing_router(), readmodels.readmodels_router(), ops_router],
     consumers=[audit.ledger_consumer(ROSTER),
-               replace(sharing.withdrawal_consumer(), roster=ROSTER),
+               replace(with_opt_outs(sharing.withdrawal_consumer()), roster=ROSTER),
                readmodels.readmodels_consumer()],
     problems=errors_to_problems.PROBLEMS,
     background_tasks=[audit.sign_checkpoints, audit.verify_periodically, audit.keep_audit_topic,

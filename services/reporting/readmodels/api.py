@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from services.reporting.readmodels import queries
+from services.reporting.readmodels import opt_outs, queries
 from services.reporting.readmodels.browser import BrowserUnavailable, html_to_pdf
 from services.reporting.readmodels.report import Framework, ReportData, effective_levels, render_html
 from services.reporting.readmodels.tables import LIVE as T
@@ -90,9 +90,10 @@ def readmodels_router() -> APIRouter:
     async def scoped_pupil(runtime: Runtime, principal: Principal, pupil_id: UUID) -> Any:
         async with runtime.engine.connect() as conn:
             pupil = await queries.pupil_row(conn, pupil_id)
-        if pupil is None:
-            raise NotFound("no such pupil in the read models")
-        ensure_scope(principal, pupil.trust_id, pupil.academy_id)
+            if pupil is None:
+                raise NotFound("no such pupil in the read models")
+            ensure_scope(principal, pupil.trust_id, pupil.academy_id)
+            await opt_outs.ensure_processing_allowed(conn, pupil_id)
         return pupil
 
     @router.get("/pupils/{pupil_id}/profile", summary="A pupil's scores over time, working-at strand, plans and sessions")

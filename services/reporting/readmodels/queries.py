@@ -9,6 +9,7 @@ from uuid import UUID
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.reporting.readmodels.opt_outs import opted_out_clause
 from services.reporting.readmodels.suppression import suppress
 from services.reporting.readmodels.tables import LIVE as T
 
@@ -83,7 +84,8 @@ async def plans_of(conn: AsyncConnection, pupil_id: UUID) -> list[dict[str, Any]
 
 async def _children(conn: AsyncConnection, trust_id: UUID, academy_id: UUID | None = None) -> list[Any]:
     p = T.pupils.c
-    query = select(T.pupils).where(p.trust_id == trust_id, p.left_on.is_(None))
+    # A child whose family opted out of the online tool is left out (readmodels/opt_outs.py).
+    query = select(T.pupils).where(p.trust_id == trust_id, p.left_on.is_(None), ~opted_out_clause(p.pupil_id))
     if academy_id is not None:
         query = query.where(p.academy_id == academy_id)
     return list((await conn.execute(query)).all())
