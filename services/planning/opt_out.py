@@ -56,18 +56,31 @@ async def on_decision(conn: AsyncConnection, envelope: Envelope) -> None:
         return
     decided_at = event.withdrawn_at if isinstance(event, ConsentWithdrawn) else event.decided_at
     refused = not isinstance(event, ConsentGranted)
+    since = envelope.time - timedelta(seconds=OptOutSettings().race_margin_s) if refused else None
     stmt = insert(processing_opt_outs).values(
         pupil_id=event.pupil_id, trust_id=envelope.trust_id, academy_id=envelope.academy_id, opted_out=refused,
-        record_version=event.record_version, decided_at=decided_at)
+        record_version=event.record_version, decided_at=decided_at, purged_since=since)
     applied = await conn.execute(stmt.on_conflict_do_update(
         index_elements=[processing_opt_outs.c.pupil_id],
         set_={"opted_out": stmt.excluded.opted_out, "record_version": stmt.excluded.record_version,
-              "decided_at": stmt.excluded.decided_at},
+              "decided_at": stmt.excluded.decided_at, "purged_since": stmt.excluded.purged_since},
         where=(processing_opt_outs.c.record_version < stmt.excluded.record_version)
         & (processing_opt_outs.c.trust_id == stmt.excluded.trust_id),
     ).returning(processing_opt_outs.c.pupil_id))
-    if applied.first() is not None and refused:
-        since = envelope.time - timedelta(seconds=OptOutSettings().race_margin_s)
+    if applied.first() is not None and since is not None:
         await conn.execute(delete(strand_scores).where(
             strand_scores.c.pupil_id == event.pupil_id, strand_scores.c.trust_id == envelope.trust_id,
             strand_scores.c.scored_at >= since))
+
+
+async def drop_window(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> list[Envelope]:
+    """StrandScored that arrive after the opt-out (the two topics are consumed apart): the scores
+    of an opted-out child made since the acknowledgement (less the margin) are not kept."""
+    ids = list({e.data.pupil_id for e in envelopes})  # type: ignore[attr-defined]
+    if not ids:
+        return list(envelopes)
+    rows = await conn.execute(select(processing_opt_outs.c.pupil_id, processing_opt_outs.c.purged_since).where(
+        processing_opt_outs.c.pupil_id.in_(ids), processing_opt_outs.c.opted_out))
+    since = {r.pupil_id: r.purged_since for r in rows if r.purged_since is not None}
+    return [e for e in envelopes
+            if e.data.pupil_id not in since or e.data.scored_at < since[e.data.pupil_id]]  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from sqlalchemy import any_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.planning import opt_out
 from services.planning.notes import SessionNotes
 from services.planning.tables import erased_pupils, participation, plans, pupils, sessions, strand_scores
 from shared.events.assessment import PupilClassChanged, PupilEnrolled, StrandScored
@@ -40,6 +41,7 @@ async def on_strand_scored(conn: AsyncConnection, envelopes: Sequence[Envelope])
     """A run of StrandScored in one statement per table (the latency path of a suggestion)."""
     erased = await erased_among(conn, [e.data.pupil_id for e in envelopes])  # type: ignore[attr-defined]
     fresh = [e for e in envelopes if e.data.pupil_id not in erased]  # type: ignore[attr-defined]
+    fresh = await opt_out.drop_window(conn, fresh)
     if not fresh:
         return
     roster = {e.data.pupil_id: {"pupil_id": e.data.pupil_id, "trust_id": e.trust_id, "academy_id": e.academy_id}  # type: ignore[attr-defined]

@@ -107,6 +107,8 @@ processing_opt_outs = Table(
     Column("opted_out", Boolean, nullable=False),
     Column("record_version", Integer, nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=False),
+    # From when scores of the child are dropped (consent's acknowledgement less the race margin).
+    Column("purged_since", DateTime(timezone=True)),
     info=per_trust(),
 )
 

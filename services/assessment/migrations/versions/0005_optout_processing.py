@@ -2,7 +2,7 @@
 
 Frozen DDL, under the tenant policy (tables.py declares it per trust).
 
-Revision ID: assessment_0005_optout_processing
+Revision ID: assessment_0005_optout
 Revises: assessment_0004_idempotency_rls
 Create Date: 2026-12-05
 """
@@ -13,7 +13,7 @@ from alembic import op
 from shared.store.migrations import apply_tenancy
 from shared.tenancy import per_trust
 
-revision = "assessment_0005_optout_processing"
+revision = "assessment_0005_optout"
 down_revision = "assessment_0004_idempotency_rls"
 branch_labels = None
 depends_on = None

@@ -2,7 +2,7 @@
 
 Frozen DDL, under the tenant policy (tables.py declares it per trust).
 
-Revision ID: consent_0004_optout_retention
+Revision ID: consent_0004_optout
 Revises: consent_0003_idempotency_rls
 Create Date: 2026-12-05
 """
@@ -13,7 +13,7 @@ from alembic import op
 from shared.store.migrations import apply_tenancy
 from shared.tenancy import per_trust
 
-revision = "consent_0004_optout_retention"
+revision = "consent_0004_optout"
 down_revision = "consent_0003_idempotency_rls"
 branch_labels = None
 depends_on = None

@@ -2,7 +2,7 @@
 
 Frozen DDL, under the tenant policy (tables.py declares it per trust).
 
-Revision ID: planning_0004_optout_processing
+Revision ID: planning_0004_optout
 Revises: planning_0003_idempotency_rls
 Create Date: 2026-12-05
 """
@@ -13,7 +13,7 @@ from alembic import op
 from shared.store.migrations import apply_tenancy
 from shared.tenancy import per_trust
 
-revision = "planning_0004_optout_processing"
+revision = "planning_0004_optout"
 down_revision = "planning_0003_idempotency_rls"
 branch_labels = None
 depends_on = None
@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("opted_out", sa.Boolean, nullable=False),
         sa.Column("record_version", sa.Integer, nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("purged_since", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("pupil_id", name="processing_opt_outs_pkey"),
         schema=SCHEMA,
         info=per_trust(),

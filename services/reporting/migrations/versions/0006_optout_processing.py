@@ -2,7 +2,7 @@
 
 Frozen DDL, under the tenant policy (tables.py declares it per trust).
 
-Revision ID: reporting_0006_optout_processing
+Revision ID: reporting_0006_optout
 Revises: reporting_0005_idempotency_rls
 Create Date: 2026-12-05
 """
@@ -13,7 +13,7 @@ from alembic import op
 from shared.store.migrations import apply_tenancy
 from shared.tenancy import per_trust
 
-revision = "reporting_0006_optout_processing"
+revision = "reporting_0006_optout"
 down_revision = "reporting_0005_idempotency_rls"
 branch_labels = None
 depends_on = None
