@@ -11,13 +11,7 @@ from collections.abc import Callable, Mapping
 
 from services.assessment.domain import errors as e
 from shared.errors_to_problems import as_problem
-from shared.problems import Conflict, Forbidden, NotFound, Problem, UnprocessableEntity, problem_type
-
-
-class OnlineProcessingRefused(Forbidden):
-    type_ = problem_type("online-processing-refused")
-    title = "The family opted out of processing by the online tool"
-
+from shared.problems import Conflict, Forbidden, NotFound, OnlineProcessingRefused, Problem, UnprocessableEntity
 
 PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
     e.FrameworkInvalid: as_problem(UnprocessableEntity, lambda x: {"problems": [p.as_dict() for p in x.problems[:100]]}),

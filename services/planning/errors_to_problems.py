@@ -8,17 +8,22 @@ from collections.abc import Callable, Mapping
 from services.planning.domain import errors as e
 from services.planning.framework_source import UnknownFramework
 from shared.errors_to_problems import as_problem
-from shared.problems import Conflict, Forbidden, Gone, NotFound, Problem, UnprocessableEntity, problem_type
+from shared.problems import (
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    OnlineProcessingRefused,
+    Problem,
+    UnprocessableEntity,
+    problem_type,
+)
 
 
 class ParticipationWithdrawnProblem(Forbidden):
     type_ = problem_type("participation-withdrawn")
     title = "Consent to take part was withdrawn"
 
-
-class OnlineProcessingRefused(Forbidden):
-    type_ = problem_type("online-processing-refused")
-    title = "The family opted out of processing by the online tool"
 
 
 class NothingToSuggest(NotFound):

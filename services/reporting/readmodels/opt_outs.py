@@ -22,13 +22,8 @@ from services.reporting.tables import processing_opt_outs
 from shared.events.consent import ConsentGranted, ConsentRefused, ConsentWithdrawn, Purpose
 from shared.events.envelope import Envelope
 from shared.messaging.consumer import Handler
-from shared.problems import Forbidden, problem_type
+from shared.problems import OnlineProcessingRefused
 from shared.service import ConsumerSpec
-
-
-class OnlineProcessingRefused(Forbidden):
-    type_ = problem_type("online-processing-refused")
-    title = "The family opted out of processing by the online tool"
 
 
 def opted_out_clause(pupil_id: Any) -> ColumnElement[bool]:
