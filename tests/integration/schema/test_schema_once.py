@@ -126,10 +126,30 @@ async def test_a_database_at_the_heads_before_the_freeze_upgrades_to_exactly_a_f
     # The snapshot's schema is what the frozen migrations make: the freeze changed nothing (but
     # the service roles' grants, which the migration step adds: tests/integration/roles).
     for service in SERVICES:
-        assert not differences(before[service], owners_only(installed[service], service)), (
+        at_freeze = tables_of(owners_only(installed[service], service), before[service])
+        assert not differences(before[service], at_freeze), (
             f"{service}: at aa1c866's heads (first) and freshly installed (second) differ:\n"
             + "\n".join(differences(before[service], installed[service]))
         )
+
+
+Catalog = dict[str, list[tuple[Any, ...]]]
+
+
+def tables_of(rows: Catalog, frozen: Catalog) -> Catalog:
+    """The catalog of the tables the snapshot has: what revisions after the freeze added as new
+    tables (issue 15's) is not what the freeze is compared on."""
+    names = {row[0] for row in frozen["tables"]}
+
+    def kept(kind: str, row: tuple[Any, ...]) -> bool:
+        if kind in ("tables", "columns", "constraints", "triggers", "policies"):
+            return row[0] in names
+        if kind == "indexes":
+            found = re.search(r' ON (?:ONLY )?\S+?\."?(\w+)"? ', row[1])
+            return found is None or found.group(1) in names
+        return True
+
+    return {kind: [row for row in found if kept(kind, row)] for kind, found in rows.items()}
 
 
 def owners_only(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
