@@ -285,8 +285,38 @@ async def test_an_opt_out_stops_processing_in_every_service_and_what_was_held_go
     assert refused(await p.reporting.get(f"/pupils/{child}/intervention-report", headers=p.as_(Role.senco)))
     assert (await p.reporting.get(f"/pupils/{other}/profile", headers=p.as_(Role.senco))).status_code == 200
 
-    # The second family opts out too; a DPO records, in time, a lawful reason to keep what was held.
+    # A correction of a held rating is refused too, and so is a plan drafted by hand.
+    held_rating = ok(await p.assessment.get(f"/pupils/{child}/observations", params={"limit": 1},
+                                            headers=p.as_(Role.senco)))["items"][0]["observation_id"]
+    assert refused(await p.assessment.post(f"/observations/{held_rating}/corrections", json={"level": "secure"},
+                                           headers=p.as_(Role.senco)))
+    assert refused(await p.planning.post("/plans", headers=p.as_(Role.practitioner), json={
+        "kind": "individual", "pupil_ids": [str(child)], "strand": "being", "targets": ["being.1"],
+        "activities": ["Circle time"], "frequency": {"sessions_per_week": 1, "minutes": 30, "setting": "one_to_one"},
+        "review_on": str(date.today() + timedelta(weeks=6))}))
+
+    # The second family opts out while the screening is open: without the lock, how long until
+    # assessment refuses (the window: relay, Kafka, consumer)?
+    await asyncio.sleep(MARGIN_S * 2)  # the screening lies before the purge's margin
     await opt_out(p, kept)
+    acknowledged = datetime.now(UTC)
+
+    async def refuses_kept() -> bool:
+        return refused(await start(p, kept))
+
+    await eventually(refuses_kept, timeout=60, interval=0.02)
+    print(f"opt-out acknowledged → assessment refuses: {(datetime.now(UTC) - acknowledged).total_seconds():.3f} s")
+    # Completing the screening leaves the child who opted out since it began out.
+    by_pupil = {str(a["pupil_id"]): str(a["assessment_id"]) for a in screening["assessments"]}
+    ok(await rate(p, other, by_pupil[str(other)]), 201)
+    completed = ok(await p.assessment.post(f"/screenings/{screening['screening_id']}/complete",
+                                           headers=p.as_(Role.senco)))
+    assert completed, completed
+    assert ok(await p.assessment.get(f"/assessments/{by_pupil[str(other)]}", headers=p.as_(Role.senco)))["completed_at"]
+    assert ok(await p.assessment.get(f"/assessments/{by_pupil[str(kept)]}", headers=p.as_(Role.senco)))[
+        "completed_at"] is None
+
+    # A DPO records, in time, a lawful reason to keep what was held on the second child.
     keep = {"retention_basis": "safeguarding", "explanation": "Open child-protection case: keep the record"}
     assert (await p.consent.post(f"/pupils/{kept}/opt-out/retention", json=keep,
                                  headers=p.as_(Role.senco))).status_code == 403  # the DPO only
