@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.consent.domain.errors import NoOptOut, OptOutAlreadyKept, OptOutGracePassed
 from services.consent.domain.retention import Expiry
-from services.consent.handlers import ConsentDeps, pupil_in_scope, record_stream
+from services.consent.handlers import ConsentDeps, pupil_in_scope, pupil_stream
 from services.consent.tables import consent_decisions, consent_records, opt_out_retention, pupils, retention_expiries
 from shared.auth import Principal
 from shared.events.consent import (
@@ -96,8 +96,9 @@ async def keep_held_data(
     sealed = key.seal_text(explanation, EXPLANATION)
     event = OptOutRetentionKept(consent_id=opt_out.consent_id, pupil_id=pupil_id, purpose=PURPOSE,
                                 retention_basis=basis, explanation=sealed, decided_by=principal.subject, decided_at=now)
-    await emit(conn, deps.store, record_stream(pupil_id, PURPOSE), [event], trust_id=pupil.trust_id,
-               academy_id=pupil.academy_id)
+    # On the pupil's stream (as expiries and erasure), not the record's: the record's version is
+    # what the next decision about online processing is appended against.
+    await emit(conn, deps.store, pupil_stream(pupil_id), [event], trust_id=pupil.trust_id, academy_id=pupil.academy_id)
     await conn.execute(insert(opt_out_retention).values(
         consent_id=opt_out.consent_id, pupil_id=pupil_id, trust_id=pupil.trust_id, academy_id=pupil.academy_id,
         retention_basis=basis.value, explanation_sealed=sealed, decided_by=principal.subject, decided_at=now))
