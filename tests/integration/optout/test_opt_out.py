@@ -351,6 +351,8 @@ async def test_an_opt_out_stops_processing_in_every_service_and_what_was_held_go
     assert {(e["pupil_id"], e["data_category"]) for e in run["expired"]} == {
         (str(child), category) for category in ("assessments", "action_plans", "shared_reports")}
     assert ok(await p.consent.post("/retention/runs", headers=p.as_(Role.dpo)))["expired"] == []  # once
+    late = await p.consent.post(f"/pupils/{child}/opt-out/retention", json=keep, headers=p.as_(Role.dpo))
+    assert late.status_code == 409 and "period" in late.json()["detail"]  # too late to keep
 
     async def held_data_erased() -> bool:
         return not await assessments_of(p, child) and \
@@ -391,3 +393,14 @@ async def test_an_opt_out_stops_processing_in_every_service_and_what_was_held_go
 
         await eventually(accepted_again, timeout=60)
     assert ok(await p.consent.get(f"/pupils/{child}/opt-out", headers=p.as_(Role.senco)))["opted_out"] is False
+
+    # A withdrawal of a grant is an opt-out too.
+    ok(await p.consent.post(f"/pupils/{other}/consents", headers=p.as_(Role.senco), json=parent_says(
+        {"purpose": "online_processing", "decision": "granted", "decided_at": now()})), 201)
+    ok(await p.consent.post(f"/pupils/{other}/consents/online_processing/withdrawal", headers=p.as_(Role.senco),
+                            json=parent_says({"withdrawn_at": now()})), 201)
+
+    async def other_refused() -> bool:
+        return refused(await start(p, other))
+
+    await eventually(other_refused, timeout=60)
