@@ -342,6 +342,11 @@ async def test_an_opt_out_stops_processing_in_every_service_and_what_was_held_go
     assert ok(await p.consent.get(f"/pupils/{other}/consents/history", headers=p.as_(Role.senco))) == before
     assert ok(await p.consent.get(f"/pupils/{child}/opt-out", headers=p.as_(Role.senco)))["opt_out"]["kept_by_dpo"] is False
 
+    # `opt_out` is the opt-out's own clock, not one a retention policy may count from.
+    policy = await p.consent.put(f"/academies/{p.academy_id}/retention-policies/assessments", headers=p.as_(Role.dpo),
+                                 json={"counted_from": "opt_out", "period": {"days": 1}})
+    assert policy.status_code == 422 and policy.headers["content-type"].startswith("application/problem+json")
+
     # Before the period's end nothing held is erased.
     assert ok(await p.consent.post("/retention/runs", headers=p.as_(Role.dpo)))["expired"] == []
 
