@@ -98,6 +98,14 @@ class Forbidden(Problem):
     title = "Forbidden"
 
 
+class OnlineProcessingRefused(Forbidden):
+    """The family opted out of processing by the online tool (consent's `online_processing`): every
+    service that would process the child refuses with this one type (docs/consent.md)."""
+
+    type_ = problem_type("online-processing-refused")
+    title = "The family opted out of processing by the online tool"
+
+
 class NotFound(Problem):
     status = 404
     type_ = problem_type("not-found")

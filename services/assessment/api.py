@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assessment import handlers, queries, roster_handlers
+from services.assessment import handlers, opt_out, queries, roster_handlers
 from services.assessment.domain.errors import UnknownFrameworkVersion
 from services.assessment.domain.framework import framework_json_schema, parse_framework
 from services.assessment.domain.observations import Rating
@@ -43,6 +43,7 @@ from services.assessment.schemas import (
     GroupIn,
     GroupOut,
     ImportOut,
+    LeftOut,
     NameIn,
     ObservationIn,
     ObservationOut,
@@ -394,6 +395,7 @@ async def start_assessment(body: AssessmentStartIn, principal: Observer, runtime
         return 201, StartedOut(
             screening_id=started.screening_id, framework_version=first.framework_version, strands=first.strands,
             assessments=[StartedAssessment(assessment_id=a.assessment_id, pupil_id=a.pupil_id) for a in started.assessments],
+            left_out=[LeftOut(pupil_id=p, reason=opt_out.REASON) for p in started.left_out],
         )
 
     return await command(runtime, principal, key, body, handle)

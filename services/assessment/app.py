@@ -6,7 +6,8 @@ ObservationRecorded, StrandScored and the roster and assessment events.
 machinery (privacy.Privacy: the keyring of pupils' data keys from the consent service and the UPN
 blind index; closed at shutdown) and the handlers' context. The sample framework is loaded at
 start-up (idempotent); the service consumes PupilErased and RetentionExpired from the consent
-context, and a background task tells consent each imported pupil's date of birth.
+context (and a family's opt-out of the online tool: opt_out.py), and a background task tells
+consent each imported pupil's date of birth.
 """
 
 from __future__ import annotations
@@ -17,20 +18,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
 from pydantic import Field
 
-from services.assessment import errors_to_problems, handlers
+from services.assessment import errors_to_problems, handlers, opt_out
 from services.assessment.api import router
 from services.assessment.domain.errors import FrameworkVersionInUse
 from services.assessment.framework_store import sample_framework
+from services.assessment.opt_out import OptOutSettings
 from services.assessment.personal_data import PersonalDataRepository
 from services.assessment.privacy import AssessmentPrivacySettings, Privacy, RetentionClockDelivery, erasure_handlers
 from services.assessment.subject_access import router as subject_access_router
 from services.assessment.tables import kernel, metadata, pupils
 from shared.datakeys import DataKeySettings
+from shared.events.consent import RetentionExpired
 from shared.service import Bootstrap, ConsumerSpec, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
 
@@ -43,6 +47,7 @@ class AssessmentServiceSettings(ServiceSettings):
 
     privacy: AssessmentPrivacySettings = Field(default_factory=AssessmentPrivacySettings)
     data_keys: DataKeySettings = Field(default_factory=DataKeySettings)
+    opt_out: OptOutSettings = Field(default_factory=OptOutSettings)
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,13 @@ async def retention_clock_delivery(runtime: Runtime, assessment: Assessment, sto
     await assessment.retention_clock.run(stop)
 
 
-ERASURE = ConsumerSpec(name="erasure", contexts=["consent"], roster=pupils,
-                       handlers_from=lambda assessment: erasure_handlers(assessment.privacy.keyring))
+def _consent_handlers(assessment: Assessment) -> dict[type, Any]:
+    """Erasure and retention (privacy.py), and the family's opt-out of the online tool (opt_out.py)."""
+    erasure = erasure_handlers(assessment.privacy.keyring)
+    return {**erasure, **opt_out.handlers(assessment.settings.opt_out, erasure[RetentionExpired])}
+
+
+ERASURE = ConsumerSpec(name="erasure", contexts=["consent"], roster=pupils, handlers_from=_consent_handlers)
 
 SPEC = ServiceSpec(
     name="assessment",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 
 from services.assessment.domain import errors as e
 from shared.errors_to_problems import as_problem
-from shared.problems import Conflict, Forbidden, NotFound, Problem, UnprocessableEntity
+from shared.problems import Conflict, Forbidden, NotFound, OnlineProcessingRefused, Problem, UnprocessableEntity
 
 PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
     e.FrameworkInvalid: as_problem(UnprocessableEntity, lambda x: {"problems": [p.as_dict() for p in x.problems[:100]]}),
@@ -38,4 +38,6 @@ PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
         UnprocessableEntity, lambda x: {"missing_statements": {str(k): v for k, v in x.missing.items()}}
     ),
     e.InvalidAssessmentRequest: as_problem(UnprocessableEntity),
+    e.ProcessingOptedOut: as_problem(OnlineProcessingRefused, lambda x: {
+        "reason": "online_processing_refused", "pupil_ids": [str(p) for p in x.pupil_ids[:50]]}),
 }

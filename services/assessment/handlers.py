@@ -17,7 +17,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.assessment import queries
+from services.assessment import opt_out, queries
 from services.assessment.domain.assessment import Assessment, assessment_stream, ordered_strands
 from services.assessment.domain.errors import (
     AlreadyCorrected,
@@ -82,6 +82,7 @@ async def record_observations(conn: AsyncConnection, ctx: Context, principal: Pr
     """Record a request's ratings, all or none: one ObservationRecorded each, one append for all."""
     notes = notes or {}
     pupils = await _pupils_for(conn, principal, ratings)
+    await opt_out.ensure_processing_allowed(conn, pupils)
     slots = await _assessment_slots(conn, ratings)
     versions = {s.framework_version for s in slots.values()} | {r.framework_version for r in ratings if r.framework_version}
     frameworks = await ctx.frameworks.get_many(conn, principal.trust_id, versions, for_use=True)
@@ -162,6 +163,8 @@ class StartRequest:
 class Started:
     screening_id: UUID | None
     assessments: list[AssessmentStarted]
+    # Children of the class or group left out of a screening: their family opted out.
+    left_out: list[UUID] = field(default_factory=list)
 
 
 async def start_assessment(conn: AsyncConnection, ctx: Context, principal: Principal, request: StartRequest) -> Started:
@@ -170,6 +173,12 @@ async def start_assessment(conn: AsyncConnection, ctx: Context, principal: Princ
     if len(named) != 1:
         raise InvalidAssessmentRequest("name exactly one of pupil_id, class_id or group_id")
     cohort = await _cohort(conn, principal, request)
+    if request.pupil_id is not None:
+        await opt_out.ensure_processing_allowed(conn, [request.pupil_id])
+    left_out = await opt_out.opted_out(conn, [p.pupil_id for p in cohort])
+    cohort = [p for p in cohort if p.pupil_id not in left_out]
+    if not cohort:
+        raise EmptyCohort()
     framework = await ctx.frameworks.get(conn, principal.trust_id, request.framework_version, for_use=True)
     strands = ordered_strands(framework, request.strands)
     screening_id = None if request.pupil_id else uuid.uuid4()
@@ -186,7 +195,7 @@ async def start_assessment(conn: AsyncConnection, ctx: Context, principal: Princ
         started.append(event)
     await emission.append(conn, dict.fromkeys(emission.by_stream, NO_STREAM))
     await project(conn, emission.in_order)
-    return Started(screening_id, started)
+    return Started(screening_id, started, sorted(left_out))
 
 
 async def _cohort(conn: AsyncConnection, principal: Principal, request: StartRequest) -> list[queries.PupilRow]:
@@ -221,6 +230,7 @@ async def complete_assessment(conn: AsyncConnection, ctx: Context, principal: Pr
         raise UnknownAssessment(assessment_id)
     row = rows[assessment_id]
     ensure_scope(principal, row.trust_id, row.academy_id)
+    await opt_out.ensure_processing_allowed(conn, [row.pupil_id])
     return await _complete(conn, ctx, principal, [row])
 
 
@@ -234,6 +244,11 @@ async def complete_screening(conn: AsyncConnection, ctx: Context, principal: Pri
     open_rows = [row for row in rows.values() if row.completed_at is None]
     if not open_rows:
         raise AssessmentAlreadyCompleted(screening_id)
+    # A child whose family opted out since the screening began is left out of its completion.
+    left_out = await opt_out.opted_out(conn, [row.pupil_id for row in open_rows])
+    open_rows = [row for row in open_rows if row.pupil_id not in left_out]
+    if not open_rows:
+        raise opt_out.ProcessingOptedOut(sorted(left_out))
     return await _complete(conn, ctx, principal, open_rows)
 
 

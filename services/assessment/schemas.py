@@ -171,11 +171,18 @@ class StartedAssessment(BaseModel):
     pupil_id: UUID
 
 
+class LeftOut(BaseModel):
+    pupil_id: UUID
+    reason: str = Field(description="online_processing_refused: the family opted out of processing by the online tool")
+
+
 class StartedOut(BaseModel):
     screening_id: UUID | None
     framework_version: str
     strands: list[str]
     assessments: list[StartedAssessment]
+    # A screening leaves out the children whose family opted out, and says which.
+    left_out: list[LeftOut] = Field(default_factory=list)
 
 
 class StrandScoreOut(BaseModel):

@@ -299,3 +299,22 @@ retention_clock_outbox = Table(
     Index("retention_clock_outbox_due_idx", "next_attempt_at"),
     info=per_trust(),
 )
+
+processing_opt_outs = Table(
+    "processing_opt_outs",
+    metadata,
+    # Where each child stands on processing by the online tool (consent's `online_processing`,
+    # opt-out: no row means in force), from consent's decisions (opt_out.py). While `opted_out`,
+    # no observation or assessment of the child is recorded; `purged_since` is how far back the
+    # window between consent's acknowledgement and this row was purged. Ids and dates only.
+    Column("pupil_id", Uuid, primary_key=True),
+    Column("trust_id", Uuid, nullable=False),
+    Column("academy_id", Uuid, nullable=False),
+    Column("opted_out", Boolean, nullable=False),
+    Column("record_version", Integer, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Column("acknowledged_at", DateTime(timezone=True), nullable=False),
+    Column("purged_since", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    info=per_trust(),
+)

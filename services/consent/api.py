@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.consent import handlers, queries, receipts, rendering
+from services.consent import handlers, opt_out, queries, receipts, rendering
 from services.consent import scheduler as retention
 from services.consent import subject_access as exports
 from services.consent.domain.retention import RetentionPeriod
@@ -28,6 +28,7 @@ from services.consent.schemas import (
     ErasureIn,
     FamilyContactIn,
     LawfulBasisIn,
+    OptOutRetentionIn,
     RetentionClockIn,
     RetentionPolicyIn,
     WithdrawalIn,
@@ -208,6 +209,39 @@ async def family_contact(
     async with runtime.engine.connect() as conn:
         body = await handlers.family_contact(conn, principal, pupil_id)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+# --- Opt-out of the online tool: what was held --------------------------------------------------
+
+
+@router.post("/pupils/{pupil_id}/opt-out/retention", status_code=201,
+             summary="Keep what was held on a child whose family opted out of the online tool (DPO, within the period)")
+async def keep_opted_out_data(
+    pupil_id: UUID, body: OptOutRetentionIn, request: Request, runtime: RuntimeDep, deps: Deps,
+    principal: Annotated[Principal, Depends(requires(Role.dpo))], idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    grace_days = dependencies_of(request).settings.consent.opt_out_grace_days
+
+    async def command(conn: Any) -> tuple[int, Any]:
+        return 201, await opt_out.keep_held_data(conn, deps, principal, pupil_id, basis=body.retention_basis,
+                                                 explanation=body.explanation, grace_days=grace_days)
+
+    async with runtime.engine.begin() as conn:
+        return await run_command(conn, kernel.idempotency, principal, idempotency_key,
+                                 {"pupil_id": str(pupil_id), **body.model_dump(mode="json")}, command)
+
+
+@router.get("/pupils/{pupil_id}/opt-out", summary="The opt-out of the online tool in force: when what was held goes")
+async def opted_out(
+    pupil_id: UUID, request: Request, runtime: RuntimeDep,
+    principal: Annotated[Principal, Depends(requires(*READERS))],
+) -> dict[str, Any]:
+    grace_days = dependencies_of(request).settings.consent.opt_out_grace_days
+    async with runtime.engine.connect() as conn:
+        await handlers.pupil_in_scope(conn, principal, pupil_id)
+        status = await opt_out.status_of(conn, pupil_id, grace_days)
+    return {"pupil_id": str(pupil_id), "opted_out": status is not None, "opt_out": status,
+            "grace_period_days": grace_days}
 
 
 # --- May this be shared now? --------------------------------------------------------------------

@@ -46,6 +46,9 @@ class ConsentSettings(BaseSettings):
     # How often the retention scheduler looks for periods that ended (periods are in days).
     retention_interval_s: float = Field(default=900.0, gt=0)
     run_retention_scheduler: bool = True
+    # After a family opts out of processing by the online tool, the days a DPO has to record a
+    # lawful reason to keep what was held (FLOURISH_CONSENT_OPT_OUT_GRACE_DAYS); then it is erased.
+    opt_out_grace_days: int = Field(default=30, ge=0, le=3660)
     # Services whose own /pupils/{id}/subject-access the export gathers: {"assessment": "http://…"}.
     subject_access_peers: dict[str, str] = Field(default_factory=dict)
     # How long the start-up check may take to read the erasures published since its last check
@@ -95,7 +98,8 @@ def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | KekKe
             settings.data_keys, kernel_settings.state_dir, production=kernel_settings.environment == "production"
         ), data_keys)
         handlers = ConsentDeps(store=runtime.store, vault=vault, clock=clock)
-        retention = RetentionScheduler(runtime.engine, handlers, interval_s=settings.consent.retention_interval_s)
+        retention = RetentionScheduler(runtime.engine, handlers, interval_s=settings.consent.retention_interval_s,
+                                       opt_out_grace_days=settings.consent.opt_out_grace_days)
         decisions = DecisionReader(kernel_settings.sync_database_url)
         # The decisions' read pool serves the API: a consumers pod serves none.
         if kernel_settings.role != "consumers":

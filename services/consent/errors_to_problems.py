@@ -18,4 +18,7 @@ PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
     e.InvalidValidity: as_problem(UnprocessableEntity),
     e.NotASharingPurpose: as_problem(UnprocessableEntity),
     e.InvalidRetentionPeriod: as_problem(UnprocessableEntity),
+    e.NoOptOut: as_problem(Conflict),
+    e.OptOutGracePassed: as_problem(Conflict),
+    e.OptOutAlreadyKept: as_problem(Conflict),
 }

@@ -21,7 +21,7 @@ from services.consent.domain import ledger
 from services.consent.domain.errors import DecisionInFuture, PupilAlreadyErased, UnknownPupil
 from services.consent.domain.retention import RetentionPeriod, RetentionPolicy, effective_policies
 from services.consent.projections import load_record, on_consent_event, record_from_row, touch_activity
-from services.consent.tables import consent_decisions, erasures, family_contacts, pupils, retention_policies
+from services.consent.tables import consent_decisions, erasures, family_contacts, opt_out_retention, pupils, retention_policies
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, ensure_scope
 from shared.datakeys import DataKey, DataKeyVault
@@ -382,6 +382,8 @@ async def erase(
     await conn.execute(update(consent_decisions).where(consent_decisions.c.pupil_id == pupil.pupil_id).values(
         given_by_sealed=None, evidence_sealed=None, reason_sealed=None))
     await conn.execute(delete(family_contacts).where(family_contacts.c.pupil_id == pupil.pupil_id))
+    await conn.execute(update(opt_out_retention).where(opt_out_retention.c.pupil_id == pupil.pupil_id).values(
+        explanation_sealed=None))
     erasure_id = uuid4()
     await conn.execute(insert(erasures).values(
         erasure_id=erasure_id, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id, academy_id=pupil.academy_id,

@@ -25,6 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.consent import opt_out
 from services.consent.domain.retention import Expiry, PupilClock, RetentionPolicy, expiries
 from services.consent.handlers import (
     ConsentDeps,
@@ -106,11 +107,12 @@ async def preview(conn: AsyncConnection, deps: ConsentDeps, trust_id: UUID, acad
 
 class RetentionScheduler:
     def __init__(self, engine: AsyncEngine, deps: ConsentDeps, *, interval_s: float = 900.0,
-                 fault: FaultHook | None = None) -> None:
+                 fault: FaultHook | None = None, opt_out_grace_days: int = 30) -> None:
         self.engine = engine
         self.deps = deps
         self.interval_s = interval_s
         self.fault = fault
+        self.opt_out_grace_days = opt_out_grace_days
 
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until stopped; a failed pass is logged and tried again next interval."""
@@ -139,10 +141,23 @@ class RetentionScheduler:
             for expiry in expiries(academy.policies, academy.clocks, today, academy.already):
                 if await self._expire(academy_trust, academy_id, expiry):
                     emitted.append(expiry)
+        emitted += await self._expire_opt_outs(today, trust_id)
         if emitted:
             log.info("retention pass", extra={"count": len(emitted)})
         if trust_id is None:
             _last_run["at"] = time.time()  # a full pass, not one trust's on-demand run
+        return emitted
+
+    async def _expire_opt_outs(self, today: date, trust_id: UUID | None) -> list[Expiry]:
+        """What was held on children whose family opted out of the online tool, once the grace
+        period ended without a DPO's reason to keep it (services/consent/opt_out.py)."""
+        async with self.engine.connect() as conn:
+            ended = await opt_out.due(conn, today, self.opt_out_grace_days, trust_id)
+        emitted = []
+        for ending in ended:
+            for expiry in opt_out.expiries_of(ending, self.opt_out_grace_days):
+                if await self._expire(ending.trust_id, ending.academy_id, expiry):
+                    emitted.append(expiry)
         return emitted
 
     async def _expire(self, trust_id: UUID, academy_id: UUID, expiry: Expiry) -> bool:

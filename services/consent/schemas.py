@@ -16,9 +16,14 @@ from shared.events.consent import (
     DataKind,
     ErasureReason,
     LawfulBasis,
+    OptOutRetentionBasis,
     Purpose,
     RetentionClock,
 )
+
+# A policy counts from a date the pupil's record holds; `opt_out` is the opt-out's own period.
+PolicyClock = Literal[RetentionClock.LEAVING_DATE, RetentionClock.DATE_OF_BIRTH, RetentionClock.LAST_ACTIVITY,
+                      RetentionClock.CASE_CLOSURE]
 
 
 class _In(BaseModel):
@@ -98,7 +103,7 @@ class PeriodIn(_In):
 
 
 class RetentionPolicyIn(_In):
-    counted_from: RetentionClock
+    counted_from: PolicyClock
     period: PeriodIn
 
 
@@ -106,6 +111,14 @@ class RetentionClockIn(_In):
     date_of_birth: date | None = Field(default=None, description="Sealed at rest with the pupil's data key")
     last_activity_on: date | None = None
     case_closed_on: date | None = None
+
+
+class OptOutRetentionIn(_In):
+    """A DPO's lawful reason to keep what was held on a child whose family opted out of the online tool."""
+
+    retention_basis: OptOutRetentionBasis
+    explanation: str = Field(min_length=1, max_length=2000,
+                             description="Why the data must be kept (sealed at rest with the pupil's key)")
 
 
 class ErasureIn(_In):

@@ -190,5 +190,23 @@ family_contacts = Table(
     Column("recorded_by", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Index("family_contacts_tenant_idx", "trust_id", "academy_id"),
+)
+
+
+# A DPO's lawful reason to keep what was held on a child whose family opted out of processing by
+# the online tool (issue 15): one per opt-out decision; the scheduler leaves that data alone. The
+# explanation is sealed with the pupil's key (it may name people).
+opt_out_retention = Table(
+    "opt_out_retention",
+    metadata,
+    Column("consent_id", Uuid, primary_key=True),  # the opt-out decision (refusal or withdrawal)
+    Column("pupil_id", Uuid, nullable=False),
+    Column("trust_id", Uuid, nullable=False),
+    Column("academy_id", Uuid, nullable=False),
+    Column("retention_basis", Text, nullable=False),
+    Column("explanation_sealed", Text, nullable=True),
+    Column("decided_by", Text, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    Index("opt_out_retention_pupil_idx", "pupil_id"),
     info=per_trust(),
 )

@@ -3,10 +3,13 @@ erasure from consent. Each event is applied once (the kernel's inbox)."""
 
 from __future__ import annotations
 
-from services.planning import projections
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.planning import opt_out, projections
 from services.planning.tables import pupils
 from shared.events.assessment import PupilClassChanged, PupilEnrolled, StrandScored
 from shared.events.consent import ConsentGranted, ConsentRefused, ConsentWithdrawn, PupilErased, RetentionExpired
+from shared.events.envelope import Envelope
 from shared.service import ConsumerSpec
 
 SCORES = ConsumerSpec(
@@ -17,13 +20,19 @@ SCORES = ConsumerSpec(
     roster=pupils,
 )
 
+async def on_decision(conn: AsyncConnection, envelope: Envelope) -> None:
+    """Taking part in interventions, and processing by the online tool (opt_out.py)."""
+    await projections.on_participation(conn, envelope)
+    await opt_out.on_decision(conn, envelope)
+
+
 CONSENT = ConsumerSpec(
     name="consent",
     contexts=["consent"],
     handlers={
-        ConsentGranted: projections.on_participation,
-        ConsentRefused: projections.on_participation,
-        ConsentWithdrawn: projections.on_participation,
+        ConsentGranted: on_decision,
+        ConsentRefused: on_decision,
+        ConsentWithdrawn: on_decision,
         PupilErased: projections.on_pupil_erased,
         RetentionExpired: projections.on_retention_expired,
     },

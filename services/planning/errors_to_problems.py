@@ -8,12 +8,22 @@ from collections.abc import Callable, Mapping
 from services.planning.domain import errors as e
 from services.planning.framework_source import UnknownFramework
 from shared.errors_to_problems import as_problem
-from shared.problems import Conflict, Forbidden, Gone, NotFound, Problem, UnprocessableEntity, problem_type
+from shared.problems import (
+    Conflict,
+    Forbidden,
+    Gone,
+    NotFound,
+    OnlineProcessingRefused,
+    Problem,
+    UnprocessableEntity,
+    problem_type,
+)
 
 
 class ParticipationWithdrawnProblem(Forbidden):
     type_ = problem_type("participation-withdrawn")
     title = "Consent to take part was withdrawn"
+
 
 
 class NothingToSuggest(NotFound):
@@ -31,6 +41,8 @@ PROBLEMS: Mapping[type[Exception], Callable[[Exception], Problem]] = {
     e.UnknownPlan: as_problem(NotFound),
     e.PupilErased: as_problem(Gone),
     e.ParticipationWithdrawn: as_problem(ParticipationWithdrawnProblem),
+    e.ProcessingOptedOut: as_problem(OnlineProcessingRefused, lambda x: {
+        "reason": "online_processing_refused", "pupil_ids": [str(p) for p in x.pupil_ids[:50]]}),
     e.NoSuggestion: as_problem(NothingToSuggest),
     e.WrongPlanState: as_problem(WrongState),
     e.InvalidTargets: as_problem(UnprocessableEntity, lambda x: {"not_statements_of_strand": x.wrong}),

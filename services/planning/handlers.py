@@ -12,6 +12,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import any_, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.planning import opt_out
 from services.planning.domain import plans as rules
 from services.planning.domain.errors import (
     InvalidPlan,
@@ -63,6 +64,7 @@ async def pupil_in_scope(conn: AsyncConnection, principal: Principal, pupil_id: 
 async def ensure_may_take_part(conn: AsyncConnection, pupil_ids: list[UUID]) -> None:
     if not pupil_ids:
         return
+    await opt_out.ensure_processing_allowed(conn, pupil_ids)
     withdrawn = (await conn.execute(select(participation.c.pupil_id).where(
         participation.c.pupil_id.in_(pupil_ids), participation.c.withdrawn.is_(True)))).scalars().first()
     if withdrawn is not None:
@@ -99,6 +101,7 @@ async def baseline_at_strand(conn: AsyncConnection, pupil_id: UUID, strand: str)
 
 async def pupil_suggestion(conn: AsyncConnection, deps: PlanningDeps, principal: Principal, pupil_id: UUID) -> Suggestion:
     pupil = await pupil_in_scope(conn, principal, pupil_id)
+    await opt_out.ensure_processing_allowed(conn, [pupil_id])
     scores = await latest_scores(conn, pupil_id)
     if not scores:
         raise NoSuggestion(f"pupil {pupil_id} has no completed assessment yet")
@@ -117,6 +120,8 @@ async def class_suggestion(conn: AsyncConnection, deps: PlanningDeps, principal:
     ensure_scope(principal, principal.trust_id, academy_id)
     members = list((await conn.execute(select(pupils.c.pupil_id).where(
         pupils.c.trust_id == principal.trust_id, pupils.c.academy_id == academy_id, pupils.c.class_id == class_id))).scalars())
+    left_out = await opt_out.opted_out(conn, members)  # their family opted out of the online tool
+    members = [m for m in members if m not in left_out]
     scores: list[Score] = []
     for pupil_id in members:
         latest = await latest_scores(conn, pupil_id)

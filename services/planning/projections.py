@@ -11,6 +11,7 @@ from sqlalchemy import any_, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.planning import opt_out
 from services.planning.notes import SessionNotes
 from services.planning.tables import erased_pupils, participation, plans, pupils, sessions, strand_scores
 from shared.events.assessment import PupilClassChanged, PupilEnrolled, StrandScored
@@ -21,6 +22,7 @@ from shared.events.consent import (
     DataCategory,
     PupilErased,
     Purpose,
+    RetentionClock,
     RetentionExpired,
 )
 from shared.events.envelope import Envelope
@@ -39,6 +41,7 @@ async def on_strand_scored(conn: AsyncConnection, envelopes: Sequence[Envelope])
     """A run of StrandScored in one statement per table (the latency path of a suggestion)."""
     erased = await erased_among(conn, [e.data.pupil_id for e in envelopes])  # type: ignore[attr-defined]
     fresh = [e for e in envelopes if e.data.pupil_id not in erased]  # type: ignore[attr-defined]
+    fresh = await opt_out.drop_window(conn, fresh)
     if not fresh:
         return
     roster = {e.data.pupil_id: {"pupil_id": e.data.pupil_id, "trust_id": e.trust_id, "academy_id": e.academy_id}  # type: ignore[attr-defined]
@@ -105,21 +108,25 @@ async def on_pupil_erased(conn: AsyncConnection, envelope: Envelope) -> None:
 async def on_retention_expired(conn: AsyncConnection, envelope: Envelope) -> None:
     event: RetentionExpired = envelope.data  # type: ignore[assignment]
     if event.data_category in ERASING_CATEGORIES:
-        await erase_pupil(conn, envelope.trust_id, event.pupil_id)
+        # After an opt-out's grace period (counted from `opt_out`) the pupil is not erased: what was
+        # held goes, and a re-grant of processing lets planning work for them again.
+        await erase_pupil(conn, envelope.trust_id, event.pupil_id,
+                          tombstone=event.counted_from is not RetentionClock.OPT_OUT)
     elif event.data_category is DataCategory.ASSESSMENTS:
         await conn.execute(delete(strand_scores).where(strand_scores.c.pupil_id == event.pupil_id,
                                                        strand_scores.c.trust_id == envelope.trust_id))
 
 
-async def erase_pupil(conn: AsyncConnection, trust_id: UUID, pupil_id: UUID) -> None:
+async def erase_pupil(conn: AsyncConnection, trust_id: UUID, pupil_id: UUID, *, tombstone: bool = True) -> None:
     """Everything planning holds on the pupil goes; only the pseudonymous id is remembered.
 
     A plan or session of this pupil alone is deleted; a group plan or session keeps the other
     pupils' part, without this one. The pupil's events leave this service's event store too.
     Every statement is scoped to the trust: an erasure never reaches another trust's rows.
     """
-    await conn.execute(insert(erased_pupils).values(pupil_id=pupil_id, trust_id=trust_id).on_conflict_do_nothing())
-    for table in (strand_scores, participation, pupils):
+    if tombstone:
+        await conn.execute(insert(erased_pupils).values(pupil_id=pupil_id, trust_id=trust_id).on_conflict_do_nothing())
+    for table in (strand_scores, participation, pupils) if tombstone else (strand_scores, pupils):
         await conn.execute(delete(table).where(table.c.pupil_id == pupil_id, table.c.trust_id == trust_id))
     involved = (any_(plans.c.pupil_ids) == pupil_id) & (plans.c.trust_id == trust_id)
     attended = (any_(sessions.c.pupil_ids) == pupil_id) & (sessions.c.trust_id == trust_id)

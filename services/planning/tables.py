@@ -95,6 +95,23 @@ participation = Table(
     info=per_trust(),
 )
 
+# Processing by the online tool (consent's `online_processing`, opt-out): no row, or not
+# `opted_out`, means in force. While opted out, no plan, revision or session is recorded for the
+# child and no suggestion is made (services/planning/opt_out.py).
+processing_opt_outs = Table(
+    "processing_opt_outs",
+    metadata,
+    Column("pupil_id", Uuid, primary_key=True),
+    Column("trust_id", Uuid, nullable=False),
+    Column("academy_id", Uuid, nullable=False),
+    Column("opted_out", Boolean, nullable=False),
+    Column("record_version", Integer, nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=False),
+    # From when scores of the child are dropped (consent's acknowledgement less the race margin).
+    Column("purged_since", DateTime(timezone=True)),
+    info=per_trust(),
+)
+
 # Pupils erased from this service: only the pseudonymous id, so replayed events never bring them back.
 erased_pupils = Table(
     "erased_pupils",

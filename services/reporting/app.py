@@ -23,6 +23,7 @@ from services.reporting import audit, errors_to_problems, readmodels, sharing
 from services.reporting.audit import Audit, AuditSettings
 from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
+from services.reporting.readmodels.opt_outs import with_opt_outs
 from services.reporting.sharing import Notices, NoticeSettings, Sharing, SharingSettings
 from services.reporting.subject_access import router as subject_access_router
 from services.reporting.tables import SCHEMA, kernel, metadata
@@ -104,7 +105,7 @@ SPEC = ServiceSpec(
     routers=[audit.audit_router(), sharing.sharing_router(), readmodels.readmodels_router(), ops_router,
              subject_access_router],
     consumers=[audit.ledger_consumer(ROSTER),
-               replace(sharing.withdrawal_consumer(), roster=ROSTER),
+               replace(with_opt_outs(sharing.withdrawal_consumer()), roster=ROSTER),
                readmodels.readmodels_consumer(),
                readmodels.erasure_consumer()],
     problems=errors_to_problems.PROBLEMS,

@@ -110,6 +110,20 @@ class RetentionClock(StrEnum):
     DATE_OF_BIRTH = "date_of_birth"
     LAST_ACTIVITY = "last_activity"
     CASE_CLOSURE = "case_closure"
+    # Not a policy's clock: the day the family's opt-out of processing by the online tool was
+    # recorded. The data already held expires when the DPO's grace period counted from it ends
+    # (RetentionExpired for assessments, action plans and shared reports; never `all`).
+    OPT_OUT = "opt_out"
+
+
+class OptOutRetentionBasis(StrEnum):
+    """Why a DPO keeps what was held on a child whose family opted out of processing by the
+    online tool (UK GDPR Art. 17(3) and 21(1): compelling legitimate grounds, legal claims)."""
+
+    SAFEGUARDING = "safeguarding"
+    LEGAL_OBLIGATION = "legal_obligation"
+    LEGAL_CLAIMS = "legal_claims"
+    PUBLIC_TASK = "public_task"
 
 
 class ErasureReason(StrEnum):
@@ -185,6 +199,23 @@ class LawfulBasisRecorded(Event):
     decided_by: str
     decided_at: datetime
     valid_until: datetime
+
+
+@register("flourish.consent.OptOutRetentionKept.v1", CONTEXT)
+class OptOutRetentionKept(Event):
+    """A DPO recorded, within the grace period after a family opted out of processing by the
+    online tool, a lawful reason to keep the child's assessment, planning and reporting data
+    already held: the scheduler does not erase it at the period's end. `consent_id` names the
+    opt-out decision (the refusal, or the withdrawal's id); the explanation is sealed (it may
+    name people)."""
+
+    consent_id: UUID
+    pupil_id: UUID
+    purpose: Purpose
+    retention_basis: OptOutRetentionBasis
+    explanation: SealedText
+    decided_by: str
+    decided_at: datetime
 
 
 @register("flourish.consent.RetentionPolicySet.v1", CONTEXT)

@@ -161,6 +161,7 @@ async def world(platform: Platform) -> World:
     a = TrustA()
     headers = platform.token(ALL_ROLES, a.trust_id, [a.academy_id], "staff-a1")
     await _roster(platform, a, headers)
+    await _opt_out(platform, a, headers)
     await _assessments(platform, a, headers)
     await _plans(platform, a, headers)
     await _consent(platform, a, headers)
@@ -208,6 +209,20 @@ async def _roster(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
                                      json={"name": f"Nurture{a.mark}", "pupil_ids": pupil_ids[:2]}))
     a.keep("group_id", group["group_id"])
     a.academy_values.add(f"Nurture{a.mark}")
+
+
+async def _opt_out(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
+    """The pupil erased later first opts out of the online tool (each service's processing_opt_outs)."""
+    consent, opted_out = p.clients["consent"], a.ids["pupil_ids"].split(",")[2]
+
+    async def known() -> bool:
+        return (await consent.get(f"/pupils/{opted_out}/consents", headers=headers)).status_code == 200
+
+    await eventually(known, timeout=60)
+    await _ok(await consent.post(f"/pupils/{opted_out}/consents", headers=headers, json={
+        "purpose": "online_processing", "decision": "refused", "given_by": {"name": f"Parent{a.mark}",
+                                                                             "relationship": "father"},
+        "method": "paper", "decided_at": datetime.now(UTC).isoformat()}))
 
 
 async def _assessments(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
@@ -279,6 +294,9 @@ async def _consent(p: Platform, a: TrustA, headers: dict[str, str]) -> None:
     await _ok(await consent.put(f"/academies/{a.academy_id}/retention-policies/assessments", headers=headers,
                                 json={"counted_from": "leaving_date", "period": {"years": 7}}))
     a.ids["data_category"] = "assessments"
+    await _ok(await consent.post(f"/pupils/{erased}/opt-out/retention", headers=headers, json={
+        "retention_basis": "legal_claims", "explanation": f"Claim{a.mark} pending"}))
+    a.academy_values.add(f"Claim{a.mark} pending")
     await _ok(await consent.post(f"/pupils/{erased}/erasure", headers=headers, json={"reason": "recorded_in_error"}))
     a.ids["erased_pupil_id"] = erased
 

@@ -96,6 +96,8 @@ COMMANDS: dict[tuple[str, str], Request] = {
         "agency_category": "social_care", "basis": "public_task", "reason": "an intruder's reason",
         "policy_reference": "none", "decided_at": _now(),
         "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat()}},
+    ("POST", "/pupils/{pupil_id}/opt-out/retention"): lambda ids: {"json": {
+        "retention_basis": "legal_claims", "explanation": "an intruder's reason"}},
     ("PUT", "/academies/{academy_id}/retention-policies/{data_category}"): lambda ids: {"json": {
         "counted_from": "leaving_date", "period": {"years": 1}}},
     ("PUT", "/pupils/{pupil_id}/family-contact"): lambda ids: {"json": {"email": "intruder@evil.example"}},

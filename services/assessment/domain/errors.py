@@ -110,6 +110,16 @@ class PupilNotOnRoll(AssessmentError):
         super().__init__(f"pupil {pupil_id} has left the academy")
 
 
+class ProcessingOptedOut(AssessmentError):
+    """The family opted out of processing by the online tool (consent's `online_processing`):
+    nothing about the child is observed, assessed or scored until they grant it again."""
+
+    def __init__(self, pupil_ids: Sequence[UUID]) -> None:
+        super().__init__("the family opted out of processing by the online tool (online_processing refused): "
+                         "no observation or assessment of the child is recorded")
+        self.pupil_ids = list(pupil_ids)
+
+
 class UnknownClass(AssessmentError):
     def __init__(self, class_id: UUID) -> None:
         super().__init__(f"no class {class_id}")

@@ -37,3 +37,15 @@ class UnknownPupil(ConsentError):
 
 class PupilAlreadyErased(ConsentError):
     """The pupil was erased: nothing more can be recorded or read about them."""
+
+
+class NoOptOut(ConsentError):
+    """A reason to keep an opted-out child's data needs an opt-out of online processing in force."""
+
+
+class OptOutGracePassed(ConsentError):
+    """The grace period after the opt-out has ended: what was held is (being) erased."""
+
+
+class OptOutAlreadyKept(ConsentError):
+    """A DPO already recorded a reason to keep the data held for this opt-out."""

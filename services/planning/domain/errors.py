@@ -32,6 +32,13 @@ class ParticipationWithdrawn(PlanningError):
         )
 
 
+class ProcessingOptedOut(PlanningError):
+    def __init__(self, pupil_ids: list[UUID]) -> None:
+        super().__init__("the family opted out of processing by the online tool (online_processing refused): "
+                         "no new plan, session or suggestion is made for the child")
+        self.pupil_ids = pupil_ids
+
+
 class NoSuggestion(PlanningError):
     """Nothing to suggest yet (no scores) or nothing left to work on (every strand met)."""
 

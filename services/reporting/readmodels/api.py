@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import select
 
-from services.reporting.readmodels import erasure, queries
+from services.reporting.readmodels import erasure, opt_outs, queries
 from services.reporting.readmodels.browser import BrowserUnavailable, html_to_pdf
 from services.reporting.readmodels.report import Framework, ReportData, effective_levels, render_html
 from services.reporting.readmodels.tables import LIVE as T
@@ -91,14 +91,15 @@ def readmodels_router() -> APIRouter:
         async with runtime.engine.connect() as conn:
             pupil = await queries.pupil_row(conn, pupil_id)
             grave = await erasure.erased(conn, principal.trust_id, pupil_id)
-        if grave is not None:
-            # Erased (or every category expired): the profile and report are gone for good. Only
-            # the trust's own staff of the pupil's academy learn that (another trust: 404).
-            ensure_scope(principal, grave.trust_id, grave.academy_id)
-            raise Gone("the pupil was erased: reporting holds nothing about them any more")
-        if pupil is None or pupil.trust_id != principal.trust_id:
-            raise NotFound("no such pupil in the read models")
-        ensure_scope(principal, pupil.trust_id, pupil.academy_id)
+            if grave is not None:
+                # Erased (or every category expired): the profile and report are gone for good. Only
+                # the trust's own staff of the pupil's academy learn that (another trust: 404).
+                ensure_scope(principal, grave.trust_id, grave.academy_id)
+                raise Gone("the pupil was erased: reporting holds nothing about them any more")
+            if pupil is None or pupil.trust_id != principal.trust_id:
+                raise NotFound("no such pupil in the read models")
+            ensure_scope(principal, pupil.trust_id, pupil.academy_id)
+            await opt_outs.ensure_processing_allowed(conn, pupil_id)
         return pupil
 
     @router.get("/pupils/{pupil_id}/profile", summary="A pupil's scores over time, working-at strand, plans and sessions")

@@ -9,6 +9,7 @@ from uuid import UUID
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.reporting.readmodels.opt_outs import opted_out_clause
 from services.reporting.readmodels.suppression import suppress
 from services.reporting.readmodels.tables import ERASURES
 from services.reporting.readmodels.tables import LIVE as T
@@ -84,9 +85,10 @@ async def plans_of(conn: AsyncConnection, pupil_id: UUID) -> list[dict[str, Any]
 
 async def _children(conn: AsyncConnection, trust_id: UUID, academy_id: UUID | None = None) -> list[Any]:
     p, e = T.pupils.c, ERASURES.c
-    # An erased pupil's row is their roster entry only (erasure.PUPIL_DATA emptied): not a child on roll.
+    # An erased pupil's row is their roster entry only (erasure.PUPIL_DATA emptied): not a child on
+    # roll; a child whose family opted out of the online tool is left out (readmodels/opt_outs.py).
     query = select(T.pupils).where(p.trust_id == trust_id, p.left_on.is_(None), ~exists().where(
-        e.pupil_id == p.pupil_id, e.data_category == "all"))
+        e.pupil_id == p.pupil_id, e.data_category == "all"), ~opted_out_clause(p.pupil_id))
     if academy_id is not None:
         query = query.where(p.academy_id == academy_id)
     return list((await conn.execute(query)).all())

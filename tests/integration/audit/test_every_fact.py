@@ -103,6 +103,7 @@ NOTHING_PERSONAL_IN_CLEAR: dict[tuple[str, str], str] = {
     ("reporting", "/sharing/agencies/{agency_id}/deliveries"): "delivery attempts: times, outcomes, status codes",
     ("reporting", "/audit/public-key"): "a public key",
     ("consent", "/pupils/{pupil_id}/consents"): "each purpose's status: codes and dates, no names",
+    ("consent", "/pupils/{pupil_id}/opt-out"): "the opt-out's decision id and dates, whether a DPO kept the data",
     ("consent", "/pupils/{pupil_id}/consents/history"): "decisions without the parent's name or evidence",
     ("consent", "/sharing-decisions"): "allow or deny, and the basis's codes",
     ("consent", "/academies/{academy_id}/retention-policies"): "policies",

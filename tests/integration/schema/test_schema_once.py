@@ -67,7 +67,8 @@ PLAIN_SQL_PER_TRUST = {"reporting": set(AUDIT_TABLES)}
 # What revisions made after the freeze changed, which the freeze's snapshot cannot have: left out of
 # (or, for a column made nullable, put back as it was in) the comparison with the snapshot. Each
 # later revision adds its entry.
-SINCE_THE_FREEZE_TABLES = {"reporting": {"erasure_register"}}  # reporting_0006_erasure_register
+SINCE_THE_FREEZE_TABLES = {"reporting": {"erasure_register", "processing_opt_outs"}, "assessment": {"processing_opt_outs"},
+                           "planning": {"processing_opt_outs"}, "consent": {"opt_out_retention"}}
 SINCE_THE_FREEZE_NULLABLE = {"reporting": {("sharing_deliveries", "pupil_id")}}  # reporting_0006_erasure_register
 SERVICES = tuple(DECLARED)
 

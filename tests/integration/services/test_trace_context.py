@@ -137,6 +137,7 @@ async def test_every_event_type_carries_the_trace_of_the_request_or_event_that_c
     pupils = await the_roster_is_imported_then_changed(p)
     child, mover, leaver = pupils
     await consent_is_decided(p, child)
+    await a_family_opts_out_and_the_dpo_keeps_what_was_held(p, mover)
     await the_child_is_assessed_and_a_plan_runs_its_course(p, child)
     await reports_are_shared_blocked_delivered_and_failed(p, child, webhooks)
     await retention_expires_the_leaver_and_the_dpo_erases_the_mover(p, leaver, mover)
@@ -204,6 +205,20 @@ async def consent_is_decided(p: Platform, child: uuid.UUID) -> None:
         "agency_category": "social_care", "basis": "public_task", "reason": "a safeguarding referral",
         "policy_reference": "KCSIE 2025", "decided_at": now(),
         "valid_until": (datetime.now(UTC) + timedelta(days=30)).isoformat()}), 201)
+
+
+async def a_family_opts_out_and_the_dpo_keeps_what_was_held(p: Platform, pupil: uuid.UUID) -> None:
+    async def known_to_consent() -> bool:
+        return (await p.consent.get(f"/pupils/{pupil}/consents", headers=p.as_(Role.senco))).status_code == 200
+
+    await eventually(known_to_consent, timeout=90)
+    ok(await p.consent.post(f"/pupils/{pupil}/consents", headers=p.traced(Role.senco, "opt out of the online tool",
+                                                                         *types("ConsentRefused")),
+                            json=parent_says({"purpose": "online_processing", "decision": "refused", "decided_at": now()})),
+       201)
+    ok(await p.consent.post(f"/pupils/{pupil}/opt-out/retention", headers=p.traced(
+        Role.dpo, "keep what was held", *types("OptOutRetentionKept")), json={
+        "retention_basis": "legal_claims", "explanation": "a complaint is open"}), 201)
 
 
 async def the_child_is_assessed_and_a_plan_runs_its_course(p: Platform, child: uuid.UUID) -> None:

@@ -51,6 +51,8 @@ _ACTIONS: dict[str, tuple[Kind, str]] = {
     "flourish.consent.ConsentWithdrawn.v1": (Kind.CONSENT, "consent_withdrawn"),
     "flourish.consent.LawfulBasisRecorded.v1": (Kind.CONSENT, "lawful_basis_recorded"),
     "flourish.consent.RetentionPolicySet.v1": (Kind.ADMIN, "retention_policy_set"),
+    # A DPO keeps an opted-out child's data held beyond the grace period: an erasure not made.
+    "flourish.consent.OptOutRetentionKept.v1": (Kind.ERASURE, "opt_out_retention_kept"),
     "flourish.consent.RetentionExpired.v1": (Kind.ERASURE, "retention_expired"),
     "flourish.consent.PupilErased.v1": (Kind.ERASURE, "pupil_erased"),
     "flourish.audit.PersonalDataRead.v1": (Kind.ACCESS, "personal_data_read"),
@@ -74,7 +76,7 @@ _DETAIL_FIELDS = (
     "target_kind", "target_id", "query", "result_count", "outcome", "status_code", "attempt",
     "delivery_id", "key_id", "framework_version", "record_version", "method", "covers", "basis", "basis_id",
     "withdrawal_id", "erasure_id", "key_destroyed", "counted_from", "due_on", "period_years", "period_months",
-    "period_days",
+    "period_days", "retention_basis",
     # What a disclosure record needs (ReportShared, ShareBlocked): the basis, whether consent was
     # obtained, the record and version it rested on, the agency's name, the document and its hash;
     # and, for a deletion notice's delivery, the shares it covers.
