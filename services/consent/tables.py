@@ -190,8 +190,8 @@ family_contacts = Table(
     Column("recorded_by", Text, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Index("family_contacts_tenant_idx", "trust_id", "academy_id"),
+    info=per_trust(),
 )
-
 
 # A DPO's lawful reason to keep what was held on a child whose family opted out of processing by
 # the online tool (issue 15): one per opt-out decision; the scheduler leaves that data alone. The
