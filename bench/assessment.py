@@ -31,14 +31,13 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, unique
+from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, own_database, unique
 from bench.pipeline import produce, raw_producer
 from services.assessment.app import app as assessment_app
 from services.assessment.domain.assessment import Assessment, PupilHistory
@@ -68,28 +67,10 @@ async def run() -> list[dict[str, Any]]:
     from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
-    # A database of the run's own (dropped afterwards): the services' schemas have fixed names,
-    # and the assessment and consent services both migrate theirs into it.
-    server = make_url(endpoints.database_url)
-    database = f"flourish_bench_{uuid.uuid4().hex[:8]}"
-    await _admin(server, f'CREATE DATABASE "{database}"')
-    settings = Settings(
-        database_url=server.set(database=database).render_as_string(hide_password=False),
-        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
-        topic_prefix=unique("bench.") + ".", log_level="WARNING",
-    )
-    try:
+    async with own_database(endpoints.database_url, "assessment") as database_url:
+        settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                            topic_prefix=unique("bench.") + ".", log_level="WARNING")
         return await _figures(settings)
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-async def _admin(server: Any, statement: str) -> None:
-    conn = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 async def _figures(settings: Settings) -> list[dict[str, Any]]:

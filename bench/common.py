@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import MetaData, text
+from sqlalchemy import MetaData, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.events.assessment import ObservationRecorded
@@ -176,3 +177,32 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what:
         if loop.time() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout}s")
         await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def own_database(database_url: str, label: str) -> AsyncIterator[str]:
+    """A database of the benchmark's own on the stack's server, migrated as its owner (services only
+    check their schema is at head: the migration step is flourish.local.migrate's), dropped after.
+    Yields its URL. The services' schemas have fixed names, and a platform started with `make up`
+    on the same server must neither see nor relay bench events."""
+    from flourish.local.migrate import migrate
+    from flourish.local.postgres import drop_database
+
+    server = make_url(database_url)
+    database = unique(f"bench_{label}_")
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    await create_database(admin, database)
+    url = server.set(database=database).render_as_string(hide_password=False)
+    try:
+        await migrate(Settings(database_url=url))
+        yield url
+    finally:
+        await drop_database(admin, database)
+
+
+async def create_database(admin_dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()

@@ -427,7 +427,8 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
     short ramp finds the highest rate whose p99 stays within the goal, then the load is held."""
     from sqlalchemy import make_url
 
-    from bench.planning import _admin
+    from bench.common import create_database
+    from flourish.local.postgres import drop_database
     from flourish.local.services import platform_environment, service_pids, start_services, stop_services
     from flourish.local.stack import ensure_stack
 
@@ -435,7 +436,8 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
     endpoints = ensure_stack()
     server = make_url(endpoints.database_url)
     database = unique("bench_load_")
-    await _admin(server, f'CREATE DATABASE "{database}"')
+    admin = server.set(drivername="postgresql").render_as_string(hide_password=False)
+    await create_database(admin, database)
     state = Path(tempfile.mkdtemp(prefix="flourish-bench-load-"))
     settings = Settings(database_url=server.set(database=database).render_as_string(hide_password=False),
                         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, state_dir=state,
@@ -476,7 +478,7 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
                             "idle": round(idle.get(name, float('nan')), 1), "goal": 300})
     finally:
         await asyncio.to_thread(stop_services, settings)
-        await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await drop_database(admin, database)
         from shared.messaging.topics import delete_topics_with_prefix
         await delete_topics_with_prefix(endpoints.kafka_bootstrap_servers, settings.topic_prefix)
     return figures

@@ -10,9 +10,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 
-from bench.common import ACADEMY, LOWER_IS_BETTER, Figure, info, paced, percentile, unique, wait_until
+from bench.common import ACADEMY, LOWER_IS_BETTER, Figure, info, own_database, paced, percentile, unique, wait_until
 from bench.pipeline import raw_clients
 from shared.events.assessment import StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
@@ -38,25 +38,8 @@ async def run() -> list[dict[str, Any]]:
 
     endpoints = ensure_stack()
     prefix = unique("bench.") + "."
-    # A database of the bench's own: the planning schema is a fixed name, and a platform started
-    # with `make up` on the same server must neither see nor relay bench events.
-    server = make_url(endpoints.database_url)
-    database = unique("bench_planning_")
-    await _admin(server, f'CREATE DATABASE "{database}"')
-    try:
-        return await _run(endpoints, server.set(database=database).render_as_string(hide_password=False), prefix)
-    finally:
-        await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-
-
-async def _admin(server: Any, statement: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(server.set(drivername="postgresql").render_as_string(hide_password=False))
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+    async with own_database(endpoints.database_url, "planning") as database_url:
+        return await _run(endpoints, database_url, prefix)
 
 
 async def _run(endpoints: Any, database_url: str, prefix: str) -> list[dict[str, Any]]:
