@@ -27,7 +27,7 @@ from services.consent.decisions import DecisionReader
 from services.consent.handlers import ConsentDeps, utcnow
 from services.consent.scheduler import RetentionScheduler
 from services.consent.tables import data_keys, kernel, metadata
-from shared.datakeys import DataKeySettings, DataKeyVault, KeyEncryptionKey, LocalKek
+from shared.datakeys import DataKeySettings, DataKeyVault, KeyEncryptionKey, LocalKek, VaultKeyring
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
 
@@ -108,6 +108,8 @@ SPEC = ServiceSpec(
     consumers=[ROSTER],
     problems=errors_to_problems.PROBLEMS,
     background_tasks=[retention_scheduler],
+    # Opens the sealed assessment and planning events the roster consumer reads.
+    keyring=lambda runtime, consent: VaultKeyring(consent.handlers.vault, runtime.engine),
 )
 
 

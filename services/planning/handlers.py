@@ -325,7 +325,7 @@ async def log_session(conn: AsyncConnection, deps: PlanningDeps, principal: Prin
         staff_ids=session.staff_present, activities_done=session.activities_done, logged_by=principal.subject,
         logged_at=deps.clock()))
     if session.note:
-        await deps.notes.put(conn, session_id, row.trust_id, row.academy_id, session.note)
+        await deps.notes.put(conn, session_id, row.trust_id, row.academy_id, present, session.note)
     await _emit(conn, deps, principal, row.academy_id, plan, events)
     return session_id
 

@@ -25,7 +25,7 @@ from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
 from services.reporting.sharing import Sharing, SharingSettings
 from services.reporting.tables import SCHEMA, kernel, metadata
-from shared.datakeys import DataKeySettings, LocalKek
+from shared.datakeys import DataKeyClient, DataKeySettings, LocalKek
 from shared.peers import ServiceTokens
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
@@ -52,6 +52,9 @@ class Reporting:
     audit: Audit
     sharing: Sharing
     peers: Peers
+    # Pupils' data keys from the consent service: the read models' consumer opens the sealed
+    # assessment and planning events with them.
+    keyring: DataKeyClient
 
 
 def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.AsyncClient | None = None,
@@ -71,10 +74,16 @@ def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.Asyn
                                         transport=consent_transport)
         shares = Sharing(settings.sharing, consent, kek, sharing.webhook_client(settings.sharing))
         http = assessment_http or httpx.AsyncClient(base_url=kernel_settings.assessment_url, timeout=10.0)
-        peers = Peers(ServiceTokens(kernel_settings, "reporting"), http)
+        tokens = ServiceTokens(kernel_settings, "reporting")
+        peers = Peers(tokens, http)
+        keys_http = httpx.AsyncClient(transport=consent_transport, timeout=5.0)
+        keyring = DataKeyClient(kernel_settings.consent_url, tokens.for_trust,
+                                ttl_s=settings.data_keys.data_key_cache_ttl_s,
+                                max_entries=settings.data_keys.data_key_cache_size, http=keys_http)
         try:
-            yield Reporting(settings, Audit.of(settings.audit, SCHEMA), shares, peers)
+            yield Reporting(settings, Audit.of(settings.audit, SCHEMA), shares, peers, keyring)
         finally:
+            await keys_http.aclose()
             await shares.close()
             if http is not assessment_http:
                 await http.aclose()
@@ -96,6 +105,7 @@ SPEC = ServiceSpec(
     problems=errors_to_problems.PROBLEMS,
     background_tasks=[audit.sign_checkpoints, audit.verify_periodically, audit.keep_audit_topic,
                       sharing.deliver_webhooks],
+    keyring=lambda runtime, reporting: reporting.keyring,
 )
 
 

@@ -9,6 +9,13 @@ record larger than any event (refused before it is parsed) and an event whose te
 what the service knows (shared.messaging.tenancy). A failure of PostgreSQL or Kafka themselves is
 not the message's fault: it is never dead-lettered, the batch is handed back (FastStream seeks the
 partition back) and comes again once they are back.
+
+Events whose personal fields are sealed (shared.events.sealing) are opened with the service's
+keyring before any handler runs. An event whose every subject pupil was erased (their keys
+destroyed) is skipped and counted (outcome "erased"); a group event is handled without its erased
+members. A key service that cannot be reached (DataKeyUnavailable) is like an outage of
+PostgreSQL: the batch is handed back and comes again, never skipped. A sealed part that does not
+open with the pupil's live key (tampered with) is dead-lettered.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ from uuid import UUID
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Link, SpanKind
+from pydantic import ValidationError
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, decode
+from shared.datakeys import DataKeyRefused, DataKeyUnavailable, SealedFieldUnreadable, UnknownDataKey
+from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, WireEvent, decode_wire, invalid_data
 from shared.events.registry import Event
+from shared.events.sealing import EventSealing, open_data
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import consumer_group, dead_letter_topic
@@ -85,8 +95,11 @@ class IdempotentConsumer:
         batch_handlers: Mapping[type[Event], BatchHandler] | None = None,
         roster: Table | None = None,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        sealing: EventSealing | None = None,
     ) -> None:
         self.name = name
+        # Opens sealed events before handlers run (the service's keyring).
+        self.sealing = sealing
         # Where the service keeps each pupil's trust and academy: events that contradict it are refused.
         self.roster = roster
         self.tenancy = TenancyGuard(roster) if roster is not None else None
@@ -113,7 +126,8 @@ class IdempotentConsumer:
         """Handle a batch from one poll. Returns once every record is applied, skipped or
         dead-lettered; raises ConsumerPaused if the batch must be delivered again."""
         try:
-            applicable, rejected = self._decode(records)
+            wired, rejected = self._decode(records)
+            applicable = await self._open(wired, rejected)
             if applicable:
                 await self._apply(applicable)
             for record, reason, cause in rejected:
@@ -130,8 +144,8 @@ class IdempotentConsumer:
 
     def _decode(
         self, records: Sequence[ConsumerRecord[Any, Any]]
-    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]], list[tuple[ConsumerRecord[Any, Any], str, str]]]:
-        applicable: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]] = []
+    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], WireEvent]], list[tuple[ConsumerRecord[Any, Any], str, str]]]:
+        applicable: list[tuple[ConsumerRecord[Any, Any], WireEvent]] = []
         rejected: list[tuple[ConsumerRecord[Any, Any], str, str]] = []
         for record in records:
             size = _size_of(record)
@@ -140,15 +154,45 @@ class IdempotentConsumer:
                 rejected.append((record, f"record is {size} bytes, over the limit of {self.max_record_bytes}", "oversized"))
                 continue
             try:
-                envelope = decode(record.headers, record.value)
+                wire = decode_wire(record.headers, record.value)
             except InvalidMessage as error:
                 rejected.append((record, error.reason, "invalid"))
                 continue
-            if type(envelope.data) in self.handlers or type(envelope.data) in self.batch_handlers:
-                applicable.append((record, envelope))
+            if wire.model in self.handlers or wire.model in self.batch_handlers:
+                applicable.append((record, wire))
             else:
                 messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
         return applicable, rejected
+
+    async def _open(
+        self, wired: list[tuple[ConsumerRecord[Any, Any], WireEvent]], rejected: list[tuple[ConsumerRecord[Any, Any], str, str]]
+    ) -> list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]]:
+        """The events as models, sealed fields opened. DataKeyUnavailable propagates: the whole
+        batch waits (process() hands it back), nothing is skipped for want of a key."""
+        opened: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]] = []
+        for record, wire in wired:
+            try:
+                event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+            except ValidationError as error:
+                rejected.append((record, invalid_data(wire.type, error).reason, "invalid"))
+                continue
+            except SealedFieldUnreadable as error:
+                rejected.append((record, f"{wire.type}: {error}", "invalid"))
+                continue
+            except (DataKeyRefused, UnknownDataKey):
+                # The key service refused this pupil's key to this trust: the event claims a
+                # tenant the pupil is not in. No retry can make it right.
+                rejected.append((record, f"{wire.type}: the pupil's data key is not the event's trust's",
+                                 "tenant_mismatch"))
+                continue
+            if event is None:
+                # Every pupil the event is about was erased: nothing of it may be applied.
+                messages_consumed.add(1, {"consumer": self.name, "outcome": "erased", "event_type": wire.type})
+                log.info("event about erased pupils skipped",
+                         extra={"consumer": self.name, "event_id": str(wire.id), "event_type": wire.type})
+                continue
+            opened.append((record, wire.envelope(event)))
+        return opened
 
     async def _apply(self, batch: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]]) -> None:
         try:
@@ -274,7 +318,7 @@ class IdempotentConsumer:
 
 def _must_wait(error: BaseException) -> bool:
     """PostgreSQL or Kafka is away: not the message's fault, so wait rather than dead-letter."""
-    return is_transient(error) or isinstance(error, KafkaError)
+    return is_transient(error) or isinstance(error, KafkaError | DataKeyUnavailable)
 
 
 def _size_of(record: ConsumerRecord[Any, Any]) -> int:
