@@ -53,7 +53,7 @@ async def four_services(stack: AsyncExitStack, settings: Settings, sharing: Shar
     consent = await serve("consent", consent_app(ConsentServiceSettings(
         kernel=settings, consent=ConsentSettings(run_retention_scheduler=False))))
     assessment = await serve("assessment", assessment_app(settings, consent_http=consent))
-    await serve("planning", planning_app(settings, assessment_http=assessment))
+    await serve("planning", planning_app(settings, assessment_http=assessment, consent_http=consent))
     await serve("reporting", reporting_app(ReportingServiceSettings(kernel=settings, sharing=sharing),
                                            assessment_http=assessment,
                                            consent_transport=httpx.ASGITransport(app=apps["consent"])))
