@@ -21,6 +21,7 @@ open with the pupil's live key (tampered with) is dead-lettered.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -36,6 +37,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.datakeys import DataKeyRefused, DataKeyUnavailable, SealedFieldUnreadable, UnknownDataKey
+from shared.events.consent import PupilErased
 from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, WireEvent, decode_wire, invalid_data
 from shared.events.registry import Event
 from shared.events.sealing import EventSealing, open_data
@@ -158,11 +160,19 @@ class IdempotentConsumer:
             except InvalidMessage as error:
                 rejected.append((record, error.reason, "invalid"))
                 continue
+            if wire.model is PupilErased and self.sealing is not None:
+                # Whatever this consumer handles, a cached key of an erased pupil goes at once.
+                self._forget(wire)
             if wire.model in self.handlers or wire.model in self.batch_handlers:
                 applicable.append((record, wire))
             else:
                 messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
         return applicable, rejected
+
+    def _forget(self, wire: WireEvent) -> None:
+        assert self.sealing is not None
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            self.sealing.keyring.forget(UUID(wire.data["pupil_id"]))
 
     async def _open(
         self, wired: list[tuple[ConsumerRecord[Any, Any], WireEvent]], rejected: list[tuple[ConsumerRecord[Any, Any], str, str]]
