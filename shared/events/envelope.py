@@ -183,8 +183,9 @@ def decode_wire(headers: Headers | None, value: bytes | None) -> WireEvent:
         raise InvalidMessage(f"{event_type}: the record has no value (a tombstone?)")
     try:
         data = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise InvalidMessage(f"{event_type}: the value is not JSON") from None
+    except orjson.JSONDecodeError as error:
+        # The parser's message and position only ("depth limit exceeded"): never the input.
+        raise InvalidMessage(f"{event_type}: the value is not JSON ({error.msg})") from None
     if not isinstance(data, dict):
         raise InvalidMessage(f"{event_type}: the value is not a JSON object")
     return WireEvent(

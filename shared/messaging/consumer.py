@@ -40,7 +40,7 @@ from shared.datakeys import DataKeyRefused, DataKeyUnavailable, SealedFieldUnrea
 from shared.events.consent import PupilErased
 from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, WireEvent, decode_wire, invalid_data
 from shared.events.registry import Event
-from shared.events.sealing import EventSealing, open_data
+from shared.events.sealing import EventSealing, is_sealed, open_data
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import consumer_group, dead_letter_topic
@@ -165,8 +165,16 @@ class IdempotentConsumer:
                 self._forget(wire)
             if wire.model in self.handlers or wire.model in self.batch_handlers:
                 applicable.append((record, wire))
-            else:
-                messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
+                continue
+            if not is_sealed(wire.data):
+                # Not this consumer's, but still a record to refuse when it is not a valid event
+                # (a sealed one is checked by the consumers that open it).
+                try:
+                    wire.model.model_validate(wire.data)
+                except ValidationError as error:
+                    rejected.append((record, invalid_data(wire.type, error).reason, "invalid"))
+                    continue
+            messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
         return applicable, rejected
 
     def _forget(self, wire: WireEvent) -> None:

@@ -49,6 +49,11 @@ TODAYS_HEADS = {
     "consent": {"consent_0003_idempotency_rls"},
     "reporting": {"reporting_0005_idempotency_rls"},
 }
+# Tables that revisions after the freeze changed on purpose: the freeze's own comparison (the
+# snapshot against a fresh install) leaves them out; the upgrade comparison above still covers them.
+CHANGED_SINCE_FREEZE: dict[str, set[str]] = {
+    "planning": {"session_notes"},  # seal_0004: session notes sealed
+}
 # Each service's tables, as its code declares them (the audit ledger is plain SQL: its tables are
 # declared by name in services/reporting/audit/tables.py).
 DECLARED: dict[str, list[MetaData]] = {
@@ -126,10 +131,17 @@ async def test_a_database_at_the_heads_before_the_freeze_upgrades_to_exactly_a_f
     # The snapshot's schema is what the frozen migrations make: the freeze changed nothing (but
     # the service roles' grants, which the migration step adds: tests/integration/roles).
     for service in SERVICES:
-        assert not differences(before[service], owners_only(installed[service], service)), (
+        frozen, now = (without_changed(c, service) for c in (before[service], owners_only(installed[service], service)))
+        assert not differences(frozen, now), (
             f"{service}: at aa1c866's heads (first) and freshly installed (second) differ:\n"
-            + "\n".join(differences(before[service], installed[service]))
+            + "\n".join(differences(frozen, now))
         )
+
+
+def without_changed(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The catalog without the rows of tables a revision after the freeze changed."""
+    changed = CHANGED_SINCE_FREEZE.get(service, set())
+    return {kind: [row for row in found if not (row and row[0] in changed)] for kind, found in rows.items()}
 
 
 def owners_only(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
