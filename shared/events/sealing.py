@@ -50,7 +50,7 @@ KEY_FETCH_CONCURRENCY = 16
 
 events_sealing = meter.create_counter(
     "flourish_events_sealing", unit="{event}",
-    description="Events sealed, opened, or found erased (every subject's key destroyed) on opening",
+    description="Sealed events found erased on opening (every subject's key destroyed): skipped",
 )
 
 
@@ -67,6 +67,16 @@ def is_sealed(data: Mapping[str, Any]) -> bool:
     return SEALED_KEY in data
 
 
+_FIELDS: dict[type[Event], list[str]] = {}
+
+
+def _sorted_fields(model: type[Event]) -> list[str]:
+    fields = _FIELDS.get(model)
+    if fields is None:
+        fields = _FIELDS[model] = sorted(model.personal)
+    return fields
+
+
 class EventSealing:
     """Seals and opens events' personal fields with a service's keyring (`PupilKeyring`)."""
 
@@ -75,6 +85,12 @@ class EventSealing:
 
     async def _keys(self, trust_id: UUID, pupil_ids: list[UUID]) -> dict[UUID, DataKey | None]:
         """Each pupil's key, None for an erased pupil; DataKeyUnavailable raises (fail closed)."""
+        unique = list(dict.fromkeys(pupil_ids))
+        if len(unique) == 1:  # the usual case: no gate, no gather
+            try:
+                return {unique[0]: await self.keyring.key_for(trust_id, unique[0])}
+            except DataKeyDestroyed:
+                return {unique[0]: None}
         gate = asyncio.Semaphore(KEY_FETCH_CONCURRENCY)
 
         async def one(pupil_id: UUID) -> DataKey | None:
@@ -84,9 +100,6 @@ class EventSealing:
                 except DataKeyDestroyed:
                     return None
 
-        unique = list(dict.fromkeys(pupil_ids))
-        if len(unique) == 1:
-            return {unique[0]: await one(unique[0])}
         found = await asyncio.gather(*(one(p) for p in unique))
         return dict(zip(unique, found, strict=True))
 
@@ -95,7 +108,7 @@ class EventSealing:
 
         Raises DataKeyDestroyed when every subject was erased (nothing may be written about them)."""
         data: dict[str, Any] = orjson.loads(event.model_dump_json())
-        fields = sorted(event.personal)
+        fields = _sorted_fields(type(event))
         subjects = event.subjects()
         if not fields or not subjects:
             return data
@@ -106,7 +119,6 @@ class EventSealing:
         if not by_pupil:
             raise DataKeyDestroyed(subjects[0])
         data[SEALED_KEY] = {"v": SEAL_VERSION, "fields": fields, "by_pupil": by_pupil}
-        events_sealing.add(1, {"event_type": event.event_type, "outcome": "sealed"})
         return data
 
     async def open(self, model: type[Event], data: Mapping[str, Any], event_id: UUID, trust_id: UUID) -> Event | None:
@@ -143,7 +155,6 @@ class EventSealing:
         erased = {pupil for pupil, key in keys.items() if key is None}
         if erased and isinstance(body.get("pupil_ids"), list):
             body["pupil_ids"] = [p for p in body["pupil_ids"] if UUID(str(p)) not in erased]
-        events_sealing.add(1, {"event_type": model.event_type, "outcome": "opened"})
         return model.model_validate(body)
 
 
