@@ -133,13 +133,15 @@ class EventSealing:
         if not isinstance(envelope, dict) or envelope.get("v") != SEAL_VERSION or not isinstance(
                 envelope.get("by_pupil"), dict) or not envelope["by_pupil"]:
             raise SealedFieldUnreadable("the sealed part of the event is not in a known format")
+        members: list[Any] = body["pupil_ids"] if isinstance(body.get("pupil_ids"), list) else []
+        field = aad_field(model.event_type, event_id)
+        by_pupil: dict[str, Any] = envelope["by_pupil"]
         try:
-            copies = {UUID(pupil): sealed for pupil, sealed in envelope["by_pupil"].items()}
+            copies = {UUID(pupil): sealed for pupil, sealed in by_pupil.items()}
+            group = [UUID(str(p)) for p in members]
         except (ValueError, TypeError):
             raise SealedFieldUnreadable("the sealed part names a pupil that is not a UUID") from None
-        members = [UUID(str(p)) for p in body.get("pupil_ids") or ()] if isinstance(body.get("pupil_ids"), list) else []
-        keys = await self._keys(trust_id, [*copies, *members])
-        field = aad_field(model.event_type, event_id)
+        keys = await self._keys(trust_id, [*copies, *group])
         personal: Any = None
         for pupil_id, sealed in copies.items():
             key = keys[pupil_id]
@@ -149,12 +151,11 @@ class EventSealing:
         if personal is None:
             events_sealing.add(1, {"event_type": model.event_type, "outcome": "erased"})
             return None
-        if not isinstance(personal, dict) or set(personal) & set(body):
+        if not isinstance(personal, dict) or any(name in body for name in personal):
             raise SealedFieldUnreadable("the sealed part of the event does not hold its personal fields")
         body.update(personal)
-        erased = {pupil for pupil, key in keys.items() if key is None}
-        if erased and isinstance(body.get("pupil_ids"), list):
-            body["pupil_ids"] = [p for p in body["pupil_ids"] if UUID(str(p)) not in erased]
+        if group and (erased := {pupil for pupil, key in keys.items() if key is None}):
+            body["pupil_ids"] = [p for p in members if UUID(str(p)) not in erased]
         return model.model_validate(body)
 
 
