@@ -36,7 +36,15 @@ from pydantic import ValidationError
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.datakeys import DataKeyRefused, DataKeyUnavailable, SealedFieldUnreadable, UnknownDataKey
+from shared.datakeys import (
+    DataKey,
+    DataKeyDestroyed,
+    DataKeyRefused,
+    DataKeyUnavailable,
+    PupilKeyring,
+    SealedFieldUnreadable,
+    UnknownDataKey,
+)
 from shared.events.consent import PupilErased
 from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, WireEvent, decode_wire, invalid_data
 from shared.events.registry import Event
@@ -182,14 +190,14 @@ class IdempotentConsumer:
         with contextlib.suppress(KeyError, ValueError, TypeError):
             self.sealing.keyring.forget(UUID(wire.data["pupil_id"]))
 
-    async def _open_one(self, wire: WireEvent) -> Event | None:
+    async def _open_one(self, wire: WireEvent, sealing: EventSealing | None) -> Event | None:
         if not is_sealed(wire.data):
-            return await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+            return await open_data(sealing, wire.model, wire.data, wire.id, wire.trust_id)
         # In the event's trace: a key the consent service releases for it is audited in that trace.
         with messaging_span(f"{self.name} open", SpanKind.CONSUMER, wire.traceparent, wire.tracestate,
                             **{"messaging.system": "kafka", "messaging.consumer.group.name": self.name,
                                "cloudevents.event_id": str(wire.id), "cloudevents.event_type": wire.type}):
-            return await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+            return await open_data(sealing, wire.model, wire.data, wire.id, wire.trust_id)
 
     async def _open(
         self, wired: list[tuple[ConsumerRecord[Any, Any], WireEvent]], rejected: list[tuple[ConsumerRecord[Any, Any], str, str]]
@@ -197,9 +205,11 @@ class IdempotentConsumer:
         """The events as models, sealed fields opened. DataKeyUnavailable propagates: the whole
         batch waits (process() hands it back), nothing is skipped for want of a key."""
         opened: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]] = []
+        # One key lookup per pupil per batch (a class's ratings name each pupil many times).
+        sealing = EventSealing(_BatchKeys(self.sealing.keyring)) if self.sealing is not None else None
         for record, wire in wired:
             try:
-                event = await self._open_one(wire)
+                event = await self._open_one(wire, sealing)
             except ValidationError as error:
                 rejected.append((record, invalid_data(wire.type, error).reason, "invalid"))
                 continue
@@ -341,6 +351,29 @@ class IdempotentConsumer:
             extra={"consumer": self.name, "topic": record.topic, "partition": record.partition,
                    "offset": record.offset, "reason": reason, "cause": cause},
         )
+
+
+class _BatchKeys:
+    """A keyring's answers remembered for one batch: each pupil's key (or erasure) asked once."""
+
+    def __init__(self, keyring: PupilKeyring) -> None:
+        self.keyring = keyring
+        self.answers: dict[tuple[UUID, UUID], DataKey | DataKeyDestroyed] = {}
+
+    async def key_for(self, trust_id: UUID, pupil_id: UUID) -> DataKey:
+        answer = self.answers.get((trust_id, pupil_id))
+        if answer is None:
+            try:
+                answer = await self.keyring.key_for(trust_id, pupil_id)
+            except DataKeyDestroyed as erased:
+                answer = erased
+            self.answers[(trust_id, pupil_id)] = answer
+        if isinstance(answer, DataKeyDestroyed):
+            raise answer
+        return answer
+
+    def forget(self, pupil_id: UUID) -> None:
+        self.keyring.forget(pupil_id)
 
 
 def _must_wait(error: BaseException) -> bool:
