@@ -194,9 +194,9 @@ class IdempotentConsumer:
         if not is_sealed(wire.data):
             return await open_data(sealing, wire.model, wire.data, wire.id, wire.trust_id)
         # In the event's trace: a key the consent service releases for it is audited in that trace.
-        with messaging_span(f"{self.name} open", SpanKind.CONSUMER, wire.traceparent, wire.tracestate,
-                            **{"messaging.system": "kafka", "messaging.consumer.group.name": self.name,
-                               "cloudevents.event_id": str(wire.id), "cloudevents.event_type": wire.type}):
+        # An internal span (the consumer span is the handler's, once per event or batch).
+        with messaging_span(f"{self.name} open sealed", SpanKind.INTERNAL, wire.traceparent, wire.tracestate,
+                            **{"messaging.consumer.group.name": self.name, "cloudevents.event_id": str(wire.id)}):
             return await open_data(sealing, wire.model, wire.data, wire.id, wire.trust_id)
 
     async def _open(
