@@ -10,7 +10,8 @@ layer cannot be moved to another session. A layer adds 28 bytes (nonce and tag),
 
 Notes written before sealing (`note` in clear, revision seal_0004) are sealed by
 `seal_clear_notes`, which the service runs at start; until then `get` still answers them.
-Notes never go into events or logs.
+Notes never go into events or logs. The activities of a plan and of a session (free text too) are
+sealed here as well (`seal_texts`, `open_texts`), one copy under each child's key.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -117,3 +119,45 @@ async def seal_clear_notes(engine: AsyncEngine, notes: SessionNotes, batch: int 
                 await conn.execute(update(session_notes).where(session_notes.c.session_id == row.session_id).values(
                     note=None, sealed_note=seal_layers(keys, row.session_id, row.note), sealed_for=order))
             done += len(rows)
+
+
+# --- A plan's activities and a session's activities done ------------------------------------------
+# Free text about the children of a plan or session: each stored as {"$sealed": {pupil: "fl1…"}}, one
+# copy under each child's key (a group's part opens while any of its children's keys lives). A class
+# plan, about no child, keeps its list in clear; so do rows written before sealing.
+
+SEALED = "$sealed"
+
+
+def plan_field(plan_id: UUID, version: int) -> str:
+    return f"plan_activities/{plan_id}/{version}"
+
+
+def session_field(session_id: UUID) -> str:
+    return f"session_activities/{session_id}"
+
+
+async def seal_texts(keyring: PupilKeyring, trust_id: UUID, pupil_ids: Sequence[UUID], values: list[str],
+                     field: str) -> Any:
+    """What the table stores for `values`: sealed under each child's key (DataKeyDestroyed if a
+    child was erased), or the list itself for a plan about no child."""
+    if not pupil_ids:
+        return values
+    payload = orjson.dumps(values)
+    copies = {}
+    for pupil_id in sorted(set(pupil_ids), key=str):
+        copies[str(pupil_id)] = (await keyring.key_for(trust_id, pupil_id)).seal(payload, field)
+    return {SEALED: copies}
+
+
+async def open_texts(keyring: PupilKeyring, trust_id: UUID, stored: Any, field: str) -> list[str]:
+    """The list, opened with the first child's key that still lives ([] when every child was erased)."""
+    if not isinstance(stored, dict):
+        return list(stored)
+    for pupil, sealed in stored[SEALED].items():
+        try:
+            key = await keyring.key_for(trust_id, UUID(pupil))
+        except DataKeyDestroyed:
+            continue
+        return list(orjson.loads(key.open(sealed, field)))
+    return []

@@ -187,9 +187,10 @@ async def test_after_erasure_no_topic_and_no_table_holds_the_childs_data_in_clea
     assert note.json()["note"] == secret["group note"], "a group session's note opens with every child's key"
     await eventually(lambda: outboxes_empty(p), timeout=60)
 
-    # Before the erasure, as stored: the note is ciphertext, and no event holds a personal field in clear.
+    # Before the erasure, as stored: notes and activities are ciphertext in every planning table.
     rows = await every_row(p, "planning")
-    assert not any(secret["session note"] in row or kept_note in row for _, row in rows)
+    at_rest = [secret["session note"], kept_note, secret["plan activity"], secret["session activity"], group_activity]
+    assert not [(table, text) for table, row in rows for text in at_rest if text in row], "free text stored in clear"
 
     # The DPO erases the first child through the consent service's public API.
     async def erasure() -> bool:
