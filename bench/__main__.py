@@ -60,8 +60,10 @@ async def main(args: argparse.Namespace) -> int:
     runs: list[tuple[str, Callable[[], Awaitable[list[Figure] | Figure]]]] = [
         ("store", lambda: store.append_single(settings, store_scale)),  # type: ignore[arg-type]
         ("store", lambda: store.append_batched(settings, store_scale)),  # type: ignore[arg-type]
+        ("store", lambda: store.append_batched_sealing(settings, store_scale)),  # type: ignore[arg-type]
         ("pipeline", lambda: pipeline.throughput(settings, pipe_scale)),  # type: ignore[arg-type]
         ("pipeline", lambda: pipeline.latency(settings, pipe_scale)),  # type: ignore[arg-type]
+        ("pipeline", lambda: pipeline.throughput_sealing(settings, pipe_scale)),  # type: ignore[arg-type]
     ]
     for name in SERVICE_GROUPS:
         runs.append((name, _service_benchmarks(name)))

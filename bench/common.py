@@ -19,8 +19,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import MetaData, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.datakeys import DataKey, new_data_key
 from shared.events.assessment import ObservationRecorded
 from shared.events.envelope import Envelope
+from shared.events.registry import register
+from shared.events.sealing import EventSealing
 from shared.settings import Settings
 from shared.store.tables import KernelTables, kernel_tables
 
@@ -83,10 +86,38 @@ def asyncpg_dsn(settings: Settings) -> str:
     return settings.sync_database_url
 
 
-def observation(pupil_id: uuid.UUID) -> Envelope:
+class BenchKeyring:
+    """Pupils' keys in memory: what a service's DataKeyClient holds once it has fetched a pupil's
+    key (one fetch per pupil per FLOURISH_DATA_KEY_CACHE_TTL_S; the figures leave that fetch out)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[uuid.UUID, DataKey] = {}
+
+    async def key_for(self, trust_id: uuid.UUID, pupil_id: uuid.UUID) -> DataKey:
+        key = self.keys.get(pupil_id)
+        if key is None:
+            key = self.keys[pupil_id] = new_data_key(trust_id, pupil_id)
+        return key
+
+    def forget(self, pupil_id: uuid.UUID) -> None:
+        self.keys.pop(pupil_id, None)
+
+
+SEALING = EventSealing(BenchKeyring())
+
+
+@register("flourish.bench.UnsealedObservation.v1", "assessment")
+class UnsealedObservation(ObservationRecorded):
+    """The same event with nothing declared personal: the "without sealing" side of the sealing
+    figures (only the benchmarks register it)."""
+
+    personal = frozenset()
+
+
+def observation(pupil_id: uuid.UUID, *, sealed: bool = True) -> Envelope:
     """An ObservationRecorded as the assessment service appends it (every optional id set, so the
-    payload is a realistic ~330 bytes of JSON)."""
-    data = ObservationRecorded(
+    payload is a realistic ~330 bytes of JSON); `sealed=False`: the same event, nothing sealed."""
+    data = (ObservationRecorded if sealed else UnsealedObservation)(
         observation_id=uuid.uuid4(),
         pupil_id=pupil_id,
         assessment_id=uuid.uuid4(),

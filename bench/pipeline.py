@@ -27,7 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from bench.common import (
     HIGHER_IS_BETTER,
     LOWER_IS_BETTER,
+    SEALING,
     Figure,
+    UnsealedObservation,
     delete_topics,
     fresh_schema,
     info,
@@ -192,7 +194,9 @@ async def pipeline(
             publisher = CountingPublisher(bootstrap)
             consumer = CountingConsumer(
                 unique(f"bench-{label}-"), engine, tables, {}, publisher, topic_prefix=prefix,
-                batch_handlers={ObservationRecorded: projection(tables, applied)},
+                batch_handlers={ObservationRecorded: projection(tables, applied),
+                                UnsealedObservation: projection(tables, applied)},
+                sealing=SEALING,
             )
             relay = OutboxRelay(
                 engine, tables, publisher, batch_size=settings.relay_batch_size,
@@ -207,7 +211,7 @@ async def pipeline(
             await publisher.start()
             await broker.start()
             try:
-                yield Pipeline(engine, tables, EventStore(tables), publisher, consumer, relay, topic)
+                yield Pipeline(engine, tables, EventStore(tables, sealing=SEALING), publisher, consumer, relay, topic)
             finally:
                 await broker.stop()
                 await publisher.stop()
@@ -230,9 +234,9 @@ async def append_in_batches(p: Pipeline, envelopes: Sequence[Envelope], batch: i
             await p.store.append_batch(conn, [PendingAppend(stream_of(e.data.pupil_id), [e]) for e in chunk])  # type: ignore[attr-defined]
 
 
-def make_envelopes(count: int, pupils: int = 500) -> list[Envelope]:
+def make_envelopes(count: int, pupils: int = 500, sealed: bool = True) -> list[Envelope]:
     ids = [uuid.uuid4() for _ in range(pupils)]
-    return [observation(ids[i % pupils]) for i in range(count)]
+    return [observation(ids[i % pupils], sealed=sealed) for i in range(count)]
 
 
 # --- raw aiokafka: the baselines -------------------------------------------------------------
@@ -283,6 +287,44 @@ async def produce(producer: AIOKafkaProducer, topic: str, messages: Sequence[Mes
 
 
 # --- figure 3: throughput --------------------------------------------------------------------
+
+
+async def _relayed_and_consumed(settings: Settings, scale: PipelineScale, sealed: bool) -> float:
+    """Events/s from starting the relay until the consumer has applied them all (pre-appended)."""
+    prefix = unique("bench.") + "."
+    warm = make_envelopes(scale.warmup_events, sealed=sealed)
+    timed = make_envelopes(scale.events, sealed=sealed)
+    async with pipeline(settings, "sealing" if sealed else "unsealed", prefix, scale.partitions) as p:
+        await append_in_batches(p, warm, scale.append_batch)
+        async with relay_running(p.relay):
+            await p.consumer.wait_for(len(warm), scale.drain_timeout_s)
+        await append_in_batches(p, timed, scale.append_batch)
+        total = len(warm) + len(timed)
+        p.publisher.target = total
+        t0 = time.perf_counter()
+        async with relay_running(p.relay):
+            await p.consumer.wait_for(total, scale.drain_timeout_s)
+            elapsed = time.perf_counter() - t0
+        if (in_inbox := await inbox_count(p)) != total:
+            raise RuntimeError(f"the inbox holds {in_inbox} events, expected {total}")
+    return len(timed) / elapsed
+
+
+async def throughput_sealing(settings: Settings, scale: PipelineScale) -> list[Figure]:
+    """`sealing.pipeline.throughput`: relay + consumer with the ratings sealed (the consumer opens
+    each before its handler), beside the same run with nothing sealed; median of three pairs."""
+    pairs = []
+    for _ in range(3):
+        sealed = await _relayed_and_consumed(settings, scale, sealed=True)
+        plain = await _relayed_and_consumed(settings, scale, sealed=False)
+        pairs.append((sealed, plain))
+        info(f"sealing.pipeline.throughput: sealed {sealed:,.0f} events/s, unsealed {plain:,.0f} events/s")
+    ours = statistics.median(s for s, _ in pairs)
+    plain = statistics.median(p for _, p in pairs)
+    info(f"sealing.pipeline.throughput: medians sealed {ours:,.0f}, unsealed {plain:,.0f} ({ours / plain:.0%}; "
+         "the issue's bound: sealing must not halve the pipeline)")
+    return [Figure("sealing.pipeline.throughput", ours, "events/s", "pipeline.throughput.unsealed", plain,
+                   HIGHER_IS_BETTER)]
 
 
 async def throughput(settings: Settings, scale: PipelineScale) -> list[Figure]:

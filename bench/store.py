@@ -7,6 +7,11 @@
 * ``event_store.append.batched``: 500 events over 100 streams per transaction through
   ``EventStore.append_batch``. Baseline ``asyncpg.executemany``: the same 500 rows with
   ``executemany`` into the plain table, one transaction per batch.
+* ``sealing.append.batched``: the batched append with the ratings sealed, beside the same events
+  with nothing sealed (``event_store.append.batched.unsealed``), in the same run.
+
+The event store's figures seal the ratings, as the services do (keys held in memory, as a
+service's key cache holds them once fetched).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from sqlalchemy import text
 
 from bench.common import (
     HIGHER_IS_BETTER,
+    SEALING,
     Figure,
     asyncpg_dsn,
     fresh_schema,
@@ -58,7 +64,7 @@ async def append_single(settings: Settings, scale: StoreScale) -> Figure:
     engine = create_engine(settings, pool_size=concurrency)
     try:
         async with fresh_schema(engine, "single") as tables:
-            store = EventStore(tables)
+            store = EventStore(tables, sealing=SEALING)
             pupils = [uuid.uuid4() for _ in range(200)]
             total = scale.single_warmup + scale.single_events
             work = [(stream_of(pupils[i % len(pupils)]), observation(pupils[i % len(pupils)])) for i in range(total)]
@@ -107,21 +113,50 @@ async def append_single(settings: Settings, scale: StoreScale) -> Figure:
     return Figure("event_store.append.single", ours, "events/s", "asyncpg.insert.single", raw, HIGHER_IS_BETTER)
 
 
-def _batch(scale: StoreScale) -> list[PendingAppend]:
+def _batch(scale: StoreScale, sealed: bool = True) -> list[PendingAppend]:
     """One class's worth of ratings: batch_size events spread over streams_per_batch pupils."""
     per_stream = scale.batch_size // scale.streams_per_batch
     appends = []
     for _ in range(scale.streams_per_batch):
         pupil = uuid.uuid4()
-        appends.append(PendingAppend(stream_of(pupil), [observation(pupil) for _ in range(per_stream)]))
+        appends.append(PendingAppend(stream_of(pupil), [observation(pupil, sealed=sealed) for _ in range(per_stream)]))
     return appends
+
+
+async def append_batched_sealing(settings: Settings, scale: StoreScale) -> Figure:
+    """`sealing.append.batched`: the batched append with the ratings sealed (one AES-GCM per event
+    under the pupil's key, keys as a service holds them once fetched), beside the same append of
+    the same events with nothing sealed, in one schema, alternating rounds."""
+    engine = create_engine(settings, pool_size=2)
+    try:
+        async with fresh_schema(engine, "sealing") as tables:
+            store = EventStore(tables, sealing=SEALING)
+            rounds = max(1, scale.batches // 2)
+            timings = {True: 0.0, False: 0.0}
+            events = {True: 0, False: 0}
+            for n in range(scale.batch_warmup * 2 + rounds * 2):
+                sealed = n % 2 == 0
+                batch = _batch(scale, sealed)
+                t0 = time.perf_counter()
+                async with engine.begin() as conn:
+                    await store.append_batch(conn, batch)
+                if n >= scale.batch_warmup * 2:
+                    timings[sealed] += time.perf_counter() - t0
+                    events[sealed] += sum(len(a.envelopes) for a in batch)
+            ours, plain = (events[k] / timings[k] for k in (True, False))
+            info(f"sealing.append.batched: sealed {ours:,.0f} events/s, unsealed {plain:,.0f} events/s "
+                 f"({rounds} batches each, alternating; sealed is {ours / plain:.0%} of unsealed)")
+    finally:
+        await engine.dispose()
+    return Figure("sealing.append.batched", ours, "events/s", "event_store.append.batched.unsealed", plain,
+                  HIGHER_IS_BETTER)
 
 
 async def append_batched(settings: Settings, scale: StoreScale) -> Figure:
     engine = create_engine(settings, pool_size=2)
     try:
         async with fresh_schema(engine, "batched") as tables:
-            store = EventStore(tables)
+            store = EventStore(tables, sealing=SEALING)
             total = scale.batch_warmup + scale.batches
             batches = [_batch(scale) for _ in range(total)]
             events_per_batch = sum(len(a.envelopes) for a in batches[0])

@@ -74,6 +74,7 @@ __all__ = [
     "DataKeyClient",
     "DataKeyDestroyed",
     "DataKeyError",
+    "DataKeyRefused",
     "DataKeySettings",
     "DataKeyUnavailable",
     "DataKeyVault",
@@ -133,6 +134,11 @@ class UnknownDataKey(DataKeyError):
 
 class DataKeyUnavailable(DataKeyError):
     """The key service could not be asked, or refused the caller: nothing can be sealed or read."""
+
+
+class DataKeyRefused(DataKeyUnavailable):
+    """The key service refused this pupil's key to the caller's trust (the pupil is another
+    trust's): retrying cannot help, unlike the other DataKeyUnavailable."""
 
 
 class SealedFieldUnreadable(DataKeyError):
@@ -584,6 +590,8 @@ class DataKeyClient:
             raise DataKeyUnavailable(f"the consent service did not answer ({type(error).__name__})") from None
         if response.status_code == 410:
             return None
+        if response.status_code == 403:
+            raise DataKeyRefused("the consent service refused the pupil's data key to this trust")
         if response.status_code != 200:
             raise DataKeyUnavailable(f"the consent service answered {response.status_code} for a data key")
         try:

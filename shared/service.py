@@ -32,8 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors_to_problems
 from shared.auth import Auth, Principal, TokenVerifier
+from shared.datakeys import PupilKeyring
 from shared.events.envelope import topic_for
 from shared.events.registry import Event, registered_types
+from shared.events.sealing import EventSealing
 from shared.limits import BodySizeLimit
 from shared.logs import configure_logging
 from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, RetryPolicy
@@ -110,6 +112,10 @@ class ServiceSpec:
     bootstrap: Bootstrap = no_dependencies
     background_tasks: Sequence[BackgroundTask] = ()
     on_startup: Sequence[StartupStep] = ()
+    # The service's keyring of pupils' data keys, from what its bootstrap built: the event store
+    # seals the personal fields of the events it appends with it, and every consumer opens sealed
+    # events with it. A service that publishes or consumes such events without one refuses to start.
+    keyring: Callable[[Runtime, Any], PupilKeyring] | None = None
 
 
 _NOT_RUNNING = object()
@@ -148,6 +154,7 @@ class Runtime:
         self.runs_consumers = settings.role in ("all", "consumers")
         self.consumers: list[IdempotentConsumer] = []
         self._document_published_events()
+        self.sealing: EventSealing | None = None
         self._deps: Any = _NOT_RUNNING
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -169,6 +176,7 @@ class Runtime:
             assert schema, "a service's MetaData names its schema"
             await check_at_head(self.engine, self.spec.migrations, schema, self.settings)
             async with self.spec.bootstrap(self) as deps:
+                self._seal_with(deps)
                 for step in self.spec.on_startup:
                     await step(self, deps)
                 self._subscribe(deps)
@@ -182,6 +190,23 @@ class Runtime:
         finally:
             await self.engine.dispose()
 
+    def _seal_with(self, deps: Any) -> None:
+        """The event store and the consumers seal and open with the service's keyring; without
+        one, a service whose events (published or consumed) carry personal fields does not start."""
+        keyring = self.spec.keyring(self, deps) if self.spec.keyring is not None else None
+        self.sealing = EventSealing(keyring) if keyring is not None else None
+        self.store.sealing = self.sealing
+        if self.sealing is not None:
+            return
+        personal = [model.event_type for model in registered_types().values() if model.personal and (
+            model.context == self.spec.name
+            or any(model.context in c.contexts and model in {*c.handlers, *c.batch_handlers} for c in self.spec.consumers)
+        )]
+        if personal:
+            names = ", ".join(sorted(personal))
+            raise RuntimeError(f"{self.spec.name} publishes or consumes events with sealed fields ({names}) "
+                               "but its ServiceSpec names no keyring")
+
     def _subscribe(self, deps: Any) -> None:
         if self.consumers:  # their handlers hold the first run's dependencies, closed since
             raise RuntimeError(f"{self.spec.name} has run once: build a new app (its app()) to run it again")
@@ -192,7 +217,7 @@ class Runtime:
             consumer = IdempotentConsumer(
                 f"{self.spec.name}.{spec.name}", self.engine, self.spec.tables, spec.handlers_with(deps), self.publisher,
                 retry=self._retry, topic_prefix=settings.topic_prefix, batch_handlers=spec.batch_handlers,
-                roster=spec.roster, max_record_bytes=settings.consumer_max_record_bytes,
+                roster=spec.roster, max_record_bytes=settings.consumer_max_record_bytes, sealing=self.sealing,
             )
             subscribe(self.broker, consumer, [topic_for(context, settings.topic_prefix) for context in spec.contexts])
             self.consumers.append(consumer)

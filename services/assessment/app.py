@@ -113,6 +113,7 @@ SPEC = ServiceSpec(
     problems=errors_to_problems.PROBLEMS,
     on_startup=[load_sample],
     background_tasks=[retention_clock_delivery],
+    keyring=lambda runtime, assessment: assessment.privacy.keyring,
 )
 
 

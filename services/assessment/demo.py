@@ -21,6 +21,7 @@ from services.assessment.privacy import AssessmentPrivacySettings, Privacy
 from services.assessment.tables import kernel
 from shared.auth import Principal, Role
 from shared.datakeys import DataKeySettings
+from shared.events.sealing import EventSealing
 from shared.settings import Settings
 from shared.store.event_store import EventStore
 
@@ -71,7 +72,7 @@ async def load_demo(engine: AsyncEngine, settings: Settings | None = None) -> in
 
 
 async def _load(engine: AsyncEngine, privacy: Privacy) -> int:
-    context = handlers.Context(store=EventStore(kernel),
+    context = handlers.Context(store=EventStore(kernel, sealing=EventSealing(privacy.keyring)),
                                personal_data=PersonalDataRepository(privacy.keyring, privacy.index))
     admin = Principal("demo-loader", frozenset({Role.trust_admin}), DEMO.trust_id)
     enrolled = 0

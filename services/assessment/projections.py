@@ -36,7 +36,8 @@ from shared.events.assessment import (
 )
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
-from shared.store.event_store import envelope_from_row
+from shared.events.sealing import EventSealing
+from shared.store.event_store import open_row
 
 Projection = Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[Any]]
 
@@ -164,8 +165,10 @@ async def project(conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
         await PROJECTIONS[event_type](conn, list(run))
 
 
-async def rebuild(conn: AsyncConnection, trust_id: UUID | None = None, page: int = 5000) -> int:
-    """Clear the derived read models (of one trust, or all) and replay the events into them."""
+async def rebuild(conn: AsyncConnection, trust_id: UUID | None = None, page: int = 5000,
+                  sealing: EventSealing | None = None) -> int:
+    """Clear the derived read models (of one trust, or all) and replay the events into them
+    (sealed ones opened with `sealing`, the service's keyring; an erased pupil's are left out)."""
     for table in DERIVED:
         await conn.execute(table.delete().where(table.c.trust_id == trust_id) if trust_id else table.delete())
     events = kernel.events
@@ -177,9 +180,8 @@ async def rebuild(conn: AsyncConnection, trust_id: UUID | None = None, page: int
         rows = (await conn.execute(query)).mappings().all()
         if not rows:
             return replayed
-        await project(conn, [
-            envelope_from_row(r["event_id"], r["event_type"], r["trust_id"], r["academy_id"], r["data"], r["metadata"])
-            for r in rows
-        ])
+        opened = [await open_row(sealing, r["event_id"], r["event_type"], r["trust_id"], r["academy_id"], r["data"],
+                                 r["metadata"]) for r in rows]
+        await project(conn, [envelope for envelope in opened if envelope is not None])
         replayed += len(rows)
         after = rows[-1]["global_position"]

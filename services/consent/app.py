@@ -30,7 +30,7 @@ from services.consent.handlers import ConsentDeps, utcnow
 from services.consent.restore import check_not_restored
 from services.consent.scheduler import RetentionScheduler
 from services.consent.tables import data_keys, kernel, metadata
-from shared.datakeys import DataKeySettings, DataKeyVault, KekKeyring, KeyEncryptionKey
+from shared.datakeys import DataKeySettings, DataKeyVault, KekKeyring, KeyEncryptionKey, VaultKeyring
 from shared.events.envelope import topic_for
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
@@ -132,6 +132,8 @@ SPEC = ServiceSpec(
     consumers=[ROSTER],
     problems=errors_to_problems.PROBLEMS,
     background_tasks=[retention_scheduler],
+    # Opens the sealed assessment and planning events the roster consumer reads.
+    keyring=lambda runtime, consent: VaultKeyring(consent.handlers.vault, runtime.engine),
 )
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.planning import handlers
 from services.planning.domain.plans import PlanContent
 from services.planning.handlers import PlanningDeps, SessionIn
+from services.planning.notes import open_texts, plan_field, session_field
 from services.planning.tables import plans, sessions
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, cursor_position, page_of, requires, run_command
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
@@ -96,16 +97,18 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def plan_out(row: Any) -> dict[str, Any]:
-    return {key: _plain(value) for key, value in _plan_fields(row).items()}
+async def plan_out(row: Any, deps: PlanningDeps) -> dict[str, Any]:
+    """The plan as answered: its activities opened (sealed under its children's keys)."""
+    activities = await open_texts(deps.notes.keyring, row.trust_id, row.activities, plan_field(row.plan_id, row.version))
+    return {key: _plain(value) for key, value in _plan_fields(row, activities).items()}
 
 
-def _plan_fields(row: Any) -> dict[str, Any]:
+def _plan_fields(row: Any, activities: list[str]) -> dict[str, Any]:
     return {
         "plan_id": row.plan_id, "version": row.version, "status": row.status, "kind": row.kind,
         "academy_id": row.academy_id, "pupil_ids": [UUID(str(p)) for p in row.pupil_ids], "class_id": row.class_id,
         "strand": row.strand, "framework_version": row.framework_version, "targets": row.targets,
-        "activities": row.activities,
+        "activities": activities,
         "frequency": {"sessions_per_week": row.sessions_per_week, "minutes": row.session_minutes,
                       "setting": row.setting},
         "review_on": row.review_on, "practitioner_id": row.practitioner_id, "created_by": row.created_by,
@@ -142,13 +145,13 @@ async def class_suggestion(academy_id: UUID, class_id: UUID, principal: Reader, 
 async def draft_plan(body: PlanIn, principal: Staff, runtime: Run, deps: Deps, key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         plan_id = await handlers.draft_plan(conn, deps, principal, body.content(), body.academy_id)
-        return 201, plan_out(await handlers.current_plan(conn, principal, plan_id))
+        return 201, await plan_out(await handlers.current_plan(conn, principal, plan_id), deps)
 
     return await command(runtime, principal, key, body, handle)
 
 
 @router.get("/plans", summary="Plans in the caller's scope, newest first; by pupil or academy")
-async def list_plans(principal: Reader, runtime: Run, pupil_id: UUID | None = None, academy_id: UUID | None = None,
+async def list_plans(principal: Reader, runtime: Run, deps: Deps, pupil_id: UUID | None = None, academy_id: UUID | None = None,
                      limit: PageSize = 50, cursor: Cursor = None) -> Page[dict[str, Any]]:
     after = cursor_position(cursor, plan_id=UUID)
     query = select(plans).where(plans.c.trust_id == principal.trust_id,
@@ -162,16 +165,16 @@ async def list_plans(principal: Reader, runtime: Run, pupil_id: UUID | None = No
     if after is not None:
         query = query.where(plans.c.plan_id > after["plan_id"])
     async with runtime.engine.connect() as conn:
-        items = [plan_out(row) for row in await conn.execute(query)]
+        items = [await plan_out(row, deps) for row in await conn.execute(query)]
     return page_of(items, limit, lambda p: {"plan_id": str(p["plan_id"])})  # type: ignore[return-value]
 
 
 @router.get("/plans/{plan_id}", summary="A plan's current version and every earlier version")
-async def get_plan(plan_id: UUID, principal: Reader, runtime: Run) -> dict[str, Any]:
+async def get_plan(plan_id: UUID, principal: Reader, runtime: Run, deps: Deps) -> dict[str, Any]:
     async with runtime.engine.connect() as conn:
         current = await handlers.current_plan(conn, principal, plan_id)
         versions = (await conn.execute(select(plans).where(plans.c.plan_id == plan_id).order_by(plans.c.version))).all()
-    return {**plan_out(current), "versions": [plan_out(v) for v in versions]}
+    return {**await plan_out(current, deps), "versions": [await plan_out(v, deps) for v in versions]}
 
 
 @router.post("/plans/{plan_id}/issue", summary="Issue a draft plan: a named practitioner (PlanIssued)")
@@ -179,7 +182,7 @@ async def issue_plan(plan_id: UUID, body: IssueIn, principal: Staff, runtime: Ru
                      key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         await handlers.issue_plan(conn, deps, principal, plan_id, body.practitioner_id.strip())
-        return 200, plan_out(await handlers.current_plan(conn, principal, plan_id))
+        return 200, await plan_out(await handlers.current_plan(conn, principal, plan_id), deps)
 
     return await command(runtime, principal, key, {"plan_id": str(plan_id), **body.model_dump()}, handle)
 
@@ -190,7 +193,7 @@ async def revise_plan(plan_id: UUID, body: RevisionIn, principal: Staff, runtime
                       key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         await handlers.revise_plan(conn, deps, principal, plan_id, body.content(), body.practitioner_id.strip())
-        return 201, plan_out(await handlers.current_plan(conn, principal, plan_id))
+        return 201, await plan_out(await handlers.current_plan(conn, principal, plan_id), deps)
 
     return await command(runtime, principal, key, {"plan_id": str(plan_id), **body.model_dump(mode="json")}, handle)
 
@@ -199,7 +202,7 @@ async def revise_plan(plan_id: UUID, body: RevisionIn, principal: Staff, runtime
 async def review_plan(plan_id: UUID, principal: Staff, runtime: Run, deps: Deps, key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         await handlers.review_plan(conn, deps, principal, plan_id)
-        return 200, plan_out(await handlers.current_plan(conn, principal, plan_id))
+        return 200, await plan_out(await handlers.current_plan(conn, principal, plan_id), deps)
 
     return await command(runtime, principal, key, {"review": str(plan_id)}, handle)
 
@@ -208,7 +211,7 @@ async def review_plan(plan_id: UUID, principal: Staff, runtime: Run, deps: Deps,
 async def close_plan(plan_id: UUID, principal: Staff, runtime: Run, deps: Deps, key: IdempotencyKey = None) -> JSONResponse:
     async def handle(conn: AsyncConnection) -> tuple[int, Any]:
         await handlers.close_plan(conn, deps, principal, plan_id)
-        return 200, plan_out(await handlers.current_plan(conn, principal, plan_id))
+        return 200, await plan_out(await handlers.current_plan(conn, principal, plan_id), deps)
 
     return await command(runtime, principal, key, {"close": str(plan_id)}, handle)
 
@@ -228,18 +231,20 @@ async def log_session(plan_id: UUID, body: SessionBody, principal: Staff, runtim
     return await command(runtime, principal, key, {"plan_id": str(plan_id), **body.model_dump(mode="json")}, handle)
 
 
-def session_out(row: Any) -> dict[str, Any]:
-    return {key: _plain(value) for key, value in _session_fields(row).items()}
+async def session_out(row: Any, deps: PlanningDeps) -> dict[str, Any]:
+    """The session as answered: its activities opened (sealed under its children's keys)."""
+    done = await open_texts(deps.notes.keyring, row.trust_id, row.activities_done, session_field(row.session_id))
+    return {key: _plain(value) for key, value in _session_fields(row, done).items()}
 
 
-def _session_fields(row: Any) -> dict[str, Any]:
+def _session_fields(row: Any, activities_done: list[str]) -> dict[str, Any]:
     return {"session_id": row.session_id, "plan_id": row.plan_id, "plan_version": row.plan_version,
             "held_on": row.held_on, "minutes": row.minutes, "pupil_ids": [UUID(str(p)) for p in row.pupil_ids],
-            "staff_present": row.staff_ids, "activities_done": row.activities_done, "logged_by": row.logged_by}
+            "staff_present": row.staff_ids, "activities_done": activities_done, "logged_by": row.logged_by}
 
 
 @router.get("/plans/{plan_id}/sessions", summary="A plan's session log, oldest first, with totals")
-async def plan_sessions(plan_id: UUID, principal: Reader, runtime: Run, limit: PageSize = 50,
+async def plan_sessions(plan_id: UUID, principal: Reader, runtime: Run, deps: Deps, limit: PageSize = 50,
                         cursor: Cursor = None) -> dict[str, Any]:
     after = cursor_position(cursor, session_id=UUID)
     async with runtime.engine.connect() as conn:
@@ -247,7 +252,7 @@ async def plan_sessions(plan_id: UUID, principal: Reader, runtime: Run, limit: P
         query = select(sessions).where(sessions.c.plan_id == plan_id).order_by(sessions.c.session_id).limit(limit + 1)
         if after is not None:
             query = query.where(sessions.c.session_id > after["session_id"])
-        items = [session_out(r) for r in await conn.execute(query)]
+        items = [await session_out(r, deps) for r in await conn.execute(query)]
         totals = await handlers.session_totals(conn, sessions.c.plan_id == plan_id)
     page = page_of(items, limit, lambda s: {"session_id": str(s["session_id"])})
     return {"items": page.items, "next_cursor": page.next_cursor, "totals": totals}

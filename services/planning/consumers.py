@@ -3,6 +3,8 @@ erasure from consent. Each event is applied once (the kernel's inbox)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.planning import opt_out, projections
@@ -10,7 +12,19 @@ from services.planning.tables import pupils
 from shared.events.assessment import PupilClassChanged, PupilEnrolled, StrandScored
 from shared.events.consent import ConsentGranted, ConsentRefused, ConsentWithdrawn, PupilErased, RetentionExpired
 from shared.events.envelope import Envelope
+from shared.messaging.consumer import Handler
 from shared.service import ConsumerSpec
+
+
+def _forgetting(planning: Any) -> dict[type[Any], Handler]:
+    """PupilErased also drops the pupil's cached data key at once (planning's `.keyring`)."""
+
+    async def on_pupil_erased(conn: AsyncConnection, envelope: Envelope[Any]) -> None:
+        planning.keyring.forget(envelope.data.pupil_id)
+        await projections.on_pupil_erased(conn, envelope)
+
+    return {PupilErased: on_pupil_erased}
+
 
 SCORES = ConsumerSpec(
     name="scores",
@@ -37,4 +51,5 @@ CONSENT = ConsumerSpec(
         RetentionExpired: projections.on_retention_expired,
     },
     roster=pupils,
+    handlers_from=_forgetting,
 )

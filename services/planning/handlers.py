@@ -25,7 +25,7 @@ from services.planning.domain.errors import (
 from services.planning.domain.plans import Plan, PlanContent, PlanStatus, PupilReview, SessionHeld, plan_stream
 from services.planning.domain.suggestions import Score, Suggestion, suggest_for_class, suggest_for_pupil
 from services.planning.framework_source import FrameworkSource
-from services.planning.notes import SessionNotes
+from services.planning.notes import SessionNotes, open_texts, plan_field, seal_texts, session_field
 from services.planning.tables import erased_pupils, participation, plans, pupils, sessions, strand_scores
 from shared.auth import Principal, ensure_scope
 from shared.events.planning import PlanKind
@@ -154,12 +154,13 @@ async def _load(conn: AsyncConnection, deps: PlanningDeps, principal: Principal,
     """The plan's current row, locked for the command, and the aggregate that decides on it."""
     row = await _plan_row(conn, plan_id, principal, lock=True)
     version = await deps.store.stream_version(conn, plan_stream(plan_id))
-    return row, Plan(row.plan_id, int(row.version), PlanStatus(row.status), _content(row), version)
+    activities = await open_texts(deps.notes.keyring, row.trust_id, row.activities, plan_field(row.plan_id, row.version))
+    return row, Plan(row.plan_id, int(row.version), PlanStatus(row.status), _content(row, activities), version)
 
 
-def _content(row: Any) -> PlanContent:
+def _content(row: Any, activities: list[str]) -> PlanContent:
     return PlanContent(kind=PlanKind(row.kind), pupil_ids=_ids(row), class_id=row.class_id, strand=row.strand,
-                       targets=list(row.targets), activities=list(row.activities),
+                       targets=list(row.targets), activities=activities,
                        sessions_per_week=row.sessions_per_week, session_minutes=row.session_minutes,
                        setting=row.setting, review_on=row.review_on)
 
@@ -204,7 +205,7 @@ async def draft_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Princ
     await conn.execute(plans.insert().values(
         plan_id=plan.plan_id, version=plan.plan_version, trust_id=principal.trust_id, academy_id=academy,
         framework_version=version, status=PlanStatus.DRAFT, created_by=principal.subject, created_at=deps.clock(),
-        **_content_row(content)))
+        **await _content_row(deps, principal.trust_id, plan.plan_id, plan.plan_version, content)))
     return plan.plan_id
 
 
@@ -213,9 +214,13 @@ def _ids(row: Any) -> list[UUID]:
     return [UUID(str(p)) for p in row.pupil_ids]
 
 
-def _content_row(content: PlanContent) -> dict[str, Any]:
+async def _content_row(deps: PlanningDeps, trust_id: UUID, plan_id: UUID, version: int,
+                       content: PlanContent) -> dict[str, Any]:
+    """The plan's columns; its activities sealed under each of its children's keys."""
+    activities = await seal_texts(deps.notes.keyring, trust_id, content.pupil_ids, content.activities,
+                                  plan_field(plan_id, version))
     return {"kind": content.kind.value, "pupil_ids": content.pupil_ids, "class_id": content.class_id,
-            "strand": content.strand, "targets": content.targets, "activities": content.activities,
+            "strand": content.strand, "targets": content.targets, "activities": activities,
             "sessions_per_week": content.sessions_per_week, "session_minutes": content.session_minutes,
             "setting": content.setting, "review_on": content.review_on}
 
@@ -257,7 +262,8 @@ async def revise_plan(conn: AsyncConnection, deps: PlanningDeps, principal: Prin
         plan_id=plan_id, version=version, trust_id=row.trust_id, academy_id=row.academy_id,
         framework_version=row.framework_version, status=PlanStatus.ISSUED, created_by=principal.subject,
         created_at=at, practitioner_id=practitioner_id, issued_at=at,
-        percents_at_issue=await _percents_now(conn, content.pupil_ids, content.strand), **_content_row(content)))
+        percents_at_issue=await _percents_now(conn, content.pupil_ids, content.strand),
+        **await _content_row(deps, row.trust_id, plan_id, version, content)))
     await _emit(conn, deps, principal, row.academy_id, plan, events)
     return version
 
@@ -327,10 +333,12 @@ async def log_session(conn: AsyncConnection, deps: PlanningDeps, principal: Prin
     await conn.execute(sessions.insert().values(
         session_id=session_id, plan_id=plan_id, plan_version=row.version, trust_id=row.trust_id,
         academy_id=row.academy_id, held_on=session.held_on, minutes=session.minutes, pupil_ids=present,
-        staff_ids=session.staff_present, activities_done=session.activities_done, logged_by=principal.subject,
+        staff_ids=session.staff_present, logged_by=principal.subject,
+        activities_done=await seal_texts(deps.notes.keyring, row.trust_id, present, session.activities_done,
+                                         session_field(session_id)),
         logged_at=deps.clock()))
     if session.note:
-        await deps.notes.put(conn, session_id, row.trust_id, row.academy_id, session.note)
+        await deps.notes.put(conn, session_id, row.trust_id, row.academy_id, present, session.note)
     await _emit(conn, deps, principal, row.academy_id, plan, events)
     return session_id
 

@@ -132,7 +132,7 @@ async def erase_pupil(conn: AsyncConnection, trust_id: UUID, pupil_id: UUID, *, 
     attended = (any_(sessions.c.pupil_ids) == pupil_id) & (sessions.c.trust_id == trust_id)
     touched_sessions = list((await conn.execute(select(sessions.c.session_id).where(attended))).scalars())
     # A note about a session may speak of every child present: it goes with any of them.
-    await SessionNotes().erase(conn, touched_sessions)
+    await SessionNotes.erase(conn, touched_sessions)
     await conn.execute(delete(sessions).where(attended, func.cardinality(sessions.c.pupil_ids) == 1))
     await conn.execute(update(sessions).where(attended).values(pupil_ids=func.array_remove(sessions.c.pupil_ids, pupil_id)))
     await conn.execute(delete(plans).where(involved, func.cardinality(plans.c.pupil_ids) == 1))

@@ -22,6 +22,7 @@ from sqlalchemy import any_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.planning.handlers import PlanningDeps, pupil_in_scope
+from services.planning.notes import open_texts, plan_field, session_field
 from services.planning.tables import participation, plans, sessions, strand_scores
 from shared.api import requires
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
@@ -58,7 +59,7 @@ async def planning_section(conn: AsyncConnection, deps: PlanningDeps, pupil_id: 
     taking_part = (await conn.execute(select(participation).where(participation.c.pupil_id == pupil_id))).first()
     return {
         "status": "provided",
-        "plans": await _plans(conn, pupil_id),
+        "plans": await _plans(conn, deps, pupil_id),
         "sessions": await _sessions(conn, deps, pupil_id),
         "scores_held_for_suggestions": await _scores(conn, pupil_id),
         "participation": None if taking_part is None else {
@@ -79,7 +80,7 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-async def _plans(conn: AsyncConnection, pupil_id: UUID) -> list[dict[str, Any]]:
+async def _plans(conn: AsyncConnection, deps: PlanningDeps, pupil_id: UUID) -> list[dict[str, Any]]:
     rows = await conn.execute(select(plans).where(any_(plans.c.pupil_ids) == pupil_id)
                               .order_by(plans.c.created_at, plans.c.plan_id, plans.c.version))
     out = []
@@ -94,7 +95,7 @@ async def _plans(conn: AsyncConnection, pupil_id: UUID) -> list[dict[str, Any]]:
             "plan_id": str(r.plan_id), "version": r.version, "kind": r.kind, "status": r.status,
             "other_pupils": _others(r.pupil_ids, pupil_id), "class_id": str(r.class_id) if r.class_id else None,
             "strand": r.strand, "framework_version": r.framework_version, "targets": r.targets,
-            "activities": r.activities,
+            "activities": await open_texts(deps.notes.keyring, r.trust_id, r.activities, plan_field(r.plan_id, r.version)),
             "frequency": {"sessions_per_week": r.sessions_per_week, "minutes": r.session_minutes, "setting": r.setting},
             "review_on": r.review_on.isoformat(), "practitioner_id": r.practitioner_id, "created_by": r.created_by,
             "created_at": _iso(r.created_at), "issued_at": _iso(r.issued_at), "strand_percent_at_issue": at_issue,
@@ -113,7 +114,8 @@ async def _sessions(conn: AsyncConnection, deps: PlanningDeps, pupil_id: UUID) -
         out.append({
             "session_id": str(r.session_id), "plan_id": str(r.plan_id), "plan_version": r.plan_version,
             "held_on": r.held_on.isoformat(), "minutes": r.minutes, "other_pupils": others,
-            "staff_present": r.staff_ids, "activities_done": r.activities_done, "logged_by": r.logged_by,
+            "staff_present": r.staff_ids, "activities_done": await open_texts(deps.notes.keyring, r.trust_id, r.activities_done,
+                                                session_field(r.session_id)), "logged_by": r.logged_by,
             "logged_at": _iso(r.logged_at), "note": note,
             "note_review": GROUP_NOTE if note is not None and others else None,
         })

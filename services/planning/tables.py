@@ -9,6 +9,7 @@ only through `notes.SessionNotes`.
 from sqlalchemy import (
     ARRAY,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -176,14 +177,20 @@ sessions = Table(
     info=per_trust(),
 )
 
-# Free text about children: personal data, reached only through notes.SessionNotes.
+# Free text about children: personal data, reached only through notes.SessionNotes, and stored
+# sealed under every present child's data key (`sealed_note`, layered in `sealed_for`'s order).
+# `note` holds a note written before sealing until notes.seal_clear_notes seals it.
 session_notes = Table(
     "session_notes",
     metadata,
     Column("session_id", Uuid, primary_key=True),
     Column("trust_id", Uuid, nullable=False),
     Column("academy_id", Uuid, nullable=False),
-    Column("note", Text, nullable=False),
+    Column("note", Text, nullable=True),
+    Column("sealed_note", Text, nullable=True),
+    Column("sealed_for", ARRAY(Uuid), nullable=True),
+    CheckConstraint("(note IS NULL) <> (sealed_note IS NULL) AND (sealed_note IS NULL) = (sealed_for IS NULL)",
+                    name="session_notes_sealed_or_legacy"),
     info=per_trust(),
 )
 

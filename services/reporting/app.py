@@ -56,6 +56,9 @@ class Reporting:
     audit: Audit
     sharing: Sharing
     peers: Peers
+    # Pupils' data keys from the consent service: the read models' consumer opens the sealed
+    # assessment and planning events with them.
+    keyring: DataKeyClient
 
 
 def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.AsyncClient | None = None,
@@ -73,7 +76,8 @@ def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.Asyn
 
         consent = sharing.ConsentClient(kernel_settings, timeout_s=settings.sharing.consent_timeout_s,
                                         transport=consent_transport)
-        # The families' notices ask consent for the contact (sealed) and open it with the pupil's key.
+        # One data-key client: the families' notices open the contact (sealed) with the pupil's key,
+        # and the kernel opens the sealed parts of assessment's and planning's events with it.
         tokens = ServiceTokens(kernel_settings, "reporting")
         consent_http = httpx.AsyncClient(base_url=kernel_settings.consent_url, transport=consent_transport,
                                          timeout=settings.notices.consent_timeout_s)
@@ -83,9 +87,9 @@ def bootstrap(settings: ReportingServiceSettings, *, assessment_http: httpx.Asyn
         notices = Notices(settings.notices, consent_http, tokens, keyring)
         shares = Sharing(settings.sharing, consent, kek, sharing.webhook_client(settings.sharing), notices)
         http = assessment_http or httpx.AsyncClient(base_url=kernel_settings.assessment_url, timeout=10.0)
-        peers = Peers(ServiceTokens(kernel_settings, "reporting"), http)
+        peers = Peers(tokens, http)
         try:
-            yield Reporting(settings, Audit.of(settings.audit, SCHEMA), shares, peers)
+            yield Reporting(settings, Audit.of(settings.audit, SCHEMA), shares, peers, keyring)
         finally:
             await shares.close()
             await consent_http.aclose()
@@ -111,6 +115,7 @@ SPEC = ServiceSpec(
     problems=errors_to_problems.PROBLEMS,
     background_tasks=[audit.sign_checkpoints, audit.verify_periodically, audit.keep_audit_topic,
                       sharing.deliver_webhooks, sharing.send_notices],
+    keyring=lambda runtime, reporting: reporting.keyring,
 )
 
 

@@ -1,8 +1,10 @@
 """Events the assessment service publishes: the roster, observations, assessments and scored strands.
 
-No event carries personal data: pupils appear only as pseudonymous UUIDs and staff as their
+No event carries identifying data: pupils appear only as pseudonymous UUIDs and staff as their
 pseudonymous subject ids. Names, dates of birth, UPNs, gender, year groups and the free-text notes
-of observations stay in the assessment service's personal-data tables.
+of observations stay in the assessment service's personal-data tables. What an event says about a
+child (a level, a statement, a score: each model's `personal` fields) is sealed with the child's
+data key in the event store and on Kafka (shared.events.sealing).
 
 Streams: a pupil's roster events and the observations made outside any assessment go to
 ``pupil-<pupil_id>``; an assessment's start, its ratings, its completion and its scores go to
@@ -65,6 +67,8 @@ class ObservationRecorded(Event):
     and stays in the assessment service (keyed by `observation_id`), never in an event.
     """
 
+    personal = frozenset({"statement_id", "level", "has_note", "corrects"})
+
     observation_id: UUID
     pupil_id: UUID
     assessment_id: UUID | None = None
@@ -81,6 +85,8 @@ class ObservationRecorded(Event):
 class AssessmentStarted(Event):
     """An assessment of one pupil on some strands began: an individual profile, or one pupil's
     part of a group or whole-class screening (then `screening_id` and the class or group are set)."""
+
+    personal = frozenset({"strands"})
 
     assessment_id: UUID
     pupil_id: UUID
@@ -99,6 +105,8 @@ class AssessmentCompleted(Event):
 
     `baseline` is true for the pupil's first completed assessment: progress is measured from it.
     """
+
+    personal = frozenset({"strands", "baseline", "working_at_strand", "expected_strand"})
 
     assessment_id: UUID
     pupil_id: UUID
@@ -125,6 +133,9 @@ class StrandScored(Event):
     statements still rated Rarely or Emerging. `baseline` is true when this is the first score
     of this strand for this pupil.
     """
+
+    personal = frozenset({"strand", "need_percents", "strand_percent", "threshold_percent", "threshold_met",
+                          "working_at_strand", "focus_statements", "baseline"})
 
     assessment_id: UUID
     pupil_id: UUID

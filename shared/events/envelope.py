@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid4
 
+import orjson
 from pydantic import ValidationError
 
 from shared.events.registry import Event, UnknownEventType, model_for
@@ -137,8 +138,79 @@ class WireAttributes:
         return headers
 
 
+@dataclass(frozen=True)
+class WireEvent:
+    """A record's CloudEvents attributes and its JSON data, before the data becomes a model: the
+    data may be sealed (shared.events.sealing), and only a keyring opens it."""
+
+    model: type[Event]
+    data: dict[str, Any]
+    id: UUID
+    source: str
+    time: datetime
+    trust_id: UUID
+    academy_id: UUID
+    correlation_id: UUID
+    causation_id: UUID | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @property
+    def type(self) -> str:
+        return self.model.event_type
+
+    def envelope(self, data: Event) -> Envelope[Event]:
+        return Envelope(data=data, id=self.id, source=self.source, time=self.time, trust_id=self.trust_id,
+                        academy_id=self.academy_id, correlation_id=self.correlation_id,
+                        causation_id=self.causation_id, traceparent=self.traceparent, tracestate=self.tracestate)
+
+
+def decode_wire(headers: Headers | None, value: bytes | None) -> WireEvent:
+    """Parse a Kafka record's headers and JSON value (not yet the model), or raise InvalidMessage."""
+    attributes = _header_map(headers)
+    spec = _required(attributes, "ce_specversion")
+    if spec != SPEC_VERSION:
+        raise InvalidMessage(f"ce_specversion is {spec!r}, expected {SPEC_VERSION!r}")
+    content_type = attributes.get("content-type", CONTENT_TYPE)
+    if not content_type.startswith(CONTENT_TYPE):
+        raise InvalidMessage(f"content-type {content_type!r} is not {CONTENT_TYPE}")
+    event_type = _required(attributes, "ce_type")
+    try:
+        model = model_for(event_type)
+    except UnknownEventType as error:
+        raise InvalidMessage(str(error)) from None
+    if value is None:
+        raise InvalidMessage(f"{event_type}: the record has no value (a tombstone?)")
+    try:
+        data = orjson.loads(value)
+    except orjson.JSONDecodeError as error:
+        # The parser's message and position only ("depth limit exceeded"): never the input.
+        raise InvalidMessage(f"{event_type}: the value is not JSON ({error.msg})") from None
+    if not isinstance(data, dict):
+        raise InvalidMessage(f"{event_type}: the value is not a JSON object")
+    return WireEvent(
+        model=model,
+        data=data,
+        id=_uuid(attributes, "ce_id"),
+        source=_required(attributes, "ce_source"),
+        time=_time(attributes),
+        trust_id=_uuid(attributes, "ce_trustid"),
+        academy_id=_uuid(attributes, "ce_academyid"),
+        correlation_id=_uuid(attributes, "ce_correlationid"),
+        causation_id=_uuid(attributes, "ce_causationid") if "ce_causationid" in attributes else None,
+        traceparent=attributes.get("traceparent"),
+        tracestate=attributes.get("tracestate"),
+    )
+
+
+def invalid_data(event_type: str, error: ValidationError) -> InvalidMessage:
+    """The InvalidMessage for data that is not a valid event (field names, never values)."""
+    return InvalidMessage(f"{event_type}: {_describe(error)}")
+
+
 def decode(headers: Headers | None, value: bytes | None) -> Envelope[Event]:
-    """Parse a Kafka record into an envelope, or raise InvalidMessage saying exactly why not."""
+    """Parse a Kafka record with a plain (unsealed) value into an envelope, or raise InvalidMessage
+    saying exactly why not. A sealed value needs a keyring: decode_wire, then EventSealing.open."""
     attributes = _header_map(headers)
     spec = _required(attributes, "ce_specversion")
     if spec != SPEC_VERSION:

@@ -1,4 +1,9 @@
-"""Events the planning service publishes: action plans, their reviews and the session log."""
+"""Events the planning service publishes: action plans, their reviews and the session log.
+
+Each event about a pupil seals its `personal` fields (a plan's strand, targets and activities, a
+review's scores, a session's activities) with that pupil's data key (shared.events.sealing); a
+group plan is one event per child, each under that child's key. A class plan (no pupil) is about
+a class and is not sealed."""
 
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ class PlanKind(StrEnum):
 class PlanIssued(Event):
     """A named practitioner issued an action plan; the platform only ever suggests."""
 
+    personal = frozenset({"strand", "target_statements", "activities", "frequency", "sessions_per_week", "session_minutes"})
+
     plan_id: UUID
     plan_version: int
     kind: PlanKind
@@ -47,6 +54,8 @@ class PlanIssued(Event):
 class PlanReviewed(Event):
     """A plan was reviewed against the pupil's latest scores on its strand."""
 
+    personal = frozenset({"strand_percent_now", "change_since_previous_plan", "change_since_baseline", "need_percents_now"})
+
     plan_id: UUID
     plan_version: int
     pupil_id: UUID | None
@@ -62,6 +71,8 @@ class PlanReviewed(Event):
 @register("flourish.planning.SessionLogged.v1", CONTEXT)
 class SessionLogged(Event):
     """A session of a plan was held; one event per pupil who attended (pupil_id None: a class plan)."""
+
+    personal = frozenset({"minutes", "activities_done", "has_note"})
 
     session_id: UUID
     plan_id: UUID

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import ClassVar, TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +24,15 @@ class Event(BaseModel):
     event_type: ClassVar[str]
     # The bounded context that publishes it; also names its Kafka topic.
     context: ClassVar[str]
+    # The fields that say something about the child beyond pseudonymous ids (a level, a score, a
+    # plan's targets): sealed with each subject pupil's data key wherever the event is stored or
+    # published (shared.events.sealing). Everything else is readable: docs/consent.md lists why.
+    personal: ClassVar[frozenset[str]] = frozenset()
+
+    def subjects(self) -> list[UUID]:
+        """The pupils the event describes, whose keys seal its personal fields (none: not sealed)."""
+        pupil_id = getattr(self, "pupil_id", None)
+        return [pupil_id] if isinstance(pupil_id, UUID) else []
 
     def partition_key(self) -> str | None:
         """The pupil the event is about (a pseudonymous UUID), so a pupil's events stay in order.

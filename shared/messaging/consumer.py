@@ -9,11 +9,19 @@ record larger than any event (refused before it is parsed) and an event whose te
 what the service knows (shared.messaging.tenancy). A failure of PostgreSQL or Kafka themselves is
 not the message's fault: it is never dead-lettered, the batch is handed back (FastStream seeks the
 partition back) and comes again once they are back.
+
+Events whose personal fields are sealed (shared.events.sealing) are opened with the service's
+keyring before any handler runs. An event whose every subject pupil was erased (their keys
+destroyed) is skipped and counted (outcome "erased"); a group event is handled without its erased
+members. A key service that cannot be reached (DataKeyUnavailable) is like an outage of
+PostgreSQL: the batch is handed back and comes again, never skipped. A sealed part that does not
+open with the pupil's live key (tampered with) is dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -24,11 +32,23 @@ from uuid import UUID
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from opentelemetry.trace import Link, SpanKind
+from pydantic import ValidationError
 from sqlalchemy import Table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, decode
+from shared.datakeys import (
+    DataKey,
+    DataKeyDestroyed,
+    DataKeyRefused,
+    DataKeyUnavailable,
+    PupilKeyring,
+    SealedFieldUnreadable,
+    UnknownDataKey,
+)
+from shared.events.consent import PupilErased
+from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, WireEvent, decode_wire, invalid_data
 from shared.events.registry import Event
+from shared.events.sealing import EventSealing, is_sealed, open_data
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import consumer_group, dead_letter_topic
@@ -85,8 +105,11 @@ class IdempotentConsumer:
         batch_handlers: Mapping[type[Event], BatchHandler] | None = None,
         roster: Table | None = None,
         max_record_bytes: int = MAX_RECORD_BYTES,
+        sealing: EventSealing | None = None,
     ) -> None:
         self.name = name
+        # Opens sealed events before handlers run (the service's keyring).
+        self.sealing = sealing
         # Where the service keeps each pupil's trust and academy: events that contradict it are refused.
         self.roster = roster
         self.tenancy = TenancyGuard(roster) if roster is not None else None
@@ -113,7 +136,8 @@ class IdempotentConsumer:
         """Handle a batch from one poll. Returns once every record is applied, skipped or
         dead-lettered; raises ConsumerPaused if the batch must be delivered again."""
         try:
-            applicable, rejected = self._decode(records)
+            wired, rejected = self._decode(records)
+            applicable = await self._open(wired, rejected)
             if applicable:
                 await self._apply(applicable)
             for record, reason, cause in rejected:
@@ -130,8 +154,8 @@ class IdempotentConsumer:
 
     def _decode(
         self, records: Sequence[ConsumerRecord[Any, Any]]
-    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]], list[tuple[ConsumerRecord[Any, Any], str, str]]]:
-        applicable: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]] = []
+    ) -> tuple[list[tuple[ConsumerRecord[Any, Any], WireEvent]], list[tuple[ConsumerRecord[Any, Any], str, str]]]:
+        applicable: list[tuple[ConsumerRecord[Any, Any], WireEvent]] = []
         rejected: list[tuple[ConsumerRecord[Any, Any], str, str]] = []
         for record in records:
             size = _size_of(record)
@@ -140,15 +164,72 @@ class IdempotentConsumer:
                 rejected.append((record, f"record is {size} bytes, over the limit of {self.max_record_bytes}", "oversized"))
                 continue
             try:
-                envelope = decode(record.headers, record.value)
+                wire = decode_wire(record.headers, record.value)
             except InvalidMessage as error:
                 rejected.append((record, error.reason, "invalid"))
                 continue
-            if type(envelope.data) in self.handlers or type(envelope.data) in self.batch_handlers:
-                applicable.append((record, envelope))
-            else:
-                messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
+            if wire.model is PupilErased and self.sealing is not None:
+                # Whatever this consumer handles, a cached key of an erased pupil goes at once.
+                self._forget(wire)
+            if wire.model in self.handlers or wire.model in self.batch_handlers:
+                applicable.append((record, wire))
+                continue
+            if not is_sealed(wire.data):
+                # Not this consumer's, but still a record to refuse when it is not a valid event
+                # (a sealed one is checked by the consumers that open it).
+                try:
+                    wire.model.model_validate(wire.data)
+                except ValidationError as error:
+                    rejected.append((record, invalid_data(wire.type, error).reason, "invalid"))
+                    continue
+            messages_consumed.add(1, {"consumer": self.name, "outcome": "ignored"})
         return applicable, rejected
+
+    def _forget(self, wire: WireEvent) -> None:
+        assert self.sealing is not None
+        with contextlib.suppress(KeyError, ValueError, TypeError):
+            self.sealing.keyring.forget(UUID(wire.data["pupil_id"]))
+
+    async def _open_one(self, wire: WireEvent, sealing: EventSealing | None) -> Event | None:
+        if not is_sealed(wire.data):
+            return await open_data(sealing, wire.model, wire.data, wire.id, wire.trust_id)
+        # In the event's trace: a key the consent service releases for it is audited in that trace.
+        # An internal span (the consumer span is the handler's, once per event or batch).
+        with messaging_span(f"{self.name} open sealed", SpanKind.INTERNAL, wire.traceparent, wire.tracestate,
+                            **{"messaging.consumer.group.name": self.name, "cloudevents.event_id": str(wire.id)}):
+            return await open_data(sealing, wire.model, wire.data, wire.id, wire.trust_id)
+
+    async def _open(
+        self, wired: list[tuple[ConsumerRecord[Any, Any], WireEvent]], rejected: list[tuple[ConsumerRecord[Any, Any], str, str]]
+    ) -> list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]]:
+        """The events as models, sealed fields opened. DataKeyUnavailable propagates: the whole
+        batch waits (process() hands it back), nothing is skipped for want of a key."""
+        opened: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]] = []
+        # One key lookup per pupil per batch (a class's ratings name each pupil many times).
+        sealing = EventSealing(_BatchKeys(self.sealing.keyring)) if self.sealing is not None else None
+        for record, wire in wired:
+            try:
+                event = await self._open_one(wire, sealing)
+            except ValidationError as error:
+                rejected.append((record, invalid_data(wire.type, error).reason, "invalid"))
+                continue
+            except SealedFieldUnreadable as error:
+                rejected.append((record, f"{wire.type}: {error}", "invalid"))
+                continue
+            except (DataKeyRefused, UnknownDataKey):
+                # The key service refused this pupil's key to this trust: the event claims a
+                # tenant the pupil is not in. No retry can make it right.
+                rejected.append((record, f"{wire.type}: the pupil's data key is not the event's trust's",
+                                 "tenant_mismatch"))
+                continue
+            if event is None:
+                # Every pupil the event is about was erased: nothing of it may be applied.
+                messages_consumed.add(1, {"consumer": self.name, "outcome": "erased", "event_type": wire.type})
+                log.info("event about erased pupils skipped",
+                         extra={"consumer": self.name, "event_id": str(wire.id), "event_type": wire.type})
+                continue
+            opened.append((record, wire.envelope(event)))
+        return opened
 
     async def _apply(self, batch: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]]) -> None:
         try:
@@ -272,9 +353,32 @@ class IdempotentConsumer:
         )
 
 
+class _BatchKeys:
+    """A keyring's answers remembered for one batch: each pupil's key (or erasure) asked once."""
+
+    def __init__(self, keyring: PupilKeyring) -> None:
+        self.keyring = keyring
+        self.answers: dict[tuple[UUID, UUID], DataKey | DataKeyDestroyed] = {}
+
+    async def key_for(self, trust_id: UUID, pupil_id: UUID) -> DataKey:
+        answer = self.answers.get((trust_id, pupil_id))
+        if answer is None:
+            try:
+                answer = await self.keyring.key_for(trust_id, pupil_id)
+            except DataKeyDestroyed as erased:
+                answer = erased
+            self.answers[(trust_id, pupil_id)] = answer
+        if isinstance(answer, DataKeyDestroyed):
+            raise answer
+        return answer
+
+    def forget(self, pupil_id: UUID) -> None:
+        self.keyring.forget(pupil_id)
+
+
 def _must_wait(error: BaseException) -> bool:
     """PostgreSQL or Kafka is away: not the message's fault, so wait rather than dead-letter."""
-    return is_transient(error) or isinstance(error, KafkaError)
+    return is_transient(error) or isinstance(error, KafkaError | DataKeyUnavailable)
 
 
 def _size_of(record: ConsumerRecord[Any, Any]) -> int:

@@ -5,6 +5,12 @@ published if and only if it was committed. Appends in one schema take a transact
 advisory lock: global positions then follow commit order, and a reader that has seen position N
 can never later find an event below N (the trade-off: appends to one service's store are
 serialised, which a school's write rates allow many times over; see bench/).
+
+What an event says about a child (its model's `personal` fields) is sealed with the child's data
+key before the row is written (shared.events.sealing), so the events table, the outbox and the
+Kafka record the relay copies from them hold it only as ciphertext; reads open it with the same
+keyring and leave out an event whose every subject was erased. A store without a keyring refuses
+to write or read such an event (SealingUnavailable): it never writes one in clear.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.events.envelope import Envelope
 from shared.events.registry import Event, model_for
+from shared.events.sealing import EventSealing, SealingUnavailable, open_data
 from shared.store.tables import KernelTables
 from shared.telemetry import events_appended
 
@@ -73,8 +80,12 @@ class PendingAppend:
 
 
 class EventStore:
-    def __init__(self, tables: KernelTables, max_event_bytes: int = 900_000) -> None:
+    def __init__(self, tables: KernelTables, max_event_bytes: int = 900_000,
+                 sealing: EventSealing | None = None) -> None:
         self.tables = tables
+        # Seals events' personal fields on append and opens them on read: the service's keyring
+        # (the kernel's Runtime sets it once the service's bootstrap has built the keyring).
+        self.sealing = sealing
         # Kafka's default message limit is 1 MiB; leave room for headers and batch framing.
         self.max_event_bytes = max_event_bytes
         schema = _identifier(tables.schema)
@@ -130,17 +141,20 @@ class EventStore:
         appends = [a for a in appends if a.envelopes]
         if not appends:
             return {}
+        # Sealed before the lock: fetching a key may take a round trip to the consent service.
+        datas = [await self.serialise(envelope) for pending in appends for envelope in pending.envelopes]
         await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": self._lock_key})
         current = await self._current_versions(conn, {a.stream_id for a in appends})
         rows = _Rows(self.max_event_bytes)
         new_versions: dict[str, int] = {}
+        serialised = iter(datas)
         for pending in appends:
             version = new_versions.get(pending.stream_id, current.get(pending.stream_id, 0))
             if pending.expected_version is not None and pending.expected_version != version:
                 raise StreamVersionConflict(pending.stream_id, pending.expected_version, version)
             for envelope in pending.envelopes:
                 version += 1
-                rows.add(pending.stream_id, version, envelope)
+                rows.add(pending.stream_id, version, envelope, next(serialised))
             new_versions[pending.stream_id] = version
         try:
             await conn.execute(self._insert_sql, rows.params())
@@ -153,6 +167,15 @@ class EventStore:
             events_appended.add(count, {"service": self.tables.schema, "event_type": event_type})
         return new_versions
 
+    async def serialise(self, envelope: Envelope[Event]) -> str:
+        """The event's data as stored and published: its personal fields sealed."""
+        event = envelope.data
+        if not (event.personal and event.subjects()):
+            return event.model_dump_json()
+        if self.sealing is None:
+            raise SealingUnavailable(f"a {event.event_type} about a pupil cannot be written: no keyring is configured")
+        return orjson.dumps(await self.sealing.seal(event, envelope.id, envelope.trust_id)).decode()
+
     async def read_stream(
         self, conn: AsyncConnection, stream_id: str, after_version: int = 0
     ) -> list[RecordedEvent]:
@@ -162,7 +185,7 @@ class EventStore:
             .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
             .order_by(events.c.stream_version)
         )
-        return [_recorded(row) for row in result.mappings()]
+        return await self._opened(result.mappings())
 
     async def read_all(
         self, conn: AsyncConnection, after_position: int = 0, limit: int = 1000
@@ -175,7 +198,19 @@ class EventStore:
             .order_by(events.c.global_position)
             .limit(limit)
         )
-        return [_recorded(row) for row in result.mappings()]
+        return await self._opened(result.mappings())
+
+    async def _opened(self, rows: Iterable[Any]) -> list[RecordedEvent]:
+        """The rows as events, opened; an event whose every subject pupil was erased is left out."""
+        recorded = []
+        for row in rows:
+            envelope = await open_row(self.sealing, row["event_id"], row["event_type"], row["trust_id"],
+                                      row["academy_id"], row["data"], row["metadata"])
+            if envelope is not None:
+                recorded.append(RecordedEvent(position=row["global_position"], stream_id=row["stream_id"],
+                                              stream_version=row["stream_version"], envelope=envelope,
+                                              recorded_at=row["recorded_at"]))
+        return recorded
 
     async def stream_version(self, conn: AsyncConnection, stream_id: str) -> int:
         return (await self._current_versions(conn, {stream_id})).get(stream_id, 0)
@@ -195,7 +230,7 @@ class _Rows:
             for name in ("event_ids", "stream_ids", "versions", "types", "trust_ids", "academy_ids", "datas", "metadatas")
         }
 
-    def add(self, stream_id: str, version: int, envelope: Envelope[Event]) -> None:
+    def add(self, stream_id: str, version: int, envelope: Envelope[Event], data: str) -> None:
         c = self.columns
         c["event_ids"].append(envelope.id)
         c["stream_ids"].append(stream_id)
@@ -203,7 +238,6 @@ class _Rows:
         c["types"].append(envelope.type)
         c["trust_ids"].append(envelope.trust_id)
         c["academy_ids"].append(envelope.academy_id)
-        data = envelope.data.model_dump_json()
         if len(data) > self.max_event_bytes:
             raise EventTooLarge(envelope.type, len(data), self.max_event_bytes)
         c["datas"].append(data)
@@ -245,16 +279,26 @@ def envelope_from_row(
     )
 
 
-def _recorded(row: Any) -> RecordedEvent:
-    envelope = envelope_from_row(
-        row["event_id"], row["event_type"], row["trust_id"], row["academy_id"], row["data"], row["metadata"]
-    )
-    return RecordedEvent(
-        position=row["global_position"],
-        stream_id=row["stream_id"],
-        stream_version=row["stream_version"],
-        envelope=envelope,
-        recorded_at=row["recorded_at"],
+async def open_row(
+    sealing: EventSealing | None, event_id: UUID, event_type: str, trust_id: UUID, academy_id: UUID, data: Any,
+    metadata: dict[str, Any],
+) -> Envelope[Event] | None:
+    """A stored event as an envelope, its personal fields opened with `sealing`; None when every
+    pupil it is about was erased (their keys destroyed)."""
+    event = await open_data(sealing, model_for(event_type), data, event_id, trust_id)
+    if event is None:
+        return None
+    return Envelope(
+        data=event,
+        id=event_id,
+        trust_id=trust_id,
+        academy_id=academy_id,
+        source=metadata["source"],
+        time=datetime.fromisoformat(metadata["time"]),
+        correlation_id=UUID(metadata["correlation_id"]),
+        causation_id=UUID(metadata["causation_id"]) if metadata.get("causation_id") else None,
+        traceparent=metadata.get("traceparent"),
+        tracestate=metadata.get("tracestate"),
     )
 
 

@@ -193,16 +193,18 @@ async def exercise_outbox(platform: LivePlatform) -> Callable[[], object]:
 
     from services.assessment.tables import kernel as assessment_tables
     from shared.store.event_store import EventStore
-    from tests.integration.kernel.helpers import observation
+    from tests.integration.kernel.helpers import SEALING, observation
 
     engine = create_async_engine(platform.database_url)
-    store = EventStore(assessment_tables)
+    # Sealed with the tests' own keys, not the platform's: its consumers dead-letter these two
+    # synthetic events (SealedFieldUnreadable), which is not what this step looks at.
+    store = EventStore(assessment_tables, sealing=SEALING)
     async with engine.begin() as conn:
         await store.append(conn, f"pupil-{uuid.uuid4()}", [observation()])
     oversized = observation(statement_id="x" * 1_100_000)
     # The store refuses such an event at append; this one's guard is lifted on purpose, to put a
     # record the broker will refuse in front of the relay.
-    unguarded = EventStore(assessment_tables, max_event_bytes=2_000_000)
+    unguarded = EventStore(assessment_tables, max_event_bytes=2_000_000, sealing=SEALING)
     async with engine.begin() as conn:
         await unguarded.append(conn, f"pupil-{uuid.uuid4()}", [oversized])
 

@@ -117,7 +117,7 @@ async def platform(stack_settings, tmp_path_factory) -> AsyncIterator[Platform]:
         consent = await _serve(stack, consent_app, "consent")
         assessment_app = assessment_service(as_role("assessment"), consent_http=consent)
         assessment = await _serve(stack, assessment_app, "assessment")
-        planning_app = planning_service(as_role("planning"), assessment_http=assessment)
+        planning_app = planning_service(as_role("planning"), assessment_http=assessment, consent_http=consent)
         planning = await _serve(stack, planning_app, "planning")
         reporting_app = reporting_service(ReportingServiceSettings(kernel=as_role("reporting"), sharing=SCHEDULE),
                                           assessment_http=assessment, consent_transport=httpx.ASGITransport(app=consent_app))

@@ -63,7 +63,8 @@ async def test_every_tenant_table_is_under_a_forced_policy_and_survives_a_rebuil
     # A rebuild of the read models swaps in tables it made: they must carry the policy too. It runs
     # as the CLI does (the owner's URL, SET ROLE to the rebuild role): the service's own role
     # cannot rebuild (tests/integration/roles).
-    result = await rebuild(world.platform.settings)
+    # The events are sealed: the rebuild opens them with reporting's keyring.
+    result = await rebuild(world.platform.settings, keyring=world.platform.apps["reporting"].state.runtime.sealing.keyring)
     assert result.events > 0
     rebuilt = [t for t in await tenant_tables(engine) if t.name.startswith("rm_")]
     assert len(rebuilt) == 9 and all(t.enabled and t.forced and t.policies == 1 for t in rebuilt)

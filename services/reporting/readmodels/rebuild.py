@@ -33,6 +33,7 @@ from typing import Any
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
 from sqlalchemy import Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -40,10 +41,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.reporting.readmodels.erasure import Remembered, keep_on_roster, purge
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
-from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
+from shared.datakeys import DataKeyClient, DataKeyRefused, PupilKeyring, SealedFieldUnreadable, UnknownDataKey
+from shared.events.envelope import Envelope, InvalidMessage, decode, decode_wire, topic_for
+from shared.events.sealing import EventSealing, open_data
 from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
+from shared.peers import ServiceTokens
 from shared.settings import Settings
 from shared.store import privileges
 from shared.store.db import create_engine
@@ -72,10 +76,18 @@ class RebuildResult:
         return self.events / self.seconds if self.seconds else 0.0
 
 
-async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> RebuildResult:
-    """Rebuild every read model from the topics' history and swap it in atomically."""
+async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
+                  keyring: PupilKeyring | None = None) -> RebuildResult:
+    """Rebuild every read model from the topics' history and swap it in atomically.
+
+    Sealed events are opened with `keyring` (by default the consent service's data keys, as the
+    reporting service): an event about an erased pupil (key destroyed) is not replayed, so a
+    rebuild never brings an erased pupil's scores, plans or sessions back; a key service that
+    cannot be reached fails the rebuild (DataKeyUnavailable), never skips."""
     own_engine = engine is None
     engine = engine or create_engine(settings)
+    own_keys = keyring is None
+    keys: PupilKeyring = keyring or DataKeyClient(settings.consent_url, ServiceTokens(settings, "reporting").for_trust)
     started = time.perf_counter()
     try:
         async with engine.connect() as guard:
@@ -85,7 +97,7 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> Rebu
                 await _create_shadow(engine)
                 shadow = tables(SHADOW)
                 graves = _Tombstones(settings)
-                reader = _Reader(settings, batch_handlers(shadow, graves.remembered), shadow.pupils)
+                reader = _Reader(settings, batch_handlers(shadow, graves.remembered), shadow.pupils, EventSealing(keys))
                 await graves.start()
                 try:
                     await graves.catch_up()
@@ -104,6 +116,8 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None) -> Rebu
                 await guard.commit()
         return RebuildResult(reader.read, reader.applied, time.perf_counter() - started)
     finally:
+        if own_keys and isinstance(keys, DataKeyClient):
+            await keys.aclose()
         if own_engine:
             await engine.dispose()
 
@@ -218,7 +232,8 @@ class _Tombstones:
 class _Reader:
     """Reads the contexts' topics partition by partition, without a consumer group."""
 
-    def __init__(self, settings: Settings, handlers: dict[Any, Batch], roster: Table) -> None:
+    def __init__(self, settings: Settings, handlers: dict[Any, Batch], roster: Table, sealing: EventSealing) -> None:
+        self.sealing = sealing
         self.topics = [topic_for(context, settings.topic_prefix) for context in CONTEXTS]
         self.handlers = handlers
         self.tenancy = TenancyGuard(roster)
@@ -265,11 +280,14 @@ class _Reader:
                     if (record.topic, record.partition, record.offset) in self.skipped:
                         continue
                     try:
-                        envelope = decode(record.headers, record.value)
-                    except InvalidMessage:
+                        wire = decode_wire(record.headers, record.value)
+                        if wire.model not in self.handlers:
+                            continue
+                        event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+                    except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
                         continue  # the live consumer dead-letters it; a read model never had it
-                    if type(envelope.data) in self.handlers:
-                        envelopes.append(envelope)
+                    if event is not None:  # None: every pupil it is about was erased
+                        envelopes.append(wire.envelope(event))
             await self._apply(conn, envelopes)
             pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
 

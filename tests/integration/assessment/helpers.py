@@ -21,6 +21,8 @@ from services.assessment.app import app as assessment_app
 from services.consent.app import ConsentServiceSettings, ConsentSettings
 from services.consent.app import app as consent_app
 from shared.auth import DevIssuer, Role
+from shared.events.registry import model_for
+from shared.events.sealing import open_data
 from shared.settings import Settings
 
 CONSENT_URL = "http://consent"
@@ -113,14 +115,24 @@ def now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-async def events_of(engine: AsyncEngine, trust_id: uuid.UUID) -> list[tuple[str, str, dict[str, Any]]]:
-    """The tenant's events in the assessment store: (stream, type, data)."""
+async def events_of(engine: AsyncEngine, trust_id: uuid.UUID,
+                    api: httpx.AsyncClient | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+    """The tenant's events in the assessment store: (stream, type, data) — the data as stored (its
+    personal fields sealed), or opened with the service's keyring when `api` (its client) is given."""
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            text("SELECT stream_id, event_type, data FROM assessment.events WHERE trust_id = :t ORDER BY global_position"),
+        rows = (await conn.execute(
+            text("SELECT event_id, stream_id, event_type, data FROM assessment.events WHERE trust_id = :t "
+                 "ORDER BY global_position"),
             {"t": trust_id},
-        )
+        )).all()
+    if api is None:
         return [(r.stream_id, r.event_type, r.data) for r in rows]
+    sealing = api._transport.app.state.runtime.sealing  # type: ignore[attr-defined]  # noqa: SLF001 - the in-process app
+    opened = []
+    for r in rows:
+        event = await open_data(sealing, model_for(r.event_type), r.data, r.event_id, trust_id)
+        opened.append((r.stream_id, r.event_type, event.model_dump(mode="json") if event is not None else {}))
+    return opened
 
 
 async def count(engine: AsyncEngine, sql: str, **params: Any) -> int:

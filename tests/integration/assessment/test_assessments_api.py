@@ -69,13 +69,16 @@ async def test_completing_with_missing_ratings_names_them_and_completing_twice_i
         "pupil_id": str(pupil), "statement_id": "being.1", "level": "secure", "observed_at": now(),
         "assessment_id": assessment_id})
     assert again.status_code == 409 and late.status_code == 422
-    events = await events_of(engine, tenant.trust_id)
+    events = await events_of(engine, tenant.trust_id, api)
     types = [t.rsplit(".", 2)[1] for _, t, _ in events]
     assert types.count("AssessmentCompleted") == 1 and types.count("StrandScored") == 1
     assert types.count("ObservationRecorded") == 45, "the late rating was not recorded"
     # The strand expected at the child's age travels with the event; the date of birth does not.
     [completed] = [data for _, t, data in events if t.endswith("AssessmentCompleted.v1")]
     assert completed["expected_strand"] is not None and "date_of_birth" not in completed
+    # As stored (and published), what the event says about the child is sealed with the child's key.
+    [stored] = [data for _, t, data in await events_of(engine, tenant.trust_id) if t.endswith("AssessmentCompleted.v1")]
+    assert "expected_strand" not in stored and "working_at_strand" not in stored and "$sealed" in stored
 
 
 async def test_starting_needs_a_known_strand_version_and_pupil_in_scope(api, tenant):

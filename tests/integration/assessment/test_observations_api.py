@@ -25,8 +25,8 @@ def whole_class(pupils, statements=range(1, 46)):
                         for p in pupils for n in statements]}
 
 
-async def observations(engine, tenant) -> list:
-    return [e for e in await events_of(engine, tenant.trust_id) if e[1] == OBSERVED]
+async def observations(engine, tenant, api=None) -> list:
+    return [e for e in await events_of(engine, tenant.trust_id, api) if e[1] == OBSERVED]
 
 
 async def test_one_rating_is_recorded_as_an_observation_on_the_pupils_stream(api, tenant, engine):
@@ -34,7 +34,9 @@ async def test_one_rating_is_recorded_as_an_observation_on_the_pupils_stream(api
     response = await api.post("/observations", json=one(pupil), headers=tenant.headers(Role.practitioner, subject="staff-9"))
 
     assert response.status_code == 201
-    ((stream, _, data),) = await observations(engine, tenant)
+    ((stream, _, data),) = await observations(engine, tenant, api)
+    ((_, _, stored),) = await observations(engine, tenant)
+    assert "level" not in stored and "statement_id" not in stored, "the rating is sealed as stored"
     assert stream == f"pupil-{pupil}" and data["observer_id"] == "staff-9" and data["level"] == "emerging"
     assert data["observation_id"] == response.json()["observation_ids"][0]
 
@@ -119,7 +121,7 @@ async def test_a_correction_is_a_new_observation_naming_the_one_it_corrects(api,
     twice = await api.post(f"/observations/{original}/corrections", json={"level": "secure"}, headers=tenant.headers())
 
     assert corrected.status_code == 201 and twice.status_code == 409
-    first, second = [data for _, _, data in await observations(engine, tenant)]
+    first, second = [data for _, _, data in await observations(engine, tenant, api)]
     assert first["level"] == "emerging"  # nothing was updated
     assert second["corrects"] == original and second["level"] == "developing"
     assert second["observed_at"] == first["observed_at"]
@@ -130,7 +132,7 @@ async def test_a_note_is_kept_apart_and_never_travels_in_the_event(api, tenant, 
     note = "Was upset after a difficult morning at home"
     response = await api.post("/observations", json=one(pupil, note=note), headers=tenant.headers())
 
-    ((_, _, data),) = await observations(engine, tenant)
+    ((_, _, data),) = await observations(engine, tenant, api)
     assert note not in str(data) and data["has_note"] is True
     observation_id = response.json()["observation_ids"][0]
     # Kept apart, and sealed with the pupil's data key: the table holds ciphertext only.

@@ -36,8 +36,10 @@ async def test_rebuilding_a_trusts_read_models_from_its_events_reproduces_them(a
     before = await snapshot(engine, tenant.trust_id)
     assert all(before.values()), "every read model has rows for this trust"
 
+    # The events are sealed (their levels and scores): the rebuild opens them with the service's keyring.
+    runtime = api._transport.app.state.runtime  # noqa: SLF001 - the in-process app's runtime
     async with engine.begin() as conn:
-        replayed = await rebuild(conn, tenant.trust_id)
+        replayed = await rebuild(conn, tenant.trust_id, sealing=runtime.sealing)
 
     assert replayed > 4 * 45
     assert await snapshot(engine, tenant.trust_id) == before

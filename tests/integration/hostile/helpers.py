@@ -68,7 +68,7 @@ EXPECTED_REASON = {
     "garbage": "missing header ce_specversion",
     "binary-header": "is not UTF-8",
     "tombstone": "has no value",
-    "nested": "recursion limit exceeded",
+    "nested": "depth limit exceeded",
     "unknown-type": "unknown event type",
     "invalid-data": "pupil_id",
     "oversized": "over the limit",

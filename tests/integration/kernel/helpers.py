@@ -14,8 +14,10 @@ from faststream.kafka import KafkaBroker
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shared.datakeys import DataKey, DataKeyDestroyed, DataKeyUnavailable, new_data_key
 from shared.events.assessment import ObservationRecorded
 from shared.events.envelope import Envelope
+from shared.events.sealing import EventSealing
 from shared.messaging.consumer import IdempotentConsumer, RetryPolicy
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
@@ -24,6 +26,37 @@ from shared.store.tables import KernelTables
 
 TRUST = uuid.UUID("00000000-0000-4000-8000-000000000001")
 ACADEMY = uuid.UUID("00000000-0000-4000-8000-0000000000a1")
+
+
+class MemoryKeyring:
+    """A stand-in for the consent service's keys in the kernel's tests (the services' tests use the
+    real one): keys made on first use, destroyable, and a switch that makes it unreachable."""
+
+    def __init__(self) -> None:
+        self.keys: dict[uuid.UUID, DataKey | None] = {}
+        self.down = False
+        self.asked = 0
+
+    async def key_for(self, trust_id: uuid.UUID, pupil_id: uuid.UUID) -> DataKey:
+        self.asked += 1
+        if self.down:
+            raise DataKeyUnavailable("the key service is down (test)")
+        if pupil_id not in self.keys:
+            self.keys[pupil_id] = new_data_key(trust_id, pupil_id)
+        key = self.keys[pupil_id]
+        if key is None:
+            raise DataKeyDestroyed(pupil_id)
+        return key
+
+    def destroy(self, pupil_id: uuid.UUID) -> None:
+        self.keys[pupil_id] = None
+
+    def forget(self, pupil_id: uuid.UUID) -> None:
+        """Nothing cached."""
+
+
+KEYS = MemoryKeyring()
+SEALING = EventSealing(KEYS)
 
 
 def observation(pupil_id: uuid.UUID | None = None, statement_id: str = "being.safe.1", **context: Any) -> Envelope:
@@ -79,6 +112,7 @@ def consumer_for(
         publisher,
         retry=RetryPolicy(max_attempts=3, backoff_base_s=0.01, backoff_max_s=0.05),
         topic_prefix=prefix,
+        sealing=SEALING,
     )
 
 

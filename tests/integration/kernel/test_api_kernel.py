@@ -17,7 +17,7 @@ from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, decode_cu
 from shared.auth import Auth, DevIssuer, Principal, Role, TokenVerifier
 from shared.problems import install_problem_handlers
 from shared.store.event_store import EventStore
-from tests.integration.kernel.helpers import observation
+from tests.integration.kernel.helpers import SEALING, observation
 
 
 class Rating(BaseModel):
@@ -30,7 +30,7 @@ def api(engine, kernel, stack_settings, tmp_path):
     app = FastAPI()
     app.state.runtime = types.SimpleNamespace(auth=Auth(TokenVerifier(settings)))
     install_problem_handlers(app)
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
 
     @app.post("/ratings")
     async def record(rating: Rating, principal: Annotated[Principal, Depends(requires(Role.practitioner))],

@@ -15,6 +15,7 @@ from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
 from tests.conftest import metric_points
 from tests.integration.kernel.helpers import (
+    SEALING,
     consumer_for,
     create_effects_table,
     effects,
@@ -47,7 +48,7 @@ async def test_an_event_committed_before_the_relay_crashed_still_arrives_with_it
     bootstrap = stack_settings.kafka_bootstrap_servers
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     event = observation()
     async with engine.begin() as conn:
         await store.append(conn, "s", [event])
@@ -228,7 +229,7 @@ async def test_a_batch_handler_applies_runs_of_one_type_in_order_and_each_event_
 
     consumer = IdempotentConsumer(
         "tests.batches", engine, kernel, {PupilEnrolled: apply_enrolment}, publisher,
-        topic_prefix=topic_prefix, batch_handlers={ObservationRecorded: apply_ratings},
+        topic_prefix=topic_prefix, batch_handlers={ObservationRecorded: apply_ratings}, sealing=SEALING,
     )
     async with running(bootstrap, consumer, topic):
         await _wait_until_committed(engine, kernel, bootstrap, consumer.group_id, topic, len(sequence))
@@ -243,7 +244,7 @@ async def test_the_running_relay_is_woken_by_the_commit_not_by_its_poll(engine, 
 
     bootstrap = stack_settings.kafka_bootstrap_servers
     topic = topic_for("assessment", topic_prefix)
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     # A poll interval far longer than the wait below: only NOTIFY can deliver in time.
     relay = OutboxRelay(engine, kernel, publisher, poll_interval_s=600, topic_prefix=topic_prefix)
     stop = asyncio.Event()

@@ -10,11 +10,11 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from shared.store.event_store import NO_STREAM, EventStore, PendingAppend, StreamVersionConflict
-from tests.integration.kernel.helpers import ACADEMY, TRUST, observation
+from tests.integration.kernel.helpers import ACADEMY, SEALING, TRUST, observation
 
 
 async def test_two_writers_racing_on_one_stream_exactly_one_wins(engine, kernel):
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     stream = f"pupil-{uuid.uuid4()}"
     start = asyncio.Event()
 
@@ -38,7 +38,7 @@ async def test_two_writers_racing_on_one_stream_exactly_one_wins(engine, kernel)
 
 
 async def test_a_stale_expected_version_is_a_clear_conflict_and_writes_nothing(engine, kernel):
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     async with engine.begin() as conn:
         await store.append(conn, "s", [observation(), observation()], expected_version=NO_STREAM)
 
@@ -52,7 +52,7 @@ async def test_a_stale_expected_version_is_a_clear_conflict_and_writes_nothing(e
 
 
 async def test_read_stream_and_read_all_return_what_was_appended_in_order(engine, kernel):
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     first, second, third = observation(), observation(), observation()
     async with engine.begin() as conn:
         await store.append_batch(
@@ -70,7 +70,7 @@ async def test_read_stream_and_read_all_return_what_was_appended_in_order(engine
 
 
 async def test_a_rolled_back_append_leaves_no_event_and_no_outbox_row(engine, kernel):
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
 
     async def append_then_fail() -> None:
         async with engine.begin() as conn:
@@ -85,7 +85,7 @@ async def test_a_rolled_back_append_leaves_no_event_and_no_outbox_row(engine, ke
 
 
 async def test_every_stored_event_carries_its_tenancy(engine, kernel):
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     async with engine.begin() as conn:
         await store.append(conn, "s", [observation()])
     async with engine.connect() as conn:
@@ -106,7 +106,7 @@ async def test_every_stored_event_carries_its_tenancy(engine, kernel):
 async def test_an_event_kafka_could_not_carry_is_refused_at_append_and_nothing_is_written(engine, kernel):
     from shared.store.event_store import EventTooLarge
 
-    store = EventStore(kernel, max_event_bytes=2_000)
+    store = EventStore(kernel, max_event_bytes=2_000, sealing=SEALING)
     with pytest.raises(EventTooLarge, match="over the 2000-byte limit"):
         async with engine.begin() as conn:
             await store.append_batch(
@@ -119,7 +119,7 @@ async def test_an_event_kafka_could_not_carry_is_refused_at_append_and_nothing_i
 async def test_appends_are_counted_by_event_type(engine, kernel):
     from tests.conftest import counter
 
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     event = observation()
     appended = counter("flourish_events_appended", service=kernel.schema)
     of_its_type = counter("flourish_events_appended", service=kernel.schema, event_type=event.type)

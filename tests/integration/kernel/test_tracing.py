@@ -13,14 +13,22 @@ from shared.messaging.consumer import IdempotentConsumer
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
 from shared.telemetry import current_trace_headers
-from tests.integration.kernel.helpers import consumer_for, create_effects_table, effects, eventually, observation, running
+from tests.integration.kernel.helpers import (
+    SEALING,
+    consumer_for,
+    create_effects_table,
+    effects,
+    eventually,
+    observation,
+    running,
+)
 
 
 async def test_a_trace_continues_across_a_kafka_hop(engine, kernel, publisher, stack_settings, topic_prefix, spans):
     bootstrap = stack_settings.kafka_bootstrap_servers
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
 
     with trace.get_tracer("tests").start_as_current_span("POST /observations", kind=SpanKind.SERVER) as request:
         event = observation().with_trace(*current_trace_headers())
@@ -68,7 +76,7 @@ async def test_a_batch_consumer_continues_the_one_trace_of_its_events_and_links_
         applied.extend(run)
 
     consumer = IdempotentConsumer("tests.batch-tracing", engine, kernel, {}, publisher, topic_prefix=topic_prefix,
-                                  batch_handlers={ObservationRecorded: apply})
+                                  batch_handlers={ObservationRecorded: apply}, sealing=SEALING)
     topic = topic_for("assessment", topic_prefix)
     await consumer.process(_records(topic, from_bulk[:2]))
     await consumer.process(_records(topic, [from_bulk[2], from_single]))

@@ -14,7 +14,7 @@ from services.planning.app import app as planning_app
 from shared.auth import DevIssuer, Role
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
-from tests.integration.assessment.helpers import Tenant, serving
+from tests.integration.assessment.helpers import Tenant, serving_stack
 from tests.integration.kernel.helpers import eventually
 
 
@@ -63,8 +63,10 @@ def service_settings(stack_settings, topic_prefix, tmp_path):
 @pytest.fixture
 async def planning(service_settings, publisher, topic_prefix):
     tenant = Tenant(DevIssuer(service_settings))
-    async with serving(service_settings) as (_, assessment):
-        app = planning_app(service_settings, assessment_http=assessment)
+    async with serving_stack(service_settings) as stack:
+        assessment = stack.client
+        # Planning seals notes and its events' personal fields with keys from the same consent service.
+        app = planning_app(service_settings, assessment_http=assessment, consent_http=stack.consent)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://planning", timeout=60) as client:

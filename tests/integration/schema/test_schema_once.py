@@ -55,6 +55,11 @@ AFTER_FREEZE: dict[str, set[str]] = {
                 "family_contacts"},
     "reporting": {"sharing_family_notices"},
 }
+# Tables that revisions after the freeze changed on purpose: the freeze's own comparison (the
+# snapshot against a fresh install) leaves them out; the upgrade comparison above still covers them.
+CHANGED_SINCE_FREEZE: dict[str, set[str]] = {
+    "planning": {"session_notes"},  # seal_0004: session notes sealed
+}
 # Each service's tables, as its code declares them (the audit ledger is plain SQL: its tables are
 # declared by name in services/reporting/audit/tables.py).
 DECLARED: dict[str, list[MetaData]] = {
@@ -141,9 +146,10 @@ async def test_a_database_at_the_heads_before_the_freeze_upgrades_to_exactly_a_f
     # are made exactly as a fresh install makes them.
     for service in SERVICES:
         frozen = after_freeze_left_out(owners_only(as_at_the_freeze(installed[service], service), service), service)
-        assert not differences(before[service], frozen), (
+        then, now = without_changed(before[service], service), without_changed(frozen, service)
+        assert not differences(then, now), (
             f"{service}: at aa1c866's heads (first) and freshly installed (second) differ:\n"
-            + "\n".join(differences(before[service], frozen))
+            + "\n".join(differences(then, now))
         )
 
 
@@ -182,6 +188,12 @@ def as_at_the_freeze(rows: dict[str, list[tuple[Any, ...]]], service: str) -> di
         kept["constraints"] += [(table, f"{table}_{column}_not_null", "n", f"NOT NULL {column}")
                                 for table, column in loosened]
     return kept
+
+
+def without_changed(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:
+    """The catalog without the rows of tables a revision after the freeze changed (CHANGED_SINCE_FREEZE)."""
+    changed = CHANGED_SINCE_FREEZE.get(service, set())
+    return {kind: [row for row in found if not (row and row[0] in changed)] for kind, found in rows.items()}
 
 
 def owners_only(rows: dict[str, list[tuple[Any, ...]]], service: str) -> dict[str, list[tuple[Any, ...]]]:

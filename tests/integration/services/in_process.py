@@ -60,7 +60,7 @@ async def four_services(stack: AsyncExitStack, settings: Settings, sharing: Shar
                                                  subject_access_peers={n: f"http://{n}" for n in SUBJECT_ACCESS_PEERS})),
         subject_access_transports=peers))
     assessment = await serve("assessment", assessment_app(settings, consent_http=consent))
-    await serve("planning", planning_app(settings, assessment_http=assessment))
+    await serve("planning", planning_app(settings, assessment_http=assessment, consent_http=consent))
     await serve("reporting", reporting_app(ReportingServiceSettings(kernel=settings, sharing=sharing),
                                            assessment_http=assessment,
                                            consent_transport=httpx.ASGITransport(app=apps["consent"])))

@@ -120,6 +120,7 @@ async def test_the_bootstrap_builds_dependencies_once_hands_them_to_routes_and_t
     from fastapi import APIRouter, Depends
 
     from shared.service import create_app, dependencies_of
+    from tests.integration.kernel.helpers import MemoryKeyring
 
     lifecycle: list[str] = []
     handed_to_task: list[object] = []
@@ -140,7 +141,8 @@ async def test_the_bootstrap_builds_dependencies_once_hands_them_to_routes_and_t
     async def read(deps: dict = Depends(dependencies_of)) -> dict:  # type: ignore[type-arg]
         return deps
 
-    spec = replace(PLANNING, routers=[router], consumers=[], bootstrap=bootstrap, background_tasks=[task])
+    spec = replace(PLANNING, routers=[router], consumers=[], bootstrap=bootstrap, background_tasks=[task],
+                   keyring=lambda runtime, deps: MemoryKeyring(), on_startup=[])
     app = create_app(spec, service_settings)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://service") as client:
         assert (await client.get("/test/dependencies")).status_code == 503  # not running yet

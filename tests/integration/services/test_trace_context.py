@@ -222,16 +222,18 @@ async def a_family_opts_out_and_the_dpo_keeps_what_was_held(p: Platform, pupil: 
 
 
 async def the_child_is_assessed_and_a_plan_runs_its_course(p: Platform, child: uuid.UUID) -> None:
+    # Each of these events is sealed with the child's key: a service that fetches the key to seal
+    # or to open it has the release recorded (PersonalDataRead) in the trace of the event's request.
     started = ok(await p.assessment.post("/assessments", headers=p.traced(
-        Role.senco, "start an assessment", *types("AssessmentStarted")), json={
+        Role.senco, "start an assessment", *types("AssessmentStarted", "PersonalDataRead")), json={
         "pupil_id": str(child), "strands": ["being"], "framework_version": SAMPLE}), 201)
     assessment_id = started["assessments"][0]["assessment_id"]
     ok(await p.assessment.post("/observations/bulk", headers=p.traced(
-        Role.senco, "record observations", *types("ObservationRecorded")), json={
+        Role.senco, "record observations", *types("ObservationRecorded", "PersonalDataRead")), json={
         "observed_at": now(), "ratings": [{"pupil_id": str(child), "statement_id": s, "level": level.value,
                                            "assessment_id": assessment_id} for s, level in levels_at(1).items()]}), 201)
     ok(await p.assessment.post(f"/assessments/{assessment_id}/complete", headers=p.traced(
-        Role.senco, "complete the assessment", *types("AssessmentCompleted", "StrandScored"))))
+        Role.senco, "complete the assessment", *types("AssessmentCompleted", "StrandScored", "PersonalDataRead"))))
 
     async def suggestion() -> Any:  # planning learns the scores from StrandScored, on Kafka
         response = await p.planning.get(f"/pupils/{child}/suggestion", headers=p.as_(Role.practitioner))
@@ -247,11 +249,12 @@ async def the_child_is_assessed_and_a_plan_runs_its_course(p: Platform, child: u
         "review_on": str(TODAY + timedelta(weeks=6))}), 201)
     plan = f"/plans/{draft['plan_id']}"
     ok(await p.planning.post(f"{plan}/issue", json={"practitioner_id": "practitioner-1"},
-                             headers=p.traced(Role.practitioner, "issue a plan", *types("PlanIssued"))))
+                             headers=p.traced(Role.practitioner, "issue a plan", *types("PlanIssued", "PersonalDataRead"))))
     ok(await p.planning.post(f"{plan}/sessions", headers=p.traced(Role.practitioner, "log a session",
-                                                                  *types("SessionLogged")),
+                                                                  *types("SessionLogged", "PersonalDataRead")),
                              json={"held_on": str(TODAY), "minutes": 30, "staff_present": ["practitioner-1"]}), 201)
-    ok(await p.planning.post(f"{plan}/review", headers=p.traced(Role.practitioner, "review a plan", *types("PlanReviewed"))))
+    ok(await p.planning.post(f"{plan}/review", headers=p.traced(Role.practitioner, "review a plan",
+                                                                 *types("PlanReviewed", "PersonalDataRead"))))
     ok(await p.planning.post(f"{plan}/close", headers=p.traced(Role.practitioner, "close a plan", *types("PlanClosed"))))
 
 

@@ -16,7 +16,7 @@ import pytest
 from services.planning.app import app as planning_service
 from services.reporting.app import app as reporting_service
 from shared.auth import DevIssuer, Role
-from tests.integration.assessment.helpers import Tenant, serving
+from tests.integration.assessment.helpers import Tenant, serving_stack
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -52,9 +52,12 @@ def service_settings(stack_settings, topic_prefix, tmp_path):
 @pytest.fixture
 async def services(service_settings):
     tenant = Tenant(DevIssuer(service_settings))
-    async with serving(service_settings) as (_, assessment):
-        planning_app = planning_service(service_settings, assessment_http=assessment)
-        reporting_app = reporting_service(service_settings, assessment_http=assessment)
+    async with serving_stack(service_settings) as stack:
+        assessment = stack.client
+        # Planning seals, and reporting opens, with data keys from the stack's consent service.
+        planning_app = planning_service(service_settings, assessment_http=assessment, consent_http=stack.consent)
+        reporting_app = reporting_service(service_settings, assessment_http=assessment,
+                                          consent_transport=httpx.ASGITransport(app=stack.consent_app))
         async with (
             planning_app.router.lifespan_context(planning_app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=planning_app), base_url="http://planning",

@@ -3,7 +3,7 @@
 Frozen DDL, under the tenant policy (tables.py declares it per trust).
 
 Revision ID: planning_0004_optout
-Revises: planning_0003_idempotency_rls
+Revises: seal_0004_sealed_session_notes
 Create Date: 2026-12-05
 """
 
@@ -14,7 +14,7 @@ from shared.store.migrations import apply_tenancy
 from shared.tenancy import per_trust
 
 revision = "planning_0004_optout"
-down_revision = "planning_0003_idempotency_rls"
+down_revision = "seal_0004_sealed_session_notes"
 branch_labels = None
 depends_on = None
 
