@@ -89,7 +89,7 @@ async def platform(stack_settings, topic_prefix, tmp_path, monkeypatch) -> Async
         consent = await serve("consent", consent_app(ConsentServiceSettings(
             kernel=settings, consent=ConsentSettings(run_retention_scheduler=False, opt_out_grace_days=30)), clock=clock))
         assessment = await serve("assessment", assessment_app(settings, consent_http=consent))
-        await serve("planning", planning_app(settings, assessment_http=assessment))
+        await serve("planning", planning_app(settings, assessment_http=assessment, consent_http=consent))
         await serve("reporting", reporting_app(ReportingServiceSettings(kernel=settings, sharing=SharingSettings()),
                                                assessment_http=assessment,
                                                consent_transport=httpx.ASGITransport(app=apps["consent"])))

@@ -39,7 +39,7 @@ from services.reporting.sharing import SharingSettings
 from shared.auth import DevIssuer, Role
 from tests.integration.assessment.helpers import upn
 from tests.integration.kernel.helpers import eventually
-from tests.integration.services.in_process import four_services, settings_for
+from tests.integration.services.in_process import four_services, on_a_port, settings_for
 from tests.unit.assessment.report import levels_at
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -126,8 +126,10 @@ class Platform:
 async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Platform]:  # type: ignore[no-untyped-def]
     settings = settings_for(stack_settings, topic_prefix, tmp_path)
     async with AsyncExitStack() as stack:
-        clients = (await four_services(stack, settings, QUICK)).clients
-        yield Platform(clients, DevIssuer(settings), settings)
+        services = await four_services(stack, settings, QUICK)
+        # The operator's rebuild (a process of its own) asks consent for data keys over the network.
+        consent_url = await on_a_port(stack, services.apps["consent"])
+        yield Platform(services.clients, DevIssuer(settings), settings.model_copy(update={"consent_url": consent_url}))
 
 
 def ok(response: httpx.Response, status: int = 200) -> Any:

@@ -66,3 +66,28 @@ async def four_services(stack: AsyncExitStack, settings: Settings, sharing: Shar
                                            consent_transport=httpx.ASGITransport(app=apps["consent"])))
     peers.update({name: httpx.ASGITransport(app=apps[name]) for name in SUBJECT_ACCESS_PEERS})
     return FourServices(apps, clients)
+
+
+async def on_a_port(stack: AsyncExitStack, app: FastAPI) -> str:
+    """Serve an app already started in process on a real socket too (its lifespan is not run
+    again), for a process of the test's own to reach: e.g. an operator's command asking consent
+    for data keys. Its URL; the server stops when `stack` closes."""
+    import asyncio
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
+                                           access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # start-up failed: raise why
+        await asyncio.sleep(0.01)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    stack.push_async_callback(stop)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}"
