@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
@@ -15,13 +19,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy import select
+from sqlalchemy import Text, cast, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Principal, Role
 from shared.problems import BadRequest, Forbidden, IdempotencyKeyReused
 from shared.tenancy import enter_scope
+
+_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -73,6 +79,31 @@ IdempotencyKey = Annotated[
 ]
 
 Command = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
+
+
+async def forget_stored_answers(conn: AsyncConnection, idempotency: Any, trust_id: Any, pupil_id: Any) -> None:
+    """On a pupil's erasure: every stored command answer (Idempotency-Key) that names the pupil goes.
+    An answer may repeat what was sent (a plan's activities, a roster row), so it is a copy of the
+    pupil's data like any other; a retry of that command after the erasure runs it afresh (and is
+    refused, the pupil being erased)."""
+    c = idempotency.c
+    await conn.execute(delete(idempotency).where(c.trust_id == trust_id, cast(c.response, Text).contains(str(pupil_id))))
+
+
+async def forget_old_stored_answers(engine: Any, idempotency: Any, retention_s: float, stop: Any,
+                                    *, every_s: float = 600.0) -> None:
+    """The kernel's task in every service: stored command answers older than `retention_s` go
+    (system scope: every trust's), every `every_s` until `stop` is set."""
+
+    while not stop.is_set():
+        try:
+            async with engine.begin() as conn:
+                cutoff = datetime.now(UTC) - timedelta(seconds=retention_s)
+                await conn.execute(delete(idempotency).where(idempotency.c.created_at < cutoff))
+        except Exception:  # noqa: BLE001 - a database outage: the next round tries again
+            _log.warning("could not forget old stored answers yet", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=min(every_s, retention_s))
 
 
 async def run_command(

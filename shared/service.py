@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors_to_problems
+from shared.api import forget_old_stored_answers
 from shared.auth import Auth, Principal, TokenVerifier
 from shared.datakeys import PupilKeyring
 from shared.events.envelope import topic_for
@@ -232,6 +233,9 @@ class Runtime:
         await self.broker.start()
         self._stop.clear()
         self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name=f"{self.spec.name}-outbox-relay"))
+        self._tasks.append(asyncio.create_task(
+            forget_old_stored_answers(self.engine, self.spec.tables.idempotency, self.settings.idempotency_retention_s,
+                                      self._stop), name=f"{self.spec.name}-stored-answers"))
         for task in self.spec.background_tasks if self.runs_consumers else ():
             self._tasks.append(asyncio.create_task(task(self, deps, self._stop), name=f"{self.spec.name}-{task.__name__}"))
 

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # A record larger than this (key, value and headers) is dead-lettered before it is parsed:
     # no event the services publish comes near it (the event store refuses data over 900 000).
     consumer_max_record_bytes: int = Field(default=1_000_000, ge=1024)
+    # How long a command's stored answer (Idempotency-Key) is kept for a retry to find. An answer
+    # may repeat personal data in clear (a plan's activities), so it is not kept for ever: after
+    # this, a retry with the same key runs the command afresh. Erasure removes a pupil's at once.
+    idempotency_retention_s: float = Field(default=24 * 3600, gt=0)
 
     # Telemetry.
     otlp_endpoint: str | None = None

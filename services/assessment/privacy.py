@@ -35,7 +35,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.assessment.personal_data import PersonalDataRepository
 from services.assessment.pupil_keys import AssessmentPrivacySettings, BlindIndex, keys_for, normalise_upn
-from services.assessment.tables import erased_pupils, observation_notes, pupil_personal_data, retention_clock_outbox
+from services.assessment.tables import erased_pupils, kernel, observation_notes, pupil_personal_data, retention_clock_outbox
+from shared.api import forget_stored_answers
 from shared.datakeys import DataKeyClient, DataKeyDestroyed, DataKeyError, DataKeySettings, PupilKeyring
 from shared.events.consent import DataCategory, PupilErased, RetentionExpired
 from shared.events.envelope import Envelope
@@ -164,6 +165,7 @@ async def erase_pupil(conn: AsyncConnection, keyring: PupilKeyring, envelope: En
     keyring.forget(pupil_id)
     for table in (pupil_personal_data, observation_notes, retention_clock_outbox):
         await conn.execute(delete(table).where(table.c.pupil_id == pupil_id, table.c.trust_id == trust_id))
+    await forget_stored_answers(conn, kernel.idempotency, trust_id, pupil_id)
     await conn.execute(insert(erased_pupils).values(
         pupil_id=pupil_id, trust_id=trust_id, academy_id=envelope.academy_id, erasure_event_id=envelope.id,
         erased_at=datetime.now(UTC),

@@ -21,7 +21,16 @@ from services.consent.domain import ledger
 from services.consent.domain.errors import DecisionInFuture, PupilAlreadyErased, UnknownPupil
 from services.consent.domain.retention import RetentionPeriod, RetentionPolicy, effective_policies
 from services.consent.projections import load_record, on_consent_event, record_from_row, touch_activity
-from services.consent.tables import consent_decisions, erasures, family_contacts, opt_out_retention, pupils, retention_policies
+from services.consent.tables import (
+    consent_decisions,
+    erasures,
+    family_contacts,
+    kernel,
+    opt_out_retention,
+    pupils,
+    retention_policies,
+)
+from shared.api import forget_stored_answers
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, ensure_scope
 from shared.datakeys import DataKey, DataKeyVault
@@ -384,6 +393,7 @@ async def erase(
     await conn.execute(delete(family_contacts).where(family_contacts.c.pupil_id == pupil.pupil_id))
     await conn.execute(update(opt_out_retention).where(opt_out_retention.c.pupil_id == pupil.pupil_id).values(
         explanation_sealed=None))
+    await forget_stored_answers(conn, kernel.idempotency, pupil.trust_id, pupil.pupil_id)
     erasure_id = uuid4()
     await conn.execute(insert(erasures).values(
         erasure_id=erasure_id, pupil_id=pupil.pupil_id, trust_id=pupil.trust_id, academy_id=pupil.academy_id,

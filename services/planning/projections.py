@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.planning import opt_out
 from services.planning.notes import SessionNotes
-from services.planning.tables import erased_pupils, participation, plans, pupils, sessions, strand_scores
+from services.planning.tables import erased_pupils, kernel, participation, plans, pupils, sessions, strand_scores
+from shared.api import forget_stored_answers
 from shared.events.assessment import PupilClassChanged, PupilEnrolled, StrandScored
 from shared.events.consent import (
     ConsentGranted,
@@ -128,6 +129,7 @@ async def erase_pupil(conn: AsyncConnection, trust_id: UUID, pupil_id: UUID, *, 
         await conn.execute(insert(erased_pupils).values(pupil_id=pupil_id, trust_id=trust_id).on_conflict_do_nothing())
     for table in (strand_scores, participation, pupils) if tombstone else (strand_scores, pupils):
         await conn.execute(delete(table).where(table.c.pupil_id == pupil_id, table.c.trust_id == trust_id))
+    await forget_stored_answers(conn, kernel.idempotency, trust_id, pupil_id)
     involved = (any_(plans.c.pupil_ids) == pupil_id) & (plans.c.trust_id == trust_id)
     attended = (any_(sessions.c.pupil_ids) == pupil_id) & (sessions.c.trust_id == trust_id)
     touched_sessions = list((await conn.execute(select(sessions.c.session_id).where(attended))).scalars())

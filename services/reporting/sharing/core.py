@@ -23,7 +23,7 @@ from uuid import UUID
 
 import httpx
 import orjson
-from sqlalchemy import Text, and_, cast, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +38,7 @@ from services.reporting.sharing.signing import headers as signed_headers
 from services.reporting.sharing.signing import new_secret, secret_text
 from services.reporting.sharing.tables import agencies, attempts, deliveries, family_notices, shares
 from services.reporting.tables import kernel
+from shared.api import forget_stored_answers
 from shared.auth import Principal, ensure_scope
 from shared.datakeys import KekKeyring
 from shared.events.consent import ConsentWithdrawn, Purpose
@@ -444,9 +445,7 @@ class Sharing:
         await conn.execute(delete(family_notices).where(family_notices.c.trust_id == trust_id,
                                                         family_notices.c.pupil_id == pupil_id))
         # A share's stored answer (Idempotency-Key) names the pupil and the consent decision.
-        idem = kernel.idempotency.c
-        await conn.execute(delete(kernel.idempotency).where(
-            idem.trust_id == trust_id, cast(idem.response, Text).contains(str(pupil_id))))
+        await forget_stored_answers(conn, kernel.idempotency, trust_id, pupil_id)
         for (agency_id, academy_id, category), share_ids in received.items():
             payload = {"pupil_id": str(pupil_id), "academy_id": str(academy_id), "agency_category": category,
                        "share_ids": sorted(str(s) for s in share_ids), "reason": reason,

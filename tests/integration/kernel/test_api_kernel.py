@@ -13,7 +13,18 @@ from fastapi import Depends, FastAPI
 from pydantic import BaseModel
 from sqlalchemy import text
 
-from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, decode_cursor, page_of, requires, run_command
+from shared.api import (
+    Cursor,
+    IdempotencyKey,
+    Page,
+    PageSize,
+    caller,
+    decode_cursor,
+    forget_old_stored_answers,
+    page_of,
+    requires,
+    run_command,
+)
 from shared.auth import Auth, DevIssuer, Principal, Role, TokenVerifier
 from shared.problems import install_problem_handlers
 from shared.store.event_store import EventStore
@@ -112,3 +123,32 @@ async def test_a_forged_cursor_or_an_oversized_page_is_a_clear_400_or_422(api):
     oversized = await api.get("/events", params={"limit": 10_000})
     assert forged.status_code == 400 and "cursor" in forged.json()["detail"]
     assert oversized.status_code == 422
+
+
+async def test_a_stored_answer_is_forgotten_after_its_retention_and_a_retry_then_runs_afresh(api, engine, kernel) -> None:  # type: ignore[no-untyped-def]
+    """A stored answer may repeat personal data in clear (a plan's activities): the kernel's task in
+    every service keeps it for idempotency_retention_s only (shared.api.forget_old_stored_answers)."""
+    headers = {"Idempotency-Key": f"kept-{uuid.uuid4()}"}
+    first = await api.post("/ratings", json={"statement_id": "being.safe.1"}, headers=headers)
+    assert first.status_code == 201
+    retried = await api.post("/ratings", json={"statement_id": "being.safe.1"}, headers=headers)
+    assert retried.json() == first.json(), "within the retention a retry finds the stored answer"
+
+    await asyncio.sleep(1.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(forget_old_stored_answers(engine, kernel.idempotency, 1.0, stop, every_s=0.1))
+    async def kept() -> int:
+        async with engine.connect() as conn:
+            return int(await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".idempotency_keys '
+                                              "WHERE key = :k"), {"k": headers["Idempotency-Key"]}) or 0)
+    for _ in range(50):
+        if not await kept():
+            break
+        await asyncio.sleep(0.1)
+    stop.set()
+    await task
+    assert await kept() == 0, "the stored answer outlived its retention"
+    before = await _events(engine, kernel)
+    again = await api.post("/ratings", json={"statement_id": "being.safe.1"}, headers=headers)
+    assert again.status_code == 201 and again.json()["event_id"] != first.json()["event_id"]
+    assert await _events(engine, kernel) == before + 1, "after the retention the command runs afresh"
