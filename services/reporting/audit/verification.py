@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 EXPORT_FORMAT = "flourish.audit.export.v1"
 EVENT_ID_KEY = '"event_id":"'  # how an entry's canonical JSON records its event id
 BATCH = 20_000
+READ_BATCH = 2_000  # rows per fetch when verifying: a batch sits in the socket's buffers while the last is hashed
 
 Progress = Callable[[UUID, int], None]
 
@@ -241,7 +242,7 @@ async def verify_chain(
     progress: Progress | None = None,
     helper: asyncpg.Connection | None = None,
     *,
-    batch: int = BATCH,
+    batch: int = READ_BATCH,
     split_from: int = 4 * BATCH,
     witnessed: Sequence[Checkpoint] = (),
     second: SecondProcess | None = None,
@@ -382,12 +383,23 @@ async def _read_into(
             WHERE trust_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
         trust_id, after, upto if upto is not None else 2**62,
     )
-    while rows := await cursor.fetch(batch):
-        # A Record unpacks like the (seq, prev_hash, entry_hash, body) tuple the verifier reads.
-        if not verifier.feed(cast("list[EntryRow]", rows)):
-            return
-        if progress:
-            progress(trust_id, verifier.report.entries)
+    # The next batch is asked for before this one is hashed: PostgreSQL reads and sends it (into
+    # the socket's buffers) while this process hashes, instead of each waiting on the other.
+    pending = asyncio.ensure_future(cursor.fetch(batch))
+    try:
+        while rows := await pending:
+            pending = asyncio.ensure_future(cursor.fetch(batch))
+            await asyncio.sleep(0)  # lets the fetch send its request before the CPU-bound work
+            # A Record unpacks like the (seq, prev_hash, entry_hash, body) tuple the verifier reads.
+            if not verifier.feed(cast("list[EntryRow]", rows)):
+                return
+            if progress:
+                progress(trust_id, verifier.report.entries)
+    finally:
+        if not pending.done():
+            await asyncio.wait([pending])  # never leave a query running on the connection
+        if not pending.cancelled():
+            pending.exception()  # retrieved: a read that fails after the verdict changes nothing
 
 
 def _joined(first: ChainReport, second: ChainReport) -> ChainReport:
