@@ -346,13 +346,14 @@ class SecondProcess:
         self.dsn = dsn
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
 
+    @staticmethod
+    def possible() -> bool:
+        return ((os.cpu_count() or 1) >= 2 and "fork" in multiprocessing.get_all_start_methods()
+                and threading.active_count() == 1)
+
     @classmethod
     def if_possible(cls, dsn: str) -> SecondProcess | None:
-        if (os.cpu_count() or 1) < 2 or "fork" not in multiprocessing.get_all_start_methods():
-            return None
-        if threading.active_count() > 1:
-            return None
-        return cls(dsn)
+        return cls(dsn) if cls.possible() else None
 
     async def verify(self, half: _Half) -> ChainReport:
         return await asyncio.wrap_future(self._pool.submit(_verify_half_in_process, self.dsn, half))
