@@ -250,7 +250,8 @@ async def _page(
                                  filters=flt.described(), result_count=min(len(rows), limit))
     if len(rows) > limit:
         rows = rows[:limit]
-        page = Page(items=[shape(r) for r in rows], next_cursor=encode_cursor(After(rows[-1].occurred_at, rows[-1].seq).cursor()))
+        page: Page[Any] = Page(items=[shape(r) for r in rows],
+                               next_cursor=encode_cursor(After(rows[-1].occurred_at, rows[-1].seq).cursor()))
     else:
         page = Page(items=[shape(r) for r in rows])
     # The page's models were validated as they were built: serialized once, straight to JSON (the
