@@ -302,10 +302,11 @@ async def test_a_row_deleted_at_the_halves_boundary_is_named(dsn, ledger, signer
     assert report.mismatch.seq == 7 and "missing" in report.mismatch.reason
 
 
-async def test_the_second_process_reports_exactly_what_one_process_does(dsn, ledger, signer, chains, superuser):
-    """Every failure in the second half — a rewritten entry, a truncated tail, a witnessed
-    checkpoint the chain does not hold, an unknown key — is named the same by the forked process
-    as by a single straight read (same entry, same reason, same counts)."""
+@pytest.mark.parametrize("how", ["helper", "process"])
+async def test_a_chain_read_in_halves_is_reported_exactly_as_a_straight_read(dsn, ledger, signer, chains, superuser, how):  # type: ignore[no-untyped-def]
+    """A failure in either half — a witnessed checkpoint the chain does not hold, an unknown key,
+    a truncated tail — is named the same whether the second half is read on a helper connection
+    or by the forked process as by a single straight read (same entry, same reason, same counts)."""
     trust_id = chains[0]
     keys = {signer.key_id: signer.public_key}
     stranger = CheckpointSigner(Ed25519PrivateKey.generate())
@@ -323,11 +324,11 @@ async def test_the_second_process_reports_exactly_what_one_process_does(dsn, led
         assert (a.mismatch, a.entries, a.checkpoints, a.last_seq, a.last_hash, a.witnessed) == \
                (b.mismatch, b.entries, b.checkpoints, b.last_seq, b.last_hash, b.witnessed)
 
-    same(await in_halves(dsn, ledger.schema, trust_id, keys, "process", witnessed), await straight(witnessed=witnessed))
+    same(await in_halves(dsn, ledger.schema, trust_id, keys, how, witnessed), await straight(witnessed=witnessed))
     other_keys = {stranger.key_id: stranger.public_key}
-    same(await in_halves(dsn, ledger.schema, trust_id, other_keys, "process"), await straight(keys=other_keys))
+    same(await in_halves(dsn, ledger.schema, trust_id, other_keys, how), await straight(keys=other_keys))
     await as_tamperer(superuser, (f"DELETE FROM {ledger.entries_table} WHERE trust_id = $1 AND seq > 9", (trust_id,)))
-    truncated = await in_halves(dsn, ledger.schema, trust_id, keys, "process")
+    truncated = await in_halves(dsn, ledger.schema, trust_id, keys, how)
     same(truncated, await straight())
     assert truncated.mismatch.seq == 10 and "missing" in truncated.mismatch.reason
 
