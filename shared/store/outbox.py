@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import orjson
 from opentelemetry.trace import Link, SpanKind
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.events.envelope import TOPIC_PREFIX, WireAttributes, topic_for
 from shared.events.registry import model_for
@@ -66,32 +67,43 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.is_leader = False
 
-    async def publish_pending(self) -> int:
-        """Publish one batch of the oldest unpublished events; returns how many."""
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(self._pending_sql, {"limit": self.batch_size})).all()
-            if not rows:
-                return 0
-            records = [self._record(row) for row in rows]
-            # One producer span per batch, linked to the trace of every event in it; each record
-            # keeps the traceparent of the command that wrote it, so its consumers continue that
-            # trace. (A span per record cost the relay a third of its throughput.)
-            links = [
-                Link(span_context(row.metadata["traceparent"], row.metadata.get("tracestate")))
-                for row in rows
-                if row.metadata.get("traceparent")
-            ]
-            with tracer.start_as_current_span(
-                f"{self.tables.schema} outbox publish", kind=SpanKind.PRODUCER, links=links,
-                attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(records)},
-            ):
-                try:
-                    await self.publisher.send_all(records)
-                except Exception:
-                    outbox_publish_failures.add(1, {"schema": self.tables.schema})
-                    raise
-            await conn.execute(self._delete_sql, {"positions": [row.global_position for row in rows]})
+    async def publish_pending(self, on: AsyncConnection | None = None) -> int:
+        """Publish one batch of the oldest unpublished events; returns how many. `on`: a
+        connection to do it on (the leader's own, between waits), else one from the pool."""
+        if on is None:
+            async with self.engine.connect() as conn:
+                return await self._publish_on(conn)
+        try:
+            return await self._publish_on(on)
+        except BaseException:
+            await on.rollback()
+            raise
+
+    async def _publish_on(self, conn: AsyncConnection) -> int:
+        rows = (await conn.execute(self._pending_sql, {"limit": self.batch_size})).all()
+        if not rows:
             await conn.commit()
+            return 0
+        records = [self._record(row) for row in rows]
+        # One producer span per batch, linked to the trace of every event in it; each record
+        # keeps the traceparent of the command that wrote it, so its consumers continue that
+        # trace. (A span per record cost the relay a third of its throughput.)
+        links = [
+            Link(span_context(row.metadata["traceparent"], row.metadata.get("tracestate")))
+            for row in rows
+            if row.metadata.get("traceparent")
+        ]
+        with tracer.start_as_current_span(
+            f"{self.tables.schema} outbox publish", kind=SpanKind.PRODUCER, links=links,
+            attributes={"messaging.system": "kafka", "messaging.batch.message_count": len(records)},
+        ):
+            try:
+                await self.publisher.send_all(records)
+            except Exception:
+                outbox_publish_failures.add(1, {"schema": self.tables.schema})
+                raise
+        await conn.execute(self._delete_sql, {"positions": [row.global_position for row in rows]})
+        await conn.commit()
         for record in records:
             outbox_published.add(1, {"topic": record.topic})
         return len(rows)
@@ -134,16 +146,25 @@ class OutboxRelay:
             assert raw is not None  # an open connection always has its asyncpg connection
             await raw.add_listener(self.tables.notify_channel, self._on_notify)
             try:
+                # Every wake-up is published on the leader's own connection (it holds the lock,
+                # and each publish shows it still does): four round trips, none to the pool. The
+                # backlog is counted, and the connection checked while idle, once per poll
+                # interval, not after every commit a request makes.
+                counted = 0.0
                 while not stop.is_set():
                     self._wake.clear()
-                    if await self.publish_pending() >= self.batch_size:
+                    if await self.publish_pending(on=leader) >= self.batch_size:
                         continue
-                    record_outbox_backlog(self.tables.schema, await self._backlog(leader))
-                    await _wait_either(self._wake, stop, self.poll_interval_s)
-                    # The lock lives as long as this connection: check it still does. Commit at
-                    # once: PostgreSQL holds back NOTIFY from a session inside a transaction.
-                    await leader.execute(text("SELECT 1"))
-                    await leader.commit()
+                    now = time.monotonic()
+                    if now - counted >= self.poll_interval_s:
+                        record_outbox_backlog(self.tables.schema, await self._backlog(leader))
+                        counted = now
+                    if not await _wait_either(self._wake, stop, self.poll_interval_s):
+                        # Nothing woke it: the lock lives as long as this connection, check it
+                        # still does. Commit at once: PostgreSQL holds back NOTIFY from a session
+                        # inside a transaction.
+                        await leader.execute(text("SELECT 1"))
+                        await leader.commit()
             finally:
                 self.is_leader = False
                 await raw.remove_listener(self.tables.notify_channel, self._on_notify)
@@ -187,10 +208,12 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-async def _wait_either(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> None:
+async def _wait_either(wake: asyncio.Event, stop: asyncio.Event, timeout: float) -> bool:
+    """Wait for a wake-up or the stop, at most `timeout`; True if either came."""
     waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
     try:
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for waiter in waiters:
             waiter.cancel()
+    return bool(done)

@@ -3,6 +3,8 @@
 Online verification reads each trust's chain in one consistent snapshot straight through asyncpg
 (millions of rows: no ORM in the way), and also checks the ledger's own defences: the append-only
 triggers are there and enabled, and the query columns are still generated from the hashed body.
+A long chain is verified as two halves at once, the second by a forked process (`SecondProcess`)
+when the machine has a second core: reading rows and SHA-256 are CPU-bound and hold the GIL.
 
 An export is JSON lines, one trust per file:
 
@@ -17,7 +19,11 @@ The last line's absence means the file was cut short, and verification says so.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +32,7 @@ from uuid import UUID
 
 import asyncpg
 import orjson
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.reporting.audit.domain.canonical import instant
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
 EXPORT_FORMAT = "flourish.audit.export.v1"
 EVENT_ID_KEY = '"event_id":"'  # how an entry's canonical JSON records its event id
 BATCH = 20_000
+READ_BATCH = 2_000  # rows per fetch when verifying: a batch sits in the socket's buffers while the last is hashed
 
 Progress = Callable[[UUID, int], None]
 
@@ -141,9 +149,15 @@ async def verify_database(
     trust_ids: Iterable[UUID] | None = None,
     progress: Progress | None = None,
     witness: WitnessCheck | None = None,
+    *,
+    processes: bool = True,
 ) -> Verification:
     """Every chain in the database (and, with a witness, every chain the witness knows of: a trust
-    whose entries were all deleted is still checked against its witnessed checkpoints)."""
+    whose entries were all deleted is still checked against its witnessed checkpoints).
+
+    `processes`: verify the second half of long chains in a forked process when that is safe
+    (`SecondProcess.if_possible`); else both halves are read at once in this process."""
+    second = SecondProcess.if_possible(dsn) if processes else None
     conn = await asyncpg.connect(dsn)
     helper = await asyncpg.connect(dsn)
     try:
@@ -166,7 +180,8 @@ async def verify_database(
                 except (WitnessUnavailable, WitnessConflict) as error:
                     result.defences.append(f"witness unreachable: {error}")
                     return result
-            report = await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper, witnessed=witnessed)
+            report = await verify_chain(conn, schema, trust_id, public_keys, progress, helper=helper, witnessed=witnessed,
+                                        second=second)
             if witness is not None and report.ok:
                 await _check_unwitnessed(conn, entries, report, witness)
             if witness is not None and report.ok:
@@ -176,6 +191,8 @@ async def verify_database(
     finally:
         await helper.close()
         await conn.close()
+        if second is not None:
+            second.close()
 
 
 async def _check_unwitnessed(conn: asyncpg.Connection, entries: str, report: ChainReport, witness: WitnessCheck) -> None:
@@ -225,16 +242,19 @@ async def verify_chain(
     progress: Progress | None = None,
     helper: asyncpg.Connection | None = None,
     *,
-    batch: int = BATCH,
+    batch: int = READ_BATCH,
     split_from: int = 4 * BATCH,
     witnessed: Sequence[Checkpoint] = (),
+    second: SecondProcess | None = None,
 ) -> ChainReport:
     """One trust's chain, its checkpoints and its head, all read in one snapshot.
 
-    With a `helper` connection a long chain is read as two halves at once, in the same snapshot:
-    PostgreSQL reads one half while this process hashes the other. The second half starts from
-    the stored hash of the entry before it, and the first half must end on exactly that hash, so
-    the halves verify as one chain.
+    With a `helper` connection or a `second` process a long chain is verified as two halves at
+    once, in the same snapshot: on `helper`, PostgreSQL reads one half while this process hashes
+    the other; in `second`, another process reads and hashes the second half on its own
+    connection while this one does the first. The second half starts from the stored hash of the
+    entry before it, and the first half must end on exactly that hash, so the halves verify as
+    one chain.
     """
     entries, checkpoints, heads = _tables(schema)
     async with conn.transaction(isolation="repeatable_read", readonly=True):
@@ -245,7 +265,7 @@ async def verify_chain(
             trust_id,
         )]
         boundary = None
-        if helper is not None and end is not None and end.seq >= split_from:
+        if (helper is not None or second is not None) and end is not None and end.seq >= split_from:
             row = await conn.fetchrow(
                 f"SELECT seq, entry_hash FROM {entries} WHERE trust_id = $1 AND seq >= $2 ORDER BY seq LIMIT 1",
                 trust_id, end.seq // 2,
@@ -257,21 +277,102 @@ async def verify_chain(
             verifier.expect_checkpoints(witnessed, witnessed=True)
             await _read_into(conn, entries, trust_id, verifier, 0, None, batch, progress)
             return verifier.finish(end)
-        assert helper is not None
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()")
-        async with helper.transaction(isolation="repeatable_read", readonly=True):
-            await helper.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-            first = ChainVerifier(trust_id, public_keys)
-            second = ChainVerifier(trust_id, public_keys, start=boundary)
-            first.expect_checkpoints(c for c in signed if c.seq <= boundary.seq)
-            first.expect_checkpoints((c for c in witnessed if c.seq <= boundary.seq), witnessed=True)
-            second.expect_checkpoints(c for c in signed if c.seq > boundary.seq)
-            second.expect_checkpoints((c for c in witnessed if c.seq > boundary.seq), witnessed=True)
-            await asyncio.gather(
+        first = ChainVerifier(trust_id, public_keys)
+        first.expect_checkpoints(c for c in signed if c.seq <= boundary.seq)
+        first.expect_checkpoints((c for c in witnessed if c.seq <= boundary.seq), witnessed=True)
+        later = _Half(schema, trust_id, _raw_keys(public_keys), snapshot, boundary, end, batch,
+                      [c for c in signed if c.seq > boundary.seq], [c for c in witnessed if c.seq > boundary.seq])
+        if second is not None:
+            _, second_report = await asyncio.gather(
                 _read_into(conn, entries, trust_id, first, 0, boundary.seq, batch, progress),
-                _read_into(helper, entries, trust_id, second, boundary.seq, None, batch, None),
+                second.verify(later),
             )
-        return _joined(first.finish(boundary), second.finish(end))
+            return _joined(first.finish(boundary), second_report)
+        assert helper is not None
+        _, second_report = await asyncio.gather(
+            _read_into(conn, entries, trust_id, first, 0, boundary.seq, batch, progress),
+            _verify_half(helper, later),
+        )
+        return _joined(first.finish(boundary), second_report)
+
+
+@dataclass(frozen=True)
+class _Half:
+    """The second half of a chain, as another connection or process verifies it: everything it
+    needs is in here (picklable: the public keys as raw bytes)."""
+
+    schema: str
+    trust_id: UUID
+    keys: dict[str, bytes]
+    snapshot: str  # pg_export_snapshot() of the transaction that read the head and checkpoints
+    start: ChainHead  # the entry before the half: its stored hash is where the half's chain starts
+    end: ChainHead | None  # the chain head, which the half must end on
+    batch: int
+    signed: list[Checkpoint]
+    witnessed: list[Checkpoint]
+
+
+async def _verify_half(conn: asyncpg.Connection, half: _Half) -> ChainReport:
+    entries = _tables(half.schema)[0]
+    keys = {key_id: Ed25519PublicKey.from_public_bytes(raw) for key_id, raw in half.keys.items()}
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        await conn.execute(f"SET TRANSACTION SNAPSHOT '{half.snapshot}'")
+        verifier = ChainVerifier(half.trust_id, keys, start=half.start)
+        verifier.expect_checkpoints(half.signed)
+        verifier.expect_checkpoints(half.witnessed, witnessed=True)
+        await _read_into(conn, entries, half.trust_id, verifier, half.start.seq, None, half.batch, None)
+        return verifier.finish(half.end)
+
+
+def _raw_keys(public_keys: Mapping[str, Ed25519PublicKey]) -> dict[str, bytes]:
+    return {key_id: key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            for key_id, key in public_keys.items()}
+
+
+class SecondProcess:
+    """A second process that verifies the second half of long chains while this one does the
+    first: reading rows and hashing them are CPU-bound and hold the GIL (hashlib releases it only
+    for inputs over 2 KiB), so a second thread would not help, a second core does.
+
+    The process is forked (it needs nothing imported or sent but the half's bounds, snapshot and
+    keys), once per verification, and connects on its own with the same DSN. Forking is only done
+    from a process with no other thread running (a lock another thread held would stay held in the
+    child), on a machine with two cores or more, where fork exists; elsewhere `if_possible` says
+    None and both halves are read at once in this process, as before.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+
+    @staticmethod
+    def possible() -> bool:
+        return ((os.cpu_count() or 1) >= 2 and "fork" in multiprocessing.get_all_start_methods()
+                and threading.active_count() == 1)
+
+    @classmethod
+    def if_possible(cls, dsn: str) -> SecondProcess | None:
+        return cls(dsn) if cls.possible() else None
+
+    async def verify(self, half: _Half) -> ChainReport:
+        return await asyncio.wrap_future(self._pool.submit(_verify_half_in_process, self.dsn, half))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _verify_half_in_process(dsn: str, half: _Half) -> ChainReport:
+    """In the second process: its own event loop and connection, the half's report back."""
+
+    async def verify() -> ChainReport:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await _verify_half(conn, half)
+        finally:
+            await conn.close()
+
+    return asyncio.run(verify())
 
 
 async def _read_into(
@@ -283,24 +384,36 @@ async def _read_into(
             WHERE trust_id = $1 AND seq > $2 AND seq <= $3 ORDER BY seq""",
         trust_id, after, upto if upto is not None else 2**62,
     )
-    while rows := await cursor.fetch(batch):
-        # A Record unpacks like the (seq, prev_hash, entry_hash, body) tuple the verifier reads.
-        if not verifier.feed(cast("list[EntryRow]", rows)):
-            return
-        if progress:
-            progress(trust_id, verifier.report.entries)
+    # The next batch is asked for before this one is hashed: PostgreSQL reads and sends it (into
+    # the socket's buffers) while this process hashes, instead of each waiting on the other.
+    pending = asyncio.ensure_future(cursor.fetch(batch))
+    try:
+        while rows := await pending:
+            pending = asyncio.ensure_future(cursor.fetch(batch))
+            await asyncio.sleep(0)  # lets the fetch send its request before the CPU-bound work
+            # A Record unpacks like the (seq, prev_hash, entry_hash, body) tuple the verifier reads.
+            if not verifier.feed(cast("list[EntryRow]", rows)):
+                return
+            if progress:
+                progress(trust_id, verifier.report.entries)
+    finally:
+        if not pending.done():
+            await asyncio.wait([pending])  # never leave a query running on the connection
+        if not pending.cancelled():
+            pending.exception()  # retrieved: a read that fails after the verdict changes nothing
 
 
 def _joined(first: ChainReport, second: ChainReport) -> ChainReport:
-    """Two halves' reports as one: the first mismatch in chain order wins."""
+    """Two halves' reports as one: the first mismatch in chain order wins. When the first half
+    fails, the report is the first half's alone, as a straight read that stopped there says."""
+    if first.mismatch is not None:
+        return first
     joined = ChainReport(
         trust_id=first.trust_id, entries=first.entries + second.entries,
         checkpoints=first.checkpoints + second.checkpoints, last_seq=second.last_seq, last_hash=second.last_hash,
-        last_checkpoint=second.last_checkpoint or first.last_checkpoint, mismatch=first.mismatch or second.mismatch,
+        last_checkpoint=second.last_checkpoint or first.last_checkpoint, mismatch=second.mismatch,
         witnessed=first.witnessed + second.witnessed, last_witnessed=second.last_witnessed or first.last_witnessed,
     )
-    if first.mismatch is not None:
-        joined.last_seq, joined.last_hash = first.last_seq, first.last_hash
     return joined
 
 

@@ -34,7 +34,9 @@ def trusted_keys(settings: AuditSettings) -> dict[str, Ed25519PublicKey]:
 
 async def verify_ledger(dsn: str, ledger: Ledger, keys: dict[str, Ed25519PublicKey]) -> Verification:
     """Verify every chain; log and count what fails (ids and reasons only, never an entry's content)."""
-    result = await verify_database(dsn, ledger.schema, keys)
+    # Never forked from the service (its sockets, threads and event loop): the two halves of a
+    # long chain are read at once by this process, in the background.
+    result = await verify_database(dsn, ledger.schema, keys, processes=False)
     for problem in result.defences:
         verification_failures.add(1, {"check": "periodic"})
         log.error("audit ledger defence missing: %s", problem, extra={"error_type": "LedgerDefence"})

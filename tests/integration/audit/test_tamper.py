@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -19,7 +20,13 @@ from services.reporting.audit.cli import app as audit_cli
 from services.reporting.audit.domain.canonical import entry_body, sha256_hex
 from services.reporting.audit.domain.chain import ChainReport
 from services.reporting.audit.signing import CheckpointSigner
-from services.reporting.audit.verification import export_chain, verify_chain, verify_database, verify_export
+from services.reporting.audit.verification import (
+    SecondProcess,
+    export_chain,
+    verify_chain,
+    verify_database,
+    verify_export,
+)
 from tests.integration.audit.conftest import fill
 
 
@@ -253,41 +260,77 @@ async def test_an_export_cut_short_or_checked_with_the_wrong_key_fails(dsn, ledg
     assert wrong.mismatch.seq == 3 and "not among the public keys" in wrong.mismatch.reason
 
 
+async def in_halves(dsn, schema, trust_id, keys, how, witnessed=()) -> ChainReport:  # type: ignore[no-untyped-def]
+    """verify_chain with the split at entry 6 of 12: the second half on a helper connection of
+    this process, or in a forked second process (SecondProcess), as `flourish audit verify` does."""
+    conn, helper = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    second = SecondProcess(dsn) if how == "process" else None
+    try:
+        return await verify_chain(conn, schema, trust_id, keys, helper=helper if how == "helper" else None,
+                                  batch=2, split_from=4, witnessed=witnessed, second=second)
+    finally:
+        await conn.close()
+        await helper.close()
+        if second is not None:
+            second.close()
+
+
+@pytest.mark.parametrize("how", ["helper", "process"])
 @pytest.mark.parametrize(("tampered_seq", "named"), [(3, 3), (6, 6), (7, 7), (11, 11)])
-async def test_a_long_chain_read_in_two_halves_still_names_the_entry(dsn, ledger, signer, chains, superuser, tampered_seq, named):
-    """verify reads long chains as two halves at once; the boundary (entry 6 of 12) is no blind spot."""
+async def test_a_long_chain_read_in_two_halves_still_names_the_entry(
+    dsn, ledger, signer, chains, superuser, tampered_seq, named, how,  # type: ignore[no-untyped-def]
+):
+    """verify reads long chains as two halves at once; the boundary (entry 6 of 12) is no blind spot,
+    whether the second half is read by this process or by a second one."""
     trust_id = chains[0]
     keys = {signer.key_id: signer.public_key}
-
-    async def halves() -> ChainReport:
-        conn, helper = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
-        try:
-            return await verify_chain(conn, ledger.schema, trust_id, keys, helper=helper, batch=2, split_from=4)
-        finally:
-            await conn.close()
-            await helper.close()
-
-    clean = await halves()
+    clean = await in_halves(dsn, ledger.schema, trust_id, keys, how)
     assert clean.ok and clean.entries == 12 and clean.checkpoints == 2 and clean.last_seq == 12
     await as_tamperer(superuser, (
         f"UPDATE {ledger.entries_table} SET body = replace(body, '\"camhs\"', '\"other\"') WHERE trust_id = $1 AND seq = $2",
         (trust_id, tampered_seq),
     ))
-    report = await halves()
+    report = await in_halves(dsn, ledger.schema, trust_id, keys, how)
     assert report.mismatch.seq == named
 
 
-async def test_a_row_deleted_at_the_halves_boundary_is_named(dsn, ledger, signer, chains, superuser):
+@pytest.mark.parametrize("how", ["helper", "process"])
+async def test_a_row_deleted_at_the_halves_boundary_is_named(dsn, ledger, signer, chains, superuser, how):  # type: ignore[no-untyped-def]
     trust_id = chains[0]
     await as_tamperer(superuser, (f"DELETE FROM {ledger.entries_table} WHERE trust_id = $1 AND seq = 6", (trust_id,)))
-    conn, helper = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
-    try:
-        report = await verify_chain(conn, ledger.schema, trust_id, {signer.key_id: signer.public_key},
-                                    helper=helper, batch=2, split_from=4)
-    finally:
-        await conn.close()
-        await helper.close()
+    report = await in_halves(dsn, ledger.schema, trust_id, {signer.key_id: signer.public_key}, how)
     assert report.mismatch.seq == 7 and "missing" in report.mismatch.reason
+
+
+@pytest.mark.parametrize("how", ["helper", "process"])
+async def test_a_chain_read_in_halves_is_reported_exactly_as_a_straight_read(dsn, ledger, signer, chains, superuser, how):  # type: ignore[no-untyped-def]
+    """A failure in either half — a witnessed checkpoint the chain does not hold, an unknown key,
+    a truncated tail — is named the same whether the second half is read on a helper connection
+    or by the forked process as by a single straight read (same entry, same reason, same counts)."""
+    trust_id = chains[0]
+    keys = {signer.key_id: signer.public_key}
+    stranger = CheckpointSigner(Ed25519PrivateKey.generate())
+    witnessed = [stranger.sign(trust_id, 10, "0" * 64, datetime.now(UTC))]
+
+    async def straight(**kwargs) -> ChainReport:  # type: ignore[no-untyped-def]
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await verify_chain(conn, ledger.schema, trust_id, kwargs.get("keys", keys),
+                                      witnessed=kwargs.get("witnessed", ()))
+        finally:
+            await conn.close()
+
+    def same(a: ChainReport, b: ChainReport) -> None:
+        assert (a.mismatch, a.entries, a.checkpoints, a.last_seq, a.last_hash, a.witnessed) == \
+               (b.mismatch, b.entries, b.checkpoints, b.last_seq, b.last_hash, b.witnessed)
+
+    same(await in_halves(dsn, ledger.schema, trust_id, keys, how, witnessed), await straight(witnessed=witnessed))
+    other_keys = {stranger.key_id: stranger.public_key}
+    same(await in_halves(dsn, ledger.schema, trust_id, other_keys, how), await straight(keys=other_keys))
+    await as_tamperer(superuser, (f"DELETE FROM {ledger.entries_table} WHERE trust_id = $1 AND seq > 9", (trust_id,)))
+    truncated = await in_halves(dsn, ledger.schema, trust_id, keys, how)
+    same(truncated, await straight())
+    assert truncated.mismatch.seq == 10 and "missing" in truncated.mismatch.reason
 
 
 async def test_the_services_own_periodic_check_counts_a_tampered_chain(dsn, ledger, signer, chains, superuser):

@@ -37,6 +37,49 @@ async def test_two_writers_racing_on_one_stream_exactly_one_wins(engine, kernel)
         assert await store.stream_version(conn, stream) == 1
 
 
+async def test_appends_that_take_any_version_racing_on_one_stream_all_land_numbered_in_commit_order(engine, kernel):
+    """Appends without an expected version number their events in the insert itself (one round
+    trip fewer): racing writers all succeed, versions run 1..n without a gap or a repeat, each in
+    the outbox, positions in version order, and each writer is told the version it reached."""
+    store = EventStore(kernel)
+    stream = f"audit-{uuid.uuid4()}"
+    start = asyncio.Event()
+    async with engine.begin() as conn:  # a stream that already has events: numbering continues
+        assert await store.append(conn, stream, [observation()]) == 1
+
+    async def writer(events: int) -> int:
+        async with engine.begin() as conn:
+            await start.wait()
+            return await store.append(conn, stream, [observation() for _ in range(events)])
+
+    tasks = [asyncio.create_task(writer(1 + n % 3)) for n in range(8)]
+    await asyncio.sleep(0.05)
+    start.set()
+    reached = await asyncio.gather(*tasks)
+
+    async with engine.connect() as conn:
+        stored = await store.read_stream(conn, stream)
+        queued = await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".outbox'))
+    assert [e.stream_version for e in stored] == list(range(1, len(stored) + 1))
+    assert len(stored) == 1 + sum(1 + n % 3 for n in range(8)) == queued
+    assert [e.position for e in stored] == sorted(e.position for e in stored)
+    assert sorted(reached) == sorted(set(reached)) and max(reached) == len(stored)
+
+
+async def test_a_batch_of_streams_taking_any_version_answers_each_streams_new_version(engine, kernel):
+    store = EventStore(kernel)
+    async with engine.begin() as conn:
+        await store.append(conn, "b", [observation(), observation()])
+        versions = await store.append_batch(conn, [
+            PendingAppend("a", [observation()]), PendingAppend("b", [observation()]),
+            PendingAppend("a", [observation(), observation()]),
+        ])
+    assert versions == {"a": 3, "b": 3}
+    async with engine.connect() as conn:
+        assert [e.stream_version for e in await store.read_stream(conn, "a")] == [1, 2, 3]
+        assert [e.stream_version for e in await store.read_stream(conn, "b")] == [1, 2, 3]
+
+
 async def test_a_stale_expected_version_is_a_clear_conflict_and_writes_nothing(engine, kernel):
     store = EventStore(kernel, sealing=SEALING)
     async with engine.begin() as conn:
