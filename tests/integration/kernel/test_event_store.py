@@ -41,7 +41,7 @@ async def test_appends_that_take_any_version_racing_on_one_stream_all_land_numbe
     """Appends without an expected version number their events in the insert itself (one round
     trip fewer): racing writers all succeed, versions run 1..n without a gap or a repeat, each in
     the outbox, positions in version order, and each writer is told the version it reached."""
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     stream = f"audit-{uuid.uuid4()}"
     start = asyncio.Event()
     async with engine.begin() as conn:  # a stream that already has events: numbering continues
@@ -67,7 +67,7 @@ async def test_appends_that_take_any_version_racing_on_one_stream_all_land_numbe
 
 
 async def test_a_batch_of_streams_taking_any_version_answers_each_streams_new_version(engine, kernel):
-    store = EventStore(kernel)
+    store = EventStore(kernel, sealing=SEALING)
     async with engine.begin() as conn:
         await store.append(conn, "b", [observation(), observation()])
         versions = await store.append_batch(conn, [
