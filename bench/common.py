@@ -106,18 +106,24 @@ class BenchKeyring:
 SEALING = EventSealing(BenchKeyring())
 
 
-@register("flourish.bench.UnsealedObservation.v1", "assessment")
 class UnsealedObservation(ObservationRecorded):
     """The same event with nothing declared personal: the "without sealing" side of the sealing
-    figures (only the benchmarks register it)."""
+    figures. Registered by `unsealed()` when a benchmark first needs it, never at import: the crash
+    test imports bench's load, and the registry a test run sees must be the platform's alone."""
 
     personal = frozenset()
+
+
+def unsealed() -> type[UnsealedObservation]:
+    if UnsealedObservation.__dict__.get("event_type") is None:
+        register("flourish.bench.UnsealedObservation.v1", "assessment")(UnsealedObservation)
+    return UnsealedObservation
 
 
 def observation(pupil_id: uuid.UUID, *, sealed: bool = True) -> Envelope:
     """An ObservationRecorded as the assessment service appends it (every optional id set, so the
     payload is a realistic ~330 bytes of JSON); `sealed=False`: the same event, nothing sealed."""
-    data = (ObservationRecorded if sealed else UnsealedObservation)(
+    data = (ObservationRecorded if sealed else unsealed())(
         observation_id=uuid.uuid4(),
         pupil_id=pupil_id,
         assessment_id=uuid.uuid4(),

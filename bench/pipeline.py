@@ -29,7 +29,6 @@ from bench.common import (
     LOWER_IS_BETTER,
     SEALING,
     Figure,
-    UnsealedObservation,
     delete_topics,
     fresh_schema,
     info,
@@ -38,6 +37,7 @@ from bench.common import (
     percentile,
     stream_of,
     unique,
+    unsealed,
     wait_until,
 )
 from shared.events.assessment import ObservationRecorded
@@ -195,7 +195,7 @@ async def pipeline(
             consumer = CountingConsumer(
                 unique(f"bench-{label}-"), engine, tables, {}, publisher, topic_prefix=prefix,
                 batch_handlers={ObservationRecorded: projection(tables, applied),
-                                UnsealedObservation: projection(tables, applied)},
+                                unsealed(): projection(tables, applied)},
                 sealing=SEALING,
             )
             relay = OutboxRelay(
