@@ -58,7 +58,7 @@ async def test_share_with_consent_is_delivered_once_and_signed(stack: Stack, rec
     assert request["headers"]["webhook-id"] == delivery_id
     payload = verify(agency["signing_secret"], request)
     assert payload["type"] == "share.created"
-    assert payload["data"]["pupil_id"] == str(pupil) and payload["data"]["document"]["strand"] == "Being"
+    assert payload["data"]["pupil_id"] == str(pupil) and payload["data"]["document"]["strand"] == "being"
     assert delivered.delta() == 1
     # A wrong secret does not verify: the check above can fail.
     other = "whsec_" + "A" * 43 + "="
