@@ -245,10 +245,12 @@ async def agency(p: Platform, url: str) -> dict[str, Any]:
 
 
 async def share(p: Platform, agency_id: str, child: Child) -> dict[str, Any]:
-    # A sharer may well write the child's name into the document: it must not outlive the erasure.
+    # The intervention report as of the child's latest assessment: the platform assembles it (and
+    # keeps it sealed with the child's key until delivered): it must not outlive the erasure.
+    profile = ok(await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco)))
     return ok(await p.reporting.post("/sharing/shares", headers=p.as_(Role.senco), json={  # type: ignore[no-any-return]
         "agency_id": agency_id, "pupil_id": str(child.pupil_id), "document_kind": "report",
-        "document": {"title": "Termly report", "about": f"{child.forename} {child.surname}", "upn": child.upn}}), 201)
+        "document_id": str(profile["latest_assessment_id"])}), 201)
 
 
 async def delivery_status(p: Platform, delivery_id: str) -> str | None:

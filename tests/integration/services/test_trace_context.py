@@ -267,10 +267,14 @@ async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uu
 
     answering, down, social = await agency("ok"), await agency("down"), await agency("ok", "social_care")
 
+    # The report as of the child's latest assessment: the platform assembles it and seals it with
+    # the child's key (its release recorded, PersonalDataRead, in the share's trace).
+    report_id = str(ok(await p.reporting.get(f"/pupils/{child}/profile", headers=p.as_(Role.senco)))["latest_assessment_id"])
+
     async def share(agency_id: str, label: str, *may_cause: type[Event]) -> Any:
-        return ok(await p.reporting.post("/sharing/shares", headers=p.traced(Role.senco, label, *may_cause), json={
-            "agency_id": agency_id, "pupil_id": str(child), "document_kind": "report",
-            "document": {"title": "Termly report"}}), 201)
+        return ok(await p.reporting.post("/sharing/shares", headers=p.traced(
+            Role.senco, label, *may_cause, *types("PersonalDataRead")), json={
+            "agency_id": agency_id, "pupil_id": str(child), "document_kind": "report", "document_id": report_id}), 201)
 
     assert (await share(answering, "share without consent", *types("ShareBlocked")))["status"] == "blocked"
     ok(await p.consent.post(f"/pupils/{child}/consents", headers=p.traced(Role.senco, "consent to share",
