@@ -289,7 +289,7 @@ async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uu
     withheld = ok(await p.reporting.post("/sharing/shares", headers=p.traced(
         Role.dpo, "share, the family's notice withheld",
         *types("ReportShared", "FamilyNoticeWithheld", "ShareDelivered", "PersonalDataRead")),
-        json={"agency_id": social, "pupil_id": str(child), "document_kind": "report",
+        json={"agency_id": social, "pupil_id": str(child), "document_kind": "report", "document_id": report_id,
               "withhold_family_notice": {"reason_code": "risk_of_harm_to_child", "reason": "a safeguarding referral"}}),
         201)
     assert withheld["family_notice"]["status"] == "withheld"

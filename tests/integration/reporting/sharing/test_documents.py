@@ -179,3 +179,9 @@ async def test_the_frozen_document_is_ciphertext_until_delivered(stack: Stack, r
     frozen = sent.pop()
     assert hashlib.sha256(frozen).hexdigest() == share["document_sha256"]
     assert orjson.loads(frozen)["assessments"][0]["strand_percent"] == 42.5
+    # The family's subject access (asked by the DPO) shows the document kept for the share.
+    token = stack.issuer.issue("dpo-9", [Role.dpo], stack.consent.trust_id, [])
+    response = await stack.client.get(f"/pupils/{pupil}/subject-access", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    [kept] = [x for x in response.json()["services"]["reporting"]["shares"] if x["share_id"] == share["share_id"]]
+    assert orjson.dumps(kept["what_was_sent"]["document"], option=orjson.OPT_SORT_KEYS) == frozen
