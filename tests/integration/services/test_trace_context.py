@@ -269,7 +269,8 @@ async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uu
 
     # The report as of the child's latest assessment: the platform assembles it and seals it with
     # the child's key (its release recorded, PersonalDataRead, in the share's trace).
-    report_id = str(ok(await p.reporting.get(f"/pupils/{child}/profile", headers=p.as_(Role.senco)))["latest_assessment_id"])
+    report_id = str(ok(await p.reporting.get(f"/pupils/{child}/profile", headers=p.traced(
+        Role.senco, "read the profile", *types("PersonalDataRead"))))["latest_assessment_id"])
 
     async def share(agency_id: str, label: str, *may_cause: type[Event]) -> Any:
         return ok(await p.reporting.post("/sharing/shares", headers=p.traced(
