@@ -153,7 +153,7 @@ class Sharing:
                    agency_id=agency_id, document_kind=document_kind, document_id=document_id,
                    reason=decision.reason, decision=decision.raw, shared_by=principal.subject, shared_at=at)
         body: dict[str, Any] = {"share_id": share_id, "agency_id": agency_id, "pupil_id": pupil_id,
-                                "document_kind": document_kind, "reason": decision.reason,
+                                "document_kind": document_kind, "document_id": document_id, "reason": decision.reason,
                                 "lawful_basis": decision.lawful_basis, "consent_obtained": decision.consent_obtained,
                                 "record": decision.raw.get("record")}
         if not decision.allow:
@@ -200,7 +200,7 @@ class Sharing:
             document_id=document_id, delivery_id=delivery_id, agency_name=agency.organisation,
             document_sha256=digest, **basis))
         self.wake()
-        return 201, {**body, "document_id": document_id, "document_sha256": digest, "status": "accepted",
+        return 201, {**body, "document_sha256": digest, "status": "accepted",
                      "delivery_id": delivery_id, "family_notice": notice}
 
     async def _drop_document(self, conn: AsyncConnection, row: Any) -> None:
