@@ -447,8 +447,7 @@ async def test_withdrawing_consent_sends_the_agency_a_deletion_notice(story: Sto
     (request,) = await soon(notice)
     payload = Webhook(agency["signing_secret"]).verify(request["body"], request["headers"])
     assert payload["data"]["pupil_id"] == str(story.child) and payload["data"]["share_ids"] == [agency["share_id"]]
-    refused = ok(await p.reporting.post("/sharing/shares", headers=story.senco, json={
-        "agency_id": agency["agency_id"], "pupil_id": str(story.child), "document_kind": "report"}), CREATED)
+    refused = await share_the_report(story)
     assert refused["status"] == "blocked"
 
 

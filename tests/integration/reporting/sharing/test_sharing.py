@@ -175,7 +175,8 @@ async def test_roles_scope_and_unknown_agencies(stack: Stack, receiver: Receiver
     assert response.status_code == 422, response.text
     practitioner = stack.staff(Role.practitioner)
     response = await stack.client.post("/sharing/shares", headers=practitioner, json={
-        "agency_id": agency["agency_id"], "pupil_id": str(mine), "document_kind": "report"})
+        "agency_id": agency["agency_id"], "pupil_id": str(mine), "document_kind": "report",
+        "document_id": (await stack.documents(mine)).id_of("report")})
     assert response.status_code == 403
     assert receiver.received == []
     # None of the three refusals recorded a share or queued a webhook.
