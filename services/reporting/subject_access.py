@@ -31,10 +31,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.reporting.audit.deps import Audit
 from services.reporting.audit.queries import After, EntryFilter, read_record
 from services.reporting.readmodels import queries as readmodels
+from services.reporting.sharing.documents import DOCUMENT_FIELD
 from services.reporting.sharing.tables import agencies, deliveries, shares
 from shared.api import requires
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads, record_audit_query
 from shared.auth import Principal, Role, ensure_scope
+from shared.datakeys import DataKeyDestroyed
 from shared.problems import NotFound
 from shared.service import Runtime, dependencies_of, runtime_of
 
@@ -100,6 +102,17 @@ async def _events(conn: AsyncConnection, runtime: Runtime, stream: str) -> list[
     return [recorded.envelope.data for recorded in await runtime.store.read_stream(conn, stream)]
 
 
+async def _frozen_document(runtime: Runtime, row: Any) -> Any:
+    """A share's frozen document (sharing/documents.py), opened with the pupil's key, while kept."""
+    if row.document_sealed is None or runtime.sealing is None:
+        return None
+    try:
+        key = await runtime.sealing.keyring.key_for(row.trust_id, row.pupil_id)
+    except DataKeyDestroyed:  # erased: nothing of theirs is kept to show
+        return None
+    return key.open_json(row.document_sealed, DOCUMENT_FIELD)
+
+
 async def _shares(conn: AsyncConnection, runtime: Runtime, pupil_id: UUID) -> list[dict[str, Any]]:
     rows = (await conn.execute(
         select(shares, agencies.c.organisation, agencies.c.category)
@@ -113,7 +126,6 @@ async def _shares(conn: AsyncConnection, runtime: Runtime, pupil_id: UUID) -> li
         recorded = {type(e).__name__: e for e in await _events(conn, runtime, f"share-{r.share_id}")}
         shared = recorded.get("ReportShared")
         delivery = sent.get(r.share_id)
-        payload = delivery.payload if delivery is not None and isinstance(delivery.payload, dict) else None
         out.append({
             "share_id": str(r.share_id), "shared_at": r.shared_at.isoformat(), "shared_by": r.shared_by,
             "status": r.status, "reason": r.reason,
@@ -124,8 +136,8 @@ async def _shares(conn: AsyncConnection, runtime: Runtime, pupil_id: UUID) -> li
             "what_was_sent": {
                 "document_kind": r.document_kind, "document_id": str(r.document_id) if r.document_id else None,
                 "document_sha256": getattr(shared, "document_sha256", None),
-                # Kept only until it is delivered (or blocked): after that, the hash says what it was.
-                "document": payload.get("document") if payload is not None else None,
+                # Kept (sealed) only until it is delivered (or stopped): after that, the hash says what it was.
+                "document": await _frozen_document(runtime, r),
             },
             "delivery": None if delivery is None else {
                 "status": delivery.status, "attempts": delivery.attempts, "created_at": _iso(delivery.created_at),

@@ -390,10 +390,12 @@ async def test_the_intervention_report_is_produced_anonymised(story: Story) -> N
 
 async def share_the_report(story: Story) -> Any:
     p = story.platform
+    # The share names the report (as of the child's latest assessment); the platform assembles it.
+    profile = ok(await p.reporting.get(f"/pupils/{story.child}/profile", headers=story.senco), OK)
     return ok(await p.reporting.post("/sharing/shares", headers={**story.senco, "Idempotency-Key": str(uuid.uuid4())},
                                      json={"agency_id": story.agency["agency_id"], "pupil_id": str(story.child),
                                            "document_kind": "report",
-                                           "document": {"title": "Intervention report", "html": story.report}}), CREATED)
+                                           "document_id": str(profile["latest_assessment_id"])}), CREATED)
 
 
 @step(test_the_intervention_report_is_produced_anonymised)
@@ -425,7 +427,11 @@ async def test_with_consent_the_report_is_delivered_once_and_signed(story: Story
     assert [r["headers"]["webhook-id"] for r in receiver.received] == [accepted["delivery_id"]]
     payload = Webhook(agency["signing_secret"]).verify(receiver.received[0]["body"], receiver.received[0]["headers"])
     assert payload["type"] == "share.created" and payload["data"]["pupil_id"] == str(story.child)
-    assert payload["data"]["document"]["html"] == story.report
+    document = payload["data"]["document"]
+    assert document["kind"] == "report" and document["pupil_id"] == str(story.child)
+    canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    assert hashlib.sha256(canonical).hexdigest() == accepted["document_sha256"]
+    assert not [s for s in OAK[0].personal_data() if s in canonical.decode()]  # anonymised
     agency.update(share_id=accepted["share_id"], delivery_id=accepted["delivery_id"])
 
 
@@ -441,8 +447,7 @@ async def test_withdrawing_consent_sends_the_agency_a_deletion_notice(story: Sto
     (request,) = await soon(notice)
     payload = Webhook(agency["signing_secret"]).verify(request["body"], request["headers"])
     assert payload["data"]["pupil_id"] == str(story.child) and payload["data"]["share_ids"] == [agency["share_id"]]
-    refused = ok(await p.reporting.post("/sharing/shares", headers=story.senco, json={
-        "agency_id": agency["agency_id"], "pupil_id": str(story.child), "document_kind": "report"}), CREATED)
+    refused = await share_the_report(story)
     assert refused["status"] == "blocked"
 
 

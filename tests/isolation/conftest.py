@@ -308,18 +308,19 @@ async def _sharing_and_audit(p: Platform, a: TrustA, headers: dict[str, str]) ->
         "category": "camhs", "organisation": organisation, "endpoint_url": p.receiver.url}))
     a.keep("agency_id", agency["agency_id"], trust_level=True)
     a.trust_values.add(organisation)
-    shared = await _ok(await reporting.post("/sharing/shares", headers=_keyed(headers), json={
-        "agency_id": agency["agency_id"], "pupil_id": pupil, "document_kind": "report",
-        "document": {"title": f"Report{a.mark}"}}))
-    a.keep("share_id", shared["share_id"])
-    a.keep("delivery_id", shared["delivery_id"])
-    a.academy_values.add(f"Report{a.mark}")
 
     async def profiled() -> bool:
         response = await reporting.get(f"/pupils/{pupil}/profile", headers=headers)
-        return response.status_code == 200 and bool(response.json().get("plans"))
+        return response.status_code == 200 and bool(response.json().get("plans")) \
+            and str(response.json().get("latest_assessment_id")) == a.ids["assessment_id"]
 
     await eventually(profiled, timeout=60)
+    # The report as of A's assessment: the platform assembles it from the read models.
+    shared = await _ok(await reporting.post("/sharing/shares", headers=_keyed(headers), json={
+        "agency_id": agency["agency_id"], "pupil_id": pupil, "document_kind": "report",
+        "document_id": a.ids["assessment_id"]}))
+    a.keep("share_id", shared["share_id"])
+    a.keep("delivery_id", shared["delivery_id"])
 
     async def delivered() -> bool:
         response = await reporting.get(f"/sharing/deliveries/{shared['delivery_id']}", headers=headers)

@@ -108,7 +108,8 @@ COMMANDS: dict[tuple[str, str], Request] = {
     ("POST", "/sharing/agencies"): lambda ids: {"json": {
         "category": "camhs", "organisation": "Intruders' agency", "endpoint_url": ids["endpoint_url"]}},
     ("POST", "/sharing/shares"): lambda ids: {"json": {
-        "agency_id": ids["agency_id"], "pupil_id": ids["pupil_id"], "document_kind": "report", "document": {"title": "x"}}},
+        "agency_id": ids["agency_id"], "pupil_id": ids["pupil_id"], "document_kind": "report",
+        "document_id": ids["assessment_id"]}},
     ("POST", "/sharing/deliveries/{delivery_id}/replay"): lambda ids: {},
     ("POST", "/sharing/shares/{share_id}/notice/withholding"): lambda ids: {"json": {
         "reason_code": "risk_of_harm_to_child", "reason": "an intruder's reason"}},

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from services.reporting.rendering import render
@@ -52,11 +52,16 @@ class WithholdIn(BaseModel):
 
 
 class ShareIn(BaseModel):
+    """A share names what to send, never its content: the platform assembles the document itself
+    for the pupil named (sharing/documents.py). Any other field (a `document`) is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
     agency_id: UUID
     pupil_id: UUID
     document_kind: DataKind
-    document_id: UUID | None = None
-    document: dict[str, Any] | None = Field(default=None, description="The content disclosed (the report, plan or profile)")
+    document_id: UUID = Field(description="report, profile: one of the pupil's assessments (the document as of it); "
+                                          "action_plan: one of the pupil's plans")
     withhold_family_notice: WithholdIn | None = Field(
         default=None, description="Data-protection officer only, and only for a share under a lawful basis other "
                                   "than consent: the family is not told, and the audit ledger records why")
@@ -107,7 +112,7 @@ def sharing_router() -> APIRouter:
 
         async def command(conn: Any) -> tuple[int, Any]:
             return await sharing.share(conn, runtime, principal, body.agency_id, body.pupil_id,
-                                       body.document_kind.value, body.document_id, body.document, withhold)
+                                       body.document_kind.value, body.document_id, withhold)
 
         async with runtime.engine.begin() as conn:
             return await run_command(conn, kernel.idempotency, principal, idempotency_key,

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.reporting.readmodels.tables import ERASURES
 from services.reporting.sharing import metrics
 from services.reporting.sharing.consent import ConsentClient, Decision, Unavailable, UnknownPupil
+from services.reporting.sharing.documents import DOCUMENT_FIELD, DocumentNotFound, assemble
 from services.reporting.sharing.endpoints import EndpointRefused, check_endpoint, networks
 from services.reporting.sharing.metrics import Outcome
 from services.reporting.sharing.notices import Notices, Withhold
@@ -40,7 +41,7 @@ from services.reporting.sharing.tables import agencies, attempts, deliveries, fa
 from services.reporting.tables import kernel
 from shared.api import forget_stored_answers
 from shared.auth import Principal, ensure_scope
-from shared.datakeys import KekKeyring
+from shared.datakeys import DataKeyDestroyed, DataKeyError, KekKeyring, PupilKeyring
 from shared.events.consent import ConsentWithdrawn, Purpose
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
@@ -75,9 +76,12 @@ class Sharing:
     event that wakes the delivery worker."""
 
     def __init__(self, config: SharingSettings, consent: ConsentClient, kek: Callable[[], KekKeyring],
-                 http: httpx.AsyncClient, notices: Notices | None = None) -> None:
+                 http: httpx.AsyncClient, notices: Notices | None = None,
+                 keyring: PupilKeyring | None = None) -> None:
         self.config = config
         self.notices = notices  # the family's notices (notices.py); None: none are queued
+        # Pupils' data keys: a share's frozen document is sealed with its pupil's (documents.py).
+        self.keyring = keyring if keyring is not None or notices is None else notices.keyring
         self.store = EventStore(kernel)
         self.consent = consent
         # Made on first use, as before: a deployment that registers no agency needs no KEK.
@@ -122,8 +126,10 @@ class Sharing:
     # --- shares --------------------------------------------------------------------------------
 
     async def share(self, conn: AsyncConnection, runtime: Any, principal: Principal, agency_id: UUID,
-                    pupil_id: UUID, document_kind: str, document_id: UUID | None,
-                    document: dict[str, Any] | None, withhold: Withhold | None = None) -> tuple[int, dict[str, Any]]:
+                    pupil_id: UUID, document_kind: str, document_id: UUID,
+                    withhold: Withhold | None = None) -> tuple[int, dict[str, Any]]:
+        """The platform assembles the document itself, for this pupil (documents.py): the caller
+        names its kind and id, never its content. It is frozen now, sealed with the pupil's key."""
         agency = await self.agency(conn, principal.trust_id, agency_id)
         if agency is None or not agency.active:
             raise UnprocessableEntity("agency_id names no registered agency of this trust")
@@ -136,13 +142,18 @@ class Sharing:
             raise ServiceUnavailable("consent cannot be established now, so nothing is shared; try again later",
                                      retry_after_s=30) from None
         ensure_scope(principal, principal.trust_id, decision.academy_id)  # 403: another academy's pupil
+        try:
+            document = await assemble(conn, principal.trust_id, pupil_id, document_kind, document_id)
+        except DocumentNotFound:
+            # The same answer for an unknown id and another pupil's: nothing tells one from the other.
+            raise NotFound(f"no {document_kind} with this document_id for this pupil") from None
         share_id, at = uuid.uuid4(), now()
         basis = _basis(decision)
         row = dict(share_id=share_id, trust_id=principal.trust_id, academy_id=decision.academy_id, pupil_id=pupil_id,
                    agency_id=agency_id, document_kind=document_kind, document_id=document_id,
                    reason=decision.reason, decision=decision.raw, shared_by=principal.subject, shared_at=at)
         body: dict[str, Any] = {"share_id": share_id, "agency_id": agency_id, "pupil_id": pupil_id,
-                                "document_kind": document_kind, "reason": decision.reason,
+                                "document_kind": document_kind, "document_id": document_id, "reason": decision.reason,
                                 "lawful_basis": decision.lawful_basis, "consent_obtained": decision.consent_obtained,
                                 "record": decision.raw.get("record")}
         if not decision.allow:
@@ -155,7 +166,19 @@ class Sharing:
             metrics.record(Outcome.BLOCKED)
             return 201, {**body, "status": "blocked", "delivery_id": None}
         delivery_id = uuid.uuid4()
-        await conn.execute(insert(shares).values(**row, status="accepted"))
+        if self.keyring is None:
+            raise ServiceUnavailable("no data keys: a document cannot be kept sealed, so nothing is shared",
+                                     retry_after_s=30)
+        try:
+            key = await self.keyring.key_for(principal.trust_id, pupil_id)
+        except DataKeyDestroyed:
+            raise NotFound("no such pupil in this trust") from None  # erased: nothing of theirs goes
+        except DataKeyError:
+            raise ServiceUnavailable("the pupil's data key cannot be had now, so nothing is shared; try again later",
+                                     retry_after_s=30) from None
+        digest = document_hash(document)
+        await conn.execute(insert(shares).values(**row, status="accepted", document_sha256=digest,
+                                                 document_sealed=key.seal_json(document, DOCUMENT_FIELD)))
         # The family's notice, in this transaction, before the delivery is queued (notices.py).
         notice = None if self.notices is None else await self.notices.queue(
             conn, principal, share_id=share_id, academy_id=decision.academy_id, pupil_id=pupil_id, agency=agency,
@@ -164,7 +187,7 @@ class Sharing:
             withhold=withhold)
         payload = {"share_id": str(share_id), "pupil_id": str(pupil_id), "academy_id": str(decision.academy_id),
                    "agency_category": agency.category, "document_kind": document_kind,
-                   "document_id": str(document_id) if document_id else None, "document": document,
+                   "document_id": str(document_id),
                    "lawful_basis": decision.lawful_basis, "shared_at": at.isoformat()}
         await conn.execute(insert(deliveries).values(
             delivery_id=delivery_id, trust_id=principal.trust_id, academy_id=decision.academy_id, pupil_id=pupil_id,
@@ -175,9 +198,15 @@ class Sharing:
             share_id=share_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=agency.category,
             document_kind=document_kind, consent_id=decision.consent_id, shared_by=principal.subject, shared_at=at,
             document_id=document_id, delivery_id=delivery_id, agency_name=agency.organisation,
-            document_sha256=document_hash(document), **basis))
+            document_sha256=digest, **basis))
         self.wake()
-        return 201, {**body, "status": "accepted", "delivery_id": delivery_id, "family_notice": notice}
+        return 201, {**body, "document_sha256": digest, "status": "accepted",
+                     "delivery_id": delivery_id, "family_notice": notice}
+
+    async def _drop_document(self, conn: AsyncConnection, row: Any) -> None:
+        """A share's sealed document is kept until delivered (or stopped): then only its hash."""
+        if row.kind == "share" and row.share_id is not None:
+            await conn.execute(update(shares).where(shares.c.share_id == row.share_id).values(document_sealed=None))
 
     async def _append(self, conn: AsyncConnection, trust_id: UUID, academy_id: UUID, stream: str, data: Event,
                       cause: Envelope[Event] | None = None) -> None:
@@ -237,9 +266,10 @@ class Sharing:
             decisions = await self._decisions(runtime, rows)
             secrets_ = await self._secrets(runtime, rows)
             endpoints_ok = await self._endpoints(runtime, rows)
+            documents = await self._documents(conn, rows)
             results = await asyncio.gather(*(
                 self._deliver(runtime, conn, row, decisions.get(_question(row)), secrets_[row.agency_id],
-                              endpoints_ok[row.agency_id]) for row in rows))
+                              endpoints_ok[row.agency_id], documents.get(row.share_id)) for row in rows))
             await self._record(conn, rows, results)
         return claimed
 
@@ -266,6 +296,27 @@ class Sharing:
                                                        secret_aad(row.trust_id, row.agency_id))
         return found
 
+    async def _documents(self, conn: AsyncConnection, rows: list[Any]) -> dict[UUID, dict[str, Any] | str]:
+        """Each share's frozen document, opened with its pupil's key; or why it cannot be
+        (`pupil_erased`: the key is gone; `data_key_unavailable`: try again later)."""
+        ids = [row.share_id for row in rows if row.kind == "share"]
+        if not ids:
+            return {}
+        found: dict[UUID, dict[str, Any] | str] = {}
+        for share in (await conn.execute(select(shares.c.share_id, shares.c.trust_id, shares.c.pupil_id,
+                                                shares.c.document_sealed).where(shares.c.share_id.in_(ids)))).all():
+            if share.document_sealed is None or self.keyring is None:
+                found[share.share_id] = "document_unavailable"
+                continue
+            try:
+                key = await self.keyring.key_for(share.trust_id, share.pupil_id)
+                found[share.share_id] = key.open_json(share.document_sealed, DOCUMENT_FIELD)
+            except DataKeyDestroyed:
+                found[share.share_id] = "pupil_erased"
+            except DataKeyError:
+                found[share.share_id] = "data_key_unavailable"
+        return found
+
     async def _endpoints(self, runtime: Any, rows: list[Any]) -> dict[UUID, str | None]:
         """Each endpoint checked again (a host name may now resolve inside the network)."""
         allowed = networks(self.config.allowed_private_networks)
@@ -280,18 +331,26 @@ class Sharing:
         return found
 
     async def _deliver(self, runtime: Any, conn: AsyncConnection, row: Any, decision: Decision | str | None,
-                       secret: bytes, endpoint_refused: str | None) -> Attempt:
+                       secret: bytes, endpoint_refused: str | None,
+                       document: dict[str, Any] | str | None = None) -> Attempt:
         at = now()
+        data = row.payload
         if row.kind == "share":
             if isinstance(decision, str) or decision is None:
                 return Attempt(at, "unavailable", None, decision or "consent_unavailable", None, 0)
             if not decision.allow:
                 return Attempt(at, "blocked", None, _code(decision.reason), decision, 0)
+            if document == "data_key_unavailable":
+                return Attempt(at, "unavailable", None, document, None, 0)
+            if not isinstance(document, dict):
+                return Attempt(at, "blocked", None, document or "document_unavailable", None, 0)
+            data = {**row.payload, "document": document}
         if not row.active:
             return Attempt(at, "blocked", None, "agency_deactivated", None, 0)
         if endpoint_refused:
             return Attempt(at, "error", None, "endpoint_refused", None, 0)
-        body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": row.payload})
+        body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": data})
+        sent_hash = hashlib.sha256(body).hexdigest()
         started = time.perf_counter()
         try:
             response = await self.http.post(
@@ -301,7 +360,7 @@ class Sharing:
             status, error = None, _code(type(exc).__name__)
         took = int((time.perf_counter() - started) * 1000)
         return Attempt(at, "sent" if error is None else "error", status, error,
-                       decision if isinstance(decision, Decision) else None, took)
+                       decision if isinstance(decision, Decision) else None, took, sent_hash)
 
     async def _record(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> None:
         log_rows, counts = [], dict.fromkeys(Outcome, 0)
@@ -313,6 +372,7 @@ class Sharing:
             if result.kind == "sent":
                 outcome = Outcome.DELIVERED
                 values |= {"status": "delivered", "payload": None, "finished_at": result.at}
+                await self._drop_document(conn, row)
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
                     share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=_pupil_of(row), agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries,
@@ -321,6 +381,7 @@ class Sharing:
             elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.max_attempts):
                 outcome = Outcome.BLOCKED
                 values |= {"status": "blocked", "payload": None, "finished_at": result.at}
+                await self._drop_document(conn, row)
                 await self._blocked(conn, row, result.error or "blocked", result.at, result.decision,
                                     await self._cause(conn, row))
             elif tries >= self.config.max_attempts:
@@ -339,7 +400,7 @@ class Sharing:
             log_rows.append(dict(delivery_id=row.delivery_id, trust_id=row.trust_id, agency_id=row.agency_id,
                                  attempt=tries, scheduled_for=row.next_attempt_at, attempted_at=result.at,
                                  outcome=outcome.value, status_code=result.status_code, error=result.error,
-                                 duration_ms=result.duration_ms))
+                                 duration_ms=result.duration_ms, body_sha256=result.body_sha256))
         await conn.execute(insert(attempts), log_rows)
         for outcome, count in counts.items():
             if count:
@@ -388,6 +449,7 @@ class Sharing:
             .values(status="blocked", payload=None, finished_at=at, last_error="consent_withdrawn")
             .returning(deliveries))).all()
         for row in stopped:
+            await self._drop_document(conn, row)
             await self._blocked(conn, row, "consent_withdrawn", at, None, envelope)
         if stopped:
             metrics.record(Outcome.BLOCKED, len(stopped))
@@ -498,6 +560,7 @@ class Attempt:
     error: str | None
     decision: Decision | None
     duration_ms: int
+    body_sha256: str | None = None  # of the body sent (None: nothing was sent)
 
 
 def _question(row: Any) -> tuple[Any, ...]:

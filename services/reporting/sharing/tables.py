@@ -56,6 +56,10 @@ shares = Table(
     Column("decision", JSONB, nullable=False),
     Column("shared_by", String(200), nullable=False),
     Column("shared_at", DateTime(timezone=True), nullable=False),
+    # The document the platform assembled for this share (sharing/documents.py), frozen at share
+    # time and sealed with the pupil's key; NULL once delivered (or blocked). Its SHA-256 stays.
+    Column("document_sealed", Text),
+    Column("document_sha256", String(64)),
     info=per_trust(),
 )
 
@@ -102,6 +106,7 @@ attempts = Table(
     Column("status_code", Integer),
     Column("error", String(200)),
     Column("duration_ms", Integer),
+    Column("body_sha256", String(64)),  # SHA-256 (hex) of the exact body this try sent; NULL: nothing sent
     info=per_trust(),
 )
 Index("sharing_attempts_by_agency", attempts.c.trust_id, attempts.c.agency_id, attempts.c.attempt_id)

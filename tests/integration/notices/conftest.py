@@ -131,7 +131,7 @@ async def notices(stack_settings, topic_prefix, tmp_path, publisher, consent_set
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as client:
-                yield Notices(consent, client, engine, DevIssuer(settings), smtp)
+                yield Notices(consent, client, engine, DevIssuer(settings), smtp=smtp)
 
 
 @pytest.fixture

@@ -268,18 +268,21 @@ async def test_the_dpo_withholds_a_safeguarding_share_s_notice_the_ledger_says_w
     assert refused.headers["content-type"] == "application/problem+json"
     # Nor may the DPO withhold the notice of a share resting on consent: 422, nothing shared.
     on_consent = await n.client.post("/sharing/shares", headers=n.dpo(), json={
-        "agency_id": camhs["agency_id"], "pupil_id": str(consented), "document_kind": "report", **withhold})
+        "agency_id": camhs["agency_id"], "pupil_id": str(consented), "document_kind": "report",
+        "document_id": (await n.documents(consented)).id_of("report"), **withhold})
     assert on_consent.status_code == 422, on_consent.text
     # An unknown reason code: 422, nothing shared.
     bad = await n.client.post("/sharing/shares", headers=n.dpo(), json={
         "agency_id": social["agency_id"], "pupil_id": str(safeguarded), "document_kind": "report",
+        "document_id": (await n.documents(safeguarded)).id_of("report"),
         "withhold_family_notice": {"reason_code": "because", "reason": words}})
     assert bad.status_code == 422, bad.text
     assert await counts() == (0, 0, 0)
     assert receiver.received == []
 
     response = await n.client.post("/sharing/shares", headers=n.dpo(), json={
-        "agency_id": social["agency_id"], "pupil_id": str(safeguarded), "document_kind": "report", **withhold})
+        "agency_id": social["agency_id"], "pupil_id": str(safeguarded), "document_kind": "report",
+        "document_id": (await n.documents(safeguarded)).id_of("report"), **withhold})
     assert response.status_code == 201, response.text
     share = response.json()
     assert share["status"] == "accepted" and share["lawful_basis"] == "legal_obligation"

@@ -37,6 +37,7 @@ from services.reporting.audit.tables import PRIVILEGES as LEDGER
 from services.reporting.readmodels.erasure import PUPIL_DATA
 from services.reporting.sharing import SharingSettings
 from shared.auth import DevIssuer, Role
+from shared.datakeys import SEALED_PREFIX
 from tests.integration.assessment.helpers import upn
 from tests.integration.kernel.helpers import eventually
 from tests.integration.services.in_process import four_services, on_a_port, settings_for
@@ -245,10 +246,16 @@ async def agency(p: Platform, url: str) -> dict[str, Any]:
 
 
 async def share(p: Platform, agency_id: str, child: Child) -> dict[str, Any]:
-    # A sharer may well write the child's name into the document: it must not outlive the erasure.
+    # The intervention report as of the child's latest assessment: the platform assembles it (and
+    # keeps it sealed with the child's key until delivered): it must not outlive the erasure.
+    async def scored() -> Any:
+        response = await p.reporting.get(f"/pupils/{child.pupil_id}/profile", headers=p.as_(Role.senco))
+        return response.json() if response.status_code == 200 and response.json().get("latest_assessment_id") else None
+
+    profile = await eventually(scored, timeout=90)
     return ok(await p.reporting.post("/sharing/shares", headers=p.as_(Role.senco), json={  # type: ignore[no-any-return]
         "agency_id": agency_id, "pupil_id": str(child.pupil_id), "document_kind": "report",
-        "document": {"title": "Termly report", "about": f"{child.forename} {child.surname}", "upn": child.upn}}), 201)
+        "document_id": str(profile["latest_assessment_id"])}), 201)
 
 
 async def delivery_status(p: Platform, delivery_id: str) -> str | None:
@@ -334,7 +341,11 @@ async def test_an_erased_child_is_gone_from_every_copy_in_reporting_and_the_agen
     failed = await share(p, down["agency_id"], child)
     await finished(p, delivered["delivery_id"], "delivered")
     await finished(p, failed["delivery_id"], "failed")
-    assert await rows_naming(engine, child.personal), "the failed delivery keeps the document until the erasure"
+    # The failed delivery keeps its document (sealed with the child's key) until the erasure.
+    async with engine.connect() as conn:
+        sealed = (await conn.execute(text("SELECT document_sealed FROM reporting.sharing_shares WHERE share_id = :s"),
+                                     {"s": uuid.UUID(failed["share_id"])})).scalar_one()
+    assert sealed is not None and sealed.startswith(SEALED_PREFIX), "the failed delivery keeps the document"
 
     # The DPO of another trust cannot erase the child: 404, nothing changed.
     elsewhere = uuid.uuid4()
@@ -475,6 +486,7 @@ async def test_an_erasure_while_deliveries_are_in_flight_stops_them_or_follows_t
 ) -> None:
     p = platform
     (child,) = await enrol(p, 1)
+    await assess(p, child)
     await grant_sharing(p, child)
     slow, taking = await agency(p, f"{hooks.url}/slow"), await agency(p, f"{hooks.url}/ok")
     # The slow agency holds the first delivery open: the worker is sending it (row locked) while

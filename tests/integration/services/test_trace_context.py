@@ -267,10 +267,15 @@ async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uu
 
     answering, down, social = await agency("ok"), await agency("down"), await agency("ok", "social_care")
 
+    # The report as of the child's latest assessment: the platform assembles it and seals it with
+    # the child's key (its release recorded, PersonalDataRead, in the share's trace).
+    report_id = str(ok(await p.reporting.get(f"/pupils/{child}/profile", headers=p.traced(
+        Role.senco, "read the profile", *types("PersonalDataRead"))))["latest_assessment_id"])
+
     async def share(agency_id: str, label: str, *may_cause: type[Event]) -> Any:
-        return ok(await p.reporting.post("/sharing/shares", headers=p.traced(Role.senco, label, *may_cause), json={
-            "agency_id": agency_id, "pupil_id": str(child), "document_kind": "report",
-            "document": {"title": "Termly report"}}), 201)
+        return ok(await p.reporting.post("/sharing/shares", headers=p.traced(
+            Role.senco, label, *may_cause, *types("PersonalDataRead")), json={
+            "agency_id": agency_id, "pupil_id": str(child), "document_kind": "report", "document_id": report_id}), 201)
 
     assert (await share(answering, "share without consent", *types("ShareBlocked")))["status"] == "blocked"
     ok(await p.consent.post(f"/pupils/{child}/consents", headers=p.traced(Role.senco, "consent to share",
@@ -285,7 +290,7 @@ async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uu
     withheld = ok(await p.reporting.post("/sharing/shares", headers=p.traced(
         Role.dpo, "share, the family's notice withheld",
         *types("ReportShared", "FamilyNoticeWithheld", "ShareDelivered", "PersonalDataRead")),
-        json={"agency_id": social, "pupil_id": str(child), "document_kind": "report",
+        json={"agency_id": social, "pupil_id": str(child), "document_kind": "report", "document_id": report_id,
               "withhold_family_notice": {"reason_code": "risk_of_harm_to_child", "reason": "a safeguarding referral"}}),
         201)
     assert withheld["family_notice"]["status"] == "withheld"

@@ -14,7 +14,6 @@ another trust's DPO 404; a part that fails is named with what happened.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -56,7 +55,6 @@ GROUP_NAME = "Nurture group Tuesday"
 PARENT = "Priya Okafor-Parent"
 BASIS_REASON = "Section 47 enquiry opened by the local authority"
 POLICY = "Children Act 1989 s47"
-DOCUMENT = {"title": "Termly intervention report", "strand": "Being", "summary": "Progress in being.21"}
 
 
 @dataclass
@@ -223,13 +221,22 @@ async def write_the_story(p: Platform, receiver: Receiver) -> Story:
         "valid_until": (datetime.now(UTC) + timedelta(days=14)).isoformat()}), 201)
     ok(await p.consent.put(f"/pupils/{child}/retention-clock", headers=senco, json={"date_of_birth": CHILD["dob"]}))
 
-    # Shares: the report to CAMHS (consent) and to children's social care (legal obligation).
+    # Shares: the report to CAMHS (consent) and to children's social care (legal obligation), as of
+    # the child's assessment (once reporting's read models have it, from Kafka).
+    async def report_id() -> Any:
+        async def scored() -> Any:
+            response = await p.reporting.get(f"/pupils/{child}/profile", headers=senco)
+            latest = response.json().get("latest_assessment_id") if response.status_code == 200 else None
+            return latest if str(latest) == str(story.assessment_id) else None
+
+        return await eventually(scored, timeout=90)
+
     for category, organisation in (("camhs", "North CAMHS"), ("social_care", "Northshire Children's Services")):
         story.agencies[category] = ok(await p.reporting.post("/sharing/agencies", headers=trust_admin, json={
             "category": category, "organisation": organisation, "endpoint_url": receiver.url}), 201)
         story.shares[category] = ok(await p.reporting.post("/sharing/shares", headers=senco, json={
             "agency_id": story.agencies[category]["agency_id"], "pupil_id": str(child), "document_kind": "report",
-            "document_id": str(uuid.uuid4()), "document": DOCUMENT}), 201)
+            "document_id": str(await report_id())}), 201)
         assert story.shares[category]["status"] == "accepted", story.shares[category]
 
     async def delivered() -> bool:
@@ -329,7 +336,6 @@ async def test_the_export_holds_everything_the_story_wrote_and_nothing_of_the_ot
 
     # Reporting: every share with its recipient, date, basis and what was sent; the notice; the reads.
     r = parts["reporting"]
-    digest = hashlib.sha256(orjson.dumps(DOCUMENT, option=orjson.OPT_SORT_KEYS)).hexdigest()
     shares = {s["share_id"]: s for s in r["shares"]}
     assert set(shares) == {str(s["share_id"]) for s in story.shares.values()}
     camhs, social = (shares[str(story.shares[k]["share_id"])] for k in ("camhs", "social_care"))
@@ -339,9 +345,9 @@ async def test_the_export_holds_everything_the_story_wrote_and_nothing_of_the_ot
     assert camhs["basis"]["lawful_basis"] == "consent" and camhs["basis"]["consent_obtained"] is True
     assert (social["basis"]["lawful_basis"], social["basis"]["policy_reference"], social["basis"]["consent_obtained"]) \
         == ("legal_obligation", POLICY, False)
-    for share in (camhs, social):
+    for share, category in ((camhs, "camhs"), (social, "social_care")):
         assert share["what_was_sent"]["document_kind"] == "report"
-        assert share["what_was_sent"]["document_sha256"] == digest
+        assert share["what_was_sent"]["document_sha256"] == story.shares[category]["document_sha256"]
         assert share["delivery"]["status"] == "delivered" and datetime.fromisoformat(share["shared_at"])
         assert share["shared_by"] == "senco-1"
     [notice] = r["deletion_notices"]
@@ -372,7 +378,7 @@ async def test_the_export_holds_everything_the_story_wrote_and_nothing_of_the_ot
     assert parser.tags.isdisjoint({"script", "img"}), parser.tags
     assert "&lt;script&gt;" in html.text
     for present in (OBSERVATION_NOTE, SESSION_NOTE, GROUP_SESSION_NOTE, PARENT, CHILD["surname"], story.upns[0],
-                    "North CAMHS", POLICY, BASIS_REASON, digest, GROUP_NAME):
+                    "North CAMHS", POLICY, BASIS_REASON, story.shares["camhs"]["document_sha256"], GROUP_NAME):
         assert present in shown, f"{present!r} is not on the HTML page"
     assert "incomplete" not in shown
 

@@ -23,6 +23,7 @@ from services.reporting.sharing.tables import attempts, deliveries
 from shared.auth import DevIssuer, Role
 from tests.integration.consent.conftest import Consent, running_consent
 from tests.integration.kernel.helpers import eventually
+from tests.integration.reporting.sharing.documents import Documents, seed
 
 __all__ = ["Receiver", "Stack", "eventually"]
 
@@ -80,6 +81,7 @@ class Stack:
     client: httpx.AsyncClient
     engine: Any
     issuer: DevIssuer
+    seeded: dict[uuid.UUID, Documents] = field(default_factory=dict)
 
     def staff(self, role: Role = Role.senco, academies: list[uuid.UUID] | None = None) -> dict[str, str]:
         academies = self.consent.academies if academies is None else academies
@@ -102,10 +104,18 @@ class Stack:
                                                   headers=self.consent.senco, json=self.consent.withdrawal_body())
         assert response.status_code in (200, 201), response.text
 
+    async def documents(self, pupil_id: uuid.UUID) -> Documents:
+        """The pupil's documents in the read models (seeded on first use)."""
+        if pupil_id not in self.seeded:
+            self.seeded[pupil_id] = await seed(self.engine, self.consent.trust_id, self.consent.academy_id, pupil_id)
+        return self.seeded[pupil_id]
+
     async def share(self, agency_id: str, pupil_id: uuid.UUID, kind: str = "report", **extra: Any) -> httpx.Response:
+        """Shares the pupil's document of that kind (seeded), unless `document_id` names another."""
+        if "document_id" not in extra:
+            extra["document_id"] = (await self.documents(pupil_id)).id_of(kind)
         return await self.client.post("/sharing/shares", headers=self.staff(), json={
-            "agency_id": agency_id, "pupil_id": str(pupil_id), "document_kind": kind,
-            "document": {"title": "Termly report", "strand": "Being"}, **extra})
+            "agency_id": agency_id, "pupil_id": str(pupil_id), "document_kind": kind, **extra})
 
     async def delivery(self, delivery_id: str) -> Any:
         async with self.engine.connect() as conn:

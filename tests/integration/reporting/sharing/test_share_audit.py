@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -52,11 +51,10 @@ async def test_share_entries_say_basis_record_agency_document_and_deletion_notic
         "valid_until": (now + timedelta(days=14)).isoformat()})
     assert basis.status_code == 201, basis.text
 
-    document = {"title": "Termly report", "strand": "Being"}
-    digest = hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    first_doc, second_doc = uuid.uuid4(), uuid.uuid4()
-    first = (await stack.share(camhs["agency_id"], consented, document_id=str(first_doc))).json()
-    second = (await stack.share(social["agency_id"], safeguarded, document_id=str(second_doc))).json()
+    first_doc = (await stack.documents(consented)).assessment_id
+    second_doc = (await stack.documents(safeguarded)).assessment_id
+    first = (await stack.share(camhs["agency_id"], consented)).json()
+    second = (await stack.share(social["agency_id"], safeguarded)).json()
     assert first["status"] == second["status"] == "accepted", (first, second)
     assert second["lawful_basis"] == "legal_obligation" and second["consent_obtained"] is False
 
@@ -69,8 +67,11 @@ async def test_share_entries_say_basis_record_agency_document_and_deletion_notic
     found = await eventually(both_delivered, timeout=60)
     one, two = found[first["share_id"]], found[second["share_id"]]
     # The agency checks the hash against what it received.
-    sent = [orjson.loads(r["body"])["data"] for r in receiver.received]
-    assert {hashlib.sha256(orjson.dumps(d["document"], option=orjson.OPT_SORT_KEYS)).hexdigest() for d in sent} == {digest}
+    sent = {d["share_id"]: d for d in (orjson.loads(r["body"])["data"] for r in receiver.received)}
+    digests = {s: hashlib.sha256(orjson.dumps(d["document"], option=orjson.OPT_SORT_KEYS)).hexdigest()
+               for s, d in sent.items()}
+    assert digests == {first["share_id"]: first["document_sha256"], second["share_id"]: second["document_sha256"]}
+    digest, digest_two = first["document_sha256"], second["document_sha256"]
 
     assert one["lawful_basis"] == "consent" and one["consent_obtained"] is True and one["policy_reference"] is None
     assert one["consent_id"] == one["basis_id"] and one["consent_in_force"] is True
@@ -84,7 +85,7 @@ async def test_share_entries_say_basis_record_agency_document_and_deletion_notic
     assert two["basis_id"] == basis.json()["decision_id"]
     assert two["basis_stream_id"] == f"consent-{safeguarded}-share_social_care" and two["record_version"] == 1
     assert (two["agency_name"], two["agency_category"]) == ("Northshire Children's Services", "social_care")
-    assert (two["document_id"], two["document_sha256"]) == (str(second_doc), digest)
+    assert (two["document_id"], two["document_sha256"]) == (str(second_doc), digest_two)
     assert one["deletion_notice"] is None and two["deletion_notice"] is None
     # Nothing personal in clear: no name, no reason for the basis (it may name people).
     assert "Jane Example" not in str(found) and "Section 47 enquiry" not in str(found)
@@ -108,7 +109,7 @@ async def test_share_entries_say_basis_record_agency_document_and_deletion_notic
     assert [i["share_id"] for i in await shares(stack, deletion_notice="false")] == [second["share_id"]]
 
     # A share asked after the withdrawal is blocked: its entry keeps the reason and the agency.
-    blocked = (await stack.share(camhs["agency_id"], consented, document_id=str(uuid.uuid4()))).json()
+    blocked = (await stack.share(camhs["agency_id"], consented)).json()
     assert blocked["status"] == "blocked"
 
     async def blocked_recorded() -> dict[str, Any] | None:

@@ -58,7 +58,7 @@ async def test_share_with_consent_is_delivered_once_and_signed(stack: Stack, rec
     assert request["headers"]["webhook-id"] == delivery_id
     payload = verify(agency["signing_secret"], request)
     assert payload["type"] == "share.created"
-    assert payload["data"]["pupil_id"] == str(pupil) and payload["data"]["document"]["strand"] == "Being"
+    assert payload["data"]["pupil_id"] == str(pupil) and payload["data"]["document"]["strand"] == "being"
     assert delivered.delta() == 1
     # A wrong secret does not verify: the check above can fail.
     other = "whsec_" + "A" * 43 + "="
@@ -175,7 +175,8 @@ async def test_roles_scope_and_unknown_agencies(stack: Stack, receiver: Receiver
     assert response.status_code == 422, response.text
     practitioner = stack.staff(Role.practitioner)
     response = await stack.client.post("/sharing/shares", headers=practitioner, json={
-        "agency_id": agency["agency_id"], "pupil_id": str(mine), "document_kind": "report"})
+        "agency_id": agency["agency_id"], "pupil_id": str(mine), "document_kind": "report",
+        "document_id": (await stack.documents(mine)).id_of("report")})
     assert response.status_code == 403
     assert receiver.received == []
     # None of the three refusals recorded a share or queued a webhook.
