@@ -210,12 +210,12 @@ async def test_tls_keeps_the_host_name_for_sni_and_certificate_checks(
         async with httpx.AsyncClient(transport=transport, follow_redirects=False) as client:
             response = await client.post(f"https://agency.test:{port}/hooks", content=b"{}")
             assert response.status_code == 204
-            with pytest.raises(httpx.ConnectError, match="certificate|hostname"):
+            with pytest.raises(httpx.ConnectError, match=r"certificate|hostname"):
                 await client.post(f"https://other.test:{port}/hooks", content=b"{}")
         assert [r["headers"]["host"] for r in receiver.received] == [f"agency.test:{port}"]
         # Without the allow-list the same connection is refused before a byte is sent.
         async with httpx.AsyncClient(transport=pinned_transport([], verify=trusted)) as client:
-            with pytest.raises(endpoints.Refused, match="^refused$"):
+            with pytest.raises(endpoints.Refused, match=r"^refused$"):
                 await client.post(f"https://agency.test:{port}/hooks", content=b"{}")
         assert len(receiver.received) == 1
     assert ipaddress.ip_address(PUBLIC).is_loopback
