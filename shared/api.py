@@ -56,13 +56,15 @@ async def caller(
 
 
 def requires(*roles: Role) -> Callable[[Principal], Principal]:
-    """A dependency: the caller, if they hold one of the roles (403 otherwise)."""
+    """A dependency: the caller, if they hold one of the roles (403 otherwise). The caller is
+    trust-wide on this route only through a trust role the route accepts: an academy role plus an
+    unrelated trust role (practitioner + auditor) keeps them inside their academies."""
     wanted = ", ".join(sorted(roles))
 
     def with_role(principal: Annotated[Principal, Depends(caller)]) -> Principal:
         if not principal.has_role(*roles):
             raise Forbidden(f"this requires one of the roles: {wanted}")
-        return principal
+        return principal.acting_as(roles)
 
     return with_role
 

@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -86,6 +86,18 @@ class Principal:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "trust_wide", bool(self.roles & TRUST_ROLES))
+
+    def acting_as(self, accepted: Iterable[Role]) -> Principal:
+        """The principal as a route that accepts only `accepted` sees them: trust-wide only if one
+        of their trust roles is among those. Staff holding an academy role and an unrelated trust
+        role (practitioner + auditor) stay inside their academies on a practitioner's route. Their
+        roles are kept (a route may still ask which of its roles they hold)."""
+        trust_wide = bool(self.roles & frozenset(accepted) & TRUST_ROLES)
+        if trust_wide == self.trust_wide:
+            return self  # the usual case, and no copy on the hot read paths
+        narrowed = replace(self)
+        object.__setattr__(narrowed, "trust_wide", trust_wide)
+        return narrowed
 
     def has_role(self, *roles: Role) -> bool:
         """True when the principal holds at least one of `roles`."""
@@ -345,7 +357,8 @@ class Auth:
         return self.verifier.verify(credentials.credentials)
 
     def require(self, *roles: Role) -> Callable[[Principal], Principal]:
-        """A dependency returning the caller if they hold any of `roles`; 403 otherwise."""
+        """A dependency returning the caller if they hold any of `roles` (403 otherwise), trust-wide
+        only through a trust role among `roles` (Principal.acting_as)."""
         if not roles:
             raise ValueError(
                 "name at least one role; use auth.principal for any authenticated caller"
@@ -357,7 +370,7 @@ class Auth:
         def principal_with_role(principal: Principal = Depends(self.principal)) -> Principal:
             if not principal.has_role(*roles):
                 raise Forbidden(f"this requires one of the roles: {wanted}")
-            return principal
+            return principal.acting_as(roles)
 
         return principal_with_role
 

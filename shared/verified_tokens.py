@@ -66,6 +66,6 @@ def requires_cached(*roles: Role) -> Callable[..., Principal]:
         principal = tokens.principal(credentials)
         if not principal.has_role(*roles):
             raise Forbidden(f"this requires one of the roles: {wanted}")
-        return principal
+        return principal.acting_as(roles)  # trust-wide only through a trust role this route accepts
 
     return with_role

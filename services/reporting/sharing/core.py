@@ -31,7 +31,7 @@ from services.reporting.readmodels.tables import ERASURES
 from services.reporting.sharing import metrics
 from services.reporting.sharing.consent import ConsentClient, Decision, Unavailable, UnknownPupil
 from services.reporting.sharing.documents import DOCUMENT_FIELD, DocumentNotFound, assemble
-from services.reporting.sharing.endpoints import EndpointRefused, check_endpoint, networks
+from services.reporting.sharing.endpoints import EndpointRefused, check_endpoint, networks, pinned_transport
 from services.reporting.sharing.metrics import Outcome
 from services.reporting.sharing.notices import Notices, Withhold
 from services.reporting.sharing.settings import SharingSettings
@@ -63,10 +63,11 @@ def now() -> datetime:
 
 def webhook_client(config: SharingSettings) -> httpx.AsyncClient:
     """The client webhooks are sent with. Never follows redirects: a redirect could lead past the
-    endpoint checks."""
+    endpoint checks. Its transport connects only to addresses it vetted itself (endpoints.py)."""
     return httpx.AsyncClient(
         timeout=config.request_timeout_s, follow_redirects=False,
-        limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+        transport=pinned_transport(networks(config.allowed_private_networks),
+                                   limits=httpx.Limits(max_connections=100, max_keepalive_connections=100)),
     )
 
 
