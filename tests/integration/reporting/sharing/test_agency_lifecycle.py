@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from sqlalchemy import func, select
@@ -50,8 +51,6 @@ async def share_events(stack: Stack, share_id: str) -> list[str]:
 @pytest.fixture
 async def short_overlap(stack_settings, topic_prefix, tmp_path, publisher, consent_settings, engine) -> AsyncIterator[Stack]:  # type: ignore[no-untyped-def]
     """The stack with a rotation overlap of a few seconds (only tests shorten it, through settings)."""
-    import httpx
-
     async with running_consent(stack_settings, topic_prefix, tmp_path, publisher, consent_settings) as consent:
         settings = stack_settings.model_copy(update={
             "topic_prefix": topic_prefix, "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json",
@@ -60,9 +59,9 @@ async def short_overlap(stack_settings, topic_prefix, tmp_path, publisher, conse
         sharing = SCHEDULE.model_copy(update={"rotation_overlap_s": OVERLAP_S})
         app = reporting_service(ReportingServiceSettings(kernel=settings, sharing=sharing),
                                 consent_transport=httpx.ASGITransport(app=consent.app))
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client:
-                yield Stack(consent, client, engine, DevIssuer(settings))
+        async with (app.router.lifespan_context(app),
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client):
+            yield Stack(consent, client, engine, DevIssuer(settings))
 
 
 async def test_a_senco_cannot_register_rotate_repoint_or_deactivate(stack: Stack, receiver: Receiver) -> None:
