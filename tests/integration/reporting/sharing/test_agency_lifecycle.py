@@ -117,15 +117,23 @@ async def test_nothing_is_shared_until_the_endpoint_answers_a_signed_verificatio
     (delivered,) = await eventually(lambda: _received(receiver, 1))
     assert verifies(agency["signing_secret"], delivered)
 
-    # A new endpoint is unverified again: what is queued waits, nothing is shared meanwhile.
+    # A new endpoint is unverified again: a share queued before is not sent to it, nor is a new one.
+    receiver.reject = lambda body: True
+    queued = (await stack.share(agency["agency_id"], pupil)).json()
+    await eventually(lambda: _received(receiver, 2))
     receiver.verification_status = 500
     moved = await stack.client.put(f"{path}/endpoint", headers=stack.staff(Role.trust_admin),
                                    json={"endpoint_url": receiver.url + "/v2"})
     assert moved.status_code == 200 and moved.json()["verified"] is False, moved.text
+    receiver.reject = None
     response = await stack.share(agency["agency_id"], pupil)
     assert response.status_code == 409, response.text
-    await asyncio.sleep(0.5)
-    assert len(receiver.received) == 1
+    await asyncio.sleep(0.3)  # a try already under way when the endpoint changed
+    seen = len(receiver.received)
+    await asyncio.sleep(2.0)
+    assert len(receiver.received) == seen, "a share went to an unverified endpoint"
+    tries = await stack.attempts(str(queued["delivery_id"]))
+    assert tries[-1].error == "endpoint_unverified", [t.error for t in tries]
 
 
 async def _received(receiver: Receiver, n: int) -> list[dict[str, Any]] | None:
