@@ -41,7 +41,7 @@ from services.reporting.sharing.tables import agencies, attempts, deliveries, fa
 from services.reporting.tables import kernel
 from shared.api import forget_stored_answers
 from shared.auth import Principal, ensure_scope
-from shared.datakeys import KekKeyring
+from shared.datakeys import DataKeyError, KekKeyring
 from shared.events.consent import ConsentWithdrawn, Purpose
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
@@ -145,7 +145,13 @@ class Sharing:
             raise NotFound("no such agency")
         if not row.active:
             raise Conflict("the agency is deactivated")
-        await self._check(runtime, row.endpoint_url)
+        try:
+            await check_endpoint(row.endpoint_url, environment=runtime.settings.environment,
+                                 allowed=networks(self.config.allowed_private_networks))
+        except EndpointRefused:
+            # Not raised: at registration the answer must still carry the secret (shown once).
+            return {"agency_id": agency_id, "verified": False, "verified_at": None, "status_code": None,
+                    "error": "endpoint_refused"}
         at = now()
         body = orjson.dumps({"type": VERIFICATION_EVENT, "timestamp": at.isoformat(),
                              "data": {"agency_id": str(agency_id), "trust_id": str(row.trust_id),
@@ -227,7 +233,13 @@ class Sharing:
         keys = [await kek.unwrap(row.kek_id, row.secret_wrapped, aad)]
         if row.previous_secret_wrapped is not None and row.previous_secret_until is not None \
                 and at < row.previous_secret_until:
-            keys.append(await kek.unwrap(row.previous_kek_id, row.previous_secret_wrapped, aad))
+            try:
+                keys.append(await kek.unwrap(row.previous_kek_id, row.previous_secret_wrapped, aad))
+            except DataKeyError:
+                # `flourish admin rotate-kek` rewraps the current secret only: once the KEK the
+                # previous one is under is retired, the overlap ends early (the new one still signs).
+                log.warning("previous webhook secret no longer unwraps; overlap ended",
+                            extra={"agency_id": str(row.agency_id)})
         return keys
 
     # --- shares --------------------------------------------------------------------------------
