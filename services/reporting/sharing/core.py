@@ -364,6 +364,11 @@ class Sharing:
                 return claimed
             decisions = await self._decisions(runtime, rows)
             secrets_ = await self._secrets(runtime, rows)
+            # An agency whose secret this keyring cannot unwrap (another deployment's KEK, a retired
+            # one) waits, pending, without stopping everyone else's deliveries.
+            rows = [row for row in rows if row.agency_id in secrets_]
+            if not rows:
+                return 0
             endpoints_ok = await self._endpoints(runtime, rows)
             results = await asyncio.gather(*(
                 self._deliver(runtime, conn, row, decisions.get(_question(row)), secrets_[row.agency_id],
@@ -387,10 +392,15 @@ class Sharing:
         return dict(zip(questions, answers, strict=True))
 
     async def _secrets(self, runtime: Any, rows: list[Any]) -> dict[UUID, list[bytes]]:
-        at, found = now(), {}
+        at, found, unreadable = now(), {}, set()
         for row in rows:
-            if row.agency_id not in found:
-                found[row.agency_id] = await self._keys(row, at)
+            if row.agency_id not in found and row.agency_id not in unreadable:
+                try:
+                    found[row.agency_id] = await self._keys(row, at)
+                except DataKeyError:
+                    unreadable.add(row.agency_id)
+                    log.warning("an agency's webhook secret does not unwrap here; its deliveries wait",
+                                extra={"agency_id": str(row.agency_id)})
         return found
 
     async def _endpoints(self, runtime: Any, rows: list[Any]) -> dict[UUID, str | None]:
