@@ -104,6 +104,9 @@ class AdminAction(StrEnum):
 
     FRAMEWORK_LOADED = "framework.loaded"
     AGENCY_REGISTERED = "agency.registered"
+    AGENCY_ENDPOINT_CHANGED = "agency.endpoint_changed"  # unverified again until it answers verification
+    AGENCY_SECRET_ROTATED = "agency.secret_rotated"
+    AGENCY_DEACTIVATED = "agency.deactivated"
     DATA_KEY_DESTROYED = "data_key.destroyed"
     AUDIT_EXPORTED = "audit.exported"
     KEK_ROTATED = "kek.rotated"  # `flourish admin rotate-kek`, per trust and kind of secret

@@ -401,7 +401,7 @@ async def share_the_report(story: Story) -> Any:
 @step(test_the_intervention_report_is_produced_anonymised)
 async def test_sharing_the_report_without_consent_is_blocked(story: Story, receiver: Receiver) -> None:
     p = story.platform
-    agency = ok(await p.reporting.post("/sharing/agencies", headers=story.senco, json={
+    agency = ok(await p.reporting.post("/sharing/agencies", headers=story.dpo, json={
         "category": "camhs", "organisation": "North Riverbend CAMHS", "endpoint_url": receiver.url}), CREATED)
     story.secrets.append(agency["signing_secret"])
     story.agency = agency

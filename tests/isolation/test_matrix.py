@@ -107,6 +107,10 @@ COMMANDS: dict[tuple[str, str], Request] = {
     ("POST", "/pupils/{pupil_id}/erasure"): lambda ids: {"json": {"reason": "recorded_in_error"}},
     ("POST", "/sharing/agencies"): lambda ids: {"json": {
         "category": "camhs", "organisation": "Intruders' agency", "endpoint_url": ids["endpoint_url"]}},
+    ("POST", "/sharing/agencies/{agency_id}/verification"): lambda ids: {},
+    ("PUT", "/sharing/agencies/{agency_id}/endpoint"): lambda ids: {"json": {"endpoint_url": ids["endpoint_url"]}},
+    ("POST", "/sharing/agencies/{agency_id}/secret-rotation"): lambda ids: {},
+    ("POST", "/sharing/agencies/{agency_id}/deactivation"): lambda ids: {},
     ("POST", "/sharing/shares"): lambda ids: {"json": {
         "agency_id": ids["agency_id"], "pupil_id": ids["pupil_id"], "document_kind": "report",
         "document_id": ids["assessment_id"]}},

@@ -24,8 +24,11 @@ from shared.problems import BadRequest, Conflict, Forbidden, NotFound
 from shared.service import Runtime, dependencies_of, runtime_of
 
 SHARERS = (Role.senco, Role.dpo, Role.trust_admin)
+# Who may register, re-point, rotate and deactivate agencies: never a SENCo.
+AGENCY_ADMINS = (Role.dpo, Role.trust_admin)
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 Sharer = Annotated[Principal, Depends(requires(*SHARERS))]
+AgencyAdmin = Annotated[Principal, Depends(requires(*AGENCY_ADMINS))]
 
 
 def sharing_of(request: Request) -> Sharing:
@@ -41,6 +44,10 @@ class AgencyIn(BaseModel):
     # The organisation's name (never a person's): the audit ledger records it with every share,
     # so it may hold no quotes, backslashes or control characters.
     organisation: str = Field(min_length=1, max_length=200, pattern=r'^[^"\\\x00-\x1f\x7f]+$')
+    endpoint_url: str = Field(min_length=1, max_length=2000)
+
+
+class EndpointIn(BaseModel):
     endpoint_url: str = Field(min_length=1, max_length=2000)
 
 
@@ -82,8 +89,10 @@ class AttemptOut(BaseModel):
 def sharing_router() -> APIRouter:
     router = APIRouter(prefix="/sharing", tags=["sharing"])
 
-    @router.post("/agencies", status_code=201, summary="Register an agency recipient; its signing secret is shown this once")
-    async def register(body: AgencyIn, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer) -> JSONResponse:
+    @router.post("/agencies", status_code=201,
+                 summary="DPO or trust admin: register an agency recipient; its signing secret is shown this once, "
+                         "and its endpoint is sent a signed endpoint.verification event it must answer with a 2xx")
+    async def register(body: AgencyIn, runtime: RuntimeDep, sharing: SharingDep, principal: AgencyAdmin) -> JSONResponse:
         # No Idempotency-Key here on purpose: a stored response would keep the secret.
         async with runtime.engine.begin() as conn:
             created = await sharing.register_agency(conn, runtime, principal, body.category.value,
@@ -91,15 +100,61 @@ def sharing_router() -> APIRouter:
             await record_admin_action(conn, runtime.store, principal, AdminAction.AGENCY_REGISTERED,
                                       trust_id=principal.trust_id, target_kind="agency",
                                       target_id=str(created["agency_id"]), details={"category": body.category.value})
-        return JSONResponse(status_code=201, content=_json(created), headers={"Cache-Control": "no-store"})
+        verification = await sharing.verify_agency(runtime, principal, created["agency_id"])
+        return JSONResponse(status_code=201, content=_json({**created, "verification": verification,
+                                                            "verified": verification["verified"]}),
+                            headers={"Cache-Control": "no-store"})
 
     @router.get("/agencies", summary="The trust's agency recipients (never their secrets)")
     async def list_agencies(runtime: RuntimeDep, principal: Sharer) -> dict[str, Any]:
         async with runtime.engine.connect() as conn:
             rows = (await conn.execute(select(agencies).where(agencies.c.trust_id == principal.trust_id)
                                        .order_by(agencies.c.registered_at))).all()
-        return {"items": [_agency_body(r.agency_id, r.category, r.organisation, r.endpoint_url, r.registered_at, r.active)
+        return {"items": [{**_agency_body(r.agency_id, r.category, r.organisation, r.endpoint_url, r.registered_at,
+                                          r.active),
+                           "verified": r.verified_at is not None, "verified_at": r.verified_at,
+                           "deactivated_at": r.deactivated_at, "rotation_overlap_until": r.previous_secret_until}
                           for r in rows]}
+
+    @router.post("/agencies/{agency_id}/verification",
+                 summary="DPO or trust admin: send the endpoint a signed endpoint.verification event again; "
+                         "a 2xx answer verifies it")
+    async def verify(agency_id: UUID, runtime: RuntimeDep, sharing: SharingDep, principal: AgencyAdmin) -> dict[str, Any]:
+        return _json(await sharing.verify_agency(runtime, principal, agency_id))
+
+    @router.put("/agencies/{agency_id}/endpoint",
+                summary="DPO or trust admin: move the agency to a new endpoint, unverified until it answers "
+                        "the signed endpoint.verification event")
+    async def change_endpoint(agency_id: UUID, body: EndpointIn, runtime: RuntimeDep, sharing: SharingDep,
+                              principal: AgencyAdmin) -> dict[str, Any]:
+        async with runtime.engine.begin() as conn:
+            changed = await sharing.change_endpoint(conn, runtime, principal, agency_id, body.endpoint_url)
+            await record_admin_action(conn, runtime.store, principal, AdminAction.AGENCY_ENDPOINT_CHANGED,
+                                      trust_id=principal.trust_id, target_kind="agency", target_id=str(agency_id))
+        verification = await sharing.verify_agency(runtime, principal, agency_id)
+        return _json({**changed, "verification": verification, "verified": verification["verified"]})
+
+    @router.post("/agencies/{agency_id}/secret-rotation",
+                 summary="DPO or trust admin: a new signing secret (shown this once); the previous one still signs "
+                         "beside it for the overlap (FLOURISH_SHARING_ROTATION_OVERLAP_S, 24 h by default)")
+    async def rotate(agency_id: UUID, runtime: RuntimeDep, sharing: SharingDep, principal: AgencyAdmin) -> JSONResponse:
+        async with runtime.engine.begin() as conn:
+            rotated = await sharing.rotate_secret(conn, principal, agency_id)
+            await record_admin_action(conn, runtime.store, principal, AdminAction.AGENCY_SECRET_ROTATED,
+                                      trust_id=principal.trust_id, target_kind="agency", target_id=str(agency_id))
+        return JSONResponse(content=_json(rotated), headers={"Cache-Control": "no-store"})
+
+    @router.post("/agencies/{agency_id}/deactivation",
+                 summary="DPO or trust admin: the agency receives nothing further (pending shares are stopped), "
+                         "except deletion notices for what it already holds")
+    async def deactivate(agency_id: UUID, runtime: RuntimeDep, sharing: SharingDep,
+                         principal: AgencyAdmin) -> dict[str, Any]:
+        async with runtime.engine.begin() as conn:
+            done = await sharing.deactivate_agency(conn, principal, agency_id)
+            await record_admin_action(conn, runtime.store, principal, AdminAction.AGENCY_DEACTIVATED,
+                                      trust_id=principal.trust_id, target_kind="agency", target_id=str(agency_id),
+                                      details={"shares_stopped": str(done["shares_stopped"])})
+        return _json(done)
 
     @router.post("/shares", status_code=201, summary="Share a report, plan or profile with an agency, if consent allows")
     async def share(body: ShareIn, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer,

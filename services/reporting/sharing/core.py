@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import random
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 TRUST_LEVEL = UUID(int=0)
 SHARE_EVENT = "share.created"
 DELETION_EVENT = "share.deletion_requested"
+VERIFICATION_EVENT = "endpoint.verification"
 
 
 def now() -> datetime:
@@ -102,11 +104,9 @@ class Sharing:
 
     async def register_agency(self, conn: AsyncConnection, runtime: Any, principal: Principal, category: str,
                               organisation: str, endpoint_url: str) -> dict[str, Any]:
-        try:
-            await check_endpoint(endpoint_url, environment=runtime.settings.environment,
-                                 allowed=networks(self.config.allowed_private_networks))
-        except EndpointRefused as error:
-            raise UnprocessableEntity(str(error)) from None
+        """Registers the agency, unverified: nothing is shared with it until its endpoint answered
+        the signed `endpoint.verification` event (verify_agency) with a 2xx."""
+        await self._check(runtime, endpoint_url)
         agency_id = uuid.uuid4()
         secret = new_secret()
         kek = self.kek()
@@ -115,7 +115,7 @@ class Sharing:
         await conn.execute(insert(agencies).values(
             agency_id=agency_id, trust_id=principal.trust_id, category=category, organisation=organisation,
             endpoint_url=endpoint_url, secret_wrapped=wrapped.blob, kek_id=wrapped.kek_id, registered_by=principal.subject,
-            registered_at=registered_at, active=True,
+            registered_at=registered_at, active=True, verified_at=None,
         ))
         return {**_agency_body(agency_id, category, organisation, endpoint_url, registered_at, True),
                 "signing_secret": secret_text(secret)}
@@ -123,6 +123,129 @@ class Sharing:
     async def agency(self, conn: AsyncConnection, trust_id: UUID, agency_id: UUID) -> Any:
         return (await conn.execute(select(agencies).where(
             agencies.c.trust_id == trust_id, agencies.c.agency_id == agency_id))).first()
+
+    async def _check(self, runtime: Any, endpoint_url: str) -> None:
+        try:
+            await check_endpoint(endpoint_url, environment=runtime.settings.environment,
+                                 allowed=networks(self.config.allowed_private_networks))
+        except EndpointRefused as error:
+            raise UnprocessableEntity(str(error)) from None
+
+    async def _held(self, conn: AsyncConnection, principal: Principal, agency_id: UUID) -> Any:
+        """The agency's row, locked for a lifecycle change (404: not this trust's)."""
+        row = (await conn.execute(select(agencies).where(
+            agencies.c.trust_id == principal.trust_id, agencies.c.agency_id == agency_id).with_for_update())).first()
+        if row is None:
+            raise NotFound("no such agency")
+        return row
+
+    async def verify_agency(self, runtime: Any, principal: Principal, agency_id: UUID) -> dict[str, Any]:
+        """POSTs a signed `endpoint.verification` event (no personal data: the agency's id and a
+        random challenge) to the endpoint; a 2xx answer verifies it. Not in a transaction while
+        the endpoint answers; the row is re-read before it is marked, so a verification of an
+        endpoint changed meanwhile does not count."""
+        async with runtime.engine.connect() as conn:
+            row = await self.agency(conn, principal.trust_id, agency_id)
+        if row is None:
+            raise NotFound("no such agency")
+        if not row.active:
+            raise Conflict("the agency is deactivated")
+        try:
+            await check_endpoint(row.endpoint_url, environment=runtime.settings.environment,
+                                 allowed=networks(self.config.allowed_private_networks))
+        except EndpointRefused:
+            # Not raised: at registration the answer must still carry the secret (shown once).
+            return {"agency_id": agency_id, "verified": False, "verified_at": None, "status_code": None,
+                    "error": "endpoint_refused"}
+        at = now()
+        body = orjson.dumps({"type": VERIFICATION_EVENT, "timestamp": at.isoformat(),
+                             "data": {"agency_id": str(agency_id), "trust_id": str(row.trust_id),
+                                      "challenge": secrets.token_urlsafe(24)}})
+        keys = await self._keys(row, at)
+        try:
+            response = await self.http.post(row.endpoint_url, content=body,
+                                            headers=signed_headers(keys, f"msg_{uuid.uuid4()}", int(at.timestamp()), body),
+                                            timeout=self.config.verification_timeout_s)
+            status: int | None = response.status_code
+            error = None if 200 <= response.status_code < 300 else f"http_{response.status_code}"
+        except httpx.HTTPError as exc:
+            status, error = None, _code(type(exc).__name__)
+        verified_at = None
+        if error is None:
+            verified_at = now()
+            async with runtime.engine.begin() as conn:
+                done = await conn.execute(update(agencies).where(
+                    agencies.c.trust_id == principal.trust_id, agencies.c.agency_id == agency_id,
+                    agencies.c.endpoint_url == row.endpoint_url, agencies.c.active.is_(True)).values(verified_at=verified_at))
+                if done.rowcount != 1:
+                    verified_at = None
+                    error = "agency_changed"
+        return {"agency_id": agency_id, "verified": verified_at is not None, "verified_at": verified_at,
+                "status_code": status, "error": error}
+
+    async def change_endpoint(self, conn: AsyncConnection, runtime: Any, principal: Principal, agency_id: UUID,
+                              endpoint_url: str) -> dict[str, Any]:
+        """A new endpoint is unverified again: nothing goes to it until it answers verification."""
+        row = await self._held(conn, principal, agency_id)
+        if not row.active:
+            raise Conflict("the agency is deactivated")
+        await self._check(runtime, endpoint_url)
+        await conn.execute(update(agencies).where(agencies.c.agency_id == agency_id).values(
+            endpoint_url=endpoint_url, verified_at=None))
+        return {**_agency_body(agency_id, row.category, row.organisation, endpoint_url, row.registered_at, True),
+                "verified": False}
+
+    async def rotate_secret(self, conn: AsyncConnection, principal: Principal, agency_id: UUID) -> dict[str, Any]:
+        """A new signing secret (shown this once); the current one still signs beside it for
+        `rotation_overlap_s`, then is dropped. A rotation during an overlap ends the older one."""
+        row = await self._held(conn, principal, agency_id)
+        if not row.active:
+            raise Conflict("the agency is deactivated")
+        secret = new_secret()
+        wrapped = await self.kek().wrap(secret, secret_aad(row.trust_id, agency_id))
+        until = now() + timedelta(seconds=self.config.rotation_overlap_s)
+        await conn.execute(update(agencies).where(agencies.c.agency_id == agency_id).values(
+            secret_wrapped=wrapped.blob, kek_id=wrapped.kek_id, previous_secret_wrapped=row.secret_wrapped,
+            previous_kek_id=row.kek_id, previous_secret_until=until))
+        return {"agency_id": agency_id, "signing_secret": secret_text(secret), "rotation_overlap_until": until}
+
+    async def deactivate_agency(self, conn: AsyncConnection, principal: Principal, agency_id: UUID) -> dict[str, Any]:
+        """Nothing further is shared with or delivered to the agency: its pending and dead-lettered
+        shares are stopped (ShareBlocked, `agency_deactivated`). Deletion notices for what it
+        already holds are still sent (the worker sends them to a deactivated agency)."""
+        row = await self._held(conn, principal, agency_id)
+        at = now()
+        if row.active:
+            await conn.execute(update(agencies).where(agencies.c.agency_id == agency_id).values(
+                active=False, deactivated_at=at))
+        stopped = (await conn.execute(
+            update(deliveries).where(deliveries.c.trust_id == principal.trust_id, deliveries.c.agency_id == agency_id,
+                                     deliveries.c.kind == "share", deliveries.c.status.in_(("pending", "failed")))
+            .values(status="blocked", payload=None, finished_at=at, last_error="agency_deactivated")
+            .returning(deliveries))).all()
+        for stopped_row in stopped:
+            await self._blocked(conn, stopped_row, "agency_deactivated", at, None, await self._cause(conn, stopped_row))
+        if stopped:
+            metrics.record(Outcome.BLOCKED, len(stopped))
+        return {"agency_id": agency_id, "active": False, "deactivated_at": row.deactivated_at or at,
+                "shares_stopped": len(stopped)}
+
+    async def _keys(self, row: Any, at: datetime) -> list[bytes]:
+        """The secrets that sign for an agency now, newest first: its secret, and during a
+        rotation's overlap the previous one."""
+        kek = self.kek()
+        aad = secret_aad(row.trust_id, row.agency_id)
+        keys = [await kek.unwrap(row.kek_id, row.secret_wrapped, aad)]
+        if row.previous_secret_wrapped is not None and row.previous_secret_until is not None \
+                and at < row.previous_secret_until:
+            try:
+                keys.append(await kek.unwrap(row.previous_kek_id, row.previous_secret_wrapped, aad))
+            except DataKeyError:
+                # `flourish admin rotate-kek` rewraps the current secret only: once the KEK the
+                # previous one is under is retired, the overlap ends early (the new one still signs).
+                log.warning("previous webhook secret no longer unwraps; overlap ended",
+                            extra={"agency_id": str(row.agency_id)})
+        return keys
 
     # --- shares --------------------------------------------------------------------------------
 
@@ -134,6 +257,9 @@ class Sharing:
         agency = await self.agency(conn, principal.trust_id, agency_id)
         if agency is None or not agency.active:
             raise UnprocessableEntity("agency_id names no registered agency of this trust")
+        if agency.verified_at is None:
+            raise Conflict("the agency's endpoint is not verified yet: nothing is shared with it until it answers "
+                           "the signed endpoint.verification event (POST /sharing/agencies/{id}/verification)")
         try:
             decision = await self.consent.decide(principal.trust_id, pupil_id, agency.category, document_kind)
         except UnknownPupil:
@@ -252,7 +378,9 @@ class Sharing:
         replica sends them too), ask consent again, send, record. Returns how many it took."""
         async with runtime.engine.begin() as conn:
             rows = (await conn.execute(
-                select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.kek_id, agencies.c.active)
+                select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.kek_id, agencies.c.active,
+                       agencies.c.verified_at, agencies.c.previous_secret_wrapped, agencies.c.previous_kek_id,
+                       agencies.c.previous_secret_until)
                 .join(agencies, agencies.c.agency_id == deliveries.c.agency_id)
                 .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now())
                 .order_by(deliveries.c.next_attempt_at).limit(self.config.batch_size)
@@ -266,6 +394,11 @@ class Sharing:
                 return claimed
             decisions = await self._decisions(runtime, rows)
             secrets_ = await self._secrets(runtime, rows)
+            # An agency whose secret this keyring cannot unwrap (another deployment's KEK, a retired
+            # one) waits, pending, without stopping everyone else's deliveries.
+            rows = [row for row in rows if row.agency_id in secrets_]
+            if not rows:
+                return 0
             endpoints_ok = await self._endpoints(runtime, rows)
             documents = await self._documents(conn, rows)
             results = await asyncio.gather(*(
@@ -289,12 +422,16 @@ class Sharing:
         answers = await asyncio.gather(*(ask(q) for q in questions))
         return dict(zip(questions, answers, strict=True))
 
-    async def _secrets(self, runtime: Any, rows: list[Any]) -> dict[UUID, bytes]:
-        kek, found = self.kek(), {}
+    async def _secrets(self, runtime: Any, rows: list[Any]) -> dict[UUID, list[bytes]]:
+        at, found, unreadable = now(), {}, set()
         for row in rows:
-            if row.agency_id not in found:
-                found[row.agency_id] = await kek.unwrap(row.kek_id, row.secret_wrapped,
-                                                       secret_aad(row.trust_id, row.agency_id))
+            if row.agency_id not in found and row.agency_id not in unreadable:
+                try:
+                    found[row.agency_id] = await self._keys(row, at)
+                except DataKeyError:
+                    unreadable.add(row.agency_id)
+                    log.warning("an agency's webhook secret does not unwrap here; its deliveries wait",
+                                extra={"agency_id": str(row.agency_id)})
         return found
 
     async def _documents(self, conn: AsyncConnection, rows: list[Any]) -> dict[UUID, dict[str, Any] | str]:
@@ -332,7 +469,7 @@ class Sharing:
         return found
 
     async def _deliver(self, runtime: Any, conn: AsyncConnection, row: Any, decision: Decision | str | None,
-                       secret: bytes, endpoint_refused: str | None,
+                       secret: list[bytes], endpoint_refused: str | None,
                        document: dict[str, Any] | str | None = None) -> Attempt:
         at = now()
         data = row.payload
@@ -346,8 +483,12 @@ class Sharing:
             if not isinstance(document, dict):
                 return Attempt(at, "blocked", None, document or "document_unavailable", None, 0)
             data = {**row.payload, "document": document}
-        if not row.active:
+        # A deactivated agency gets nothing further, except the deletion notices for what it holds.
+        if row.kind == "share" and not row.active:
             return Attempt(at, "blocked", None, "agency_deactivated", None, 0)
+        if row.kind == "share" and row.verified_at is None:
+            # Its endpoint changed since the share was queued and has not answered verification yet.
+            return Attempt(at, "error", None, "endpoint_unverified", None, 0)
         if endpoint_refused:
             return Attempt(at, "error", None, "endpoint_refused", None, 0)
         body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": data})

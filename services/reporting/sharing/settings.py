@@ -27,3 +27,9 @@ class SharingSettings(BaseSettings):
     poll_interval_s: float = Field(default=0.5, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
     consent_timeout_s: float = Field(default=5.0, gt=0)
+
+    # Agencies' lifecycle: how long the previous signing secret still signs beside the new one
+    # after a rotation (Standard Webhooks: both signatures in `webhook-signature`), and how long
+    # the endpoint may take to answer its `endpoint.verification` event.
+    rotation_overlap_s: float = Field(default=24 * 3600.0, ge=0)
+    verification_timeout_s: float = Field(default=10.0, gt=0)

@@ -1,5 +1,8 @@
 """Standard Webhooks signatures (https://www.standardwebhooks.com): the receiver gets the secret
-as "whsec_" + base64(secret) once, and checks "v1," + base64(HMAC-SHA256(secret, id.timestamp.body))."""
+as "whsec_" + base64(secret) once, and checks "v1," + base64(HMAC-SHA256(secret, id.timestamp.body)).
+While a secret is being rotated, every secret still in force signs: the `webhook-signature` header
+holds one "v1,<signature>" per secret, separated by spaces, newest first, so a receiver holding
+either secret verifies."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 SECRET_BYTES = 32
 PREFIX = "whsec_"
@@ -26,10 +30,12 @@ def signature(secret: bytes, webhook_id: str, timestamp: int, body: bytes) -> st
     return "v1," + base64.b64encode(hmac.new(secret, signed, hashlib.sha256).digest()).decode()
 
 
-def headers(secret: bytes, webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def headers(secret: bytes | Sequence[bytes], webhook_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The signed headers; `secret` is one secret or those in force (newest first)."""
+    keys = [secret] if isinstance(secret, bytes) else list(secret)
     return {
         "content-type": "application/json",
         "webhook-id": webhook_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(secret, webhook_id, timestamp, body),
+        "webhook-signature": " ".join(signature(key, webhook_id, timestamp, body) for key in keys),
     }

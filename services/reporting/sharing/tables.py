@@ -37,6 +37,14 @@ agencies = Table(
     Column("registered_by", String(200), nullable=False),
     Column("registered_at", DateTime(timezone=True), nullable=False),
     Column("active", Boolean, nullable=False, server_default=text("true")),
+    # The lifecycle (migration agency_0010_lifecycle): nothing is sent to the endpoint until it
+    # answered a signed `endpoint.verification` event with a 2xx; during a secret's rotation the
+    # previous secret signs beside the new one until `previous_secret_until`.
+    Column("verified_at", DateTime(timezone=True)),
+    Column("previous_secret_wrapped", LargeBinary),
+    Column("previous_kek_id", String(100)),
+    Column("previous_secret_until", DateTime(timezone=True)),
+    Column("deactivated_at", DateTime(timezone=True)),
     info=per_trust(),
 )
 Index("sharing_agencies_by_trust", agencies.c.trust_id, agencies.c.category)

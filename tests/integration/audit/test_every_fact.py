@@ -281,6 +281,17 @@ async def test_every_read_and_admin_action_done_through_the_api_is_found_in_the_
         "category": "camhs", "organisation": "North CAMHS", "endpoint_url": "http://127.0.0.1:9/hook"}), 201)
     expected.append(admin(AdminAction.AGENCY_REGISTERED, "trust_admin-1", "agency",
                           details={"target_kind": "agency", "target_id": str(agency["agency_id"]), "category": "camhs"}))
+    # Its lifecycle (issue 16): a new endpoint, a rotated secret, the agency deactivated.
+    agency_path = f"/sharing/agencies/{agency['agency_id']}"
+    ok(await p.reporting.put(f"{agency_path}/endpoint", headers=dpo, json={"endpoint_url": "http://127.0.0.1:9/hooks"}))
+    expected.append(admin(AdminAction.AGENCY_ENDPOINT_CHANGED, "dpo-1", "agency",
+                          details={"target_kind": "agency", "target_id": str(agency["agency_id"])}))
+    ok(await p.reporting.post(f"{agency_path}/secret-rotation", headers=trust_admin))
+    expected.append(admin(AdminAction.AGENCY_SECRET_ROTATED, "trust_admin-1", "agency",
+                          details={"target_kind": "agency", "target_id": str(agency["agency_id"])}))
+    ok(await p.reporting.post(f"{agency_path}/deactivation", headers=dpo))
+    expected.append(admin(AdminAction.AGENCY_DEACTIVATED, "dpo-1", "agency",
+                          details={"target_kind": "agency", "target_id": str(agency["agency_id"]), "shares_stopped": "0"}))
     ok(await p.consent.put(f"/academies/{p.academy_id}/retention-policies/assessments", headers=dpo,
                            json={"counted_from": "leaving_date", "period": {"years": 2}}))
     expected.append(Expected("retention_policy_set", "retention_policy_set", {

@@ -46,7 +46,7 @@ async def safeguarding_basis(n: Notices, pupil: uuid.UUID, category: str = "soci
 
 
 async def agency(n: Notices, url: str, category: str = "camhs", organisation: str = "North CAMHS") -> dict[str, Any]:
-    response = await n.client.post("/sharing/agencies", headers=n.staff(), json={
+    response = await n.client.post("/sharing/agencies", headers=n.staff(Role.trust_admin), json={
         "category": category, "organisation": organisation, "endpoint_url": url})
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]

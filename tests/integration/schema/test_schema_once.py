@@ -59,7 +59,7 @@ AFTER_FREEZE: dict[str, set[str]] = {
 # snapshot against a fresh install) leaves them out; the upgrade comparison above still covers them.
 CHANGED_SINCE_FREEZE: dict[str, set[str]] = {
     "planning": {"session_notes"},  # seal_0004: session notes sealed
-    "reporting": {"sharing_shares", "sharing_attempts"},  # documents_0009: frozen documents, body hashes
+    "reporting": {"sharing_shares", "sharing_attempts", "sharing_agencies"},  # documents_0009, agency_0010
 }
 # Each service's tables, as its code declares them (the audit ledger is plain SQL: its tables are
 # declared by name in services/reporting/audit/tables.py).

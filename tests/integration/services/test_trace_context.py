@@ -88,14 +88,20 @@ def types(*names: str) -> list[type[Event]]:
 
 
 class Webhooks:
-    """Agencies' endpoints on 127.0.0.1: /ok takes every delivery, /down refuses every one."""
+    """Agencies' endpoints on 127.0.0.1: /ok takes every delivery, /down refuses every one (both
+    answer their endpoint.verification event, so both can be shared with)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        while (await receive()).get("more_body"):
-            pass
-        status = 204 if scope["path"].endswith("/ok") else 500
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        verification = b'"type":"endpoint.verification"' in body
+        status = 204 if scope["path"].endswith("/ok") or verification else 500
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
@@ -261,7 +267,7 @@ async def the_child_is_assessed_and_a_plan_runs_its_course(p: Platform, child: u
 async def reports_are_shared_blocked_delivered_and_failed(p: Platform, child: uuid.UUID, webhooks: str) -> None:
     async def agency(path: str, category: str = "camhs") -> str:
         registered = ok(await p.reporting.post("/sharing/agencies", headers=p.traced(
-            Role.senco, "register an agency", *types("AdminActionTaken")), json={
+            Role.trust_admin, "register an agency", *types("AdminActionTaken")), json={
             "category": category, "organisation": "North CAMHS", "endpoint_url": f"{webhooks}/{path}"}), 201)
         return str(registered["agency_id"])
 

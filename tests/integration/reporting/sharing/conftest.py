@@ -33,12 +33,16 @@ SCHEDULE = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attemp
 
 @dataclass
 class Receiver:
-    """A webhook endpoint: records every request; answers 500 to the first `fail_first` of them."""
+    """A webhook endpoint: records every request; answers 500 to the first `fail_first` of them.
+    Its `endpoint.verification` events are kept apart (`verifications`) and answered
+    `verification_status`."""
 
     url: str = ""
     fail_first: int = 0
     reject: Any = None  # body -> True to answer 500
     received: list[dict[str, Any]] = field(default_factory=list)
+    verifications: list[dict[str, Any]] = field(default_factory=list)
+    verification_status: int = 204
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -50,6 +54,11 @@ class Receiver:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        if b'"type":"endpoint.verification"' in body:
+            self.verifications.append({"headers": headers, "body": body, "at": datetime.now(UTC)})
+            await send({"type": "http.response.start", "status": self.verification_status, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         self.received.append({"headers": headers, "body": body, "at": datetime.now(UTC)})
         failing = len(self.received) <= self.fail_first or (self.reject is not None and self.reject(body))
         status = 500 if failing else 204
@@ -89,7 +98,7 @@ class Stack:
         return {"Authorization": f"Bearer {token}"}
 
     async def agency(self, url: str, category: str = "camhs") -> dict[str, Any]:
-        response = await self.client.post("/sharing/agencies", headers=self.staff(),
+        response = await self.client.post("/sharing/agencies", headers=self.staff(Role.trust_admin),
                                           json={"category": category, "organisation": "North CAMHS", "endpoint_url": url})
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]

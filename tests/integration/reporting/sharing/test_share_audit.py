@@ -41,7 +41,7 @@ async def shares_csv(stack: Stack, **params: Any) -> list[dict[str, str]]:
 async def test_share_entries_say_basis_record_agency_document_and_deletion_notice(stack: Stack, receiver: Receiver) -> None:
     consented, safeguarded = await stack.consent.enrol(2)
     camhs = await stack.agency(receiver.url)
-    social = (await stack.client.post("/sharing/agencies", headers=stack.staff(), json={
+    social = (await stack.client.post("/sharing/agencies", headers=stack.staff(Role.trust_admin), json={
         "category": "social_care", "organisation": "Northshire Children's Services", "endpoint_url": receiver.url})).json()
     await stack.grant(consented)
     now = stack.consent.clock()
@@ -139,6 +139,6 @@ async def test_share_entries_say_basis_record_agency_document_and_deletion_notic
 
 async def test_an_agency_name_the_ledger_could_not_record_is_refused_at_registration(stack: Stack, receiver: Receiver) -> None:
     for name in ('North "CAMHS"', "North\\CAMHS", "North\nCAMHS"):
-        response = await stack.client.post("/sharing/agencies", headers=stack.staff(), json={
+        response = await stack.client.post("/sharing/agencies", headers=stack.staff(Role.trust_admin), json={
             "category": "camhs", "organisation": name, "endpoint_url": receiver.url})
         assert response.status_code == 422, (name, response.text)

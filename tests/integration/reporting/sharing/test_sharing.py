@@ -155,7 +155,7 @@ async def test_private_or_plain_http_endpoints_are_refused_and_nothing_is_stored
     refused = ["http://10.0.0.7/hooks", "https://192.168.1.20/hooks", "https://169.254.169.254/latest",
                "https://[::1]/hooks", "https://127.0.0.2/hooks", "ftp://agency.example/hooks"]
     for url in refused:
-        response = await stack.client.post("/sharing/agencies", headers=stack.staff(), json={
+        response = await stack.client.post("/sharing/agencies", headers=stack.staff(Role.trust_admin), json={
             "category": "camhs", "organisation": "Somewhere", "endpoint_url": url})
         assert response.status_code == 422, (url, response.text)
     async with stack.engine.connect() as conn:
