@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from services.reporting.sharing import endpoints
 from services.reporting.sharing.endpoints import networks, pinned_transport
 from services.reporting.sharing.tables import agencies
+from shared.auth import Role
 from tests.integration.reporting.sharing.conftest import Receiver, Stack, eventually
 
 PUBLIC, PRIVATE = "127.0.0.1", "127.0.0.2"
@@ -80,22 +81,25 @@ async def test_a_rebinding_host_never_reaches_the_private_address(
     afterwards (the connect): the delivery is refused and the private receiver hears nothing."""
     public, private = Receiver(), Receiver()
     async with serving(public, PUBLIC) as port, serving(private, PRIVATE, port):
-        asked = resolver(monkeypatch, {"agency.test": [PUBLIC]}, then={"agency.test": [PRIVATE]}, after=public_answers)
+        # Registered, and its endpoint verified, while the name is honest; then the DNS turns.
+        resolver(monkeypatch, {"agency.test": [PUBLIC]})
         (pupil,) = await stack.consent.enrol()
         await stack.grant(pupil)
         agency = await stack.agency(f"http://agency.test:{port}/hooks")
+        asked = resolver(monkeypatch, {"agency.test": [PUBLIC]}, then={"agency.test": [PRIVATE]}, after=public_answers - 1)
         delivery_id = (await stack.share(agency["agency_id"], pupil)).json()["delivery_id"]
         row = await eventually(lambda: _finished(stack, delivery_id), timeout=60)
     assert private.received == []
     tries = await stack.attempts(delivery_id)
     if public_answers == 1:
         assert row.status == "failed" and {t.error for t in tries} == {"endpoint_refused"}
-    elif public_answers == 2:  # the check said public, the connect asked again: the transport refused it
-        assert row.status == "failed" and tries[0].error == "refused"
+    elif row.status == "failed":  # the check said public, a new connection asked again: the transport refused it
+        assert public_answers == 2 and tries[0].error == "refused"
         assert {t.error for t in tries} <= {"refused", "endpoint_refused"}
-    else:  # each connection resolves once and goes where that answer was vetted
+    else:  # each connection resolves once and goes where that answer was vetted (a connection the
+        # verification opened to the vetted address may be reused: it never asks the DNS again)
         assert row.status == "delivered" and len(public.received) == 1
-    assert asked.count("agency.test") >= public_answers
+    assert asked.count("agency.test") >= 1
     log = (await stack.client.get(f"/sharing/agencies/{agency['agency_id']}/deliveries", headers=stack.staff())).text
     assert PRIVATE not in log and PUBLIC not in log and "agency.test" not in log.replace(agency["endpoint_url"], "")
 
@@ -129,7 +133,7 @@ async def test_every_range_that_is_not_globally_routable_is_refused(stack: Stack
     urls = [f"http://[{a}]:8080/hooks" if ":" in a else f"http://{a}/hooks" for a in NOT_GLOBAL]
     urls += [f"http://{name}/hooks" for name in names]
     for url in urls:
-        response = await stack.client.post("/sharing/agencies", headers=stack.staff(), json={
+        response = await stack.client.post("/sharing/agencies", headers=stack.staff(Role.trust_admin), json={
             "category": "camhs", "organisation": "Somewhere", "endpoint_url": url})
         assert response.status_code == 422, (url, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
@@ -147,10 +151,11 @@ async def test_a_registered_host_moved_into_a_refused_range_gets_nothing(
     the log says only that."""
     receiver = Receiver()
     async with serving(receiver, PUBLIC) as port:
-        resolver(monkeypatch, {"agency.test": [PUBLIC]}, then={"agency.test": [address]}, after=1)
+        resolver(monkeypatch, {"agency.test": [PUBLIC]})  # registered and verified while public
         (pupil,) = await stack.consent.enrol()
         await stack.grant(pupil)
         agency = await stack.agency(f"http://agency.test:{port}/hooks")
+        resolver(monkeypatch, {"agency.test": [PUBLIC]}, then={"agency.test": [address]})
         delivery_id = (await stack.share(agency["agency_id"], pupil)).json()["delivery_id"]
         row = await eventually(lambda: _finished(stack, delivery_id), timeout=60)
     assert row.status == "failed" and receiver.received == []
@@ -165,6 +170,16 @@ async def test_a_redirect_is_not_followed(stack: Stack) -> None:
 
     async def redirecting(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if b'"type":"endpoint.verification"' in body:  # the endpoint proves it is the agency's
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
             return
         await send({"type": "http.response.start", "status": 307,
                     "headers": [(b"location", f"http://{PRIVATE}:{inside_port}/steal".encode())]})
