@@ -195,10 +195,10 @@ class Sharing:
     # --- delivery ------------------------------------------------------------------------------
 
     def backoff(self, tries: int) -> timedelta:
-        """The wait after the `tries`-th failed try: the schedule, plus up to `jitter` of it."""
-        c = self.config
-        delay = min(c.backoff_max_s, c.backoff_base_s * c.backoff_factor ** (tries - 1))
-        return timedelta(seconds=delay * (1 + random.uniform(0, c.jitter)))  # noqa: S311 - not a secret
+        """The wait after the `tries`-th failed try: the Standard Webhooks schedule's step, plus up to
+        `jitter` of it."""
+        delay = self.config.delay_after(tries)
+        return timedelta(seconds=delay * (1 + random.uniform(0, self.config.jitter)))  # noqa: S311 - not a secret
 
     async def worker(self, runtime: Any, stop: asyncio.Event) -> None:
         """Background task: deliver what is due until the service stops."""
@@ -222,7 +222,8 @@ class Sharing:
         replica sends them too), ask consent again, send, record. Returns how many it took."""
         async with runtime.engine.begin() as conn:
             rows = (await conn.execute(
-                select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.kek_id, agencies.c.active)
+                select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.kek_id, agencies.c.active,
+                       agencies.c.disabled_at, agencies.c.failing_since)
                 .join(agencies, agencies.c.agency_id == deliveries.c.agency_id)
                 .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now())
                 .order_by(deliveries.c.next_attempt_at).limit(self.config.batch_size)
@@ -289,9 +290,11 @@ class Sharing:
                 return Attempt(at, "blocked", None, _code(decision.reason), decision, 0)
         if not row.active:
             return Attempt(at, "blocked", None, "agency_deactivated", None, 0)
+        if row.disabled_at is not None:
+            return Attempt(at, "disabled", None, "endpoint_disabled", None, 0)
         if endpoint_refused:
             return Attempt(at, "error", None, "endpoint_refused", None, 0)
-        body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": row.payload})
+        body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": payload_of(row)})
         started = time.perf_counter()
         try:
             response = await self.http.post(
@@ -303,14 +306,65 @@ class Sharing:
         return Attempt(at, "sent" if error is None else "error", status, error,
                        decision if isinstance(decision, Decision) else None, took)
 
+    async def _health(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> set[UUID]:
+        """Each endpoint's health after this pass: a 2xx clears its failing streak; `410 Gone`
+        disables it at once; a failure starts (or continues) the streak, and a streak of
+        `disable_after_failing_s` (five days) disables it. Returns the endpoints disabled now."""
+        seen: dict[UUID, tuple[Any, list[Attempt]]] = {}
+        for row, result in zip(rows, results, strict=True):
+            if row.disabled_at is None and result.kind in ("sent", "error"):
+                seen.setdefault(row.agency_id, (row, []))[1].append(result)
+        disabled: set[UUID] = set()
+        a = agencies.c
+        for agency_id, (row, tried) in seen.items():
+            at = max(t.at for t in tried)
+            reason: str | None
+            if any(t.status_code == 410 for t in tried):
+                reason = "gone"
+            elif any(t.kind == "sent" for t in tried):
+                if row.failing_since is not None:
+                    await conn.execute(update(agencies).where(a.agency_id == agency_id).values(failing_since=None))
+                continue
+            else:
+                since = row.failing_since or min(t.at for t in tried)
+                reason = "failing" if (at - since).total_seconds() >= self.config.disable_after_failing_s else None
+                if reason is None:
+                    if row.failing_since is None:
+                        await conn.execute(update(agencies).where(a.agency_id == agency_id, a.failing_since.is_(None))
+                                           .values(failing_since=since))
+                    continue
+            done = (await conn.execute(update(agencies).where(a.agency_id == agency_id, a.disabled_at.is_(None))
+                                       .values(disabled_at=at, disabled_reason=reason,
+                                               failing_since=func.coalesce(a.failing_since, at))
+                                       .returning(a.agency_id))).first()
+            if done is not None and reason is not None:
+                disabled.add(agency_id)
+                metrics.endpoint_disabled(reason)
+                log.warning("webhook endpoint disabled", extra={"agency_id": str(agency_id), "reason": reason})
+        return disabled
+
     async def _record(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> None:
         log_rows, counts = [], dict.fromkeys(Outcome, 0)
+        disabled = await self._health(conn, rows, results)
         for row, result in zip(rows, results, strict=True):
             tries = row.attempts + 1
             outcome: Outcome
             values: dict[str, Any] = {"attempts": tries, "last_status_code": result.status_code,
                                       "last_error": result.error}
-            if result.kind == "sent":
+            if result.kind != "sent" and (result.kind == "disabled" or row.agency_id in disabled):
+                # Nothing more goes to this endpoint: a share is dead-lettered (replayable), a
+                # deletion notice is kept as undeliverable, for the DPO to send another way.
+                outcome = Outcome.FAILED
+                values |= {"status": "undeliverable" if row.kind == "deletion_notice" else "failed",
+                           "finished_at": result.at, "last_error": result.error or "endpoint_disabled"}
+                if result.kind == "disabled":
+                    values["attempts"] = row.attempts  # not a try: nothing was sent
+                await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
+                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=_pupil_of(row), agency_id=row.agency_id,
+                    agency_category=row.agency_category, outcome=row.kind, attempt=tries, status_code=result.status_code,
+                    reason="endpoint_disabled", failed_at=result.at, share_ids=_notice_shares(row)),
+                    await self._cause(conn, row))
+            elif result.kind == "sent":
                 outcome = Outcome.DELIVERED
                 values |= {"status": "delivered", "payload": None, "finished_at": result.at}
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
@@ -318,12 +372,12 @@ class Sharing:
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries,
                     status_code=result.status_code or 0, delivered_at=result.at, share_ids=_notice_shares(row)),
                     await self._cause(conn, row))
-            elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.max_attempts):
+            elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.tries):
                 outcome = Outcome.BLOCKED
                 values |= {"status": "blocked", "payload": None, "finished_at": result.at}
                 await self._blocked(conn, row, result.error or "blocked", result.at, result.decision,
                                     await self._cause(conn, row))
-            elif tries >= self.config.max_attempts:
+            elif tries >= self.config.tries:
                 outcome = Outcome.FAILED
                 values |= {"status": "failed", "finished_at": result.at}
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
@@ -341,9 +395,44 @@ class Sharing:
                                  outcome=outcome.value, status_code=result.status_code, error=result.error,
                                  duration_ms=result.duration_ms))
         await conn.execute(insert(attempts), log_rows)
+        if disabled:
+            await self._park(conn, disabled)
         for outcome, count in counts.items():
             if count:
                 metrics.record(outcome, count)
+
+    async def _park(self, conn: AsyncConnection, agency_ids: set[UUID]) -> None:
+        """What is still pending for endpoints disabled now: shares dead-lettered, deletion notices
+        marked undeliverable (never dropped: GET /sharing/undeliverable lists them)."""
+        d, at = deliveries.c, now()
+        for kind, status in (("share", "failed"), ("deletion_notice", "undeliverable")):
+            await conn.execute(update(deliveries).where(
+                d.agency_id.in_(agency_ids), d.status == "pending", d.kind == kind,
+            ).values(status=status, finished_at=at, last_error="endpoint_disabled"))
+
+    async def undeliverable(self, conn: AsyncConnection, principal: Principal) -> list[dict[str, Any]]:
+        """Deletion notices the trust owes agencies whose endpoint cannot take them (disabled, or
+        dead-lettered after every try): to be sent another way. Newest first."""
+        d, a = deliveries.c, agencies.c
+        found = (await conn.execute(
+            select(d.delivery_id, d.agency_id, d.academy_id, d.status, d.attempts, d.last_status_code, d.last_error,
+                   d.created_at, d.finished_at, d.payload, a.organisation, a.category, a.disabled_at, a.disabled_reason)
+            .join(agencies, a.agency_id == d.agency_id)
+            .where(d.trust_id == principal.trust_id, d.kind == "deletion_notice", d.status.in_(("undeliverable", "failed")))
+            .order_by(d.created_at.desc()))).all()
+        out = []
+        for row in found:
+            if principal.can_access(principal.trust_id, row.academy_id):
+                payload = row.payload or {}
+                out.append({
+                    "delivery_id": row.delivery_id, "agency_id": row.agency_id, "organisation": row.organisation,
+                    "agency_category": row.category, "academy_id": row.academy_id, "status": row.status,
+                    "attempts": row.attempts, "last_status_code": row.last_status_code, "last_error": row.last_error,
+                    "endpoint_disabled_at": row.disabled_at, "endpoint_disabled_reason": row.disabled_reason,
+                    "queued_at": row.created_at, "finished_at": row.finished_at,
+                    "pupil_id": payload.get("pupil_id"), "share_ids": payload.get("share_ids", []),
+                    "reason": payload.get("reason"), "instruction": payload.get("instruction")})
+        return out
 
     async def _blocked(self, conn: AsyncConnection, row: Any, reason: str, at: datetime,
                        decision: Decision | None, cause: Envelope[Event] | None) -> None:
@@ -362,8 +451,8 @@ class Sharing:
         if row is None:
             raise NotFound("no such delivery")
         ensure_scope(principal, row.trust_id, row.academy_id)
-        if row.status != "failed":
-            raise Conflict(f"only a dead-lettered (failed) delivery can be replayed; this one is {row.status}")
+        if row.status not in ("failed", "undeliverable"):
+            raise Conflict(f"only a dead-lettered or undeliverable delivery can be replayed; this one is {row.status}")
         # Consent is asked again when the worker picks it up, as for any delivery.
         await conn.execute(update(deliveries).where(deliveries.c.delivery_id == delivery_id).values(
             status="pending", attempts=0, next_attempt_at=now(), finished_at=None))
@@ -498,6 +587,11 @@ class Attempt:
     error: str | None
     decision: Decision | None
     duration_ms: int
+
+
+def payload_of(row: Any) -> dict[str, Any]:
+    """What a webhook's `data` carries: the queued payload, with the trust and academy it is from."""
+    return {**(row.payload or {}), "trust_id": str(row.trust_id), "academy_id": str(row.academy_id)}
 
 
 def _question(row: Any) -> tuple[Any, ...]:
