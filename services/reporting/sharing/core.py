@@ -451,11 +451,9 @@ class Sharing:
         if row is None:
             raise NotFound("no such delivery")
         ensure_scope(principal, row.trust_id, row.academy_id)
-        if row.status not in ("failed", "undeliverable"):
+        if row.status not in REPLAYABLE:
             raise Conflict(f"only a dead-lettered or undeliverable delivery can be replayed; this one is {row.status}")
-        # Consent is asked again when the worker picks it up, as for any delivery.
-        await conn.execute(update(deliveries).where(deliveries.c.delivery_id == delivery_id).values(
-            status="pending", attempts=0, next_attempt_at=now(), finished_at=None))
+        await requeue(conn, principal.trust_id, [delivery_id])
         self.wake()
         return {"delivery_id": delivery_id, "status": "pending"}
 
@@ -577,6 +575,30 @@ class Sharing:
         await conn.execute(delete(shares).where(shares.c.share_id.in_([row.share_id for row in stopped])))
         metrics.record(Outcome.BLOCKED, len(stopped))
         return [row for row in rows if row.delivery_id not in set(ids)]
+
+
+REPLAYABLE = ("failed", "undeliverable")
+
+
+async def requeue(conn: AsyncConnection, trust_id: UUID, delivery_ids: list[UUID]) -> list[UUID]:
+    """Dead letters (and undeliverable notices) of `trust_id` due again now, from a fresh schedule.
+    Consent is asked again when the worker picks a share up, as for any delivery; an endpoint
+    still disabled parks it again. Returns the ids requeued."""
+    d = deliveries.c
+    done = (await conn.execute(update(deliveries).where(
+        d.trust_id == trust_id, d.delivery_id.in_(delivery_ids), d.status.in_(REPLAYABLE),
+    ).values(status="pending", attempts=0, next_attempt_at=now(), finished_at=None).returning(d.delivery_id))).all()
+    return [row.delivery_id for row in done]
+
+
+async def dead_letters(conn: AsyncConnection, trust_id: UUID, agency_id: UUID | None = None) -> list[Any]:
+    """A trust's dead letters and undeliverable notices (of one agency), oldest first."""
+    d = deliveries.c
+    query = select(d.delivery_id, d.agency_id, d.kind, d.status, d.attempts, d.last_status_code, d.last_error,
+                   d.created_at).where(d.trust_id == trust_id, d.status.in_(REPLAYABLE)).order_by(d.created_at)
+    if agency_id is not None:
+        query = query.where(d.agency_id == agency_id)
+    return list((await conn.execute(query)).all())
 
 
 @dataclass(frozen=True)

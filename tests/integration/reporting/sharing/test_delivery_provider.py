@@ -25,7 +25,9 @@ import pytest
 import uvicorn
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
+from typer.testing import CliRunner
 
+from flourish.cli import app as cli
 from services.reporting.app import ReportingServiceSettings
 from services.reporting.app import app as reporting_service
 from services.reporting.sharing import SharingSettings
@@ -108,9 +110,9 @@ async def platform(stack_settings: Any, topic_prefix: str, tmp_path: Any, publis
         })
         line = ConsentLine(httpx.ASGITransport(app=consent.app))
         app = reporting_service(ReportingServiceSettings(kernel=settings, sharing=QUICK), consent_transport=line)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client:
-                yield Stack(consent, client, engine, DevIssuer(settings)), line
+        async with (app.router.lifespan_context(app),
+                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client):
+            yield Stack(consent, client, engine, DevIssuer(settings)), line
 
 
 @pytest.fixture
@@ -243,7 +245,8 @@ async def test_410_disables_the_endpoint_and_the_deletion_notice_it_is_owed_is_l
     assert (await stack.client.post(replay, headers=stack.staff())).status_code == 403
 
 
-async def test_an_endpoint_failing_past_the_limit_is_disabled(hearing: tuple[Stack, ConsentLine], hooks: Hooks) -> None:
+async def test_an_endpoint_failing_past_the_limit_is_disabled(hearing: tuple[Stack, ConsentLine], hooks: Hooks,
+                                                              stack_settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     stack, _ = hearing
     (pupil,) = await stack.consent.enrol()
     await stack.grant(pupil)
@@ -260,6 +263,21 @@ async def test_an_endpoint_failing_past_the_limit_is_disabled(hearing: tuple[Sta
     assert replay.status_code == 200, replay.text
     again = await eventually(lambda: status_of(stack, share["delivery_id"], "failed"))
     assert again.last_error == "endpoint_disabled"
+
+    # The CLI lists the trust's dead letters and replays an agency's.
+    monkeypatch.setenv("DATABASE_URL", stack_settings.database_url)
+    trust = str(stack.consent.trust_id)
+    listed = await asyncio.to_thread(CliRunner().invoke, cli, ["reporting", "sharing", "dead-letters", "--trust", trust])
+    assert listed.exit_code == 0, listed.output
+    assert share["delivery_id"] in listed.output and "1 to replay" in listed.output
+    replayed = await asyncio.to_thread(CliRunner().invoke, cli, ["reporting", "sharing", "replay", "--trust", trust,
+                                                                 "--agency", agency["agency_id"]])
+    assert replayed.exit_code == 0, replayed.output
+    assert f"replaying {share['delivery_id']}" in replayed.output
+    bad = await asyncio.to_thread(CliRunner().invoke, cli, ["reporting", "sharing", "replay", "--trust", trust,
+                                                            str(uuid.uuid4())])
+    assert bad.exit_code == 1 and "0 replayed" in bad.output
+    assert len(hooks.received) == dead.attempts  # nothing after the endpoint was disabled
 
 
 async def _tried(stack: Stack, delivery_id: str) -> list[Any] | None:
