@@ -23,7 +23,7 @@ from uuid import UUID
 
 import httpx
 import orjson
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -46,8 +46,8 @@ from shared.events.envelope import Envelope
 from shared.events.registry import Event
 from shared.events.reporting import ReportShared, ShareBlocked, ShareDelivered, ShareDeliveryFailed
 from shared.problems import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
-from shared.store.emission import emit
-from shared.store.event_store import EventStore
+from shared.store.emission import Emission, emit
+from shared.store.event_store import ANY_VERSION, EventStore, PendingAppend
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +182,16 @@ class Sharing:
     async def _append(self, conn: AsyncConnection, trust_id: UUID, academy_id: UUID, stream: str, data: Event,
                       cause: Envelope[Event] | None = None) -> None:
         await emit(conn, self.store, stream, [data], trust_id=trust_id, academy_id=academy_id, cause=cause)
+
+    async def _causes(self, conn: AsyncConnection, rows: list[Any]) -> dict[str, Envelope[Event]]:
+        """`_cause` of many deliveries in one query: by stream, the share's ReportShared."""
+        streams = [_stream(row) for row in rows if row.share_id is not None]
+        if not streams:
+            return {}
+        events = self.store.tables.events
+        found = await conn.execute(select(events).where(events.c.stream_id.in_(streams), events.c.stream_version == 1))
+        opened = await self.store._opened(found.mappings())  # noqa: SLF001 - the store's own decoding
+        return {recorded.stream_id: recorded.envelope for recorded in opened}
 
     async def _cause(self, conn: AsyncConnection, row: Any) -> Envelope[Event] | None:
         """What a delivery's outcome is caused by: the share that queued it (its ReportShared, the
@@ -345,6 +355,8 @@ class Sharing:
 
     async def _record(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> None:
         log_rows, counts = [], dict.fromkeys(Outcome, 0)
+        delivered: list[tuple[Any, Event]] = []
+        changes: list[dict[str, Any]] = []
         disabled = await self._health(conn, rows, results)
         for row, result in zip(rows, results, strict=True):
             tries = row.attempts + 1
@@ -367,11 +379,10 @@ class Sharing:
             elif result.kind == "sent":
                 outcome = Outcome.DELIVERED
                 values |= {"status": "delivered", "payload": None, "finished_at": result.at}
-                await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
+                delivered.append((row, ShareDelivered(
                     share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=_pupil_of(row), agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries,
-                    status_code=result.status_code or 0, delivered_at=result.at, share_ids=_notice_shares(row)),
-                    await self._cause(conn, row))
+                    status_code=result.status_code or 0, delivered_at=result.at, share_ids=_notice_shares(row))))
             elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.tries):
                 outcome = Outcome.BLOCKED
                 values |= {"status": "blocked", "payload": None, "finished_at": result.at}
@@ -389,11 +400,27 @@ class Sharing:
                 outcome = Outcome.RETRIED
                 values |= {"next_attempt_at": result.at + self.backoff(tries)}
             counts[outcome] += 1
-            await conn.execute(update(deliveries).where(deliveries.c.delivery_id == row.delivery_id).values(**values))
+            change = {"status": row.status, "payload": row.payload, "finished_at": row.finished_at,
+                      "next_attempt_at": row.next_attempt_at, **values, "delivery_id": row.delivery_id}
+            changes.append({f"b_{name}": value for name, value in change.items()})
             log_rows.append(dict(delivery_id=row.delivery_id, trust_id=row.trust_id, agency_id=row.agency_id,
                                  attempt=tries, scheduled_for=row.next_attempt_at, attempted_at=result.at,
                                  outcome=outcome.value, status_code=result.status_code, error=result.error,
                                  duration_ms=result.duration_ms))
+        # The delivered ones' events in one statement (each caused by its share's ReportShared), and
+        # every row's outcome in one executemany.
+        if delivered:
+            causes = await self._causes(conn, [row for row, _ in delivered])
+            appends = []
+            for row, event in delivered:
+                emission = Emission(self.store, row.trust_id, cause=causes.get(_stream(row)))
+                emission.add(_stream(row), row.academy_id, event)
+                appends += [PendingAppend(stream, envelopes, ANY_VERSION) for stream, envelopes in emission.by_stream.items()]
+            await self.store.append_batch(conn, appends)
+        d = deliveries.c
+        await conn.execute(update(deliveries).where(d.delivery_id == bindparam("b_delivery_id")).values(
+            {name: bindparam(f"b_{name}") for name in ("status", "payload", "finished_at", "next_attempt_at", "attempts",
+                                                "last_status_code", "last_error")}), changes)
         await conn.execute(insert(attempts), log_rows)
         if disabled:
             await self._park(conn, disabled)
