@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import jsonschema
 import orjson
 import pytest
 import uvicorn
@@ -203,6 +204,15 @@ async def test_consent_that_cannot_be_asked_holds_the_delivery_until_it_can(
     assert sent["data"]["trust_id"] == str(stack.consent.trust_id)
     assert sent["data"]["academy_id"] in {str(a) for a in stack.consent.academies}
     assert sent["data"]["share_id"] == share["share_id"]
+    # The body is what reporting's /openapi.json publishes for it under `webhooks`.
+    document = (await stack.client.get("/openapi.json")).json()
+    assert document["openapi"].startswith("3.1") and set(document["webhooks"]) >= {"share.created",
+                                                                                   "share.deletion_requested"}
+    schema = document["webhooks"]["share.created"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    published = {**schema, "components": document["components"]}
+    jsonschema.validate(sent, published)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**sent, "data": {**sent["data"], "trust_id": None}}, published)
 
 
 async def test_410_disables_the_endpoint_and_the_deletion_notice_it_is_owed_is_listed_undeliverable(
