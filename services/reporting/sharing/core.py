@@ -219,6 +219,10 @@ class Sharing:
             except Exception:  # logged below; the worker outlives a failed pass
                 log.exception("webhook delivery pass failed")
                 done = 0
+            try:
+                await self.notify_expired(runtime)
+            except Exception:  # logged below; the worker outlives a failed pass
+                log.exception("consent expiry pass failed")
             if done:
                 continue
             self._wake.clear()
@@ -572,6 +576,52 @@ class Sharing:
             ).on_conflict_do_nothing())
         if received:
             self.wake()
+
+    async def notify_expired(self, runtime: Any) -> int:
+        """Deletion notices on consent expiry: every delivered share whose consent decision had a
+        `valid_until` now past, and which consent no longer covers when asked again (a renewal
+        keeps it), gets its agency one `share.deletion_requested` (reason `consent_expired`), once.
+        Consent that cannot be asked now: asked again at the next pass. Returns notices queued."""
+        s, d, at = shares.c, deliveries.c, now()
+        valid_until = s.decision["valid_until"].astext
+        async with runtime.engine.begin() as conn:
+            due = (await conn.execute(
+                select(s.share_id, s.trust_id, s.academy_id, s.pupil_id, s.agency_id, s.document_kind,
+                       d.agency_category, valid_until.label("valid_until"))
+                .join(deliveries, and_(d.share_id == s.share_id, d.kind == "share", d.status == "delivered"))
+                .where(s.status == "accepted", s.expiry_notified_at.is_(None), valid_until.isnot(None),
+                       func.cast(valid_until, deliveries.c.created_at.type) < at)
+                .order_by(s.shared_at).limit(self.config.batch_size)
+                .with_for_update(of=shares, skip_locked=True))).all()
+            notices: dict[tuple[UUID, UUID, UUID, UUID, str], list[Any]] = {}
+            for row in due:
+                try:
+                    decision = await self.consent.decide(row.trust_id, row.pupil_id, row.agency_category, row.document_kind)
+                except UnknownPupil:
+                    continue  # erased: the erasure's own notice covers it
+                except Unavailable:
+                    continue
+                if decision.allow:  # renewed: nothing to delete; not asked again
+                    await conn.execute(update(shares).where(s.share_id == row.share_id).values(expiry_notified_at=at))
+                    continue
+                key = (row.trust_id, row.academy_id, row.pupil_id, row.agency_id, row.agency_category)
+                notices.setdefault(key, []).append(row)
+            for (trust_id, academy_id, pupil_id, agency_id, category), rows in notices.items():
+                share_ids = sorted(str(row.share_id) for row in rows)
+                payload = {"pupil_id": str(pupil_id), "academy_id": str(academy_id), "agency_category": category,
+                           "share_ids": share_ids, "reason": "consent_expired",
+                           "expired_at": max(row.valid_until for row in rows),
+                           "instruction": "delete every copy of the data these shares carried about this pupil"}
+                await conn.execute(pg_insert(deliveries).values(
+                    delivery_id=uuid.uuid5(agency_id, "consent_expired:" + ",".join(share_ids)), trust_id=trust_id,
+                    academy_id=academy_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=category, share_id=None,
+                    kind="deletion_notice", event_type=DELETION_EVENT, payload=payload, status="pending",
+                    next_attempt_at=at, created_at=at).on_conflict_do_nothing())
+                await conn.execute(update(shares).where(s.share_id.in_([row.share_id for row in rows]))
+                                   .values(expiry_notified_at=at))
+        if notices:
+            self.wake()
+        return len(notices)
 
     async def _stop_erased(self, conn: AsyncConnection, rows: list[Any]) -> list[Any]:
         """Of the deliveries a pass claimed, the shares of a pupil erased (or whose shared reports

@@ -62,6 +62,8 @@ shares = Table(
     Column("decision", JSONB, nullable=False),
     Column("shared_by", String(200), nullable=False),
     Column("shared_at", DateTime(timezone=True), nullable=False),
+    # Set once the agency was sent a deletion notice because the consent expired (valid_until).
+    Column("expiry_notified_at", DateTime(timezone=True)),
     info=per_trust(),
 )
 

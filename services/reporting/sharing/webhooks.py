@@ -38,10 +38,11 @@ class DeletionData(BaseModel):
     pupil_id: UUID
     agency_category: str
     share_ids: list[UUID] = Field(description="Every share of this pupil's data the agency received")
-    reason: str = Field(description="consent_withdrawn, pupil_erased or retention_expired")
+    reason: str = Field(description="consent_withdrawn, consent_expired, pupil_erased or retention_expired")
     instruction: str
     withdrawn_at: datetime | None = None
     erased_at: datetime | None = None
+    expired_at: datetime | None = None
 
 
 class DeletionRequested(BaseModel):

@@ -24,8 +24,11 @@ def upgrade() -> None:
     op.add_column("sharing_agencies", sa.Column("failing_since", sa.DateTime(timezone=True)), schema=SCHEMA)
     op.add_column("sharing_agencies", sa.Column("disabled_at", sa.DateTime(timezone=True)), schema=SCHEMA)
     op.add_column("sharing_agencies", sa.Column("disabled_reason", sa.String(40)), schema=SCHEMA)
+    # When the agency was told to delete a share's data because the consent it rested on expired.
+    op.add_column("sharing_shares", sa.Column("expiry_notified_at", sa.DateTime(timezone=True)), schema=SCHEMA)
 
 
 def downgrade() -> None:
+    op.drop_column("sharing_shares", "expiry_notified_at", schema=SCHEMA)
     for column in ("disabled_reason", "disabled_at", "failing_since"):
         op.drop_column("sharing_agencies", column, schema=SCHEMA)

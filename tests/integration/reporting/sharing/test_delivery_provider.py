@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -306,3 +306,29 @@ async def _agency(stack: Stack, agency_id: str) -> Any:
 
 
 __all__ = ["deliveries"]
+
+
+async def test_consent_expiry_sends_a_deletion_notice_once(hearing: tuple[Stack, ConsentLine], hooks: Hooks) -> None:
+    stack, _ = hearing
+    (pupil,) = await stack.consent.enrol()
+    agency = await stack.agency(hooks.url)
+    valid_until = datetime.now(UTC) + timedelta(seconds=8)
+    response = await stack.consent.client.post(f"/pupils/{pupil}/consents", headers=stack.consent.senco,
+                                               json=stack.consent.consent_body(valid_until=valid_until.isoformat()))
+    assert response.status_code in (200, 201), response.text
+    share = (await stack.share(agency["agency_id"], pupil)).json()
+    assert share["status"] == "accepted", share
+    await eventually(lambda: status_of(stack, share["delivery_id"], "delivered"))
+
+    async def notice() -> dict[str, Any] | None:
+        found = hooks.of_type("share.deletion_requested")
+        return found[0] if found else None
+
+    request = await eventually(notice, timeout=30)
+    sent = Webhook(agency["signing_secret"]).verify(request["body"], request["headers"])
+    assert sent["data"]["reason"] == "consent_expired" and sent["data"]["share_ids"] == [share["share_id"]]
+    assert sent["data"]["pupil_id"] == str(pupil) and sent["data"]["trust_id"] == str(stack.consent.trust_id)
+    await asyncio.sleep(1.0)  # further passes send nothing more
+    assert len(hooks.of_type("share.deletion_requested")) == 1
+    # A share asked now is blocked: the consent has expired.
+    assert (await stack.share(agency["agency_id"], pupil)).json()["status"] == "blocked"
