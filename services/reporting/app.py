@@ -25,6 +25,7 @@ from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
 from services.reporting.readmodels.opt_outs import with_opt_outs
 from services.reporting.sharing import Notices, NoticeSettings, Sharing, SharingSettings
+from services.reporting.sharing.webhooks import publish_webhooks
 from services.reporting.subject_access import router as subject_access_router
 from services.reporting.tables import SCHEMA, kernel, metadata
 from shared.datakeys import DataKeyClient, DataKeySettings, KekKeyring
@@ -127,4 +128,6 @@ def app(settings: ReportingServiceSettings | Settings | None = None, *,
     `settings`: the settings tree, or the kernel's `Settings` alone; the rest are for tests."""
     tree = ReportingServiceSettings.of(settings)
     spec = replace(SPEC, bootstrap=bootstrap(tree, assessment_http=assessment_http, consent_transport=consent_transport))
-    return create_app(spec, tree.kernel)
+    service = create_app(spec, tree.kernel)
+    publish_webhooks(service)  # the payloads agencies receive, in /openapi.json's `webhooks`
+    return service

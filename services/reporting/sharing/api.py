@@ -29,6 +29,7 @@ AGENCY_ADMINS = (Role.dpo, Role.trust_admin)
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
 Sharer = Annotated[Principal, Depends(requires(*SHARERS))]
 AgencyAdmin = Annotated[Principal, Depends(requires(*AGENCY_ADMINS))]
+Officer = Annotated[Principal, Depends(requires(Role.dpo, Role.trust_admin))]
 
 
 def sharing_of(request: Request) -> Sharing:
@@ -216,10 +217,17 @@ def sharing_router() -> APIRouter:
         # (SQLAlchemy's column names, asyncpg's UUID), which orjson refuses.
         return jsonable_encoder({k: v for k, v in row._mapping.items() if k != "payload"})  # type: ignore[no-any-return]
 
-    @router.post("/deliveries/{delivery_id}/replay", summary="Send a dead-lettered delivery again (consent is asked again)")
-    async def replay(delivery_id: UUID, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer) -> dict[str, Any]:
+    @router.post("/deliveries/{delivery_id}/replay",
+                 summary="Send a dead-lettered or undeliverable delivery again (consent is asked again); DPO or trust admin")
+    async def replay(delivery_id: UUID, runtime: RuntimeDep, sharing: SharingDep, principal: Officer) -> dict[str, Any]:
         async with runtime.engine.begin() as conn:
             return _json(await sharing.replay(conn, runtime, principal, delivery_id))
+
+    @router.get("/undeliverable",
+                summary="Deletion notices agencies' endpoints cannot take (disabled, or dead-lettered): send them another way")
+    async def undeliverable(runtime: RuntimeDep, sharing: SharingDep, principal: Officer) -> dict[str, Any]:
+        async with runtime.engine.connect() as conn:
+            return jsonable_encoder({"items": await sharing.undeliverable(conn, principal)})  # type: ignore[no-any-return]
 
     @router.get("/agencies/{agency_id}/deliveries", summary="The delivery log of an agency's endpoint: every try, newest first")
     async def delivery_log(agency_id: UUID, runtime: RuntimeDep, sharing: SharingDep, principal: Sharer,

@@ -24,7 +24,7 @@ from uuid import UUID
 
 import httpx
 import orjson
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,8 +48,8 @@ from shared.events.envelope import Envelope
 from shared.events.registry import Event
 from shared.events.reporting import ReportShared, ShareBlocked, ShareDelivered, ShareDeliveryFailed
 from shared.problems import Conflict, NotFound, ServiceUnavailable, UnprocessableEntity
-from shared.store.emission import emit
-from shared.store.event_store import EventStore
+from shared.store.emission import Emission, emit
+from shared.store.event_store import ANY_VERSION, EventStore, PendingAppend
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +339,16 @@ class Sharing:
                       cause: Envelope[Event] | None = None) -> None:
         await emit(conn, self.store, stream, [data], trust_id=trust_id, academy_id=academy_id, cause=cause)
 
+    async def _causes(self, conn: AsyncConnection, rows: list[Any]) -> dict[str, Envelope[Event]]:
+        """`_cause` of many deliveries in one query: by stream, the share's ReportShared."""
+        streams = [_stream(row) for row in rows if row.share_id is not None]
+        if not streams:
+            return {}
+        events = self.store.tables.events
+        found = await conn.execute(select(events).where(events.c.stream_id.in_(streams), events.c.stream_version == 1))
+        opened = await self.store._opened(found.mappings())  # noqa: SLF001 - the store's own decoding
+        return {recorded.stream_id: recorded.envelope for recorded in opened}
+
     async def _cause(self, conn: AsyncConnection, row: Any) -> Envelope[Event] | None:
         """What a delivery's outcome is caused by: the share that queued it (its ReportShared, the
         first event of the share's stream), so the outcome joins the trace of the request that
@@ -351,10 +361,10 @@ class Sharing:
     # --- delivery ------------------------------------------------------------------------------
 
     def backoff(self, tries: int) -> timedelta:
-        """The wait after the `tries`-th failed try: the schedule, plus up to `jitter` of it."""
-        c = self.config
-        delay = min(c.backoff_max_s, c.backoff_base_s * c.backoff_factor ** (tries - 1))
-        return timedelta(seconds=delay * (1 + random.uniform(0, c.jitter)))  # noqa: S311 - not a secret
+        """The wait after the `tries`-th failed try: the Standard Webhooks schedule's step, plus up to
+        `jitter` of it."""
+        delay = self.config.delay_after(tries)
+        return timedelta(seconds=delay * (1 + random.uniform(0, self.config.jitter)))  # noqa: S311 - not a secret
 
     async def worker(self, runtime: Any, stop: asyncio.Event) -> None:
         """Background task: deliver what is due until the service stops."""
@@ -365,6 +375,10 @@ class Sharing:
             except Exception:  # logged below; the worker outlives a failed pass
                 log.exception("webhook delivery pass failed")
                 done = 0
+            try:
+                await self.notify_expired(runtime)
+            except Exception:  # logged below; the worker outlives a failed pass
+                log.exception("consent expiry pass failed")
             if done:
                 continue
             self._wake.clear()
@@ -380,7 +394,8 @@ class Sharing:
             rows = (await conn.execute(
                 select(deliveries, agencies.c.endpoint_url, agencies.c.secret_wrapped, agencies.c.kek_id, agencies.c.active,
                        agencies.c.verified_at, agencies.c.previous_secret_wrapped, agencies.c.previous_kek_id,
-                       agencies.c.previous_secret_until)
+                       agencies.c.previous_secret_until,
+                       agencies.c.disabled_at, agencies.c.failing_since)
                 .join(agencies, agencies.c.agency_id == deliveries.c.agency_id)
                 .where(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now())
                 .order_by(deliveries.c.next_attempt_at).limit(self.config.batch_size)
@@ -486,12 +501,15 @@ class Sharing:
         # A deactivated agency gets nothing further, except the deletion notices for what it holds.
         if row.kind == "share" and not row.active:
             return Attempt(at, "blocked", None, "agency_deactivated", None, 0)
+        if row.disabled_at is not None:
+            return Attempt(at, "disabled", None, "endpoint_disabled", None, 0)
         if row.kind == "share" and row.verified_at is None:
             # Its endpoint changed since the share was queued and has not answered verification yet.
             return Attempt(at, "error", None, "endpoint_unverified", None, 0)
         if endpoint_refused:
             return Attempt(at, "error", None, "endpoint_refused", None, 0)
-        body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(), "data": data})
+        body = orjson.dumps({"type": row.event_type, "timestamp": at.isoformat(),
+                             "data": {**data, "trust_id": str(row.trust_id), "academy_id": str(row.academy_id)}})
         sent_hash = hashlib.sha256(body).hexdigest()
         started = time.perf_counter()
         try:
@@ -504,29 +522,81 @@ class Sharing:
         return Attempt(at, "sent" if error is None else "error", status, error,
                        decision if isinstance(decision, Decision) else None, took, sent_hash)
 
+    async def _health(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> set[UUID]:
+        """Each endpoint's health after this pass: a 2xx clears its failing streak; `410 Gone`
+        disables it at once; a failure starts (or continues) the streak, and a streak of
+        `disable_after_failing_s` (five days) disables it. Returns the endpoints disabled now."""
+        seen: dict[UUID, tuple[Any, list[Attempt]]] = {}
+        for row, result in zip(rows, results, strict=True):
+            if row.disabled_at is None and result.kind in ("sent", "error"):
+                seen.setdefault(row.agency_id, (row, []))[1].append(result)
+        disabled: set[UUID] = set()
+        a = agencies.c
+        for agency_id, (row, tried) in seen.items():
+            at = max(t.at for t in tried)
+            reason: str | None
+            if any(t.status_code == 410 for t in tried):
+                reason = "gone"
+            elif any(t.kind == "sent" for t in tried):
+                if row.failing_since is not None:
+                    await conn.execute(update(agencies).where(a.agency_id == agency_id).values(failing_since=None))
+                continue
+            else:
+                since = row.failing_since or min(t.at for t in tried)
+                reason = "failing" if (at - since).total_seconds() >= self.config.disable_after_failing_s else None
+                if reason is None:
+                    if row.failing_since is None:
+                        await conn.execute(update(agencies).where(a.agency_id == agency_id, a.failing_since.is_(None))
+                                           .values(failing_since=since))
+                    continue
+            done = (await conn.execute(update(agencies).where(a.agency_id == agency_id, a.disabled_at.is_(None))
+                                       .values(disabled_at=at, disabled_reason=reason,
+                                               failing_since=func.coalesce(a.failing_since, at))
+                                       .returning(a.agency_id))).first()
+            if done is not None and reason is not None:
+                disabled.add(agency_id)
+                metrics.endpoint_disabled(reason)
+                log.warning("webhook endpoint disabled", extra={"agency_id": str(agency_id), "reason": reason})
+        return disabled
+
     async def _record(self, conn: AsyncConnection, rows: list[Any], results: list[Attempt]) -> None:
         log_rows, counts = [], dict.fromkeys(Outcome, 0)
+        delivered: list[tuple[Any, Event]] = []
+        changes: list[dict[str, Any]] = []
+        disabled = await self._health(conn, rows, results)
         for row, result in zip(rows, results, strict=True):
             tries = row.attempts + 1
             outcome: Outcome
             values: dict[str, Any] = {"attempts": tries, "last_status_code": result.status_code,
                                       "last_error": result.error}
-            if result.kind == "sent":
+            if result.kind != "sent" and (result.kind == "disabled" or row.agency_id in disabled):
+                # Nothing more goes to this endpoint: a share is dead-lettered (replayable), a
+                # deletion notice is kept as undeliverable, for the DPO to send another way.
+                outcome = Outcome.FAILED
+                values |= {"status": "undeliverable" if row.kind == "deletion_notice" else "failed",
+                           "finished_at": result.at, "last_error": result.error or "endpoint_disabled"}
+                if result.kind == "disabled":
+                    values["attempts"] = row.attempts  # not a try: nothing was sent
+                await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
+                    share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=_pupil_of(row), agency_id=row.agency_id,
+                    agency_category=row.agency_category, outcome=row.kind, attempt=tries, status_code=result.status_code,
+                    reason="endpoint_disabled", failed_at=result.at, share_ids=_notice_shares(row)),
+                    await self._cause(conn, row))
+            elif result.kind == "sent":
                 outcome = Outcome.DELIVERED
                 values |= {"status": "delivered", "payload": None, "finished_at": result.at}
                 await self._drop_document(conn, row)
-                await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDelivered(
+                delivered.append((row, ShareDelivered(
                     share_id=row.share_id, delivery_id=row.delivery_id, pupil_id=_pupil_of(row), agency_id=row.agency_id,
                     agency_category=row.agency_category, outcome=row.kind, attempt=tries,
-                    status_code=result.status_code or 0, delivered_at=result.at, share_ids=_notice_shares(row)),
-                    await self._cause(conn, row))
-            elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.max_attempts):
+                    status_code=result.status_code or 0, delivered_at=result.at, share_ids=_notice_shares(row))))
+            elif result.kind == "blocked" or (result.kind == "unavailable" and tries >= self.config.tries):
                 outcome = Outcome.BLOCKED
                 values |= {"status": "blocked", "payload": None, "finished_at": result.at}
                 await self._drop_document(conn, row)
                 await self._blocked(conn, row, result.error or "blocked", result.at, result.decision,
                                     await self._cause(conn, row))
-            elif tries >= self.config.max_attempts:
+            elif tries >= self.config.tries:
                 outcome = Outcome.FAILED
                 values |= {"status": "failed", "finished_at": result.at}
                 await self._append(conn, row.trust_id, row.academy_id, _stream(row), ShareDeliveryFailed(
@@ -538,15 +608,66 @@ class Sharing:
                 outcome = Outcome.RETRIED
                 values |= {"next_attempt_at": result.at + self.backoff(tries)}
             counts[outcome] += 1
-            await conn.execute(update(deliveries).where(deliveries.c.delivery_id == row.delivery_id).values(**values))
+            change = {"status": row.status, "payload": row.payload, "finished_at": row.finished_at,
+                      "next_attempt_at": row.next_attempt_at, **values, "delivery_id": row.delivery_id}
+            changes.append({f"b_{name}": value for name, value in change.items()})
             log_rows.append(dict(delivery_id=row.delivery_id, trust_id=row.trust_id, agency_id=row.agency_id,
                                  attempt=tries, scheduled_for=row.next_attempt_at, attempted_at=result.at,
                                  outcome=outcome.value, status_code=result.status_code, error=result.error,
                                  duration_ms=result.duration_ms, body_sha256=result.body_sha256))
+        # The delivered ones' events in one statement (each caused by its share's ReportShared), and
+        # every row's outcome in one executemany.
+        if delivered:
+            causes = await self._causes(conn, [row for row, _ in delivered])
+            appends = []
+            for row, event in delivered:
+                emission = Emission(self.store, row.trust_id, cause=causes.get(_stream(row)))
+                emission.add(_stream(row), row.academy_id, event)
+                appends += [PendingAppend(stream, envelopes, ANY_VERSION) for stream, envelopes in emission.by_stream.items()]
+            await self.store.append_batch(conn, appends)
+        d = deliveries.c
+        await conn.execute(update(deliveries).where(d.delivery_id == bindparam("b_delivery_id")).values(
+            {name: bindparam(f"b_{name}") for name in ("status", "payload", "finished_at", "next_attempt_at", "attempts",
+                                                "last_status_code", "last_error")}), changes)
         await conn.execute(insert(attempts), log_rows)
+        if disabled:
+            await self._park(conn, disabled)
         for outcome, count in counts.items():
             if count:
                 metrics.record(outcome, count)
+
+    async def _park(self, conn: AsyncConnection, agency_ids: set[UUID]) -> None:
+        """What is still pending for endpoints disabled now: shares dead-lettered, deletion notices
+        marked undeliverable (never dropped: GET /sharing/undeliverable lists them)."""
+        d, at = deliveries.c, now()
+        for kind, status in (("share", "failed"), ("deletion_notice", "undeliverable")):
+            await conn.execute(update(deliveries).where(
+                d.agency_id.in_(agency_ids), d.status == "pending", d.kind == kind,
+            ).values(status=status, finished_at=at, last_error="endpoint_disabled"))
+
+    async def undeliverable(self, conn: AsyncConnection, principal: Principal) -> list[dict[str, Any]]:
+        """Deletion notices the trust owes agencies whose endpoint cannot take them (disabled, or
+        dead-lettered after every try): to be sent another way. Newest first."""
+        d, a = deliveries.c, agencies.c
+        found = (await conn.execute(
+            select(d.delivery_id, d.agency_id, d.academy_id, d.status, d.attempts, d.last_status_code, d.last_error,
+                   d.created_at, d.finished_at, d.payload, a.organisation, a.category, a.disabled_at, a.disabled_reason)
+            .join(agencies, a.agency_id == d.agency_id)
+            .where(d.trust_id == principal.trust_id, d.kind == "deletion_notice", d.status.in_(("undeliverable", "failed")))
+            .order_by(d.created_at.desc()))).all()
+        out = []
+        for row in found:
+            if principal.can_access(principal.trust_id, row.academy_id):
+                payload = row.payload or {}
+                out.append({
+                    "delivery_id": row.delivery_id, "agency_id": row.agency_id, "organisation": row.organisation,
+                    "agency_category": row.category, "academy_id": row.academy_id, "status": row.status,
+                    "attempts": row.attempts, "last_status_code": row.last_status_code, "last_error": row.last_error,
+                    "endpoint_disabled_at": row.disabled_at, "endpoint_disabled_reason": row.disabled_reason,
+                    "queued_at": row.created_at, "finished_at": row.finished_at,
+                    "pupil_id": payload.get("pupil_id"), "share_ids": payload.get("share_ids", []),
+                    "reason": payload.get("reason"), "instruction": payload.get("instruction")})
+        return out
 
     async def _blocked(self, conn: AsyncConnection, row: Any, reason: str, at: datetime,
                        decision: Decision | None, cause: Envelope[Event] | None) -> None:
@@ -565,11 +686,9 @@ class Sharing:
         if row is None:
             raise NotFound("no such delivery")
         ensure_scope(principal, row.trust_id, row.academy_id)
-        if row.status != "failed":
-            raise Conflict(f"only a dead-lettered (failed) delivery can be replayed; this one is {row.status}")
-        # Consent is asked again when the worker picks it up, as for any delivery.
-        await conn.execute(update(deliveries).where(deliveries.c.delivery_id == delivery_id).values(
-            status="pending", attempts=0, next_attempt_at=now(), finished_at=None))
+        if row.status not in REPLAYABLE:
+            raise Conflict(f"only a dead-lettered or undeliverable delivery can be replayed; this one is {row.status}")
+        await requeue(conn, principal.trust_id, [delivery_id])
         self.wake()
         return {"delivery_id": delivery_id, "status": "pending"}
 
@@ -663,6 +782,52 @@ class Sharing:
         if received:
             self.wake()
 
+    async def notify_expired(self, runtime: Any) -> int:
+        """Deletion notices on consent expiry: every delivered share whose consent decision had a
+        `valid_until` now past, and which consent no longer covers when asked again (a renewal
+        keeps it), gets its agency one `share.deletion_requested` (reason `consent_expired`), once.
+        Consent that cannot be asked now: asked again at the next pass. Returns notices queued."""
+        s, d, at = shares.c, deliveries.c, now()
+        valid_until = s.decision["valid_until"].astext
+        async with runtime.engine.begin() as conn:
+            due = (await conn.execute(
+                select(s.share_id, s.trust_id, s.academy_id, s.pupil_id, s.agency_id, s.document_kind,
+                       d.agency_category, valid_until.label("valid_until"))
+                .join(deliveries, and_(d.share_id == s.share_id, d.kind == "share", d.status == "delivered"))
+                .where(s.status == "accepted", s.expiry_notified_at.is_(None), valid_until.isnot(None),
+                       func.cast(valid_until, deliveries.c.created_at.type) < at)
+                .order_by(s.shared_at).limit(self.config.batch_size)
+                .with_for_update(of=shares, skip_locked=True))).all()
+            notices: dict[tuple[UUID, UUID, UUID, UUID, str], list[Any]] = {}
+            for row in due:
+                try:
+                    decision = await self.consent.decide(row.trust_id, row.pupil_id, row.agency_category, row.document_kind)
+                except UnknownPupil:
+                    continue  # erased: the erasure's own notice covers it
+                except Unavailable:
+                    continue
+                if decision.allow:  # renewed: nothing to delete; not asked again
+                    await conn.execute(update(shares).where(s.share_id == row.share_id).values(expiry_notified_at=at))
+                    continue
+                key = (row.trust_id, row.academy_id, row.pupil_id, row.agency_id, row.agency_category)
+                notices.setdefault(key, []).append(row)
+            for (trust_id, academy_id, pupil_id, agency_id, category), rows in notices.items():
+                share_ids = sorted(str(row.share_id) for row in rows)
+                payload = {"pupil_id": str(pupil_id), "academy_id": str(academy_id), "agency_category": category,
+                           "share_ids": share_ids, "reason": "consent_expired",
+                           "expired_at": max(row.valid_until for row in rows),
+                           "instruction": "delete every copy of the data these shares carried about this pupil"}
+                await conn.execute(pg_insert(deliveries).values(
+                    delivery_id=uuid.uuid5(agency_id, "consent_expired:" + ",".join(share_ids)), trust_id=trust_id,
+                    academy_id=academy_id, pupil_id=pupil_id, agency_id=agency_id, agency_category=category, share_id=None,
+                    kind="deletion_notice", event_type=DELETION_EVENT, payload=payload, status="pending",
+                    next_attempt_at=at, created_at=at).on_conflict_do_nothing())
+                await conn.execute(update(shares).where(s.share_id.in_([row.share_id for row in rows]))
+                                   .values(expiry_notified_at=at))
+        if notices:
+            self.wake()
+        return len(notices)
+
     async def _stop_erased(self, conn: AsyncConnection, rows: list[Any]) -> list[Any]:
         """Of the deliveries a pass claimed, the shares of a pupil erased (or whose shared reports
         expired) since they were queued (a share that raced the erasure) are stopped and deleted,
@@ -694,6 +859,30 @@ class Sharing:
         return [row for row in rows if row.delivery_id not in set(ids)]
 
 
+REPLAYABLE = ("failed", "undeliverable")
+
+
+async def requeue(conn: AsyncConnection, trust_id: UUID, delivery_ids: list[UUID]) -> list[UUID]:
+    """Dead letters (and undeliverable notices) of `trust_id` due again now, from a fresh schedule.
+    Consent is asked again when the worker picks a share up, as for any delivery; an endpoint
+    still disabled parks it again. Returns the ids requeued."""
+    d = deliveries.c
+    done = (await conn.execute(update(deliveries).where(
+        d.trust_id == trust_id, d.delivery_id.in_(delivery_ids), d.status.in_(REPLAYABLE),
+    ).values(status="pending", attempts=0, next_attempt_at=now(), finished_at=None).returning(d.delivery_id))).all()
+    return [row.delivery_id for row in done]
+
+
+async def dead_letters(conn: AsyncConnection, trust_id: UUID, agency_id: UUID | None = None) -> list[Any]:
+    """A trust's dead letters and undeliverable notices (of one agency), oldest first."""
+    d = deliveries.c
+    query = select(d.delivery_id, d.agency_id, d.kind, d.status, d.attempts, d.last_status_code, d.last_error,
+                   d.created_at).where(d.trust_id == trust_id, d.status.in_(REPLAYABLE)).order_by(d.created_at)
+    if agency_id is not None:
+        query = query.where(d.agency_id == agency_id)
+    return list((await conn.execute(query)).all())
+
+
 @dataclass(frozen=True)
 class Attempt:
     at: datetime
@@ -703,6 +892,11 @@ class Attempt:
     decision: Decision | None
     duration_ms: int
     body_sha256: str | None = None  # of the body sent (None: nothing was sent)
+
+
+def payload_of(row: Any) -> dict[str, Any]:
+    """What a webhook's `data` carries: the queued payload, with the trust and academy it is from."""
+    return {**(row.payload or {}), "trust_id": str(row.trust_id), "academy_id": str(row.academy_id)}
 
 
 def _question(row: Any) -> tuple[Any, ...]:

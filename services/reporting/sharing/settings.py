@@ -13,13 +13,28 @@ class SharingSettings(BaseSettings):
     # addresses or CIDR networks): a webhook must not become a way into the trust's own network.
     allowed_private_networks: list[str] = Field(default_factory=list)
 
-    # Tries per delivery, and the wait before try n+1: base × factor^(n-1), at most backoff_max_s,
-    # plus up to `jitter` × that at random (never less than the schedule).
-    max_attempts: int = Field(default=5, ge=1)
-    backoff_base_s: float = Field(default=1.0, gt=0)
-    backoff_factor: float = Field(default=2.0, ge=1)
-    backoff_max_s: float = Field(default=3600.0, gt=0)
+    # The Standard Webhooks retry schedule, in every environment: the first try at once, then
+    # each failed try waits the next step (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h),
+    # plus up to `jitter` x that at random (never less than the schedule). One try per step: the
+    # delivery is dead-lettered after the last. Only tests shorten it.
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0], min_length=1)
     jitter: float = Field(default=0.1, ge=0, le=1)
+    # An endpoint that has failed every try for this long (five days) is disabled, with an alert
+    # (flourish_webhook_endpoints_disabled_total); `410 Gone` disables it at once.
+    disable_after_failing_s: float = Field(default=5 * 86400, gt=0)
+
+    # Tries before a delivery is dead-lettered: by default one per step of the schedule (a number
+    # past its end repeats the last step). Only tests lower it.
+    max_attempts: int | None = Field(default=None, ge=1)
+
+    @property
+    def tries(self) -> int:
+        return self.max_attempts or len(self.retry_schedule_s)
+
+    def delay_after(self, tries: int) -> float:
+        """The schedule's wait after the `tries`-th failed try (before jitter)."""
+        return self.retry_schedule_s[min(tries, len(self.retry_schedule_s) - 1)]
 
     # The delivery worker: how many due deliveries one pass takes, how often it looks when idle,
     # how long an agency's endpoint may take to answer.

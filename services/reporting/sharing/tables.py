@@ -45,6 +45,12 @@ agencies = Table(
     Column("previous_kek_id", String(100)),
     Column("previous_secret_until", DateTime(timezone=True)),
     Column("deactivated_at", DateTime(timezone=True)),
+    # The endpoint's health (migration delivery_0011): since when every try has failed (NULL
+    # once one succeeds), and when and why deliveries stopped (`gone`: it answered 410;
+    # `failing`: it failed for five days). A disabled endpoint is sent nothing.
+    Column("failing_since", DateTime(timezone=True)),
+    Column("disabled_at", DateTime(timezone=True)),
+    Column("disabled_reason", String(40)),
     info=per_trust(),
 )
 Index("sharing_agencies_by_trust", agencies.c.trust_id, agencies.c.category)
@@ -68,6 +74,8 @@ shares = Table(
     # time and sealed with the pupil's key; NULL once delivered (or blocked). Its SHA-256 stays.
     Column("document_sealed", Text),
     Column("document_sha256", String(64)),
+    # Set once the agency was sent a deletion notice because the consent expired (valid_until).
+    Column("expiry_notified_at", DateTime(timezone=True)),
     info=per_trust(),
 )
 
@@ -88,7 +96,9 @@ deliveries = Table(
     Column("document_kind", String(40)),
     Column("event_type", String(100), nullable=False),
     Column("payload", JSONB),
-    Column("status", String(20), nullable=False),  # pending | delivered | failed | blocked
+    # pending | delivered | failed (dead letter) | blocked | undeliverable (a deletion notice owed to
+    # a disabled endpoint: listed for the DPO to send another way, kept until replayed or erased)
+    Column("status", String(20), nullable=False),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("last_status_code", Integer),

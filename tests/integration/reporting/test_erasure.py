@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parents[3]
 SAMPLE = "flourish-sample-1"
 HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group,Leaving Date"
 TODAY = date.today()
-QUICK = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=2, backoff_base_s=0.05,
-                        backoff_factor=1.0, jitter=0.0, poll_interval_s=0.05)
+QUICK = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=2, retry_schedule_s=[0, 0.05],
+                        jitter=0.0, poll_interval_s=0.05)
 # What reporting's own event store may keep naming the child: the facts the audit ledger records
 # (who shared what with whom, on which basis; who read the record), pseudonymous ids and codes only.
 AUDIT_FACTS = {"flourish.reporting.ReportShared.v1", "flourish.reporting.ShareBlocked.v1",

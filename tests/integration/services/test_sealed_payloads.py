@@ -39,8 +39,8 @@ from tests.integration.kernel.helpers import eventually
 from tests.integration.services.in_process import four_services, settings_for
 from tests.unit.assessment.report import levels_at
 
-DELIVERY = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=2, backoff_base_s=0.05,
-                           backoff_factor=1.0, jitter=0.0, poll_interval_s=0.05)
+DELIVERY = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=2, retry_schedule_s=[0, 0.05],
+                           jitter=0.0, poll_interval_s=0.05)
 PERSONAL_KEYS = {name for model in (model_for(t) for t in (
     "flourish.assessment.ObservationRecorded.v1", "flourish.assessment.AssessmentStarted.v1",
     "flourish.assessment.AssessmentCompleted.v1", "flourish.assessment.StrandScored.v1",

@@ -44,8 +44,8 @@ from tests.unit.assessment.report import levels_at
 SAMPLE = "flourish-sample-1"
 HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group,Leaving Date"
 TODAY = date.today()
-DELIVERY = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=2, backoff_base_s=0.05,
-                           backoff_factor=1.0, jitter=0.0, poll_interval_s=0.05)
+DELIVERY = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=2, retry_schedule_s=[0, 0.05],
+                           jitter=0.0, poll_interval_s=0.05)
 
 
 @dataclass

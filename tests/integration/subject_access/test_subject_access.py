@@ -40,7 +40,7 @@ SAMPLE = "flourish-sample-1"
 HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group,Leaving Date"
 TODAY = date.today()
 DELIVERY = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=3, poll_interval_s=0.05,
-                           backoff_base_s=0.2)
+                           retry_schedule_s=[0, 0.2, 0.4])
 PEERS = ("assessment", "planning", "reporting")
 
 CHILD = {"surname": "Okafor", "forename": "Adaeze", "dob": "2017-04-03", "gender": "F"}

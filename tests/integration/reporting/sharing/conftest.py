@@ -27,8 +27,8 @@ from tests.integration.reporting.sharing.documents import Documents, seed
 
 __all__ = ["Receiver", "Stack", "eventually"]
 
-SCHEDULE = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=5, backoff_base_s=0.2,
-                           backoff_factor=2.0, jitter=0.5, poll_interval_s=0.05)
+SCHEDULE = SharingSettings(allowed_private_networks=["127.0.0.1/32"], retry_schedule_s=[0, 0.2, 0.4, 0.8, 1.6],
+                           jitter=0.5, poll_interval_s=0.05)
 
 
 @dataclass

@@ -69,7 +69,7 @@ async def test_share_with_consent_is_delivered_once_and_signed(stack: Stack, rec
     assert [(i["delivery_id"], i["outcome"]) for i in log["items"]] == [(delivery_id, "delivered")]
     # A delivered delivery is never sent again.
     attempts = len(await stack.attempts(delivery_id))
-    replay = await stack.client.post(f"/sharing/deliveries/{delivery_id}/replay", headers=stack.staff())
+    replay = await stack.client.post(f"/sharing/deliveries/{delivery_id}/replay", headers=stack.staff(Role.dpo, []))
     assert replay.status_code == 409
     assert len(receiver.received) == 1 and len(await stack.attempts(delivery_id)) == attempts
     assert (await stack.delivery(delivery_id)).status == "delivered"
@@ -131,7 +131,7 @@ async def test_a_failing_receiver_gets_the_event_once_on_the_fifth_try_on_schedu
     tries = await stack.attempts(delivery_id)
     assert [t.outcome for t in tries] == ["retried"] * 4 + ["delivered"]
     for before, after in itertools.pairwise(tries):
-        nominal = SCHEDULE.backoff_base_s * SCHEDULE.backoff_factor ** (before.attempt - 1)
+        nominal = SCHEDULE.delay_after(before.attempt)
         waited = (after.scheduled_for - before.attempted_at).total_seconds()
         assert nominal <= waited <= nominal * (1 + SCHEDULE.jitter) + 1e-3, (before.attempt, waited)
         assert after.attempted_at >= after.scheduled_for  # never earlier than the schedule allows
@@ -145,7 +145,7 @@ async def test_the_last_failed_try_dead_letters_and_a_replay_delivers(stack: Sta
     delivery_id = (await stack.share(agency["agency_id"], pupil)).json()["delivery_id"]
     failed = await eventually(lambda: _status(stack, delivery_id, "failed"), timeout=60)
     assert failed.attempts == 5 and failed.payload is not None
-    replay = await stack.client.post(f"/sharing/deliveries/{delivery_id}/replay", headers=stack.staff())
+    replay = await stack.client.post(f"/sharing/deliveries/{delivery_id}/replay", headers=stack.staff(Role.dpo, []))
     assert replay.status_code == 200, replay.text
     await eventually(lambda: _status(stack, delivery_id, "delivered"))
     assert len(receiver.received) == 6
