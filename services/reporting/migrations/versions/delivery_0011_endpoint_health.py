@@ -5,7 +5,7 @@ it was disabled and why.
 Frozen DDL: new columns on a table already under the tenant policy (0004).
 
 Revision ID: reporting_delivery_0011
-Revises: reporting_agency_0009
+Revises: reporting_agency_0010
 Create Date: 2026-12-05
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "reporting_delivery_0011"
-down_revision = "reporting_agency_0009"
+down_revision = "reporting_agency_0010"
 branch_labels = None
 depends_on = None
 
