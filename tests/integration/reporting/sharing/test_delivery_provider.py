@@ -46,15 +46,16 @@ QUICK = SharingSettings(allowed_private_networks=["127.0.0.1/32"], retry_schedul
 
 class ConsentLine(httpx.AsyncBaseTransport):
     """The reporting service's line to the consent service's sharing decisions: up, or cut after
-    `allow` more questions (each then fails to connect, as an unreachable service does). Data-key
-    requests pass: whether one is made depends on the keyring's cache, not on the test."""
+    `allow` more questions (each then fails to connect, as an unreachable service does). Other
+    requests (data keys, the family's contact) pass: whether and when they are made depends on caches
+    and the notice sender, not on the test."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.allow: int | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.allow is not None and not request.url.path.endswith("/data-key"):
+        if self.allow is not None and request.url.path.endswith("/sharing-decisions"):
             if self.allow <= 0:
                 raise httpx.ConnectError("consent service unreachable", request=request)
             self.allow -= 1
