@@ -28,10 +28,11 @@ import httpx
 import orjson
 from sqlalchemy import func, insert, select
 
-from bench.common import HIGHER_IS_BETTER, Figure
+from bench.common import HIGHER_IS_BETTER, BenchKeyring, Figure
 from services.reporting.sharing import ConsentClient, Sharing, SharingSettings, webhook_client
+from services.reporting.sharing.documents import DOCUMENT_FIELD
 from services.reporting.sharing.signing import headers, new_secret
-from services.reporting.sharing.tables import deliveries
+from services.reporting.sharing.tables import deliveries, shares
 from shared.auth import Principal, Role
 from shared.datakeys import KekKeyring, LocalKek
 from shared.settings import Settings
@@ -149,25 +150,34 @@ async def _worker_run(settings: Settings, port: int, trust: uuid.UUID) -> tuple[
     base = f"http://127.0.0.1:{port}"
     config = SharingSettings(allowed_private_networks=["127.0.0.1/32"])
     kek = KekKeyring(LocalKek(os.urandom(32)))
-    sharing = Sharing(config, _AskOverHttp(base), lambda: kek, webhook_client(config))
+    keys = BenchKeyring()  # the pupils' keys, as a service's cache holds them (the fetch is left out)
+    sharing = Sharing(config, _AskOverHttp(base), lambda: kek, webhook_client(config), keyring=keys)
     runtime = SimpleNamespace(engine=engine, settings=settings)
     principal = Principal("bench-dpo", frozenset({Role.dpo}), trust)
     try:
         async with engine.begin() as conn:
             agency = await sharing.register_agency(conn, runtime, principal, "camhs", "Bench CAMHS", f"{base}/hooks")
+        verified = await sharing.verify_agency(runtime, principal, agency["agency_id"])  # the receiver answers 204
+        assert verified.get("verified"), verified
         at = datetime.now(UTC)
-        rows = []
+        rows, frozen = [], []
+        document = {"kind": "report", "strand": "being", "needs": [52, 28, 28]}
         for _ in range(WORKER_DELIVERIES):
             pupil, share = uuid.uuid4(), uuid.uuid4()
+            # Each share's document frozen at share time, sealed with its pupil's key, as share() does.
+            frozen.append(dict(
+                share_id=share, trust_id=trust, academy_id=ACADEMY, pupil_id=pupil, agency_id=agency["agency_id"],
+                document_kind="report", status="accepted", reason="consent_granted", decision={}, shared_by="bench",
+                shared_at=at, document_sealed=(await keys.key_for(trust, pupil)).seal_json(document, DOCUMENT_FIELD)))
             rows.append(dict(
                 delivery_id=uuid.uuid4(), trust_id=trust, academy_id=ACADEMY, pupil_id=pupil,
                 agency_id=agency["agency_id"], agency_category="camhs", share_id=share, kind="share",
                 document_kind="report", event_type="share.created", status="pending", next_attempt_at=at, created_at=at,
                 payload={"share_id": str(share), "pupil_id": str(pupil), "academy_id": str(ACADEMY),
                          "agency_category": "camhs", "document_kind": "report", "document_id": None,
-                         "document": {"title": "Termly report", "strand": "Being", "needs": [52, 28, 28]},
                          "lawful_basis": "consent", "shared_at": at.isoformat()}))
         async with engine.begin() as conn:
+            await conn.execute(insert(shares), frozen)
             await conn.execute(insert(deliveries), rows)
         t0 = time.perf_counter()
         while await sharing.deliver_due(runtime):
@@ -178,7 +188,8 @@ async def _worker_run(settings: Settings, port: int, trust: uuid.UUID) -> tuple[
                                             .where(deliveries.c.status == "delivered"))).scalar_one()
         assert delivered == WORKER_DELIVERIES, delivered
 
-        body = orjson.dumps({"type": "share.created", "data": rows[0]["payload"]})
+        body = orjson.dumps({"type": "share.created", "data": {  # the same body the worker sends
+            **rows[0]["payload"], "document": document, "trust_id": str(trust), "academy_id": str(ACADEMY)}})
 
         async def raw(n: int) -> None:
             response = await sharing.http.post(f"{base}/hooks", content=body)
