@@ -101,6 +101,7 @@ NOTHING_PERSONAL_IN_CLEAR: dict[tuple[str, str], str] = {
     ("reporting", "/sharing/agencies"): "agencies, not pupils",
     ("reporting", "/sharing/deliveries/{delivery_id}"): "a delivery's status, without its payload",
     ("reporting", "/sharing/agencies/{agency_id}/deliveries"): "delivery attempts: times, outcomes, status codes",
+    ("reporting", "/sharing/undeliverable"): "deletion notices owed: pseudonymous pupil and share ids, agencies, reasons",
     ("reporting", "/audit/public-key"): "a public key",
     ("consent", "/pupils/{pupil_id}/consents"): "each purpose's status: codes and dates, no names",
     ("consent", "/pupils/{pupil_id}/opt-out"): "the opt-out's decision id and dates, whether a DPO kept the data",
