@@ -53,9 +53,13 @@ class ConsentLine(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.allow: int | None = None
+        # The pupil whose questions the line counts and cuts: the database is the run's, and this
+        # service's worker also asks about other tests' deliveries still pending there.
+        self.pupil: str | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self.allow is not None and request.url.path.endswith("/sharing-decisions"):
+        if (self.allow is not None and request.url.path.endswith("/sharing-decisions")
+                and request.url.params.get("pupil_id") == self.pupil):
             if self.allow <= 0:
                 raise httpx.ConnectError("consent service unreachable", request=request)
             self.allow -= 1
@@ -166,7 +170,7 @@ async def test_consent_withdrawn_before_delivery_sends_nothing_and_records_share
     (pupil,) = await stack.consent.enrol()
     await stack.grant(pupil)
     agency = await stack.agency(hooks.url)
-    line.allow = 1  # the share's own question is answered; the line is cut after it
+    line.pupil, line.allow = str(pupil), 1  # the share's own question is answered; the line is cut after it
     share = (await stack.share(agency["agency_id"], pupil)).json()
     assert share["status"] == "accepted"
 
@@ -190,7 +194,7 @@ async def test_consent_that_cannot_be_asked_holds_the_delivery_until_it_can(
     (pupil,) = await stack.consent.enrol()
     await stack.grant(pupil)
     agency = await stack.agency(hooks.url)
-    line.allow = 1
+    line.pupil, line.allow = str(pupil), 1
     share = (await stack.share(agency["agency_id"], pupil)).json()
     assert share["status"] == "accepted"
 
