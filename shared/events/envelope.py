@@ -165,8 +165,9 @@ class WireEvent:
                         causation_id=self.causation_id, traceparent=self.traceparent, tracestate=self.tracestate)
 
 
-def decode_wire(headers: Headers | None, value: bytes | None) -> WireEvent:
-    """Parse a Kafka record's headers and JSON value (not yet the model), or raise InvalidMessage."""
+def _checked_head(headers: Headers | None, value: bytes | None) -> tuple[dict[str, str], type[Event], str, bytes]:
+    """A record's CloudEvents attributes, the model its type names and its value; InvalidMessage if
+    any is wrong."""
     attributes = _header_map(headers)
     spec = _required(attributes, "ce_specversion")
     if spec != SPEC_VERSION:
@@ -181,6 +182,12 @@ def decode_wire(headers: Headers | None, value: bytes | None) -> WireEvent:
         raise InvalidMessage(str(error)) from None
     if value is None:
         raise InvalidMessage(f"{event_type}: the record has no value (a tombstone?)")
+    return attributes, model, event_type, value
+
+
+def decode_wire(headers: Headers | None, value: bytes | None) -> WireEvent:
+    """Parse a Kafka record's headers and JSON value (not yet the model), or raise InvalidMessage."""
+    attributes, model, event_type, value = _checked_head(headers, value)
     try:
         data = orjson.loads(value)
     except orjson.JSONDecodeError as error:
@@ -211,20 +218,7 @@ def invalid_data(event_type: str, error: ValidationError) -> InvalidMessage:
 def decode(headers: Headers | None, value: bytes | None) -> Envelope[Event]:
     """Parse a Kafka record with a plain (unsealed) value into an envelope, or raise InvalidMessage
     saying exactly why not. A sealed value needs a keyring: decode_wire, then EventSealing.open."""
-    attributes = _header_map(headers)
-    spec = _required(attributes, "ce_specversion")
-    if spec != SPEC_VERSION:
-        raise InvalidMessage(f"ce_specversion is {spec!r}, expected {SPEC_VERSION!r}")
-    content_type = attributes.get("content-type", CONTENT_TYPE)
-    if not content_type.startswith(CONTENT_TYPE):
-        raise InvalidMessage(f"content-type {content_type!r} is not {CONTENT_TYPE}")
-    event_type = _required(attributes, "ce_type")
-    try:
-        model = model_for(event_type)
-    except UnknownEventType as error:
-        raise InvalidMessage(str(error)) from None
-    if value is None:
-        raise InvalidMessage(f"{event_type}: the record has no value (a tombstone?)")
+    attributes, model, event_type, value = _checked_head(headers, value)
     try:
         data = model.model_validate_json(value)
     except ValidationError as error:
