@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FLOURISH := $(BIN)/flourish
 
-.PHONY: up down test check bench status install infra-up infra-down clean
+.PHONY: up down test check bench status install lock infra-up infra-down clean
 
 ## Start the whole platform with demo data and print every URL.
 up: install
@@ -41,11 +41,24 @@ status: install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+## Every dependency (runtime, test, and pip/setuptools/wheel themselves) from requirements.lock, each
+## file checked against its sha256; wheels only, so nothing is built with an unpinned tool. Then the
+## project itself, editable, with the locked setuptools (no dependency and no build tool fetched).
+$(STAMP): pyproject.toml requirements.lock Makefile
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip "setuptools>=68" wheel
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+## Rewrite requirements.lock (runtime + test + build) and requirements-runtime.lock (what the image
+## installs) from pyproject.toml: every pin the lock has stays, a new or changed requirement resolves;
+## `make lock UPGRADE=1` moves every pin to its newest allowed version. Universal (Linux, macOS,
+## Windows markers) for Python 3.11, with the sha256 of every file of each pinned version.
+UV_COMPILE = $(BIN)/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	--custom-compile-command "make lock" --quiet $(if $(UPGRADE),--upgrade)
+lock: install
+	$(UV_COMPILE) --extra test --group build -o requirements.lock
+	$(UV_COMPILE) --group build -c requirements.lock -o requirements-runtime.lock
 
 infra-up: install
 	$(FLOURISH) infra up
