@@ -10,6 +10,7 @@
   as root before USER, removes the apt lists, pins every FROM by exact version and digest, and runs
   as a non-root numeric user; .dockerignore lets in every file it copies.
 - compose.yaml names exact image versions.
+- The renderer the runtime script installs prints a report to PDF with the image's environment.
 
 Each check is a function returning the problems it finds; the tests run it on the real files and on
 planted mutants of them, so a check that stopped seeing its problem would fail too.
@@ -18,6 +19,7 @@ planted mutants of them, so a check that stopped seeing its problem would fail t
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -29,6 +31,8 @@ from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
+
+from services.reporting.readmodels.browser import html_to_pdf
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -527,3 +531,49 @@ def test_compose_names_exact_image_versions() -> None:
 def test_a_floating_compose_image_is_named() -> None:
     planted = re.sub(r"image: postgres:\S+", "image: postgres:18", _read(COMPOSE), count=1)
     assert any(p.startswith("postgres:") for p in compose_problems(planted)), planted
+
+
+# ---------------------------------------------------------------------------------------------
+# The renderer the image installs, run the way the image runs it
+
+
+def runtime_environment(dockerfile: str) -> dict[str, str]:
+    """The ENV of the Dockerfile's runtime stage (KEY=value pairs; $PATH references left out)."""
+    environment: dict[str, str] = {}
+    for keyword, arguments in dockerfile_stages(dockerfile)[-1].instructions:
+        if keyword == "ENV":
+            for key, value in re.findall(r"(\w+)=(\S+)", arguments):
+                if "$" not in value:
+                    environment[key] = value.strip('"')
+    return environment
+
+
+@pytest.fixture(scope="module")
+def runtime_renderer() -> str:
+    """deploy/tools/install-chromium.sh --runtime, as the image's runtime stage runs it (a no-op when
+    chromium and the fonts are there); fails, never skips, when they cannot be had."""
+    done = subprocess.run([str(ROOT / "deploy/tools/install-chromium.sh"), "--runtime"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+async def test_the_runtime_script_gives_a_renderer_that_prints_the_report_with_the_images_environment(
+        runtime_renderer, tmp_path, monkeypatch):
+    """The service's own html_to_pdf after the runtime script, with the image's environment: no
+    writable home (the image's user has /nonexistent), chromium's config and cache under the
+    Dockerfile's XDG_* (pointed into this test's temp dir, as /tmp is in the image). The PDF comes
+    out with its fonts embedded."""
+    assert Path(runtime_renderer).name in RUNTIME_BINARIES
+    environment = runtime_environment(_read(DOCKERFILE))
+    assert environment["XDG_CONFIG_HOME"].startswith("/tmp/") and environment["XDG_CACHE_HOME"].startswith("/tmp/")
+    monkeypatch.setenv("HOME", "/nonexistent")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / environment["XDG_CONFIG_HOME"].removeprefix("/tmp/")))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / environment["XDG_CACHE_HOME"].removeprefix("/tmp/")))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    html = ("<!doctype html><html><head><meta charset='utf-8'></head><body style='font-family: sans-serif'>"
+            "<h1>Intervention report — “belonging” → ‘self-regulation’</h1>"
+            "<svg width='200' height='60'><rect width='120' height='40' fill='#4a8'/></svg></body></html>")
+    pdf = await html_to_pdf(html)
+    assert pdf.startswith(b"%PDF-") and len(pdf) > 1000
+    assert b"/FontFile" in pdf and b"/BaseFont" in pdf, "no font embedded: the report's text would not print"
