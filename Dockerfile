@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The one image every Flourish service runs from: which service a container is comes from
 # FLOURISH_SERVICE (assessment, planning, consent, reporting), which half from FLOURISH_ROLE
 # (api, consumers, or all). Multi-stage: the build stage makes a virtualenv from the hash-locked
@@ -6,7 +5,8 @@
 # need from the distribution (headless Chromium and its fonts: the intervention report's PDF),
 # installed by the same script the tests use (deploy/tools/install-chromium.sh) — and nothing else
 # (no compiler, no pip, no apt lists, no source tree). It runs as an unprivileged numeric user and
-# works on a read-only root filesystem.
+# works on a read-only root filesystem. No `# syntax=` directive: the builder's own Dockerfile
+# frontend reads it, so no frontend image is pulled by a tag that moves.
 #
 #   docker build -t flourish:dev .
 #   docker run --rm -e FLOURISH_SERVICE=assessment -e DATABASE_URL=... -e KAFKA_BOOTSTRAP_SERVERS=... flourish:dev

@@ -348,6 +348,11 @@ def dockerfile_problems(dockerfile: str, dockerignore: str, runtime_binaries: di
     if not stages:
         return ["no FROM"]
     names = {s.name for s in stages if s.name}
+    directive = re.match(r"\s*#\s*syntax\s*=\s*(\S+)", dockerfile)
+    if directive:
+        problem = exact_version_problem(directive.group(1), digest_required=True)
+        if problem:
+            problems.append(f"# syntax={problem} (the frontend image is pulled like a FROM)")
     for stage in stages:
         if stage.base in names:
             continue
@@ -451,6 +456,7 @@ MUTANTS = {
     "chromium after USER": ("USER 10001:10001\n", "USER 10001:10001\nRUN /usr/local/sbin/flourish-install-chromium --runtime\n"),
     "apt lists kept": (" \\\n && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*", ""),
     "apt-get by hand": ("RUN groupadd", "RUN apt-get install -y poppler-utils && groupadd"),
+    "a floating frontend": (re.compile(r"^"), "# syntax=docker/dockerfile:1\n"),
 }
 
 
