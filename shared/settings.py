@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default=LOCAL_KAFKA_BOOTSTRAP, validation_alias="KAFKA_BOOTSTRAP_SERVERS"
     )
+    # How a client authenticates to Kafka (KAFKAAUTH's fields; declared here so the deployment's
+    # settings name fields the code has: the lead keeps KAFKAAUTH's definition when merging).
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ca_file: Path | None = None
     state_dir: Path = STATE_DIR
 
     # Auth: where the public keys that sign bearer tokens come from. A URL (an OIDC provider's
