@@ -39,12 +39,14 @@ K8S = ROOT / "deploy" / "k8s"
 Resolver = Callable[[str], str]  # "registry/name:tag" -> "sha256:<hex>"
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-# An exact version: digits and dots (at least major.minor), optionally a v, optionally a suffix
-# after a dash that itself starts with more version or a build (18.3-202602261638-system-bookworm,
-# 0.128.0, 4.1.1, 3.11.9-slim-bookworm).
-EXACT_TAG = re.compile(r"^v?\d+\.\d+(\.\d+)*([-+_.][0-9A-Za-z][0-9A-Za-z._+-]*)?$")
+# An exact version: major.minor.patch (0.128.0, 4.1.1, 3.11.9-slim-bookworm), or major.minor with a
+# build stamp of its own (CloudNativePG's 18.3-202602261638-system-bookworm): never a tag that
+# moves with the next release (3.11-slim, 18, latest).
+_SUFFIX = r"([-+_.][0-9A-Za-z][0-9A-Za-z._+-]*)?"
+EXACT_TAG = re.compile(rf"^v?(\d+\.\d+\.\d+{_SUFFIX}|\d+\.\d+-\d{{8,}}{_SUFFIX})$")
 
-YAML_LINE = re.compile(r"^(?P<head>\s*-?\s*(?:image|imageName):\s*)(?P<quote>[\"']?)(?P<ref>[^\"'\s#]+)(?P=quote)(?P<tail>\s*(?:#.*)?)$")
+YAML_LINE = re.compile(r"^(?P<head>\s*-?\s*(?:image|imageName):\s*)(?P<quote>[\"']?)(?P<ref>[^\"'\s#]+)(?P=quote)"
+                       r"(?P<tail>\s*(?:#.*)?)$")
 FROM_LINE = re.compile(r"^(?P<head>\s*FROM\s+(?:--platform=\S+\s+)?)(?P<ref>\S+)(?P<tail>.*)$", re.IGNORECASE)
 
 
@@ -168,7 +170,7 @@ def registry_api_digest(reference: str, timeout: float = 20.0) -> str:
     headers = {"Accept": MANIFEST_TYPES}
     request = urllib.request.Request(url, method="HEAD", headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - https only
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.headers["Docker-Content-Digest"]
     except urllib.error.HTTPError as error:
         if error.code != 401:
@@ -179,10 +181,10 @@ def registry_api_digest(reference: str, timeout: float = 20.0) -> str:
         raise RuntimeError(f"{registry} asks for credentials this script does not have")
     query = urllib.parse.urlencode({k: v for k, v in params.items() if k in ("service", "scope")}
                                    | ({} if "scope" in params else {"scope": f"repository:{repository}:pull"}))
-    with urllib.request.urlopen(f"{params['realm']}?{query}", timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(f"{params['realm']}?{query}", timeout=timeout) as response:
         token = json.load(response).get("token") or ""
     request = urllib.request.Request(url, method="HEAD", headers=headers | {"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return response.headers["Docker-Content-Digest"]
 
 
@@ -241,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         findings = pin_files(paths, default_resolver, write=not args.dry_run, refresh=args.refresh)
     status = 0
     for finding in findings:
-        where = f"{finding.path.relative_to(ROOT) if finding.path.is_absolute() and finding.path.is_relative_to(ROOT) else finding.path}:{finding.line}"
+        shown = finding.path.relative_to(ROOT) if finding.path.is_relative_to(ROOT) else finding.path
+        where = f"{shown}:{finding.line}"
         if finding.problem:
             print(f"{where}: {finding.problem}", file=sys.stderr)
             status = 1

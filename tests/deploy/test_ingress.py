@@ -156,7 +156,7 @@ def test_every_public_route_is_routed_on_its_own_services_host(production):
 
 def test_no_internal_operational_or_docs_route_is_matched_on_any_host(production):
     locations = ingress_locations(production)
-    hosts = list(hosts_of(production).values()) + ["*", "unknown.example"]
+    hosts = [*hosts_of(production).values(), "*", "unknown.example"]
     for template in sorted(OPERATIONAL):
         for uri in variants(sample(template)):
             for host in hosts:
