@@ -9,6 +9,7 @@ table ({identity: {(resource type, name, pattern, operation)}}), so the two can 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +44,17 @@ def kafka_user_acls(objects: Iterable[Manifest]) -> dict[str, set[Acl]]:
     return table
 
 
+def in_kafka_terms(table: dict[str, set[Acl]]) -> dict[str, set[tuple[str, str, str, str]]]:
+    """The same table in Kafka's own names, as flourish/kafka_acls.py's Binding enums spell them
+    (`Binding.resource_type.name`, ...): identity without the `flourish-` prefix, TOPIC/GROUP,
+    LITERAL/PREFIXED, READ/WRITE/DESCRIBE/ALTER_CONFIGS. For comparing the two tables."""
+    def operation(name: str) -> str:
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", name).upper()
+    return {user.removeprefix("flourish-"): {(kind.upper(), name, {"literal": "LITERAL", "prefix": "PREFIXED"}[pattern],
+                                              operation(op)) for kind, name, pattern, op in acls}
+            for user, acls in table.items()}
+
+
 def service_specs() -> dict[str, Any]:
     return {name: importlib.import_module(f"services.{name}.app").SPEC for name in SERVICES}
 
@@ -64,18 +76,28 @@ EXTRA_WRITES: dict[str, dict[str, str]] = {
 
 def expected_acls(service: str, spec: Any) -> set[Acl]:
     """What the service does, from its spec: write its own context, its own audit facts and its
-    consumers' dead letters; read what its consumers subscribe to; read its consumer groups."""
-    writes = {topic_for(service, PREFIX), topic_for(f"audit.{service}", PREFIX)}
-    writes |= {dead_letter_topic(f"{service}.{consumer.name}", PREFIX) for consumer in spec.consumers}
+    consumers' dead letters; read what its consumers subscribe to and their dead letters (read
+    back by a rebuild, which skips what was dead-lettered, and by a replay); read its consumer
+    groups. The same rules as flourish/kafka_acls.py's table."""
+    dead_letters = {dead_letter_topic(f"{service}.{consumer.name}", PREFIX) for consumer in spec.consumers}
+    writes = {topic_for(service, PREFIX), topic_for(f"audit.{service}", PREFIX), *dead_letters}
     writes |= {topic_for(context, PREFIX) for context in EXTRA_WRITES.get(service, {})}
     reads = {topic_for(context, PREFIX) for consumer in spec.consumers for context in consumer.contexts}
     reads |= {topic_for(context, PREFIX) for context in EXTRA_READS.get(service, {})}
+    reads |= dead_letters
     groups = {consumer_group(f"{service}.{consumer.name}", PREFIX) for consumer in spec.consumers}
     acls: set[Acl] = set()
     acls |= {("topic", topic, "literal", op) for topic in writes for op in ("Write", "Describe")}
     acls |= {("topic", topic, "literal", op) for topic in reads for op in ("Read", "Describe")}
-    acls |= {("group", group, "literal", op) for group in groups for op in ("Read", "Describe")}
+    acls |= {("group", group, "literal", "Read") for group in groups}
     return acls
+
+
+def test_the_table_reads_in_kafkas_own_names():
+    table = {"flourish-reporting": {("topic", "flourish.audit.checkpoints", "literal", "Write"),
+                                    ("group", "reporting.sharing", "prefix", "AlterConfigs")}}
+    assert in_kafka_terms(table) == {"reporting": {("TOPIC", "flourish.audit.checkpoints", "LITERAL", "WRITE"),
+                                                   ("GROUP", "reporting.sharing", "PREFIXED", "ALTER_CONFIGS")}}
 
 
 def owner_of(topic: str) -> str | None:
