@@ -13,7 +13,7 @@ set -euo pipefail
 CNPG_VERSION="v1.29.0"
 STRIMZI_VERSION="0.51.0"
 CNPG_CRDS=(postgresql.cnpg.io_clusters.yaml postgresql.cnpg.io_scheduledbackups.yaml)
-STRIMZI_CRDS=(040-Crd-kafka.yaml 043-Crd-kafkatopic.yaml 045-Crd-kafkanodepool.yaml)
+STRIMZI_CRDS=(040-Crd-kafka.yaml 043-Crd-kafkatopic.yaml 044-Crd-kafkauser.yaml 045-Crd-kafkanodepool.yaml)
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 OUT="$ROOT/deploy/k8s/crds"

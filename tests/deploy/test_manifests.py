@@ -101,12 +101,13 @@ def test_every_object_is_valid_against_the_kubernetes_schemas_or_its_operators_c
     custom = sorted({f"{o['apiVersion']} {o['kind']}" for o in objects if not is_core(o)})
     backups = ["postgresql.cnpg.io/v1 ScheduledBackup"] if overlay == "production" else []
     assert custom == ["kafka.strimzi.io/v1 Kafka", "kafka.strimzi.io/v1 KafkaNodePool", "kafka.strimzi.io/v1 KafkaTopic",
-                      "postgresql.cnpg.io/v1 Cluster", *backups]
+                      "kafka.strimzi.io/v1 KafkaUser", "postgresql.cnpg.io/v1 Cluster", *backups]
 
 
 def test_the_crds_kept_in_the_repo_are_the_operators_and_say_where_they_came_from():
     schemas = custom_resource_schemas()
     for key in [("kafka.strimzi.io/v1", "Kafka"), ("kafka.strimzi.io/v1", "KafkaTopic"), ("kafka.strimzi.io/v1", "KafkaNodePool"),
+                ("kafka.strimzi.io/v1", "KafkaUser"),
                 ("postgresql.cnpg.io/v1", "Cluster"), ("postgresql.cnpg.io/v1", "ScheduledBackup")]:
         assert key in schemas, key
     sources = (K8S / "crds" / "SOURCES.md").read_text()
@@ -130,6 +131,8 @@ BREAKAGES = {  # what, in which file, which overlay shows it
          "production"),
     "a CRD's CEL rule broken (JMX metrics without their config)":
         ("base/kafka/kafka.yaml", "type: strimziMetricsReporter", "type: jmxPrometheusExporter", "dev"),
+    "a KafkaUser ACL operation Strimzi does not know":
+        ("base/kafka/users.yaml", "operations: [Read, Describe]", "operations: [Read, Peek]", "dev"),
     "a network policy selector that is a list":
         ("base/network/default-deny.yaml", "  podSelector: {}\n  policyTypes: [Ingress, Egress]",
          "  podSelector: []\n  policyTypes: [Ingress, Egress]", "production"),
@@ -477,7 +480,8 @@ def test_a_service_reaches_its_own_database_kafka_and_only_the_apis_the_design_c
             for other in SERVICES:
                 reachable = egress_allowed(objects, source, pods[f"postgres/flourish-{other}-db"], 5432)
                 assert reachable == (other == service), f"{service} {role} -> {other}'s database: {reachable}"
-            assert egress_allowed(objects, source, pods["kafka/broker"], 9092)
+            assert egress_allowed(objects, source, pods["kafka/broker"], 9093)
+            assert not egress_allowed(objects, source, pods["kafka/broker"], 9092)  # no plain listener
             # Services call consent's API (data keys, consent at share time); consent calls the
             # others' APIs (subject-access export); planning and reporting call assessment's
             # (framework versions; gender and year group for the report); nothing else.
