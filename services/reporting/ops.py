@@ -1,5 +1,6 @@
 """The ops page: lag, dead letters, outbox backlog, webhook failures, audit status, the queue of
-notices to families and what was refused as not coming from whom it must, of every service on one small HTML page, for trusts that run no Grafana.
+notices to families and what was refused as not coming from whom it must, of every service on
+one small HTML page, for trusts that run no Grafana.
 
 It reads the same Prometheus metrics the dashboards and alerts use: its own from this process's
 registry, the other services' from their /metrics. Like /metrics it holds no personal data (counts,
