@@ -37,8 +37,9 @@ def wrong_producer(topic: str, event_type: str, context: str, source: str, prefi
     if owner is None or carried is None:
         return f"{event_type} on {topic}: no service publishes events there"
     if context != carried:
+        what = "an audit fact" if context == AUDIT_CONTEXT else f"a {context} event"
         whose = "audit facts" if carried == AUDIT_CONTEXT else "events"
-        return f"{event_type} is a {context} event, but {topic} carries {owner}'s {whose} only"
+        return f"{event_type} is {what}, but {topic} carries {owner}'s {whose} only"
     if carried == AUDIT_CONTEXT and source != source_of_producer(owner):
         return f"{event_type} on {topic} claims another service recorded it, but only {owner} writes there"
     return None
