@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -44,6 +45,7 @@ def topics_of(context: str, prefix: str = TOPIC_PREFIX) -> list[str]:
     return audit_fact_topics(prefix) if context == AUDIT_CONTEXT else [topic_for(context, prefix)]
 
 
+@functools.lru_cache(maxsize=1024)  # every record a consumer reads asks: a handful of topics
 def topic_owner(topic: str, prefix: str = TOPIC_PREFIX) -> str | None:
     """The service that alone may write `topic`: a context's topic is its service's, an
     audit-fact topic its producer's, a dead-letter topic its consumer's service's, the audit
@@ -65,6 +67,7 @@ def topic_owner(topic: str, prefix: str = TOPIC_PREFIX) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)
 def topic_context(topic: str, prefix: str = TOPIC_PREFIX) -> str | None:
     """The context whose events `topic` carries (None: it carries no events a consumer applies,
     as dead letters and the witness do not, or no service owns it)."""
