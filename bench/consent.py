@@ -42,7 +42,7 @@ from shared.auth import DevIssuer, Role
 from shared.datakeys import new_data_key
 from shared.events.assessment import PupilEnrolled
 from shared.events.envelope import Envelope
-from shared.messaging.topics import CONTEXTS, dead_letter_topic
+from shared.messaging.topics import dead_letter_topic, platform_topics
 from shared.settings import Settings
 
 PUPILS = 200
@@ -136,7 +136,7 @@ async def decision_latency(settings: Settings) -> list[Figure]:
         server.should_exit = True
         await serving
         await delete_topics(settings.kafka_bootstrap_servers,
-                            [f"{prefix}{c}" for c in CONTEXTS] + [dead_letter_topic("consent.roster", prefix)])
+                            [*platform_topics(prefix), dead_letter_topic("consent.roster", prefix)])
     return [
         Figure(f"consent.decision.p{p}", percentile(ours, p), "ms", f"asyncpg.decision_query.p{p}",
                percentile(raw, p), LOWER_IS_BETTER)

@@ -1,6 +1,6 @@
 """Recording audit facts: what every service calls, in the same transaction as the effect it
-records, so that the fact is published (through the service's own outbox, to flourish.audit) if
-and only if the effect was committed. The reporting service's audit ledger consumes them.
+records, so that the fact is published (through the service's own outbox, to its own topic
+flourish.audit.<service>) if and only if the effect was committed. The reporting service's audit ledger consumes them.
 
     async with runtime.engine.begin() as conn:
         profile = await load_profile(conn, pupil_id)
@@ -75,8 +75,8 @@ async def record_audit(
 ) -> Envelope[AuditFact]:
     """Append an audit fact to this service's event store, in the caller's transaction.
 
-    The fact reaches flourish.audit through the outbox once the transaction commits; if it rolls
-    back, neither the effect nor its audit fact happened. `cause` ties the fact to the event that
+    The fact reaches flourish.audit.<service> through the outbox once the transaction commits; if it
+    rolls back, neither the effect nor its audit fact happened. `cause` ties the fact to the event that
     led to it (same correlation).
     """
     if fact.context != "audit":

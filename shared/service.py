@@ -42,7 +42,7 @@ from shared.logs import configure_logging
 from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, RetryPolicy
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
-from shared.messaging.topics import CONTEXTS, ensure_topics
+from shared.messaging.topics import ensure_topics, platform_topics, topics_of
 from shared.openapi import document_problems
 from shared.problems import ServiceUnavailable, install_problem_handlers
 from shared.settings import Settings
@@ -142,6 +142,7 @@ class Runtime:
             batch_size=settings.relay_batch_size,
             poll_interval_s=settings.relay_poll_interval_s,
             topic_prefix=settings.topic_prefix,
+            service=spec.name,
         )
         self.auth = Auth(TokenVerifier(settings))
         self.verified_tokens = VerifiedTokens(self.auth.verifier)  # this service's own (hot read paths)
@@ -220,14 +221,14 @@ class Runtime:
                 retry=self._retry, topic_prefix=settings.topic_prefix, batch_handlers=spec.batch_handlers,
                 roster=spec.roster, max_record_bytes=settings.consumer_max_record_bytes, sealing=self.sealing,
             )
-            subscribe(self.broker, consumer, [topic_for(context, settings.topic_prefix) for context in spec.contexts])
+            subscribe(self.broker, consumer, [t for context in spec.contexts for t in topics_of(context, settings.topic_prefix)])
             self.consumers.append(consumer)
 
     async def _start(self, deps: Any) -> None:
         prefix = self.settings.topic_prefix
         await ensure_topics(
             self.settings.kafka_bootstrap_servers,
-            [topic_for(context, prefix) for context in CONTEXTS] + [c.dead_letter_topic for c in self.consumers],
+            platform_topics(prefix) + [c.dead_letter_topic for c in self.consumers],
         )
         await self.publisher.start()
         await self.broker.start()

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter
 
 _propagator = TraceContextTextMapPropagator()
 tracer = trace.get_tracer("flourish")
@@ -60,6 +61,11 @@ consumer_retries = meter.create_counter(
 )
 dead_lettered = meter.create_counter(
     "flourish_dead_lettered", unit="{message}", description="Messages sent to a dead-letter topic"
+)
+# What was refused for not coming from whom it must (kind: event_from_wrong_producer, ...): the
+# ops page shows each kind, and any one is worth an alert (an insider, or a client gone wrong).
+security_refusals = Counter(
+    "flourish_security_refusals_total", "Requests and events refused as not coming from whom they must", ["kind"]
 )
 
 

@@ -1,5 +1,6 @@
-"""The ops page: lag, dead letters, outbox backlog, webhook failures, audit status and the queue of
-notices to families of every service on one small HTML page, for trusts that run no Grafana.
+"""The ops page: lag, dead letters, outbox backlog, webhook failures, audit status, the queue of
+notices to families and what was refused as not coming from whom it must, of every service on
+one small HTML page, for trusts that run no Grafana.
 
 It reads the same Prometheus metrics the dashboards and alerts use: its own from this process's
 registry, the other services' from their /metrics. Like /metrics it holds no personal data (counts,
@@ -43,6 +44,9 @@ class ServiceHealth:
     notices_failing: float = 0.0  # queued, tried and failed (SMTP or consent unreachable): retried
     notices_failed: float = 0.0  # refused for good by the SMTP server: the printable letter is the notice
     notices_oldest_age_s: float = 0.0
+    # What was refused as not coming from whom it must, by kind (flourish_security_refusals_total:
+    # event_from_wrong_producer, ...): an insider or a client gone wrong, never routine.
+    refused: dict[str, float] = field(default_factory=dict)
 
     @property
     def attention(self) -> list[str]:
@@ -68,6 +72,7 @@ class ServiceHealth:
             notes.append("notices to families failing (SMTP?): queued and retried")
         if self.notices_failed:
             notes.append("notices to families refused: print their letters")
+        notes.extend(f"refused: {kind.replace('_', ' ')}" for kind, count in sorted(self.refused.items()) if count)
         return notes
 
 
@@ -101,6 +106,9 @@ def summarise(name: str, exposition: str | None) -> ServiceHealth:
                 if state in ("queued", "failing", "failed"):
                     attribute = f"notices_{state}"
                     setattr(health, attribute, max(getattr(health, attribute), value))
+            elif sample.name == "flourish_security_refusals_total":
+                kind = labels.get("kind", "?")
+                health.refused[kind] = health.refused.get(kind, 0.0) + value
             elif sample.name == "flourish_family_notice_oldest_age_seconds":
                 health.notices_oldest_age_s = max(health.notices_oldest_age_s, value)
     return health

@@ -4,11 +4,13 @@ A batch of records is applied in one transaction that also writes each event id 
 consumer's inbox; an event already in the inbox is skipped, so a redelivered event has its
 effect once. When the batch fails, its events are applied one by one, each retried with
 backoff; one that still fails, and any record that is not a valid event, goes to the consumer's
-dead-letter topic and the partition moves on. Two kinds go there at once, never retried: a
-record larger than any event (refused before it is parsed) and an event whose tenant contradicts
-what the service knows (shared.messaging.tenancy). A failure of PostgreSQL or Kafka themselves is
-not the message's fault: it is never dead-lettered, the batch is handed back (FastStream seeks the
-partition back) and comes again once they are back.
+dead-letter topic and the partition moves on. Three kinds go there at once, never retried: a
+record larger than any event (refused before it is parsed), an event from the wrong producer (its
+type is not one the topic's one producer publishes: shared.messaging.provenance), and an event
+whose tenant contradicts what the service knows (shared.messaging.tenancy). An event a handler
+gets names as its source the topic's producer, not what the event claims. A failure of
+PostgreSQL or Kafka themselves is not the message's fault: it is never dead-lettered, the batch is
+handed back (FastStream seeks the partition back) and comes again once they are back.
 
 Events whose personal fields are sealed (shared.events.sealing) are opened with the service's
 keyring before any handler runs. An event whose every subject pupil was erased (their keys
@@ -25,7 +27,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -50,6 +52,7 @@ from shared.events.envelope import TOPIC_PREFIX, Envelope, InvalidMessage, WireE
 from shared.events.registry import Event
 from shared.events.sealing import EventSealing, is_sealed, open_data
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
+from shared.messaging.provenance import producer_of, wrong_producer
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import consumer_group, dead_letter_topic
 from shared.store.db import is_transient
@@ -60,6 +63,7 @@ from shared.telemetry import (
     dead_lettered,
     messages_consumed,
     messaging_span,
+    security_refusals,
     span_context,
     tracer,
 )
@@ -119,6 +123,7 @@ class IdempotentConsumer:
         self.batch_handlers = dict(batch_handlers or {})
         self.publisher = publisher
         self.retry = retry or RetryPolicy()
+        self.topic_prefix = topic_prefix
         self.dead_letter_topic = dead_letter_topic(name, topic_prefix)
         self.group_id = consumer_group(name, topic_prefix)
         self._consecutive_pauses = 0
@@ -167,6 +172,12 @@ class IdempotentConsumer:
                 wire = decode_wire(record.headers, record.value)
             except InvalidMessage as error:
                 rejected.append((record, error.reason, "invalid"))
+                continue
+            if (refusal := wrong_producer(record.topic, wire.type, wire.model.context, wire.source,
+                                          self.topic_prefix)) is not None:
+                # Before anything acts on it (a key forgotten, a handler): the producer that owns
+                # the topic never publishes this, so whoever wrote it could not have been asked to.
+                rejected.append((record, refusal, "wrong_producer"))
                 continue
             if wire.model is PupilErased and self.sealing is not None:
                 # Whatever this consumer handles, a cached key of an erased pupil goes at once.
@@ -228,7 +239,9 @@ class IdempotentConsumer:
                 log.info("event about erased pupils skipped",
                          extra={"consumer": self.name, "event_id": str(wire.id), "event_type": wire.type})
                 continue
-            opened.append((record, wire.envelope(event)))
+            # The source is the topic's one producer (checked in _decode), whatever the event says.
+            producer = producer_of(record.topic, self.topic_prefix) or wire.source
+            opened.append((record, replace(wire.envelope(event), source=producer)))
         return opened
 
     async def _apply(self, batch: list[tuple[ConsumerRecord[Any, Any], Envelope[Event]]]) -> None:
@@ -320,8 +333,9 @@ class IdempotentConsumer:
         return {row[0] for row in result}
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str, attempts: int, cause: str) -> None:
-        """`cause` is one of invalid, oversized, tenant_mismatch, handler_failed: the metric's label
-        (a tenant mismatch is a producer's bug or an attack, worth an alert of its own)."""
+        """`cause` is one of invalid, oversized, wrong_producer, tenant_mismatch, handler_failed: the
+        metric's label (a tenant mismatch or a wrong producer is a producer's bug or an attack,
+        worth an alert of its own; a wrong producer also counts as a security refusal)."""
         # The original bytes and headers, untouched, so the message can be replayed as it was
         # (but for a record too large to be an event: see below).
         # The reason names a header, a field or an exception type: never a value.
@@ -345,6 +359,8 @@ class IdempotentConsumer:
             OutgoingRecord(topic=self.dead_letter_topic, key=key, value=payload, headers=headers)
         )
         dead_lettered.add(1, {"consumer": self.name, "cause": cause})
+        if cause == "wrong_producer":
+            security_refusals.labels(kind="event_from_wrong_producer").inc()
         messages_consumed.add(1, {"consumer": self.name, "outcome": "dead_lettered"})
         log.warning(
             "message dead-lettered",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -10,8 +11,75 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.events.envelope import TOPIC_PREFIX, topic_for
 
-CONTEXTS = ("assessment", "planning", "consent", "reporting", "audit")
+SERVICES = ("assessment", "planning", "consent", "reporting")
+"""The services, each the one producer of its own context's topic and of its own audit facts."""
+CONTEXTS = SERVICES
+"""The bounded contexts with a topic of their own: each service's context bears its name."""
+AUDIT_CONTEXT = "audit"
+"""Audit facts (shared.events.audit) are every service's: each producer has its own topic of them."""
+AUDIT_WITNESS = f"{AUDIT_CONTEXT}.checkpoints"
+"""The audit ledger's witness topic (services.reporting.audit.audit_topic): the reporting service's."""
 DEFAULT_PARTITIONS = 6
+
+
+def audit_fact_topic(service: str, prefix: str = TOPIC_PREFIX) -> str:
+    """The topic of the audit facts `service` records: its own, so the topic, which only that
+    service may write, says who recorded a fact (not the fact's own claim)."""
+    return f"{prefix}{AUDIT_CONTEXT}.{service}"
+
+
+def audit_fact_topics(prefix: str = TOPIC_PREFIX) -> list[str]:
+    return [audit_fact_topic(service, prefix) for service in SERVICES]
+
+
+def legacy_audit_topic(prefix: str = TOPIC_PREFIX) -> str:
+    """The one topic every service's audit facts went to before each had its own. Nobody writes
+    it any more and no consumer reads it live; the ledger's recovery and reconciliation still
+    read its history (audit_topic.py, recover.py)."""
+    return topic_for(AUDIT_CONTEXT, prefix)
+
+
+def topics_of(context: str, prefix: str = TOPIC_PREFIX) -> list[str]:
+    """The topics a consumer of a context's events subscribes to: the context's topic, or, for
+    audit facts, every producer's audit-fact topic."""
+    return audit_fact_topics(prefix) if context == AUDIT_CONTEXT else [topic_for(context, prefix)]
+
+
+@functools.lru_cache(maxsize=1024)  # every record a consumer reads asks: a handful of topics
+def topic_owner(topic: str, prefix: str = TOPIC_PREFIX) -> str | None:
+    """The service that alone may write `topic`: a context's topic is its service's, an
+    audit-fact topic its producer's, a dead-letter topic its consumer's service's, the audit
+    witness the reporting service's. None for any other topic (the legacy shared audit topic
+    included): no service may write it, and nothing read from it is any service's."""
+    if not topic.startswith(prefix):
+        return None
+    name = topic[len(prefix):]
+    if name in CONTEXTS:
+        return name
+    if name == AUDIT_WITNESS:
+        return "reporting"
+    kind, _, rest = name.partition(".")
+    if kind == AUDIT_CONTEXT and rest in SERVICES:
+        return rest
+    if kind == "dlq":
+        service, _, consumer = rest.partition(".")
+        return service if service in SERVICES and consumer else None
+    return None
+
+
+@functools.lru_cache(maxsize=1024)
+def topic_context(topic: str, prefix: str = TOPIC_PREFIX) -> str | None:
+    """The context whose events `topic` carries (None: it carries no events a consumer applies,
+    as dead letters and the witness do not, or no service owns it)."""
+    owner = topic_owner(topic, prefix)
+    if owner is None:
+        return None
+    name = topic[len(prefix):]
+    if name == owner:
+        return owner
+    if name == f"{AUDIT_CONTEXT}.{owner}":
+        return AUDIT_CONTEXT
+    return None
 
 
 def dead_letter_topic(consumer: str, prefix: str = TOPIC_PREFIX) -> str:
@@ -28,7 +96,9 @@ def consumer_group(consumer: str, prefix: str = TOPIC_PREFIX) -> str:
 
 
 def platform_topics(prefix: str = TOPIC_PREFIX) -> list[str]:
-    return [topic_for(context, prefix) for context in CONTEXTS]
+    """Every event topic: each context's, each producer's audit facts. (Each consumer's dead
+    letters are named by dead_letter_topic; the audit witness by AUDIT_WITNESS, one partition.)"""
+    return [topic_for(context, prefix) for context in CONTEXTS] + audit_fact_topics(prefix)
 
 
 async def ensure_topics(

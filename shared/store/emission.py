@@ -9,7 +9,8 @@ A handler decides (its domain returns events), then emits them through an `Emiss
 So every envelope gets, in one place and the same way:
 - its source: the bounded context its schema is registered under (`/flourish/<context>`); audit
   facts, which every service records into the one shared `audit` context, name the service whose
-  store recorded them;
+  store recorded them (the outbox sends them to that service's own topic, audit.<service>, and
+  consumers refuse one whose source is not its topic's producer: shared.messaging.provenance);
 - its tenancy: the trust of the command, the academy of each event;
 - its correlation and causation: an event caused by another (a consumed event, the share a
   delivery belongs to) carries the cause's correlation and is caused by it; a command's events

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from shared.events.envelope import TOPIC_PREFIX, WireAttributes, topic_for
 from shared.events.registry import model_for
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
+from shared.messaging.topics import AUDIT_CONTEXT, audit_fact_topic
 from shared.store.tables import KernelTables
 from shared.telemetry import (
     outbox_publish_failures,
@@ -46,8 +47,12 @@ class OutboxRelay:
         batch_size: int = 500,
         poll_interval_s: float = 0.5,
         topic_prefix: str = TOPIC_PREFIX,
+        service: str | None = None,
     ) -> None:
         self.topic_prefix = topic_prefix
+        # The service whose events these are (its store's schema unless named): its audit facts
+        # go to its own audit-fact topic, which only it may write.
+        self.service = service or tables.schema
         self.engine = engine
         self.tables = tables
         self.publisher = publisher
@@ -194,7 +199,9 @@ class OutboxRelay:
             traceparent=meta.get("traceparent"),
             tracestate=meta.get("tracestate"),
         )
-        topic = topic_for(model_for(row.event_type).context, self.topic_prefix)
+        context = model_for(row.event_type).context
+        topic = (audit_fact_topic(self.service, self.topic_prefix) if context == AUDIT_CONTEXT
+                 else topic_for(context, self.topic_prefix))
         return OutgoingRecord(
             topic=topic,
             key=attributes.partition_key.encode(),

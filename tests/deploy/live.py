@@ -29,8 +29,7 @@ from sqlalchemy import text
 
 from flourish.local.postgres import drop_database
 from flourish.local.services import SERVICES
-from shared.events.envelope import topic_for
-from shared.messaging.topics import delete_topics_with_prefix
+from shared.messaging.topics import delete_topics_with_prefix, topics_of
 from shared.settings import Settings
 from tests.deploy.manifests import ROOT
 
@@ -234,8 +233,8 @@ async def exercise_consumers(platform: LivePlatform, bootstrap: str) -> list[str
             if spec.consumers:
                 with_consumers.append(name)
             for consumer in spec.consumers:
-                for context in consumer.contexts:
-                    await producer.send_and_wait(topic_for(context, platform.topic_prefix), b"not a cloudevent", key=b"x")
+                for topic in (t for context in consumer.contexts for t in topics_of(context, platform.topic_prefix)):
+                    await producer.send_and_wait(topic, b"not a cloudevent", key=b"x")
     finally:
         await producer.stop()
     return with_consumers

@@ -17,7 +17,7 @@ import yaml
 
 from flourish.local.services import SERVICES
 from shared.events.envelope import topic_for
-from shared.messaging.topics import CONTEXTS, dead_letter_topic
+from shared.messaging.topics import audit_fact_topics, dead_letter_topic, legacy_audit_topic, platform_topics
 from tests.deploy.conftest import Tools
 from tests.deploy.manifests import (
     K8S,
@@ -351,7 +351,7 @@ def test_the_retention_scheduler_runs_in_the_consent_consumers_pods_only(overlay
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_there_is_a_topic_for_every_context_and_every_consumer_groups_dead_letters(overlays, overlay):
     topics = by_name(overlays[overlay], "KafkaTopic")
-    expected = {topic_for(context, TOPIC_PREFIX) for context in CONTEXTS}
+    expected = set(platform_topics(TOPIC_PREFIX))  # each context's, each producer's audit facts
     for service, spec in service_specs().items():
         expected |= {dead_letter_topic(f"{service}.{consumer.name}", TOPIC_PREFIX) for consumer in spec.consumers}
     names = {t["spec"].get("topicName", name) for name, t in topics.items()}
@@ -361,10 +361,16 @@ def test_there_is_a_topic_for_every_context_and_every_consumer_groups_dead_lette
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_audit_topic_keeps_everything(overlays, overlay):
-    audit = by_name(overlays[overlay], "KafkaTopic")["flourish.audit"]["spec"]["config"]
-    assert audit["retention.ms"] == -1 and audit["retention.bytes"] == -1
-    assert audit["cleanup.policy"] == "delete"  # never compacted: every entry of the chain stays
+def test_the_audit_topics_keep_everything(overlays, overlay):
+    """Each producer's audit-fact topic, and the shared one they replaced (its history is still
+    read by the ledger's recovery and reconciliation)."""
+    topics = by_name(overlays[overlay], "KafkaTopic")
+    for name in [*audit_fact_topics(TOPIC_PREFIX), legacy_audit_topic(TOPIC_PREFIX)]:
+        audit = topics[name]["spec"]["config"]
+        assert audit["retention.ms"] == -1 and audit["retention.bytes"] == -1, name
+        assert audit["cleanup.policy"] == "delete", name  # never compacted: every entry of the chain stays
+    partitions = {topics[name]["spec"]["partitions"] for name in audit_fact_topics(TOPIC_PREFIX)}
+    assert partitions == {topics[topic_for("consent", TOPIC_PREFIX)]["spec"]["partitions"]}
 
 
 def test_production_kafka_is_three_kraft_nodes_and_every_write_reaches_two_replicas(overlays):
@@ -386,7 +392,7 @@ def test_consumer_replicas_never_outnumber_the_partitions_they_share(overlays, o
     count would idle, so the autoscaler's ceiling stays at or under it."""
     objects = overlays[overlay]
     partitions = min(t["spec"]["partitions"] for t in of_kind(objects, "KafkaTopic") if t["metadata"]["name"] in
-                     {topic_for(c, TOPIC_PREFIX) for c in CONTEXTS})
+                     set(platform_topics(TOPIC_PREFIX)))
     for autoscaler in of_kind(objects, "HorizontalPodAutoscaler"):
         if autoscaler["metadata"]["labels"].get("app.kubernetes.io/component") == "consumers":
             assert autoscaler["spec"]["maxReplicas"] <= partitions, name_of(autoscaler)

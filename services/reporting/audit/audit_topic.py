@@ -1,8 +1,13 @@
-"""The audit topic keeps everything: no time-based deletion (retention.ms = -1).
+"""The audit topics keep everything: no time-based deletion (retention.ms = -1).
 
-In production the topic's KafkaTopic resource says so (Strimzi reconciles it); on the local stack
+Each service records its audit facts on its own topic, <prefix>audit.<service>, which only it may
+write, so the topic says who recorded a fact (shared.messaging.provenance). The one shared
+<prefix>audit topic they all used before is written no more; its history is still read here and
+by recover.py, which take its facts' sources as they claim (they predate the per-producer topics).
+
+In production the topics' KafkaTopic resources say so (Strimzi reconciles them); on the local stack
 and in tests the kernel creates topics with the broker's defaults (seven days), so the reporting
-service sets the audit topic's retention itself when it starts.
+service sets the audit topics' retention itself when it starts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from services.reporting.audit.domain.chain import Checkpoint
 from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable
 from shared.events.envelope import topic_for
 from shared.events.registry import UnknownEventType, model_for
+from shared.messaging.provenance import producer_of, wrong_producer
+from shared.messaging.topics import AUDIT_CONTEXT, AUDIT_WITNESS, audit_fact_topics, legacy_audit_topic, topics_of
 
 if TYPE_CHECKING:
     from shared.service import Runtime
@@ -73,7 +80,10 @@ async def keep_audit_topic(runtime: Runtime, reporting: Any, stop: asyncio.Event
     FLOURISH_AUDIT_KEEP_AUDIT_TOPIC_FOREVER is off: the reporting service's `.audit.settings`)."""
     if not reporting.audit.settings.keep_audit_topic_forever:
         return
-    topics = [topic_for("audit", runtime.settings.topic_prefix), topic_for(CHECKPOINTS_CONTEXT, runtime.settings.topic_prefix)]
+    prefix = runtime.settings.topic_prefix
+    # Not the legacy shared audit topic: nothing creates it any more (a deployment that has it
+    # declares it, kept forever, in its KafkaTopic).
+    topics = [*audit_fact_topics(prefix), topic_for(CHECKPOINTS_CONTEXT, prefix)]
     delay = 0.5
     while not stop.is_set():
         try:
@@ -91,7 +101,26 @@ async def keep_audit_topic(runtime: Runtime, reporting: Any, stop: asyncio.Event
 
 # --- Kafka as a witness, and as the record of what the ledger should hold --------------------
 
-CHECKPOINTS_CONTEXT = "audit.checkpoints"
+CHECKPOINTS_CONTEXT = AUDIT_WITNESS
+
+
+def ledger_topics(prefix: str) -> list[str]:
+    """Every topic the ledger records from: the contexts' it records, each producer's audit
+    facts, and the history of the shared audit topic they replaced."""
+    from services.reporting.audit.consumers import CONTEXTS
+
+    return [*(topic for context in CONTEXTS for topic in topics_of(context, prefix)), legacy_audit_topic(prefix)]
+
+
+def recorded_source(topic: str, event_type: str, context: str, claimed: str, prefix: str) -> str | None:
+    """The source the ledger records for an event read from `topic`: the topic's one producer;
+    None when that producer cannot have written it (the live consumer dead-lettered it: never
+    recorded). On the legacy shared audit topic, an audit fact's own claim (no producer owned it)."""
+    if topic == legacy_audit_topic(prefix):
+        return claimed if context == AUDIT_CONTEXT else None
+    if wrong_producer(topic, event_type, context, claimed, prefix) is not None:
+        return None
+    return producer_of(topic, prefix)
 
 
 async def read_topics(bootstrap_servers: str, topics: Sequence[str]) -> AsyncIterator[ConsumerRecord[Any, Any]]:
@@ -199,20 +228,22 @@ class Published:
 async def ledger_events(bootstrap_servers: str, prefix: str) -> dict[UUID, dict[UUID, Published]]:
     """Every event the ledger records, per trust, from the topics it records from (kept forever):
     headers only, no payload is parsed."""
-    from services.reporting.audit.consumers import CONTEXTS
     from services.reporting.audit.domain.facts import is_recorded
 
-    recorded: dict[str, bool] = {}
+    recorded: dict[str, str | None] = {}  # the type's context, if the ledger records it
     found: dict[UUID, dict[UUID, Published]] = {}
-    async for record in read_topics(bootstrap_servers, [topic_for(context, prefix) for context in CONTEXTS]):
+    async for record in read_topics(bootstrap_servers, ledger_topics(prefix)):
         headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
         event_type = headers.get("ce_type", "")
         if event_type not in recorded:
             try:
-                recorded[event_type] = is_recorded(model_for(event_type))
+                model = model_for(event_type)
+                recorded[event_type] = model.context if is_recorded(model) else None
             except UnknownEventType:
-                recorded[event_type] = False
-        if not recorded[event_type]:
+                recorded[event_type] = None
+        context = recorded[event_type]
+        if context is None or recorded_source(record.topic, event_type, context, headers.get("ce_source", ""),
+                                              prefix) is None:
             continue
         try:
             trust_id, event_id = UUID(headers["ce_trustid"]), UUID(headers["ce_id"])

@@ -4,6 +4,11 @@ Kafka becomes one entry, once (the kernel's inbox), chained in the trust's order
 An event that cannot be recorded is never dropped: the handler raises, the kernel's consumer
 retries it with backoff and then dead-letters it (flourish.dlq.reporting.audit-ledger), and
 flourish_audit_record_failures, flourish_consumer_retries and flourish_dead_lettered show it.
+
+Audit facts come from each producer's own topic (<prefix>audit.<service>, shared.messaging.topics):
+the kernel's consumer refuses one that claims another recorder than the topic's, and hands the
+ledger every event with its source set from the topic, so an entry's `source` is the producer
+the broker let write it, never the event's own word.
 """
 
 from __future__ import annotations

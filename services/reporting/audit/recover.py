@@ -12,19 +12,18 @@ witnessed) are then recorded afresh, in the order Kafka has them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.reporting.audit.audit_topic import KafkaTopicWitness, read_topics
-from services.reporting.audit.consumers import CONTEXTS
+from services.reporting.audit.audit_topic import KafkaTopicWitness, ledger_topics, read_topics, recorded_source
 from services.reporting.audit.domain.canonical import GENESIS_HASH, entry_body, sha256_hex
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.ledger import Ledger
-from shared.events.envelope import Envelope, InvalidMessage, decode, topic_for
+from shared.events.envelope import Envelope, InvalidMessage, decode
 
 
 class RecoveryRefused(Exception):
@@ -46,7 +45,7 @@ async def recover_chain(
     recorded = checkpoints_topic.recorded.get(trust_id, {})
     envelopes: dict[UUID, Envelope] = {}
     order: list[tuple[int, UUID]] = []
-    async for record in read_topics(bootstrap_servers, [topic_for(context, topic_prefix) for context in CONTEXTS]):
+    async for record in read_topics(bootstrap_servers, ledger_topics(topic_prefix)):
         headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
         if headers.get("ce_trustid") != str(trust_id):
             continue
@@ -54,6 +53,12 @@ async def recover_chain(
             envelope = decode(record.headers, record.value)
         except InvalidMessage:
             continue
+        # As the live consumer: its producer is the topic's, and what that producer cannot have
+        # written (dead-lettered live) is never recorded.
+        source = recorded_source(record.topic, envelope.type, envelope.data.context, envelope.source, topic_prefix)
+        if source is None:
+            continue
+        envelope = replace(envelope, source=source)
         if envelope.id not in envelopes:
             envelopes[envelope.id] = envelope
             order.append((record.timestamp, envelope.id))

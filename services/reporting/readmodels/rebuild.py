@@ -45,6 +45,7 @@ from shared.datakeys import DataKeyClient, DataKeyRefused, PupilKeyring, SealedF
 from shared.events.envelope import Envelope, InvalidMessage, decode, decode_wire, topic_for
 from shared.events.sealing import EventSealing, open_data
 from shared.messaging.dead_letters import dead_lettered_sources
+from shared.messaging.provenance import wrong_producer
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
 from shared.peers import ServiceTokens
@@ -281,8 +282,9 @@ class _Reader:
                         continue
                     try:
                         wire = decode_wire(record.headers, record.value)
-                        if wire.model not in self.handlers:
-                            continue
+                        if wire.model not in self.handlers or wrong_producer(
+                                record.topic, wire.type, wire.model.context, wire.source, self.settings.topic_prefix):
+                            continue  # not read-model data, or not from the topic's producer (dead-lettered live)
                         event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
                     except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
                         continue  # the live consumer dead-letters it; a read model never had it

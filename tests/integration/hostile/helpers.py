@@ -20,6 +20,7 @@ from shared.events.consent import PupilErased, RetentionExpired
 from shared.events.envelope import Envelope, Headers, encode, topic_for
 from shared.events.registry import Event
 from shared.messaging.consumer import IdempotentConsumer
+from shared.messaging.topics import AUDIT_CONTEXT, audit_fact_topic
 from tests.contract.test_cloudevents import example
 
 # Events that take something away: the last resort as a consumer's sample, so one consumer's
@@ -96,8 +97,14 @@ def about(model: type[Event], pupil: uuid.UUID) -> Event:
     return model.model_validate({**example(model).model_dump(), **update})
 
 
+# Audit facts are sent on the reporting service's own audit topic (publish), naming it as their
+# recorder: any other source there is refused as from the wrong producer (shared.messaging.provenance).
+AUDIT_PRODUCER = "reporting"
+
+
 def envelope(data: Event, trust: uuid.UUID, academy: uuid.UUID) -> Envelope:
-    return Envelope(data=data, trust_id=trust, academy_id=academy, source="/flourish/tests/hostile")
+    source = f"/flourish/{AUDIT_PRODUCER}" if data.context == AUDIT_CONTEXT else "/flourish/tests/hostile"
+    return Envelope(data=data, trust_id=trust, academy_id=academy, source=source)
 
 
 def as_record(kind: str, env: Envelope) -> Record:
@@ -137,8 +144,9 @@ def hostile_sequence(context: str, wrong: Sequence[type[Event]], valid: Sequence
 
 
 async def publish(producer: AIOKafkaProducer, prefix: str, context: str, records: Iterable[Record]) -> list[Sent]:
-    """Into partition 0 of the context's topic, in order; returns where each record landed."""
-    topic = topic_for(context, prefix)
+    """Into partition 0 of the context's topic (audit facts: the reporting service's audit-fact
+    topic), in order; returns where each record landed."""
+    topic = audit_fact_topic(AUDIT_PRODUCER, prefix) if context == AUDIT_CONTEXT else topic_for(context, prefix)
     sent = []
     for record in records:
         metadata = await (await producer.send(topic, value=record.value, key=record.key, headers=record.headers,

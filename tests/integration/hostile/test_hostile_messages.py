@@ -21,8 +21,7 @@ from services.consent.app import app as consent_app
 from services.planning.app import app as planning_app
 from services.reporting.app import app as reporting_app
 from services.reporting.readmodels import rebuild as rebuild_read_models
-from shared.events.envelope import topic_for
-from shared.messaging.topics import dead_letter_topic
+from shared.messaging.topics import dead_letter_topic, topics_of
 from shared.settings import Settings
 from tests.conftest import counter
 from tests.integration.hostile.helpers import (
@@ -135,7 +134,7 @@ async def _equal(rows: Any, expected: Any) -> bool:
 
 
 def _topics(contexts: list[str], prefix: str) -> set[str]:
-    return {topic_for(context, prefix) for context in contexts}
+    return {topic for context in contexts for topic in topics_of(context, prefix)}
 
 
 def _header(record: Any, name: str) -> str:

@@ -31,8 +31,8 @@ from services.reporting.sharing import SharingSettings
 from services.reporting.tables import kernel as reporting_kernel
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import DevIssuer, Role
-from shared.events.envelope import topic_for
 from shared.events.registry import Event, registered_types
+from shared.messaging.topics import topics_of
 from shared.store.emission import trace_id_of
 from shared.store.event_store import EventStore
 from shared.telemetry import current_trace_headers
@@ -343,7 +343,7 @@ async def everything_on_kafka(bootstrap: str, prefix: str, trust_id: uuid.UUID) 
     """(type, traceparent) of every event of the trust on the test's topics, once every type the
     registry knows has arrived (or the wait is over: the assertions then say what is missing)."""
     contexts = {model.context for model in registered_types().values()}
-    consumer = AIOKafkaConsumer(*(topic_for(c, prefix) for c in contexts), bootstrap_servers=bootstrap,
+    consumer = AIOKafkaConsumer(*(t for c in contexts for t in topics_of(c, prefix)), bootstrap_servers=bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
     events: list[tuple[str, str | None]] = []

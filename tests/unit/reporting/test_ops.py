@@ -64,3 +64,30 @@ def test_a_witness_that_is_unreachable_and_a_refused_chain_show_on_the_page():
     assert "audit chain does not extend its witness: checkpoints refused" in health.attention
     page = render([health])
     assert "2 checkpoints not yet witnessed" in page and "chains refused" in page
+
+
+def test_events_refused_as_from_the_wrong_producer_show_one_line_per_kind_and_need_attention():
+    """The kernel's counter as the process exports it (prometheus_client's own exposition)."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+
+    registry = CollectorRegistry()
+    refusals = Counter("flourish_security_refusals_total", "Requests and events refused as not coming from whom they must",
+                       ["kind"], registry=registry)
+    refusals.labels(kind="event_from_wrong_producer").inc(2)
+    refusals.labels(kind="key_request_from_another_client").inc(0)
+    health = summarise("assessment", generate_latest(registry).decode())
+    assert health.refused == {"event_from_wrong_producer": 2.0, "key_request_from_another_client": 0.0}
+    assert health.attention == ["refused: event from wrong producer"]
+    page = render([health])
+    assert '<span class="warn">refused event_from_wrong_producer: 2</span>' in page
+    assert "key_request_from_another_client" not in page  # a kind never refused is not a line
+
+
+def test_the_kernel_defines_the_refusals_counter_the_page_reads():
+    from prometheus_client import REGISTRY
+
+    from shared.telemetry import security_refusals
+
+    before = REGISTRY.get_sample_value("flourish_security_refusals_total", {"kind": "event_from_wrong_producer"}) or 0
+    security_refusals.labels(kind="event_from_wrong_producer").inc()
+    assert REGISTRY.get_sample_value("flourish_security_refusals_total", {"kind": "event_from_wrong_producer"}) == before + 1
