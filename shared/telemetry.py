@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import Counter
 
 _propagator = TraceContextTextMapPropagator()
 tracer = trace.get_tracer("flourish")
@@ -61,6 +62,9 @@ consumer_retries = meter.create_counter(
 dead_lettered = meter.create_counter(
     "flourish_dead_lettered", unit="{message}", description="Messages sent to a dead-letter topic"
 )
+# Refusals of who a request or an event claims to come from (kind: e.g. client_not_allowed,
+# internal_path_via_ingress, unknown_service_client); the ops page shows them per kind.
+security_refusals = Counter("flourish_security_refusals_total", "Requests and events refused as not coming from whom they must", ["kind"])  # noqa: E501 - one line, as issue 17 defines it
 
 
 # Lag per consumer group and partition, as seen after each batch: the records in the partition

@@ -43,6 +43,8 @@ class ServiceHealth:
     notices_failing: float = 0.0  # queued, tried and failed (SMTP or consent unreachable): retried
     notices_failed: float = 0.0  # refused for good by the SMTP server: the printable letter is the notice
     notices_oldest_age_s: float = 0.0
+    # Requests (and events) refused as not coming from whom they must, per kind (issue 17).
+    security_refusals: dict[str, float] = field(default_factory=dict)
 
     @property
     def attention(self) -> list[str]:
@@ -68,6 +70,9 @@ class ServiceHealth:
             notes.append("notices to families failing (SMTP?): queued and retried")
         if self.notices_failed:
             notes.append("notices to families refused: print their letters")
+        if any(self.security_refusals.values()):
+            kinds = ", ".join(sorted(kind for kind, count in self.security_refusals.items() if count))
+            notes.append(f"requests refused as not from whom they must be ({kinds})")
         return notes
 
 
@@ -103,6 +108,9 @@ def summarise(name: str, exposition: str | None) -> ServiceHealth:
                     setattr(health, attribute, max(getattr(health, attribute), value))
             elif sample.name == "flourish_family_notice_oldest_age_seconds":
                 health.notices_oldest_age_s = max(health.notices_oldest_age_s, value)
+            elif sample.name == "flourish_security_refusals_total":
+                kind = labels.get("kind", "?")
+                health.security_refusals[kind] = health.security_refusals.get(kind, 0.0) + value
     return health
 
 
