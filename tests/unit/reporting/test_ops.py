@@ -64,3 +64,15 @@ def test_a_witness_that_is_unreachable_and_a_refused_chain_show_on_the_page():
     assert "audit chain does not extend its witness: checkpoints refused" in health.attention
     page = render([health])
     assert "2 checkpoints not yet witnessed" in page and "chains refused" in page
+
+
+def test_refused_requests_show_per_kind_and_ask_for_attention():
+    health = summarise("consent", '# TYPE flourish_security_refusals_total counter\n'
+                                  'flourish_security_refusals_total{kind="client_not_allowed"} 2.0\n'
+                                  'flourish_security_refusals_total{kind="internal_path_via_ingress"} 1.0\n')
+    assert health.security_refusals == {"client_not_allowed": 2.0, "internal_path_via_ingress": 1.0}
+    assert health.attention == ["requests refused as not from whom they must be "
+                                "(client_not_allowed, internal_path_via_ingress)"]
+    page = render([health])
+    assert "<td>client_not_allowed: 2<br>internal_path_via_ingress: 1</td>" in page
+    assert summarise("planning", "").security_refusals == {} and summarise("planning", "").attention == []
