@@ -74,3 +74,17 @@ def test_a_client_mapped_to_no_service_is_refused_at_start(tmp_path: Path, monke
         Settings(state_dir=tmp_path)
     monkeypatch.setenv("FLOURISH_SERVICE_CLIENTS", '{"0oa-x": "consent"}')
     assert Settings(state_dir=tmp_path).service_clients == {"0oa-x": "consent"}
+
+
+def test_flourish_dev_token_issues_a_service_token_for_a_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from flourish.cli import app
+
+    monkeypatch.setenv("FLOURISH_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("FLOURISH_JWKS_URL", raising=False)
+    monkeypatch.setenv("FLOURISH_ENVIRONMENT", "development")
+    result = CliRunner().invoke(app, ["dev-token", "--role", "service", "--trust", str(TRUST), "--client", "reporting"])
+    assert result.exit_code == 0, result.output
+    principal = TokenVerifier(settings_in(tmp_path)).verify(result.stdout.strip())
+    assert principal.client == "reporting" and principal.roles == {Role.service}
