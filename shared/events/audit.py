@@ -152,7 +152,7 @@ class AccessRefused(Event):
 
     refusal: Code
     actor: Identifier
-    client: Identifier | None = None
+    client: str | None = Field(default=None, pattern=IDENTIFIER_PATTERN)
     route: Identifier
     method: Code
     pupil_id: UUID | None = None

@@ -201,6 +201,13 @@ async def test_every_internal_route_refuses_a_request_through_the_ingress(platfo
             asked += 1
     assert refusals("internal_path_via_ingress") - before == asked
 
+    # A public route through the ingress still works, internal calls included: the DPO's export
+    # through the ingress gathers each service's (internal) part on the cluster network.
+    export = await p.clients["consent"].get(f"/pupils/{pupil}/subject-access", headers={**dpo, **INGRESS})
+    assert export.status_code == 200, export.text
+    assert export.json()["complete"] is True, export.json()["missing_parts"]
+    assert refusals("internal_path_via_ingress") - before == asked
+
     # Each refusal with a valid token is recorded by the service that refused it.
     recorded = {}
     for service in INTERNAL_ROUTES:
