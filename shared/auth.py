@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -30,6 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shared.localsecrets import publish_once, replace_atomically
 from shared.problems import Forbidden, ServiceUnavailable, Unauthenticated
 from shared.settings import Settings
+from shared.telemetry import security_refusals
 
 __all__ = [
     "TRUST_ROLES",
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 ACCEPTED_ALGORITHMS: frozenset[str] = frozenset({"EdDSA", "RS256"})
 # Tolerated clock difference between the token issuer and this service.
 CLOCK_SKEW = timedelta(seconds=30)
+# The kind a `service` token without a known client is counted under (flourish_security_refusals_total).
+UNKNOWN_SERVICE_CLIENT = "unknown_service_client"
 
 
 class Role(StrEnum):
@@ -82,6 +85,9 @@ class Principal:
     roles: frozenset[Role]
     trust_id: UUID
     academy_ids: frozenset[UUID] = frozenset()
+    # The Flourish service a `service` token was issued to (its identity-provider client, mapped
+    # through FLOURISH_SERVICE_CLIENTS); None for people.
+    client: str | None = None
     trust_wide: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -258,6 +264,7 @@ class TokenVerifier:
     ) -> None:
         self.issuer = settings.token_issuer
         self.audience = settings.token_audience
+        self.service_clients = settings.known_service_clients()
         self._keys: _JwksSource
         if settings.jwks_url:
             client = http_client or httpx.Client()
@@ -292,7 +299,7 @@ class TokenVerifier:
             raise Unauthenticated("the token comes from an unexpected issuer") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the token is not valid") from exc
-        return principal_from_claims(claims)
+        return principal_from_claims(claims, self.service_clients)
 
     def _signing_key(self, token: str) -> jwt.PyJWK:
         try:
@@ -308,10 +315,13 @@ class TokenVerifier:
         return key
 
 
-def principal_from_claims(claims: dict[str, Any]) -> Principal:
+def principal_from_claims(claims: dict[str, Any], service_clients: Mapping[str, str] | None = None) -> Principal:
     """Build a Principal from verified claims; malformed tenancy claims reject the token.
 
     Unknown role names are ignored: an identity provider may carry roles for other applications.
+    A `service` token must name the client it was issued to (`client_id`, RFC 9068; else `azp`),
+    one of `service_clients` (identity-provider client id -> service name): which service calls
+    is part of what the token proves, not something the caller says.
     """
     subject = claims.get("sub")
     raw_roles = claims.get("roles", [])
@@ -328,7 +338,14 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     roles = frozenset(
         Role(role) for role in raw_roles if isinstance(role, str) and role in _ROLE_NAMES
     )
-    return Principal(subject=subject, roles=roles, trust_id=trust_id, academy_ids=academy_ids)
+    client = None
+    if Role.service in roles:
+        client_id = claims.get("client_id", claims.get("azp"))
+        client = (service_clients or {}).get(client_id) if isinstance(client_id, str) else None
+        if client is None:
+            security_refusals.labels(kind=UNKNOWN_SERVICE_CLIENT).inc()
+            raise Unauthenticated("a service token must be issued to a known Flourish service client")
+    return Principal(subject=subject, roles=roles, trust_id=trust_id, academy_ids=academy_ids, client=client)
 
 
 # --- FastAPI dependencies -----------------------------------------------------------------------
@@ -409,9 +426,12 @@ class DevIssuer:
         trust_id: UUID,
         academy_ids: Iterable[UUID] = (),
         ttl: timedelta = timedelta(hours=1),
+        client: str | None = None,
     ) -> str:
+        """`client`: the client the token is issued to (its `client_id`); a `service` token needs
+        one of the services' names, as a service's own client gets from the identity provider."""
         now = datetime.now(UTC)
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "aud": self.audience,
             "sub": subject,
@@ -423,6 +443,8 @@ class DevIssuer:
             "trust_id": str(trust_id),
             "academy_ids": [str(academy_id) for academy_id in academy_ids],
         }
+        if client is not None:
+            claims["client_id"] = client
         return jwt.encode(claims, self._private_key, algorithm="EdDSA", headers={"kid": self.kid})
 
     def _load_or_create_key(self) -> Ed25519PrivateKey:

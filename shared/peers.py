@@ -1,8 +1,11 @@
 """Calling another Flourish service: a bearer token of role `service` for one trust, and its URL.
 
-In development the local dev issuer signs the token. In production the trust's identity provider
-issues it through the OAuth 2.0 client-credentials grant (FLOURISH_SERVICE_TOKEN_URL, _CLIENT_ID,
-_CLIENT_SECRET), with the trust named in the requested scope; the dev issuer is never used there.
+In development the local dev issuer signs the token, with `client_id` = the service's name. In
+production the trust's identity provider issues it through the OAuth 2.0 client-credentials grant
+(FLOURISH_SERVICE_TOKEN_URL, _CLIENT_ID, _CLIENT_SECRET: each service's deployment has a client
+of its own), with the trust named in the requested scope; the dev issuer is never used there. The
+receiving service learns which service calls from the token's `client_id`, mapped by
+FLOURISH_SERVICE_CLIENTS (shared/auth.py `Principal.client`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class ServiceTokens:
 
     def __init__(self, settings: Settings, service: str, http: httpx.AsyncClient | None = None) -> None:
         self.settings = settings
+        self.service = service
         self.subject = f"service:{service}"
         self._http = http
         self._cache: dict[UUID, _Token] = {}
@@ -50,7 +54,7 @@ class ServiceTokens:
         if self.settings.environment == "production":
             raise RuntimeError("FLOURISH_SERVICE_TOKEN_URL is required in production")
         ttl = timedelta(minutes=15)
-        value = DevIssuer(self.settings).issue(self.subject, [Role.service], trust_id, ttl=ttl)
+        value = DevIssuer(self.settings).issue(self.subject, [Role.service], trust_id, ttl=ttl, client=self.service)
         return _Token(value, time.monotonic() + ttl.total_seconds())
 
     async def _client_credentials(self, trust_id: UUID) -> _Token:

@@ -337,6 +337,7 @@ def _operations_router(runtime: Runtime) -> APIRouter:
             "trust_id": str(principal.trust_id),
             "academy_ids": sorted(str(a) for a in principal.academy_ids),
             "trust_wide": principal.trust_wide,
+            "client": principal.client,
         }
 
     @router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)

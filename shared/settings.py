@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +15,9 @@ STATE_DIR = PROJECT_ROOT / ".flourish"
 
 LOCAL_DATABASE_URL = "postgresql+asyncpg://flourish:flourish@127.0.0.1:15432/flourish"
 LOCAL_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+
+# The Flourish services: the only names a `service` token's client may map to.
+SERVICE_NAMES: tuple[str, ...] = ("assessment", "consent", "planning", "reporting")
 
 
 class Settings(BaseSettings):
@@ -59,8 +62,14 @@ class Settings(BaseSettings):
     # cluster encrypts pod-to-pod traffic itself (a service mesh with mutual TLS) and says so here.
     mesh_mtls: bool = False
     service_token_url: str | None = None
+    # This service's own client at the identity provider (each service's deployment has its own).
     service_client_id: str | None = None
     service_client_secret: str | None = None
+    # Which service each identity-provider client is, for the tokens this service accepts
+    # (FLOURISH_SERVICE_CLIENTS, JSON: {"<idp client id>": "planning", ...}). A `service` token
+    # whose client_id (RFC 9068; or azp) is not listed is refused. In development the dev issuer
+    # signs client_id=<service name> itself, so each service name also maps to itself there.
+    service_clients: dict[str, str] = Field(default_factory=dict)
 
     # The local stack launcher (flourish/local) starts, restarts and stops the servers these
     # addresses name even when they are not the defaults: a second stack in its own state_dir
@@ -99,6 +108,21 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     trace_file: Path | None = None  # spans as JSON lines (local runs, end-to-end tests)
     log_level: str = "INFO"
+
+    @field_validator("service_clients")
+    @classmethod
+    def _clients_name_services(cls, clients: dict[str, str]) -> dict[str, str]:
+        unknown = sorted({name for name in clients.values() if name not in SERVICE_NAMES})
+        if unknown:
+            raise ValueError(f"FLOURISH_SERVICE_CLIENTS maps to unknown services {unknown}: "
+                             f"each value must be one of {list(SERVICE_NAMES)}")
+        return clients
+
+    def known_service_clients(self) -> dict[str, str]:
+        """Identity-provider client id -> service name, for verifying `service` tokens: the
+        configured mapping; in development each service's own name too (the dev issuer's)."""
+        own = {} if self.environment == "production" else {name: name for name in SERVICE_NAMES}
+        return {**own, **self.service_clients}
 
     @model_validator(mode="after")
     def _dev_issuer_beside_state(self) -> Settings:

@@ -27,6 +27,10 @@ def dev_token(
     ttl_minutes: Annotated[
         int, typer.Option("--ttl-minutes", min=1, help="Minutes until it expires.")
     ] = 60,
+    client: Annotated[
+        str | None,
+        typer.Option("--client", help="The service a `service` token is issued to (its client_id), e.g. reporting."),
+    ] = None,
 ) -> None:
     """Print a bearer token signed by the local dev issuer.
 
@@ -42,5 +46,6 @@ def dev_token(
         trust_id=trust,
         academy_ids=academy or [],
         ttl=timedelta(minutes=ttl_minutes),
+        client=client,
     )
     typer.echo(token)

@@ -47,6 +47,7 @@ from services.assessment.schemas import (
     NameIn,
     ObservationIn,
     ObservationOut,
+    PupilAttributesOut,
     PupilOut,
     PupilSummary,
     RecordedOut,
@@ -68,6 +69,7 @@ from services.assessment.scope import (
 from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, cursor_position, page_of, requires, run_command
 from shared.audit import AdminAction, PersonalDataReads, ReadCategory, audit_reads, record_admin_action
 from shared.auth import Principal, Role
+from shared.internal import INTERNAL, service_client
 from shared.limits import MIB, body_limit
 from shared.problems import NotFound, UnprocessableEntity
 from shared.service import Runtime, dependencies_of, runtime_of
@@ -86,9 +88,12 @@ MAX_FRAMEWORK_BYTES = 2 * MIB
 MAX_BULK_OBSERVATIONS_BYTES = 4 * MIB
 
 Staff = Annotated[Principal, Depends(requires(*STAFF))]
-# The reporting service reads gender and year group for the anonymised report; a DPO answers
-# subject-access requests.
-PupilReader = Annotated[Principal, Depends(requires(*STAFF, Role.dpo, Role.service))]
+# A DPO answers subject-access requests. Flourish services read no names, dates of birth or UPNs:
+# the reporting service reads gender and year group from GET /pupils/{id}/attributes.
+PupilReader = Annotated[Principal, Depends(requires(*STAFF, Role.dpo))]
+# The service clients that read a pupil's attributes (the reporting service's report).
+ATTRIBUTE_READERS = ("reporting",)
+AttributeReader = Annotated[Principal, Depends(service_client(lambda request: ATTRIBUTE_READERS))]
 Observer = Annotated[Principal, Depends(requires(*OBSERVERS))]
 RosterKeeper = Annotated[Principal, Depends(requires(*ROSTER_KEEPERS))]
 TenancyAdmin = Annotated[Principal, Depends(requires(*TENANCY_ADMINS))]
@@ -268,6 +273,21 @@ async def get_pupil(pupil_id: UUID, principal: PupilReader, runtime: Run, ctx: C
                           academy_id=pupil.academy_id, data_categories=[ReadCategory.ROSTER_PERSONAL_DATA])
     personal = dataclasses.asdict(details) if details else {}
     return PupilOut(**dataclasses.asdict(pupil), **personal)
+
+
+@router.get("/pupils/{pupil_id}/attributes", tags=["roster"], response_model=PupilAttributesOut,
+            dependencies=[INTERNAL],
+            summary="A pupil's gender and year group, for the reporting service's anonymised report (internal)")
+async def pupil_attributes(pupil_id: UUID, principal: AttributeReader, runtime: Run, ctx: Ctx,
+                           read: Annotated[PersonalDataReads, Depends(audit_reads)]) -> PupilAttributesOut:
+    async with runtime.engine.begin() as conn:
+        pupil = await pupil_in_scope(conn, principal, pupil_id, personal=True)
+        details = (await ctx.personal.details(conn, [pupil_id])).get(pupil_id)
+        await read.record(conn, runtime.store, pupil_id=pupil_id, trust_id=pupil.trust_id,
+                          academy_id=pupil.academy_id, data_categories=[ReadCategory.PUPIL_ATTRIBUTES])
+    return PupilAttributesOut(pupil_id=pupil_id, academy_id=pupil.academy_id,
+                              gender=details.gender if details else None,
+                              year_group=details.year_group if details else None)
 
 
 @router.post("/academies/{academy_id}/groups", tags=["roster"], status_code=201, response_model=GroupOut,

@@ -82,6 +82,16 @@ class PupilOut(BaseModel):
     year_group: str | None = None
 
 
+class PupilAttributesOut(BaseModel):
+    """What a Flourish service may read of a pupil (the reporting service's anonymised report): the
+    pseudonymous id and two attributes, never a name, date of birth or UPN."""
+
+    pupil_id: UUID
+    academy_id: UUID
+    gender: str | None = None
+    year_group: str | None = None
+
+
 class GroupIn(_In):
     name: Text200
     pupil_ids: list[UUID] = Field(default_factory=list, max_length=1000)

@@ -24,6 +24,7 @@ from services.assessment.tables import assessments, classes, group_members, grou
 from shared.api import requires
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role
+from shared.internal import INTERNAL
 from shared.service import Runtime, dependencies_of, runtime_of
 
 router = APIRouter(tags=["subject access"])
@@ -35,7 +36,7 @@ def _context(request: Request) -> Context:
     return dependencies_of(request).context  # type: ignore[no-any-return]
 
 
-@router.get("/pupils/{pupil_id}/subject-access",
+@router.get("/pupils/{pupil_id}/subject-access", dependencies=[INTERNAL],
             summary="This service's part of a pupil's subject-access export (DPO only; consent gathers it)")
 async def subject_access(
     pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], ctx: Annotated[Context, Depends(_context)],

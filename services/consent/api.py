@@ -2,7 +2,8 @@
 
 Roles: senco (the academy's senior staff: SENCo, designated safeguarding lead, head) and dpo
 record consent and lawful bases; trust_admin and dpo set retention policies; only the dpo erases
-and exports; only Flourish services (role `service`) get data keys. Staff reach pupils of their
+and exports; only the Flourish services that seal pupils' data (role `service`, by client) get data
+keys. Routes marked INTERNAL (shared/internal.py) answer only on the cluster network. Staff reach pupils of their
 own academies; trust roles reach their trust; nobody reaches another trust.
 """
 
@@ -42,6 +43,7 @@ from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role
 from shared.datakeys import ALGORITHM, DataKeyDestroyed, UnknownDataKey
 from shared.events.consent import AgencyCategory, DataCategory, DataKind, ErasureReason, Purpose
+from shared.internal import INTERNAL, service_client
 from shared.problems import BadRequest, Forbidden, Gone
 from shared.service import Runtime, dependencies_of, runtime_of
 from shared.tenancy import across_trusts
@@ -55,6 +57,9 @@ DECIDERS = (Role.service, Role.senco, Role.practitioner, Role.dpo)
 POLICY_SETTERS = (Role.trust_admin, Role.dpo)
 POLICY_READERS = (Role.trust_admin, Role.dpo, Role.senco, Role.auditor)
 CLOCK_KEEPERS = (Role.service, Role.senco, Role.dpo)
+# The service clients that get a pupil's data key, and the family's sealed contact (ConsentSettings).
+DATA_KEY_CLIENT = service_client(lambda request: dependencies_of(request).settings.consent.data_key_clients)
+FAMILY_CONTACT_CLIENT = service_client(lambda request: dependencies_of(request).settings.consent.family_contact_clients)
 
 
 def deps_of(request: Request) -> ConsentDeps:
@@ -201,10 +206,10 @@ async def remove_family_contact(
     return Response(status_code=204)
 
 
-@router.get("/pupils/{pupil_id}/family-contact",
-            summary="The family's contact email, sealed with the pupil's key, for Flourish services only")
+@router.get("/pupils/{pupil_id}/family-contact", dependencies=[INTERNAL],
+            summary="The family's contact email, sealed with the pupil's key, for the notice sender only (internal)")
 async def family_contact(
-    pupil_id: UUID, runtime: RuntimeDep, principal: Annotated[Principal, Depends(requires(Role.service))],
+    pupil_id: UUID, runtime: RuntimeDep, principal: Annotated[Principal, Depends(FAMILY_CONTACT_CLIENT)],
 ) -> JSONResponse:
     async with runtime.engine.connect() as conn:
         body = await handlers.family_contact(conn, principal, pupil_id)
@@ -247,7 +252,7 @@ async def opted_out(
 # --- May this be shared now? --------------------------------------------------------------------
 
 
-@router.get("/sharing-decisions",
+@router.get("/sharing-decisions", dependencies=[INTERNAL],
             summary="May this academy share this kind of data about this pupil with this agency category now?")
 async def sharing_decision(
     request: Request, principal: Annotated[Principal, Depends(requires_cached(*DECIDERS))],
@@ -332,7 +337,7 @@ async def retention_preview(
     }
 
 
-@router.put("/pupils/{pupil_id}/retention-clock",
+@router.put("/pupils/{pupil_id}/retention-clock", dependencies=[INTERNAL],
             summary="Dates retention is counted from that no event carries (date of birth, case closure)")
 async def set_retention_clock(
     pupil_id: UUID, body: RetentionClockIn, runtime: RuntimeDep, deps: Deps,
@@ -358,9 +363,10 @@ async def run_retention(
 # --- Data keys ----------------------------------------------------------------------------------
 
 
-@router.get("/pupils/{pupil_id}/data-key", summary="The pupil's data key, for Flourish services only (410 after erasure)")
+@router.get("/pupils/{pupil_id}/data-key", dependencies=[INTERNAL],
+            summary="The pupil's data key, for the services that seal their data only (internal; 410 after erasure)")
 async def data_key(
-    pupil_id: UUID, runtime: RuntimeDep, deps: Deps, principal: Annotated[Principal, Depends(requires(Role.service))],
+    pupil_id: UUID, runtime: RuntimeDep, deps: Deps, principal: Annotated[Principal, Depends(DATA_KEY_CLIENT)],
     read: Annotated[PersonalDataReads, Depends(audit_reads)],
 ) -> JSONResponse:
     # Made on first request, so a service can seal a new pupil's data before this service has

@@ -54,6 +54,12 @@ class ConsentSettings(BaseSettings):
     # How long the start-up check may take to read the erasures published since its last check
     # (services/consent/restore.py): past it, the service does not start.
     restore_check_timeout_s: float = Field(default=120.0, gt=0)
+    # The services whose clients get a pupil's data key (GET /pupils/{id}/data-key): those that
+    # seal or open pupils' data (assessment, planning, reporting: each builds a DataKeyClient).
+    # Any other client is refused (403), recorded and counted (FLOURISH_CONSENT_DATA_KEY_CLIENTS).
+    data_key_clients: list[str] = Field(default_factory=lambda: ["assessment", "planning", "reporting"])
+    # The services whose clients get the family's sealed contact (the reporting service's notices).
+    family_contact_clients: list[str] = Field(default_factory=lambda: ["reporting"])
 
 
 class ConsentServiceSettings(ServiceSettings):

@@ -27,6 +27,7 @@ from services.planning.tables import participation, plans, sessions, strand_scor
 from shared.api import requires
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role
+from shared.internal import INTERNAL
 from shared.service import Runtime, dependencies_of, runtime_of
 
 router = APIRouter(tags=["subject access"])
@@ -39,7 +40,7 @@ def _deps(request: Request) -> PlanningDeps:
     return dependencies_of(request).handlers  # type: ignore[no-any-return]
 
 
-@router.get("/pupils/{pupil_id}/subject-access",
+@router.get("/pupils/{pupil_id}/subject-access", dependencies=[INTERNAL],
             summary="This service's part of a pupil's subject-access export (DPO only; consent gathers it)")
 async def subject_access(
     pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], deps: Annotated[PlanningDeps, Depends(_deps)],

@@ -37,6 +37,7 @@ from shared.api import requires
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads, record_audit_query
 from shared.auth import Principal, Role, ensure_scope
 from shared.datakeys import DataKeyDestroyed
+from shared.internal import INTERNAL
 from shared.problems import NotFound
 from shared.service import Runtime, dependencies_of, runtime_of
 
@@ -51,7 +52,7 @@ def _audit(request: Request) -> Audit:
     return dependencies_of(request).audit  # type: ignore[no-any-return]
 
 
-@router.get("/pupils/{pupil_id}/subject-access",
+@router.get("/pupils/{pupil_id}/subject-access", dependencies=[INTERNAL],
             summary="This service's part of a pupil's subject-access export (DPO only; consent gathers it)")
 async def subject_access(
     pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], audit: Annotated[Audit, Depends(_audit)],

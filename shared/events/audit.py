@@ -85,6 +85,7 @@ class ReadCategory(StrEnum):
     lists exactly these (tests/unit/audit/test_audit_docs.py)."""
 
     ROSTER_PERSONAL_DATA = "roster_personal_data"  # a pupil's name, date of birth, UPN, gender, year
+    PUPIL_ATTRIBUTES = "pupil_attributes"  # a pupil's gender and year group, read by a Flourish service
     CLASS_LIST = "class_list"  # a class's pupils with their names and year groups
     CLASS_PROFILE = "class_profile"  # a class's or screening's pupils by name, date of birth and results
     OBSERVATIONS = "observations"  # a pupil's ratings
@@ -132,6 +133,32 @@ class AdminActionTaken(Event):
     @classmethod
     def _ids_and_codes_only(cls, details: dict[str, str]) -> dict[str, str]:
         return _check_details(details)
+
+
+class RefusalKind(StrEnum):
+    """Why a request was refused as not coming from whom it must (AccessRefused.refusal; the
+    `kind` label of flourish_security_refusals_total)."""
+
+    CLIENT_NOT_ALLOWED = "client_not_allowed"  # a service client this route does not answer
+    INTERNAL_PATH_VIA_INGRESS = "internal_path_via_ingress"  # an internal route asked through the ingress
+
+
+@register("flourish.audit.AccessRefused.v1", CONTEXT)
+class AccessRefused(Event):
+    """A request refused because of who it came from or the way it came: a service client a route
+    does not answer (a data key asked for by a service that needs none), or an internal route asked
+    through the public ingress. Pseudonymous ids and codes only: the caller's subject and client,
+    the route template, the pupil's id when the route names one."""
+
+    refusal: Code
+    actor: Identifier
+    client: str | None = Field(default=None, pattern=IDENTIFIER_PATTERN)
+    route: Identifier
+    method: Code
+    pupil_id: UUID | None = None
+    refused_at: datetime
+
+    _refused_at_aware = field_validator("refused_at")(_aware)
 
 
 @register("flourish.audit.AuditQueried.v1", CONTEXT)

@@ -60,7 +60,8 @@ class Platform:
         """Headers for a member of staff: academy roles in the first academy, trust roles trust-wide."""
         if academies is None:
             academies = [self.academies[0]] if role in (Role.practitioner, Role.senco) else []
-        token = self.issuer.issue(subject or f"{role.value}-1", [role], self.trust_id, academies)
+        client = "reporting" if role is Role.service else None  # a service token names its client
+        token = self.issuer.issue(subject or f"{role.value}-1", [role], self.trust_id, academies, client=client)
         self.tokens.append(token)
         return {"Authorization": f"Bearer {token}"}
 

@@ -53,7 +53,8 @@ class Platform:
     settings: Settings
 
     def token(self, roles: list[Role], trust_id: uuid.UUID, academies: list[uuid.UUID], subject: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.issuer.issue(subject, roles, trust_id, academies)}"}
+        client = "reporting" if Role.service in roles else None  # a service token names its client
+        return {"Authorization": f"Bearer {self.issuer.issue(subject, roles, trust_id, academies, client=client)}"}
 
 
 @dataclass

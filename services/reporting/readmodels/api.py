@@ -42,10 +42,8 @@ class Peers:
         self._tokens = tokens
         self._http = http
 
-    async def get(self, request: Request, trust_id: UUID, path: str, as_caller: bool = False) -> dict[str, Any]:
+    async def get(self, request: Request, trust_id: UUID, path: str) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {await self._tokens.for_trust(trust_id)}"}
-        if as_caller:
-            headers = {"Authorization": request.headers.get("Authorization", "")}
         try:
             response = await self._http.get(path, headers=headers)
         except httpx.HTTPError:
@@ -65,17 +63,13 @@ class Peers:
         return self._frameworks[key]
 
     async def gender_and_year(self, request: Request, trust_id: UUID, pupil_id: UUID) -> tuple[str | None, str | None]:
-        # The assessment service's GET /pupils/{id} admits staff roles only, not `service`: when it
-        # refuses the service token, ask with the caller's own (a senco or practitioner of the
-        # academy may read the record); when it refuses that too (a dpo), the report says so.
+        # The assessment service's GET /pupils/{id}/attributes answers this service's client with
+        # the two attributes alone (a `service` token reads no names, dates of birth or UPNs). When
+        # it refuses (this client not allowed), the report says so rather than asking for more.
         try:
-            record = await self.get(request, trust_id, f"/pupils/{pupil_id}")
+            record = await self.get(request, trust_id, f"/pupils/{pupil_id}/attributes")
         except _Refused:
-            try:
-                record = await self.get(request, trust_id, f"/pupils/{pupil_id}", as_caller=True)
-            except _Refused:
-                return None, None
-        # Only these two leave this function; the rest of the record (names, DOB, UPN) is dropped here.
+            return None, None
         return record.get("gender"), record.get("year_group")
 
 

@@ -71,9 +71,11 @@ class Tenant:
     academy_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def headers(self, role: Role = Role.senco, academy_ids: list[uuid.UUID] | None = None, subject: str = "staff-1",
-                trust_id: uuid.UUID | None = None) -> dict[str, str]:
+                trust_id: uuid.UUID | None = None, client: str | None = None) -> dict[str, str]:
         academies = [self.academy_id] if academy_ids is None else academy_ids
-        token = self.issuer.issue(subject, [role], trust_id or self.trust_id, academies)
+        if role is Role.service and client is None:
+            client = "reporting"  # a service token names its client: the reporting service's by default
+        token = self.issuer.issue(subject, [role], trust_id or self.trust_id, academies, client=client)
         return {"Authorization": f"Bearer {token}"}
 
     async def register(self, client: httpx.AsyncClient, academy_id: uuid.UUID | None = None) -> None:

@@ -178,21 +178,37 @@ async def test_academies_are_listed_within_scope_and_the_trust_can_be_named(api,
     assert {"version", "strands", "levels", "threshold_percent"} <= set(schema["properties"])
 
 
-async def test_reading_a_pupils_personal_data_is_audited_and_a_service_may_read_it(api, tenant, engine):
+async def test_reading_a_pupils_personal_data_is_audited_and_a_service_reads_only_attributes(api, tenant, engine):
     await tenant.register(api)
     report = (await import_roster(api, tenant, roster_csv(pupil_rows(1)))).json()
     pupil = report["enrolled"][0]["pupil_id"]
 
     by_staff = await api.get(f"/pupils/{pupil}", headers=tenant.headers(subject="senco-9"))
-    by_service = await api.get(f"/pupils/{pupil}", headers=tenant.headers(Role.service, subject="service:reporting"))
+    service = tenant.headers(Role.service, subject="service:reporting")
+    by_service = await api.get(f"/pupils/{pupil}", headers=service)
+    attributes = await api.get(f"/pupils/{pupil}/attributes", headers=service)
+    # Another service's client (planning) does not read them; nor does staff (the route is the service's).
+    by_planning = await api.get(f"/pupils/{pupil}/attributes",
+                                headers=tenant.headers(Role.service, subject="service:planning", client="planning"))
+    by_staff_attributes = await api.get(f"/pupils/{pupil}/attributes", headers=tenant.headers(subject="senco-9"))
 
-    assert by_staff.status_code == by_service.status_code == 200
-    reads = [data for _, event_type, data in await events_of(engine, tenant.trust_id)
-             if event_type == "flourish.audit.PersonalDataRead.v1"]
+    assert by_staff.status_code == 200 and by_staff.json()["legal_surname"]
+    assert by_service.status_code == 403, by_service.text  # a service reads no names, DOB or UPN
+    assert attributes.status_code == 200, attributes.text
+    assert set(attributes.json()) == {"pupil_id", "academy_id", "gender", "year_group"}
+    assert (attributes.json()["gender"], attributes.json()["year_group"]) == (by_staff.json()["gender"],
+                                                                            by_staff.json()["year_group"])
+    assert by_planning.status_code == by_staff_attributes.status_code == 403
+    assert by_planning.headers["content-type"] == "application/problem+json"
+    events = await events_of(engine, tenant.trust_id)
+    reads = [data for _, event_type, data in events if event_type == "flourish.audit.PersonalDataRead.v1"]
     assert [(r["pupil_id"], r["actor"], r["data_categories"]) for r in reads] == [
         (pupil, "senco-9", ["roster_personal_data"]),
-        (pupil, "service:reporting", ["roster_personal_data"]),
+        (pupil, "service:reporting", ["pupil_attributes"]),
     ]
+    refused = [data for _, event_type, data in events if event_type == "flourish.audit.AccessRefused.v1"]
+    assert [(r["refusal"], r["actor"], r["client"], r["route"], r["pupil_id"]) for r in refused] == [
+        ("client_not_allowed", "service:planning", "planning", "/pupils/{pupil_id}/attributes", pupil)]
 
 
 async def _personal_data_rows(engine, tenant) -> int:

@@ -57,6 +57,7 @@ PARENT = "Priya Parentname"
 # parent details or documents about a child).
 RECORDS_A_READ: dict[tuple[str, str], ReadCategory] = {
     ("assessment", "/pupils/{pupil_id}"): ReadCategory.ROSTER_PERSONAL_DATA,
+    ("assessment", "/pupils/{pupil_id}/attributes"): ReadCategory.PUPIL_ATTRIBUTES,
     ("assessment", "/classes/{class_id}/pupils"): ReadCategory.CLASS_LIST,
     ("assessment", "/pupils/{pupil_id}/observations"): ReadCategory.OBSERVATIONS,
     ("assessment", "/classes/{class_id}/profile"): ReadCategory.CLASS_PROFILE,
@@ -259,6 +260,9 @@ async def test_every_read_and_admin_action_done_through_the_api_is_found_in_the_
     assert "<html" in (await eventually(reported, timeout=90)).text.lower()
     expected.append(read(ReadCategory.INTERVENTION_REPORT, child, "senco-1", "reporting",
                          "/pupils/{pupil_id}/intervention-report"))
+    # The report's gender and year group, read by the reporting service's own client.
+    expected.append(read(ReadCategory.PUPIL_ATTRIBUTES, child, "service:reporting", "assessment",
+                         "/pupils/{pupil_id}/attributes"))
     ok(await p.reporting.get(f"/pupils/{child}/profile", headers=senco))
     expected.append(read(ReadCategory.PUPIL_PROFILE, child, "senco-1", "reporting", "/pupils/{pupil_id}/profile"))
 

@@ -56,9 +56,11 @@ class Consent:
     other_academy_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
     def token(self, role: Role, *, academies: list[uuid.UUID] | None = None, trust_id: uuid.UUID | None = None,
-              subject: str = "staff-1") -> dict[str, str]:
+              subject: str = "staff-1", client: str | None = None) -> dict[str, str]:
+        if role is Role.service and client is None:
+            client = "reporting"  # a service token names its client: the reporting service's by default
         token = self.issuer.issue(subject, [role], trust_id or self.trust_id,
-                                  self.academies if academies is None else academies)
+                                  self.academies if academies is None else academies, client=client)
         return {"Authorization": f"Bearer {token}"}
 
     @property

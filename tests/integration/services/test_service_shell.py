@@ -103,7 +103,7 @@ async def test_requests_without_a_valid_token_get_401_and_a_dev_token_is_accepte
         assert refused.headers["www-authenticate"].startswith("Bearer")
     assert accepted.json() == {
         "subject": "staff-7", "roles": ["practitioner"], "trust_id": str(trust),
-        "academy_ids": [str(academy)], "trust_wide": False,
+        "academy_ids": [str(academy)], "trust_wide": False, "client": None,
     }
 
 

@@ -185,6 +185,11 @@ async def the_roster_is_imported_then_changed(p: Platform) -> list[uuid.UUID]:
     assert (changed["moved"], changed["left"]) == (1, 1), changed
     child = pupils[2]
     ok(await p.assessment.get(f"/pupils/{child}", headers=p.traced(Role.senco, "read a pupil", *types("PersonalDataRead"))))
+    # An internal route asked through the ingress: refused (404) and recorded in this request's trace.
+    refused = await p.assessment.get(f"/pupils/{child}/attributes", headers={
+        **p.traced(Role.senco, "ask an internal route through the ingress", *types("AccessRefused")),
+        "X-Forwarded-Host": "flourish.example.org"})
+    assert refused.status_code == 404, refused.text
     return [pupils[2], pupils[3], pupils[4]]
 
 

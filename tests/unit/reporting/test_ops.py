@@ -91,3 +91,15 @@ def test_the_kernel_defines_the_refusals_counter_the_page_reads():
     before = REGISTRY.get_sample_value("flourish_security_refusals_total", {"kind": "event_from_wrong_producer"}) or 0
     security_refusals.labels(kind="event_from_wrong_producer").inc()
     assert REGISTRY.get_sample_value("flourish_security_refusals_total", {"kind": "event_from_wrong_producer"}) == before + 1
+
+
+def test_refused_requests_show_per_kind_and_ask_for_attention():
+    health = summarise("consent", '# TYPE flourish_security_refusals_total counter\n'
+                                  'flourish_security_refusals_total{kind="client_not_allowed"} 2.0\n'
+                                  'flourish_security_refusals_total{kind="internal_path_via_ingress"} 1.0\n')
+    assert health.refused == {"client_not_allowed": 2.0, "internal_path_via_ingress": 1.0}
+    assert health.attention == ["refused: client not allowed", "refused: internal path via ingress"]
+    page = render([health])
+    assert '<span class="warn">refused client_not_allowed: 2</span>' in page
+    assert '<span class="warn">refused internal_path_via_ingress: 1</span>' in page
+    assert summarise("planning", "").refused == {} and summarise("planning", "").attention == []

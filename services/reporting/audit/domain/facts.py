@@ -56,6 +56,9 @@ _ACTIONS: dict[str, tuple[Kind, str]] = {
     "flourish.consent.RetentionExpired.v1": (Kind.ERASURE, "retention_expired"),
     "flourish.consent.PupilErased.v1": (Kind.ERASURE, "pupil_erased"),
     "flourish.audit.PersonalDataRead.v1": (Kind.ACCESS, "personal_data_read"),
+    # A request refused for who it came from or the way it came (a service client a route does
+    # not answer, an internal route asked through the ingress).
+    "flourish.audit.AccessRefused.v1": (Kind.ACCESS, "access_refused"),
     "flourish.audit.AuditQueried.v1": (Kind.AUDIT, "audit_queried"),
 }
 CONSENT_DECISIONS = ("consent_granted", "consent_refused", "consent_withdrawn")
@@ -68,6 +71,7 @@ _ACTOR_FIELDS = (
 _TIME_FIELDS = (
     "shared_at", "blocked_at", "delivered_at", "failed_at", "decided_at", "withdrawn_at", "expired_at",
     "erased_at", "destroyed_at", "set_at", "read_at", "taken_at", "queried_at", "occurred_at", "withheld_at",
+    "refused_at",
 )
 _ID_FIELDS = ("pupil_id", "agency_id", "agency_category", "share_id", "consent_id", "purpose")
 # Everything else worth keeping: codes and pseudonymous ids, never free text.
@@ -82,6 +86,8 @@ _DETAIL_FIELDS = (
     # and, for a deletion notice's delivery, the shares it covers.
     "lawful_basis", "consent_obtained", "basis_stream_id", "policy_reference", "agency_name", "document_id",
     "document_sha256", "share_ids",
+    # A refused request (AccessRefused): why, and the calling service's client (its method: `method`).
+    "refusal", "client",
 )
 # Keys of the fact itself: a detail may not reuse them (each appears once in an entry's JSON).
 FACT_KEYS = frozenset(
