@@ -15,9 +15,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import make_url
 
-from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, unique
+from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, own_database, unique
 from services.reporting.readmodels.rebuild import partitions_of
 from shared.events.assessment import Level, ObservationRecorded, StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
@@ -51,33 +50,26 @@ def _history(count: int, trust: uuid.UUID) -> list[Envelope]:
 
 
 async def run() -> list[dict[str, Any]]:
-    from bench.planning import _admin
     from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
-    server = make_url(endpoints.database_url)
-    database = unique("bench_reporting_")
-    await _admin(server, f'CREATE DATABASE "{database}"')
     prefix = unique("bench.") + "."
-    settings = Settings(database_url=server.set(database=database).render_as_string(hide_password=False),
-                        kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, topic_prefix=prefix, log_level="WARNING")
     topics = [topic_for(c, prefix) for c in ("assessment", "planning")]
-    try:
-        figures = await _run(settings, topics)
-    finally:
-        await delete_topics(settings.kafka_bootstrap_servers, topics)
-        await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    async with own_database(endpoints.database_url, "reporting") as database_url:
+        settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                            topic_prefix=prefix, log_level="WARNING")
+        try:
+            figures = await _run(settings, topics)
+        finally:
+            await delete_topics(settings.kafka_bootstrap_servers, topics)
     return [json.loads(f.json_line()) for f in figures]
 
 
 async def _run(settings: Settings, topics: list[str]) -> list[Figure]:
-    from services.reporting.app import SPEC
     from services.reporting.readmodels.rebuild import rebuild
     from shared.store.db import create_engine
-    from shared.store.migrations import upgrade
 
     engine = create_engine(settings)
-    await upgrade(engine, SPEC.migrations, settings)
     await ensure_topics(settings.kafka_bootstrap_servers, topics)
     publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="bench-reporting")
     await publisher.start()

@@ -38,6 +38,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.reporting.readmodels.bulk import FLUSH_ROWS, Fold
 from services.reporting.readmodels.erasure import Remembered, keep_on_roster, purge
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
@@ -103,9 +104,12 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
                     await graves.catch_up()
                     await reader.start()
                     try:
+                        # The history, folded in memory and written with COPY (bulk.py).
+                        fold = Fold(shadow, graves.remembered)
+                        fold.keep_on_roster(graves.remembered.roster.values())
                         async with engine.begin() as conn:
-                            await keep_on_roster(conn, shadow, graves.remembered.roster.values())
-                            await reader.replay(conn, await reader.end_offsets())
+                            await reader.replay(conn, await reader.end_offsets(), fold)
+                        await _secure_shadow(engine)
                         await _swap(engine, reader, graves)
                     finally:
                         await reader.stop()
@@ -123,12 +127,21 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
 
 
 async def _create_shadow(engine: AsyncEngine) -> None:
-    service_role = privileges.service_role(SCHEMA)
+    # Nobody but their owner (the rebuild role) and superusers may use them until _secure_shadow.
     async with engine.begin() as conn:
         await conn.execute(text(_AS_REBUILD_ROLE))
         for name in NAMES:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{SCHEMA}"."{name}{SHADOW}"'))
             await conn.execute(text(f'CREATE TABLE "{SCHEMA}"."{name}{SHADOW}" (LIKE "{SCHEMA}"."{name}" INCLUDING ALL)'))
+
+
+async def _secure_shadow(engine: AsyncEngine) -> None:
+    """The service's grants and the tenant policy on the shadow tables, once the bulk replay has
+    written them: COPY FROM refuses a table under row-level security (FORCE binds its owner too)."""
+    service_role = privileges.service_role(SCHEMA)
+    async with engine.begin() as conn:
+        await conn.execute(text(_AS_REBUILD_ROLE))
+        for name in NAMES:
             # LIKE copies no privileges either: the service's, as the migration step grants them.
             await conn.execute(text(f'GRANT {", ".join(sorted(privileges.READ_WRITE))} '
                                     f'ON "{SCHEMA}"."{name}{SHADOW}" TO "{service_role}"'))
@@ -265,7 +278,9 @@ class _Reader:
     async def end_offsets(self) -> dict[TopicPartition, int]:
         return await self.consumer.end_offsets(self.partitions) if self.partitions else {}
 
-    async def replay(self, conn: AsyncConnection, until: dict[TopicPartition, int]) -> None:
+    async def replay(self, conn: AsyncConnection, until: dict[TopicPartition, int], fold: Fold | None = None) -> None:
+        """Read every partition up to `until` and apply it: into `fold` (tables still empty, written
+        with COPY at the end), or through the projections' statements (the swap's catch-up)."""
         pending = {tp for tp, end in until.items() if await self.consumer.position(tp) < end}
         while pending:
             batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
@@ -288,8 +303,17 @@ class _Reader:
                         continue  # the live consumer dead-letters it; a read model never had it
                     if event is not None:  # None: every pupil it is about was erased
                         envelopes.append(wire.envelope(event))
-            await self._apply(conn, envelopes)
+            if fold is None:
+                await self._apply(conn, envelopes)
+            else:
+                fold.add(envelopes)
+                if fold.pending() >= FLUSH_ROWS:
+                    await fold.write(conn, final=False)
             pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
+        if fold is not None:
+            await fold.write(conn, final=True)
+            self.applied += fold.applied
+            fold.applied = 0
 
     async def _apply(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
         # Runs of one type, in order, in chunks (a statement's parameters are limited).
