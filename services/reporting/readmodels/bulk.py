@@ -98,6 +98,11 @@ class _Keyed:
             self.seen.add(key)
             self.rows.append(row())
 
+    def put(self, key: Any, row: tuple[Any, ...]) -> None:
+        if key not in self.seen:
+            self.seen.add(key)
+            self.rows.append(row)
+
 
 class Fold:
     """The read models `t` (empty, a rebuild's shadow set) as a replay makes them, in memory."""
@@ -114,7 +119,7 @@ class Fold:
         self.learned: dict[UUID, UUID] = {}  # academies the guard has looked up (TenancyGuard._academy_trust)
         self.keyed = {name: _Keyed(getattr(t, name)) for name in COLUMNS if name != "pupils"}
         self.applied = 0
-        self._apply = {
+        self._apply: dict[type[Any], Callable[[Envelope[Any], Any], None]] = {
             PupilEnrolled: self._enrolled, PupilLeft: self._left, AssessmentCompleted: self._completed,
             StrandScored: self._scored, ObservationRecorded: self._observed, PlanIssued: self._issued,
             PlanReviewed: self._reviewed, PlanClosed: self._closed, SessionLogged: self._session,
@@ -250,7 +255,7 @@ class Fold:
             d.review_on, d.issued_at, d.supersedes_version))
         members = self.keyed["plan_pupils"]
         for pupil_id in {*d.pupil_ids, *([d.pupil_id] if d.pupil_id else [])}:
-            members.add((d.plan_id, pupil_id), lambda p=pupil_id: (d.plan_id, p, e.trust_id, e.academy_id))
+            members.put((d.plan_id, pupil_id), (d.plan_id, pupil_id, e.trust_id, e.academy_id))
 
     def _reviewed(self, e: Envelope[Any], d: PlanReviewed) -> None:
         self.keyed["plan_reviews"].add(e.id, lambda: (

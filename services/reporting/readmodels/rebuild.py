@@ -44,7 +44,7 @@ from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.datakeys import DataKeyClient, DataKeyRefused, PupilKeyring, SealedFieldUnreadable, UnknownDataKey
 from shared.events.envelope import Envelope, InvalidMessage, decode, decode_wire, topic_for
-from shared.events.sealing import EventSealing, open_data
+from shared.events.sealing import EventSealing, is_sealed, open_data
 from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
 from shared.messaging.topics import dead_letter_topic
@@ -78,13 +78,16 @@ class RebuildResult:
 
 
 async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
-                  keyring: PupilKeyring | None = None) -> RebuildResult:
+                  keyring: PupilKeyring | None = None, *, bulk: bool = True) -> RebuildResult:
     """Rebuild every read model from the topics' history and swap it in atomically.
 
     Sealed events are opened with `keyring` (by default the consent service's data keys, as the
     reporting service): an event about an erased pupil (key destroyed) is not replayed, so a
     rebuild never brings an erased pupil's scores, plans or sessions back; a key service that
-    cannot be reached fails the rebuild (DataKeyUnavailable), never skips."""
+    cannot be reached fails the rebuild (DataKeyUnavailable), never skips.
+
+    `bulk` False replays the history through the projections' statements, as the swap replays what
+    arrived meanwhile: the reference the bulk replay is tested against (test_bulk_rebuild.py)."""
     own_engine = engine is None
     engine = engine or create_engine(settings)
     own_keys = keyring is None
@@ -99,21 +102,25 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
                 shadow = tables(SHADOW)
                 graves = _Tombstones(settings)
                 reader = _Reader(settings, batch_handlers(shadow, graves.remembered), shadow.pupils, EventSealing(keys))
-                await graves.start()
+                # Both readers start at once (each reads its dead letters first); stopped either way.
+                starts = await asyncio.gather(graves.start(), reader.start(), return_exceptions=True)
                 try:
+                    for outcome in starts:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
                     await graves.catch_up()
-                    await reader.start()
-                    try:
-                        # The history, folded in memory and written with COPY (bulk.py).
-                        fold = Fold(shadow, graves.remembered)
-                        fold.keep_on_roster(graves.remembered.roster.values())
-                        async with engine.begin() as conn:
-                            await reader.replay(conn, await reader.end_offsets(), fold)
-                        await _secure_shadow(engine)
-                        await _swap(engine, reader, graves)
-                    finally:
-                        await reader.stop()
+                    # The history, folded in memory and written with COPY (bulk.py).
+                    fold = Fold(shadow, graves.remembered) if bulk else None
+                    async with engine.begin() as conn:
+                        if fold is None:
+                            await keep_on_roster(conn, shadow, graves.remembered.roster.values())
+                        else:
+                            fold.keep_on_roster(graves.remembered.roster.values())
+                        await reader.replay(conn, await reader.end_offsets(), fold)
+                    await _secure_shadow(engine)
+                    await _swap(engine, reader, graves)
                 finally:
+                    await reader.stop()
                     await graves.stop()
             finally:
                 await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
@@ -285,20 +292,25 @@ class _Reader:
         while pending:
             batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
             envelopes: list[Envelope] = []
+            handlers, skipped = self.handlers, self.skipped
             for tp, records in batches.items():
+                end = until[tp]
+                if records and records[-1].offset >= end:
+                    # Read past the mark: hand the rest back to the next replay (the swap's).
+                    records = [record for record in records if record.offset < end]
+                    self.consumer.seek(tp, end)
+                self.read += len(records)
                 for record in records:
-                    if record.offset >= until[tp]:
-                        # Read past the mark: hand the rest back to the next replay (the swap's).
-                        self.consumer.seek(tp, until[tp])
-                        break
-                    self.read += 1
-                    if (record.topic, record.partition, record.offset) in self.skipped:
+                    if skipped and (record.topic, record.partition, record.offset) in skipped:
                         continue
                     try:
                         wire = decode_wire(record.headers, record.value)
-                        if wire.model not in self.handlers:
+                        if wire.model not in handlers:
                             continue
-                        event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+                        if is_sealed(wire.data):
+                            event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+                        else:  # as open_data reads a payload from before sealing, without the await
+                            event = wire.model.model_validate(wire.data)
                     except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
                         continue  # the live consumer dead-letters it; a read model never had it
                     if event is not None:  # None: every pupil it is about was erased
