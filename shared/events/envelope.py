@@ -195,15 +195,18 @@ def decode_wire(headers: Headers | None, value: bytes | None) -> WireEvent:
         raise InvalidMessage(f"{event_type}: the value is not JSON ({error.msg})") from None
     if not isinstance(data, dict):
         raise InvalidMessage(f"{event_type}: the value is not a JSON object")
+    event_id = _uuid(attributes, "ce_id")
     return WireEvent(
         model=model,
         data=data,
-        id=_uuid(attributes, "ce_id"),
+        id=event_id,
         source=_required(attributes, "ce_source"),
         time=_time(attributes),
         trust_id=_tenant_uuid(attributes, "ce_trustid"),
         academy_id=_tenant_uuid(attributes, "ce_academyid"),
-        correlation_id=_uuid(attributes, "ce_correlationid"),
+        # A command's first event is its own correlation: the same text, parsed once.
+        correlation_id=event_id if attributes.get("ce_correlationid") == attributes["ce_id"]
+        else _uuid(attributes, "ce_correlationid"),
         causation_id=_uuid(attributes, "ce_causationid") if "ce_causationid" in attributes else None,
         traceparent=attributes.get("traceparent"),
         tracestate=attributes.get("tracestate"),

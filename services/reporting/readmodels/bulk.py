@@ -46,7 +46,9 @@ from shared.events.envelope import Envelope
 from shared.events.planning import PlanClosed, PlanIssued, PlanReviewed, SessionLogged
 from shared.messaging.tenancy import TRUST_LEVEL
 
-FLUSH_ROWS = 100_000  # rows held before they are written (every key written stays in memory)
+COPY_ROWS = 20_000  # rows held before they are handed to COPY (every key written stays in memory)
+
+Rows = list[tuple[Table, tuple[str, ...], list[tuple[Any, ...]]]]
 
 # rm_pupils, in its columns' order (checked against tables.py when a Fold is made).
 PUPIL_COLUMNS = ("pupil_id", "trust_id", "academy_id", "enrolled_on", "left_on", "framework_version",
@@ -148,28 +150,31 @@ class Fold:
     def pending(self) -> int:
         return sum(len(k.rows) for k in self.keyed.values())
 
-    async def write(self, conn: AsyncConnection, *, final: bool) -> None:
-        """COPY the rows held (rm_pupils only when `final`: its rows merge until the end)."""
-        raw = (await conn.get_raw_connection()).driver_connection
-        assert raw is not None
+    def take(self, *, final: bool) -> Rows:
+        """The rows held, handed over to `copy` (rm_pupils only when `final`: they merge until the end)."""
+        taken: Rows = []
         for name, keyed in self.keyed.items():
             if keyed.rows:
-                await _copy(raw, keyed.table, COLUMNS[name], keyed.rows)
+                taken.append((keyed.table, COLUMNS[name], keyed.rows))
                 keyed.rows = []
         if final and self.pupils:
-            await _copy(raw, self.t.pupils, PUPIL_COLUMNS, [tuple(row) for row in self.pupils.values()])
+            taken.append((self.t.pupils, PUPIL_COLUMNS, [tuple(row) for row in self.pupils.values()]))
             self.pupils.clear()
+        return taken
 
     # --- the tenancy guard, on the roster in memory ---------------------------------------------
 
     def _refused(self, e: Envelope[Any]) -> bool:
+        # The pupils it is about (tenancy.pupils_of): every projected event has a pupil_id, a
+        # PlanIssued its group's pupil_ids too.
         d = e.data
-        pupil_id = getattr(d, "pupil_id", None)
-        if pupil_id is not None and (row := self.pupils.get(pupil_id)) is not None and row[_TRUST] != e.trust_id:
+        pupils = self.pupils
+        if (row := pupils.get(d.pupil_id)) is not None and row[_TRUST] != e.trust_id:
             return True
-        for member in getattr(d, "pupil_ids", None) or ():
-            if (row := self.pupils.get(member)) is not None and row[_TRUST] != e.trust_id:
-                return True
+        if type(d) is PlanIssued:
+            for member in d.pupil_ids:
+                if (row := pupils.get(member)) is not None and row[_TRUST] != e.trust_id:
+                    return True
         academy_id = e.academy_id
         if academy_id == TRUST_LEVEL:
             return False
@@ -246,11 +251,11 @@ class Fold:
     def _observed(self, e: Envelope[Any], d: ObservationRecorded) -> None:
         self.keyed["observations"].add(d.observation_id, lambda: (
             d.observation_id, d.pupil_id, e.trust_id, e.academy_id, d.assessment_id, d.framework_version,
-            d.statement_id, d.level.value, d.observed_at, d.corrects))
+            d.statement_id, d.level._value_, d.observed_at, d.corrects))
 
     def _issued(self, e: Envelope[Any], d: PlanIssued) -> None:
         self.keyed["plans"].add((d.plan_id, d.plan_version), lambda: (
-            d.plan_id, d.plan_version, e.trust_id, e.academy_id, d.kind.value, d.strand, _json(d.target_statements),
+            d.plan_id, d.plan_version, e.trust_id, e.academy_id, d.kind._value_, d.strand, _json(d.target_statements),
             _json(d.activities), d.frequency, d.sessions_per_week, d.session_minutes, d.practitioner_id,
             d.review_on, d.issued_at, d.supersedes_version))
         members = self.keyed["plan_pupils"]
@@ -272,5 +277,9 @@ class Fold:
             e.id, d.session_id, d.plan_id, d.pupil_id, e.trust_id, e.academy_id, d.held_on, d.minutes))
 
 
-async def _copy(raw: Any, table: Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    await raw.copy_records_to_table(table.name, schema_name=table.schema, columns=list(columns), records=rows)
+async def copy(conn: AsyncConnection, taken: Rows) -> None:
+    """Write rows `Fold.take` handed over, with COPY on the connection's driver (asyncpg)."""
+    raw = (await conn.get_raw_connection()).driver_connection
+    assert raw is not None
+    for table, columns, rows in taken:
+        await raw.copy_records_to_table(table.name, schema_name=table.schema, columns=list(columns), records=rows)

@@ -26,6 +26,7 @@ role's grants before it is swapped in, as the migration gave the live one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from sqlalchemy import Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.reporting.readmodels.bulk import FLUSH_ROWS, Fold
+from services.reporting.readmodels.bulk import COPY_ROWS, Fold, copy
 from services.reporting.readmodels.erasure import Remembered, keep_on_roster, purge
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
@@ -71,6 +72,7 @@ class RebuildResult:
     events: int  # events read from the topics
     applied: int  # of which read-model events
     seconds: float
+    replay_seconds: float = 0.0  # of which replaying the history into the shadow tables (no start, no swap)
 
     @property
     def events_per_second(self) -> float:
@@ -111,12 +113,14 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
                     await graves.catch_up()
                     # The history, folded in memory and written with COPY (bulk.py).
                     fold = Fold(shadow, graves.remembered) if bulk else None
+                    replay_started = time.perf_counter()
                     async with engine.begin() as conn:
                         if fold is None:
                             await keep_on_roster(conn, shadow, graves.remembered.roster.values())
                         else:
                             fold.keep_on_roster(graves.remembered.roster.values())
                         await reader.replay(conn, await reader.end_offsets(), fold)
+                    replay_seconds = time.perf_counter() - replay_started
                     await _secure_shadow(engine)
                     await _swap(engine, reader, graves)
                 finally:
@@ -125,7 +129,7 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
             finally:
                 await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                 await guard.commit()
-        return RebuildResult(reader.read, reader.applied, time.perf_counter() - started)
+        return RebuildResult(reader.read, reader.applied, time.perf_counter() - started, replay_seconds)
     finally:
         if own_keys and isinstance(keys, DataKeyClient):
             await keys.aclose()
@@ -286,46 +290,65 @@ class _Reader:
         return await self.consumer.end_offsets(self.partitions) if self.partitions else {}
 
     async def replay(self, conn: AsyncConnection, until: dict[TopicPartition, int], fold: Fold | None = None) -> None:
-        """Read every partition up to `until` and apply it: into `fold` (tables still empty, written
-        with COPY at the end), or through the projections' statements (the swap's catch-up)."""
+        """Read every partition up to `until` and apply it: into `fold` (tables still empty, its rows
+        written with COPY while the next batch is decoded), or through the projections' statements
+        (the swap's catch-up)."""
         pending = {tp for tp, end in until.items() if await self.consumer.position(tp) < end}
-        while pending:
-            batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
-            envelopes: list[Envelope] = []
-            handlers, skipped = self.handlers, self.skipped
-            for tp, records in batches.items():
-                end = until[tp]
-                if records and records[-1].offset >= end:
-                    # Read past the mark: hand the rest back to the next replay (the swap's).
-                    records = [record for record in records if record.offset < end]
-                    self.consumer.seek(tp, end)
-                self.read += len(records)
-                for record in records:
-                    if skipped and (record.topic, record.partition, record.offset) in skipped:
+        writing: asyncio.Task[None] | None = None  # one COPY at a time on the connection
+        try:
+            while pending:
+                batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+                envelopes = await self._envelopes(batches, until)
+                if fold is None:
+                    await self._apply(conn, envelopes)
+                else:
+                    fold.add(envelopes)
+                    if fold.pending() >= COPY_ROWS:
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.create_task(copy(conn, fold.take(final=False)))
+                pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
+            if fold is not None:
+                if writing is not None:
+                    await writing
+                writing = None
+                await copy(conn, fold.take(final=True))
+                self.applied += fold.applied
+                fold.applied = 0
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()  # the transaction is rolled back: nothing of it stays
+                with contextlib.suppress(BaseException):
+                    await writing
+
+    async def _envelopes(self, batches: dict[TopicPartition, list[Any]], until: dict[TopicPartition, int]) -> list[Envelope]:
+        """A batch's records up to `until`, decoded and opened, without what the live consumer
+        dead-lettered or would refuse as invalid."""
+        envelopes: list[Envelope] = []
+        handlers, skipped = self.handlers, self.skipped
+        for tp, records in batches.items():
+            end = until[tp]
+            if records and records[-1].offset >= end:
+                # Read past the mark: hand the rest back to the next replay (the swap's).
+                records = [record for record in records if record.offset < end]
+                self.consumer.seek(tp, end)
+            self.read += len(records)
+            for record in records:
+                if skipped and (record.topic, record.partition, record.offset) in skipped:
+                    continue
+                try:
+                    wire = decode_wire(record.headers, record.value)
+                    if wire.model not in handlers:
                         continue
-                    try:
-                        wire = decode_wire(record.headers, record.value)
-                        if wire.model not in handlers:
-                            continue
-                        if is_sealed(wire.data):
-                            event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
-                        else:  # as open_data reads a payload from before sealing, without the await
-                            event = wire.model.model_validate(wire.data)
-                    except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
-                        continue  # the live consumer dead-letters it; a read model never had it
-                    if event is not None:  # None: every pupil it is about was erased
-                        envelopes.append(wire.envelope(event))
-            if fold is None:
-                await self._apply(conn, envelopes)
-            else:
-                fold.add(envelopes)
-                if fold.pending() >= FLUSH_ROWS:
-                    await fold.write(conn, final=False)
-            pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
-        if fold is not None:
-            await fold.write(conn, final=True)
-            self.applied += fold.applied
-            fold.applied = 0
+                    if is_sealed(wire.data):
+                        event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+                    else:  # as open_data reads a payload from before sealing, without the await
+                        event = wire.model.model_validate(wire.data)
+                except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
+                    continue  # the live consumer dead-letters it; a read model never had it
+                if event is not None:  # None: every pupil it is about was erased
+                    envelopes.append(wire.envelope(event))
+        return envelopes
 
     async def _apply(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
         # Runs of one type, in order, in chunks (a statement's parameters are limited).
