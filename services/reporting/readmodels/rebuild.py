@@ -4,13 +4,14 @@
    tombstones: every PupilErased and RetentionExpired on the consent topic (what the live erasure
    consumer did not dead-letter), the same events the erasure register was made from.
 2. Replay: every partition of the assessment and planning topics from the beginning up to the end
-   offsets taken at the start, through the same batch handlers the live consumer runs (behind the
-   tombstones: nothing about an erased pupil, or of an expired category, is applied), skipping
-   what it dead-lettered and refusing what it refuses (an event that claims another trust for a
-   pupil or an academy known by then).
+   offsets taken at the start, folded in memory with the projections' effects and written with
+   COPY (bulk.py: behind the tombstones, nothing about an erased pupil, or of an expired category,
+   is applied), skipping what the live consumer dead-lettered and refusing what it refuses (an
+   event that claims another trust for a pupil or an academy known by then). Then the service's
+   grants and the tenant policy on the shadow tables (COPY refuses a table under the policy).
 3. Swap, in one transaction: lock the live tables against writes (readers carry on), read the
    tombstones published since step 1 and purge their pupils from the shadow tables, replay what
-   arrived since step 2 into the shadow tables, rename live → old, shadow → live, drop the old.
+   arrived since step 2 into the shadow tables through the live consumer's handlers, rename live → old, shadow → live, drop the old.
    The live consumer, blocked on the lock meanwhile, resumes on the new tables; an event it
    applies again is a no-op (every row is keyed by its event's natural key). An erasure the live
    consumer applied before the lock was on Kafka before it: step 3 finds it; one applied after
