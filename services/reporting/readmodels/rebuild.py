@@ -11,7 +11,8 @@
    grants and the tenant policy on the shadow tables (COPY refuses a table under the policy).
 3. Swap, in one transaction: lock the live tables against writes (readers carry on), read the
    tombstones published since step 1 and purge their pupils from the shadow tables, replay what
-   arrived since step 2 into the shadow tables through the live consumer's handlers, rename live → old, shadow → live, drop the old.
+   arrived since step 2 into the shadow tables through the live consumer's handlers, rename
+   live → old, shadow → live, drop the old.
    The live consumer, blocked on the lock meanwhile, resumes on the new tables; an event it
    applies again is a no-op (every row is keyed by its event's natural key). An erasure the live
    consumer applied before the lock was on Kafka before it: step 3 finds it; one applied after
