@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import json
 import logging
 import platform
@@ -66,7 +67,7 @@ async def main(args: argparse.Namespace) -> int:
         ("pipeline", lambda: pipeline.throughput_sealing(settings, pipe_scale)),  # type: ignore[arg-type]
     ]
     for name in SERVICE_GROUPS:
-        runs.append((name, _service_benchmarks(name)))
+        runs.append((name, _service_benchmarks(name, args.scale)))
     failures = 0
     started = time.perf_counter()
     for group, run in runs:
@@ -87,7 +88,7 @@ async def main(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _service_benchmarks(name: str) -> Callable[[], Awaitable[list[dict[str, object]]]]:
+def _service_benchmarks(name: str, scale: float) -> Callable[[], Awaitable[list[dict[str, object]]]]:
     async def run() -> list[dict[str, object]]:
         try:
             module = importlib.import_module(f"bench.{name}")
@@ -96,6 +97,8 @@ def _service_benchmarks(name: str) -> Callable[[], Awaitable[list[dict[str, obje
                 raise
             info(f"{name}: no benchmarks yet")
             return []
+        if "scale" in inspect.signature(module.run).parameters:  # the groups that take --scale
+            return await module.run(scale=scale)  # type: ignore[no-any-return]
         return await module.run()  # type: ignore[no-any-return]
 
     return run

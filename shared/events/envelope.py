@@ -195,15 +195,18 @@ def decode_wire(headers: Headers | None, value: bytes | None) -> WireEvent:
         raise InvalidMessage(f"{event_type}: the value is not JSON ({error.msg})") from None
     if not isinstance(data, dict):
         raise InvalidMessage(f"{event_type}: the value is not a JSON object")
+    event_id = _uuid(attributes, "ce_id")
     return WireEvent(
         model=model,
         data=data,
-        id=_uuid(attributes, "ce_id"),
+        id=event_id,
         source=_required(attributes, "ce_source"),
         time=_time(attributes),
-        trust_id=_uuid(attributes, "ce_trustid"),
-        academy_id=_uuid(attributes, "ce_academyid"),
-        correlation_id=_uuid(attributes, "ce_correlationid"),
+        trust_id=_tenant_uuid(attributes, "ce_trustid"),
+        academy_id=_tenant_uuid(attributes, "ce_academyid"),
+        # A command's first event is its own correlation: the same text, parsed once.
+        correlation_id=event_id if attributes.get("ce_correlationid") == attributes["ce_id"]
+        else _uuid(attributes, "ce_correlationid"),
         causation_id=_uuid(attributes, "ce_causationid") if "ce_causationid" in attributes else None,
         traceparent=attributes.get("traceparent"),
         tracestate=attributes.get("tracestate"),
@@ -238,13 +241,32 @@ def decode(headers: Headers | None, value: bytes | None) -> Envelope[Event]:
 
 
 def _header_map(headers: Headers | None) -> dict[str, str]:
-    attributes: dict[str, str] = {}
+    try:
+        return {name.lower(): raw.decode() if raw is not None else "" for name, raw in headers or ()}
+    except UnicodeDecodeError:
+        pass
     for name, raw in headers or ():
         try:
-            attributes[name.lower()] = raw.decode() if raw is not None else ""
+            raw.decode() if raw is not None else ""
         except UnicodeDecodeError:
             raise InvalidMessage(f"header {name!r} is not UTF-8") from None
-    return attributes
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# A topic's events name a few trusts and academies: each header value is parsed once (bounded).
+_TENANTS: dict[str, UUID] = {}
+_TENANTS_MAX = 10_000
+
+
+def _tenant_uuid(attributes: dict[str, str], name: str) -> UUID:
+    value = attributes.get(name)
+    found = _TENANTS.get(value) if value else None
+    if found is None:
+        found = _uuid(attributes, name)
+        if len(_TENANTS) >= _TENANTS_MAX:
+            _TENANTS.clear()
+        _TENANTS[value] = found  # type: ignore[index]
+    return found
 
 
 def _required(attributes: dict[str, str], name: str) -> str:

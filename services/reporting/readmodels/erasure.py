@@ -132,25 +132,28 @@ async def keep(conn: AsyncConnection, tombstones: Tombstones, events: Sequence[E
     graves = await tombstones.of(conn, {p for e in events for p in _pupils_of(e.data)})
     if not graves:
         return list(events)
-    kept: list[Envelope[Any]] = []
-    for envelope in events:
-        data = envelope.data
-        category = CATEGORY_OF.get(type(data), ALL)
-        at = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
-        if isinstance(data, PlanIssued):
-            members = _pupils_of(data)
-            left = {p for p in members if not _gone(graves.get(p), category, at)}
-            if left == members:
-                kept.append(envelope)
-            elif left:
-                single = data.pupil_id if data.pupil_id in left else None
-                kept.append(replace(envelope, data=data.model_copy(update={
-                    "pupil_id": single, "pupil_ids": [p for p in data.pupil_ids if p in left]})))
-            continue
-        pupil_id = getattr(data, "pupil_id", None)
-        if pupil_id is None or not _gone(graves.get(pupil_id), category, at):
-            kept.append(envelope)
-    return kept
+    return [kept for envelope in events if (kept := admitted(graves, envelope)) is not None]
+
+
+def admitted(graves: Found, envelope: Envelope[Any]) -> Envelope[Any] | None:
+    """One event as `keep` lets it through (`graves`: at least its pupils' tombstones), or None."""
+    data = envelope.data
+    category = CATEGORY_OF.get(type(data), ALL)
+    at = envelope.time if envelope.time.tzinfo else envelope.time.replace(tzinfo=UTC)
+    if isinstance(data, PlanIssued):
+        members = _pupils_of(data)
+        left = {p for p in members if not _gone(graves.get(p), category, at)}
+        if left == members:
+            return envelope
+        if not left:
+            return None
+        single = data.pupil_id if data.pupil_id in left else None
+        return replace(envelope, data=data.model_copy(update={
+            "pupil_id": single, "pupil_ids": [p for p in data.pupil_ids if p in left]}))
+    pupil_id = getattr(data, "pupil_id", None)
+    if pupil_id is None or not _gone(graves.get(pupil_id), category, at):
+        return envelope
+    return None
 
 
 async def record(conn: AsyncConnection, envelope: Envelope[Any]) -> tuple[UUID, str, datetime] | None:

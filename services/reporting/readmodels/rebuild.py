@@ -4,13 +4,15 @@
    tombstones: every PupilErased and RetentionExpired on the consent topic (what the live erasure
    consumer did not dead-letter), the same events the erasure register was made from.
 2. Replay: every partition of the assessment and planning topics from the beginning up to the end
-   offsets taken at the start, through the same batch handlers the live consumer runs (behind the
-   tombstones: nothing about an erased pupil, or of an expired category, is applied), skipping
-   what it dead-lettered and refusing what it refuses (an event that claims another trust for a
-   pupil or an academy known by then).
+   offsets taken at the start, folded in memory with the projections' effects and written with
+   COPY (bulk.py: behind the tombstones, nothing about an erased pupil, or of an expired category,
+   is applied), skipping what the live consumer dead-lettered and refusing what it refuses (an
+   event that claims another trust for a pupil or an academy known by then). Then the service's
+   grants and the tenant policy on the shadow tables (COPY refuses a table under the policy).
 3. Swap, in one transaction: lock the live tables against writes (readers carry on), read the
    tombstones published since step 1 and purge their pupils from the shadow tables, replay what
-   arrived since step 2 into the shadow tables, rename live → old, shadow → live, drop the old.
+   arrived since step 2 into the shadow tables through the live consumer's handlers, rename
+   live → old, shadow → live, drop the old.
    The live consumer, blocked on the lock meanwhile, resumes on the new tables; an event it
    applies again is a no-op (every row is keyed by its event's natural key). An erasure the live
    consumer applied before the lock was on Kafka before it: step 3 finds it; one applied after
@@ -26,6 +28,7 @@ role's grants before it is swapped in, as the migration gave the live one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,12 +41,13 @@ from sqlalchemy import Table, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.reporting.readmodels.bulk import COPY_ROWS, Fold, copy
 from services.reporting.readmodels.erasure import Remembered, keep_on_roster, purge
 from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.datakeys import DataKeyClient, DataKeyRefused, PupilKeyring, SealedFieldUnreadable, UnknownDataKey
 from shared.events.envelope import Envelope, InvalidMessage, decode, decode_wire, topic_for
-from shared.events.sealing import EventSealing, open_data
+from shared.events.sealing import EventSealing, is_sealed, open_data
 from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.provenance import wrong_producer
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
@@ -71,6 +75,7 @@ class RebuildResult:
     events: int  # events read from the topics
     applied: int  # of which read-model events
     seconds: float
+    replay_seconds: float = 0.0  # of which replaying the history into the shadow tables (no start, no swap)
 
     @property
     def events_per_second(self) -> float:
@@ -78,13 +83,16 @@ class RebuildResult:
 
 
 async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
-                  keyring: PupilKeyring | None = None) -> RebuildResult:
+                  keyring: PupilKeyring | None = None, *, bulk: bool = True) -> RebuildResult:
     """Rebuild every read model from the topics' history and swap it in atomically.
 
     Sealed events are opened with `keyring` (by default the consent service's data keys, as the
     reporting service): an event about an erased pupil (key destroyed) is not replayed, so a
     rebuild never brings an erased pupil's scores, plans or sessions back; a key service that
-    cannot be reached fails the rebuild (DataKeyUnavailable), never skips."""
+    cannot be reached fails the rebuild (DataKeyUnavailable), never skips.
+
+    `bulk` False replays the history through the projections' statements, as the swap replays what
+    arrived meanwhile: the reference the bulk replay is tested against (test_bulk_rebuild.py)."""
     own_engine = engine is None
     engine = engine or create_engine(settings)
     own_keys = keyring is None
@@ -99,23 +107,32 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
                 shadow = tables(SHADOW)
                 graves = _Tombstones(settings)
                 reader = _Reader(settings, batch_handlers(shadow, graves.remembered), shadow.pupils, EventSealing(keys))
-                await graves.start()
+                # Both readers start at once (each reads its dead letters first); stopped either way.
+                starts = await asyncio.gather(graves.start(), reader.start(), return_exceptions=True)
                 try:
+                    for outcome in starts:
+                        if isinstance(outcome, BaseException):
+                            raise outcome
                     await graves.catch_up()
-                    await reader.start()
-                    try:
-                        async with engine.begin() as conn:
+                    # The history, folded in memory and written with COPY (bulk.py).
+                    fold = Fold(shadow, graves.remembered) if bulk else None
+                    replay_started = time.perf_counter()
+                    async with engine.begin() as conn:
+                        if fold is None:
                             await keep_on_roster(conn, shadow, graves.remembered.roster.values())
-                            await reader.replay(conn, await reader.end_offsets())
-                        await _swap(engine, reader, graves)
-                    finally:
-                        await reader.stop()
+                        else:
+                            fold.keep_on_roster(graves.remembered.roster.values())
+                        await reader.replay(conn, await reader.end_offsets(), fold)
+                    replay_seconds = time.perf_counter() - replay_started
+                    await _secure_shadow(engine)
+                    await _swap(engine, reader, graves)
                 finally:
+                    await reader.stop()
                     await graves.stop()
             finally:
                 await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _LOCK_KEY})
                 await guard.commit()
-        return RebuildResult(reader.read, reader.applied, time.perf_counter() - started)
+        return RebuildResult(reader.read, reader.applied, time.perf_counter() - started, replay_seconds)
     finally:
         if own_keys and isinstance(keys, DataKeyClient):
             await keys.aclose()
@@ -124,12 +141,21 @@ async def rebuild(settings: Settings, engine: AsyncEngine | None = None,
 
 
 async def _create_shadow(engine: AsyncEngine) -> None:
-    service_role = privileges.service_role(SCHEMA)
+    # Nobody but their owner (the rebuild role) and superusers may use them until _secure_shadow.
     async with engine.begin() as conn:
         await conn.execute(text(_AS_REBUILD_ROLE))
         for name in NAMES:
             await conn.execute(text(f'DROP TABLE IF EXISTS "{SCHEMA}"."{name}{SHADOW}"'))
             await conn.execute(text(f'CREATE TABLE "{SCHEMA}"."{name}{SHADOW}" (LIKE "{SCHEMA}"."{name}" INCLUDING ALL)'))
+
+
+async def _secure_shadow(engine: AsyncEngine) -> None:
+    """The service's grants and the tenant policy on the shadow tables, once the bulk replay has
+    written them: COPY FROM refuses a table under row-level security (FORCE binds its owner too)."""
+    service_role = privileges.service_role(SCHEMA)
+    async with engine.begin() as conn:
+        await conn.execute(text(_AS_REBUILD_ROLE))
+        for name in NAMES:
             # LIKE copies no privileges either: the service's, as the migration step grants them.
             await conn.execute(text(f'GRANT {", ".join(sorted(privileges.READ_WRITE))} '
                                     f'ON "{SCHEMA}"."{name}{SHADOW}" TO "{service_role}"'))
@@ -266,32 +292,67 @@ class _Reader:
     async def end_offsets(self) -> dict[TopicPartition, int]:
         return await self.consumer.end_offsets(self.partitions) if self.partitions else {}
 
-    async def replay(self, conn: AsyncConnection, until: dict[TopicPartition, int]) -> None:
+    async def replay(self, conn: AsyncConnection, until: dict[TopicPartition, int], fold: Fold | None = None) -> None:
+        """Read every partition up to `until` and apply it: into `fold` (tables still empty, its rows
+        written with COPY while the next batch is decoded), or through the projections' statements
+        (the swap's catch-up)."""
         pending = {tp for tp, end in until.items() if await self.consumer.position(tp) < end}
-        while pending:
-            batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
-            envelopes: list[Envelope] = []
-            for tp, records in batches.items():
-                for record in records:
-                    if record.offset >= until[tp]:
-                        # Read past the mark: hand the rest back to the next replay (the swap's).
-                        self.consumer.seek(tp, until[tp])
-                        break
-                    self.read += 1
-                    if (record.topic, record.partition, record.offset) in self.skipped:
-                        continue
-                    try:
-                        wire = decode_wire(record.headers, record.value)
-                        if wire.model not in self.handlers or wrong_producer(
-                                record.topic, wire.type, wire.model.context, wire.source, self.settings.topic_prefix):
-                            continue  # not read-model data, or not from the topic's producer (dead-lettered live)
+        writing: asyncio.Task[None] | None = None  # one COPY at a time on the connection
+        try:
+            while pending:
+                batches = await self.consumer.getmany(*pending, timeout_ms=1000, max_records=20_000)
+                envelopes = await self._envelopes(batches, until)
+                if fold is None:
+                    await self._apply(conn, envelopes)
+                else:
+                    fold.add(envelopes)
+                    if fold.pending() >= COPY_ROWS:
+                        if writing is not None:
+                            await writing
+                        writing = asyncio.create_task(copy(conn, fold.take(final=False)))
+                pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
+            if fold is not None:
+                if writing is not None:
+                    await writing
+                writing = None
+                await copy(conn, fold.take(final=True))
+                self.applied += fold.applied
+                fold.applied = 0
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()  # the transaction is rolled back: nothing of it stays
+                with contextlib.suppress(BaseException):
+                    await writing
+
+    async def _envelopes(self, batches: dict[TopicPartition, list[Any]], until: dict[TopicPartition, int]) -> list[Envelope]:
+        """A batch's records up to `until`, decoded and opened, without what the live consumer
+        dead-lettered or would refuse as invalid."""
+        envelopes: list[Envelope] = []
+        handlers, skipped = self.handlers, self.skipped
+        for tp, records in batches.items():
+            end = until[tp]
+            if records and records[-1].offset >= end:
+                # Read past the mark: hand the rest back to the next replay (the swap's).
+                records = [record for record in records if record.offset < end]
+                self.consumer.seek(tp, end)
+            self.read += len(records)
+            for record in records:
+                if skipped and (record.topic, record.partition, record.offset) in skipped:
+                    continue
+                try:
+                    wire = decode_wire(record.headers, record.value)
+                    if wire.model not in handlers or wrong_producer(
+                            record.topic, wire.type, wire.model.context, wire.source, self.settings.topic_prefix):
+                        continue  # not read-model data, or not from the topic's producer (dead-lettered live)
+                    if is_sealed(wire.data):
                         event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
-                    except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
-                        continue  # the live consumer dead-letters it; a read model never had it
-                    if event is not None:  # None: every pupil it is about was erased
-                        envelopes.append(wire.envelope(event))
-            await self._apply(conn, envelopes)
-            pending = {tp for tp in pending if await self.consumer.position(tp) < until[tp]}
+                    else:  # as open_data reads a payload from before sealing, without the await
+                        event = wire.model.model_validate(wire.data)
+                except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
+                    continue  # the live consumer dead-letters it; a read model never had it
+                if event is not None:  # None: every pupil it is about was erased
+                    envelopes.append(wire.envelope(event))
+        return envelopes
 
     async def _apply(self, conn: AsyncConnection, envelopes: Sequence[Envelope]) -> None:
         # Runs of one type, in order, in chunks (a statement's parameters are limited).
