@@ -29,6 +29,19 @@ class Settings(BaseSettings):
     )
     state_dir: Path = STATE_DIR
 
+    # How a client authenticates to Kafka (shared/messaging/clients.py makes every client with
+    # these). In development, with no username and password set, a service logs in as itself and
+    # tools and tests as `admin`, with the passwords `flourish infra up` made under
+    # state_dir/kafka/credentials/; a deployment sets its KafkaUser's name and password.
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: str | None = Field(default=None, repr=False)
+    kafka_ca_file: Path | None = None  # the CA that signed the brokers' certificates (SASL_SSL, SSL)
+    # Where development passwords are read (default: state_dir/kafka/credentials, beside the local
+    # broker): kept when a test gives a service a state_dir of its own.
+    kafka_credentials_dir: Path | None = None
+
     # Auth: where the public keys that sign bearer tokens come from. A URL (an OIDC provider's
     # JWKS endpoint) or a local file (the dev issuer's); the local dev issuer is the default.
     jwks_url: str | None = None
@@ -91,6 +104,8 @@ class Settings(BaseSettings):
     def _dev_issuer_beside_state(self) -> Settings:
         if self.jwks_path is None:
             self.jwks_path = self.state_dir / "dev-issuer" / "jwks.json"
+        if self.kafka_credentials_dir is None:
+            self.kafka_credentials_dir = self.state_dir / "kafka" / "credentials"
         return self
 
     @property

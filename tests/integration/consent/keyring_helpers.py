@@ -23,6 +23,7 @@ from services.consent.app import app as consent_app
 from shared.auth import DevIssuer
 from shared.datakeys import KekKeyring
 from shared.events.envelope import topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
@@ -40,10 +41,10 @@ async def consent_with(settings: Settings, prefix: str, state_dir: Path, publish
     clock = Clock()
     app = consent_app(ConsentServiceSettings(kernel=kernel, consent=ConsentSettings(run_retention_scheduler=False)),
                       kek=keyring, clock=clock)
-    await ensure_topics(kernel.kafka_bootstrap_servers, [topic_for(c, prefix) for c in ("assessment", "planning")])
+    await ensure_topics(kafka_options(kernel, ADMIN), [topic_for(c, prefix) for c in ("assessment", "planning")])
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://consent") as client):
-        yield Consent(app, client, DevIssuer(kernel), publisher, prefix, kernel.kafka_bootstrap_servers, clock)
+        yield Consent(app, client, DevIssuer(kernel), publisher, prefix, kafka_options(kernel, ADMIN), clock)
 
 
 PARENT = "Marguerite Quillfeather"
