@@ -21,8 +21,8 @@ from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, del
 from services.reporting.readmodels.rebuild import partitions_of
 from shared.events.assessment import Level, ObservationRecorded, StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
-from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
 
 EVENTS = 60_000
@@ -65,7 +65,7 @@ async def run() -> list[dict[str, Any]]:
     try:
         figures = await _run(settings, topics)
     finally:
-        await delete_topics(settings.kafka_bootstrap_servers, topics)
+        await delete_topics(kafka_options(settings, ADMIN), topics)
         await _admin(server, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     return [json.loads(f.json_line()) for f in figures]
 
@@ -78,8 +78,10 @@ async def _run(settings: Settings, topics: list[str]) -> list[Figure]:
 
     engine = create_engine(settings)
     await upgrade(engine, SPEC.migrations, settings)
-    await ensure_topics(settings.kafka_bootstrap_servers, topics)
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="bench-reporting")
+    from flourish.kafka_acls import provision
+
+    await provision(settings)  # the prefix's topics and reporting's ACLs (the rebuild reads as reporting)
+    publisher = KafkaPublisher(kafka_options(settings, ADMIN), client_id="bench-reporting")
     await publisher.start()
     try:
         records = []
@@ -106,7 +108,7 @@ async def _run(settings: Settings, topics: list[str]) -> list[Figure]:
 
 
 async def _raw_read(settings: Settings, topics: list[str]) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN), enable_auto_commit=False,
                                 group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     try:

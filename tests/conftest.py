@@ -148,6 +148,9 @@ async def kernel(engine: AsyncEngine) -> AsyncIterator[KernelTables]:
         await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
+TEST_PARTITIONS = 2
+
+
 @pytest.fixture
 async def topic_prefix(stack_settings: Settings) -> AsyncIterator[str]:
     """Topics of the test's own, made with the services' ACLs by the admin identity (services
@@ -155,7 +158,9 @@ async def topic_prefix(stack_settings: Settings) -> AsyncIterator[str]:
     from flourish.kafka_acls import deprovision, provision
 
     prefix = f"test.{uuid.uuid4().hex[:10]}."
-    await provision(stack_settings, prefix)
+    # Two partitions, not the platform's six: still more than one (what a partition-ordered consumer
+    # must handle), at a third of what the broker spends making the prefix's 18 topics.
+    await provision(stack_settings, prefix, partitions=TEST_PARTITIONS)
     yield prefix
     await deprovision(stack_settings, prefix)
 

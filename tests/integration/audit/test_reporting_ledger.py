@@ -370,7 +370,7 @@ async def test_checkpoints_are_signed_with_the_published_key_and_the_audit_topic
     assert [c.signature for c in held] == [c["signature"] for c in reversed(checkpoints)]
 
     async def on_kafka() -> list[Any] | None:
-        found = await KafkaTopicWitness(topic.bootstrap_servers, topic.topic, name).checkpoints(trust)
+        found = await KafkaTopicWitness(topic.kafka, topic.topic, name).checkpoints(trust)
         return found if found == held else None
 
     await eventually(on_kafka, timeout=30)
