@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -33,6 +34,8 @@ from shared.events.envelope import TOPIC_PREFIX, topic_for
 from shared.messaging.clients import ADMIN, SERVICE_IDENTITIES, kafka_options
 from shared.messaging.topics import CONTEXTS, DEFAULT_PARTITIONS, consumer_group, dead_letter_topic
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 AUDIT = "audit"
 # The reporting service's witness: every signed checkpoint of the audit ledger (services/reporting/audit/audit_topic.py).
@@ -157,6 +160,11 @@ async def provision(settings: Settings, prefix: str | None = None, *, partitions
     try:
         await create_topics(admin, platform_topics(prefix), partitions)
         await keep_forever(admin, kept_forever(prefix))
+        if settings.kafka_security_protocol == "PLAINTEXT":
+            # A broker nobody logs in to has no principals to grant to (compose.yaml's demo broker);
+            # production refuses PLAINTEXT at start.
+            log.warning("kafka: PLAINTEXT broker, no ACLs applied", extra={"prefix": prefix})
+            return
         table = kafka_acls(prefix)
         await create_acls(admin, table)
         await _until_visible(admin, table)

@@ -104,7 +104,8 @@ async def _run(command: list[str]) -> None:
 
 def cli_env(settings: Settings, prefix: str, state_dir: Path, more: Mapping[str, str] | None = None) -> dict[str, str]:
     return {"DATABASE_URL": settings.database_url, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "FLOURISH_TOPIC_PREFIX": prefix, "FLOURISH_STATE_DIR": str(state_dir), **(more or {})}
+            "FLOURISH_TOPIC_PREFIX": prefix, "FLOURISH_STATE_DIR": str(state_dir),
+            "FLOURISH_KAFKA_CREDENTIALS_DIR": str(settings.kafka_credentials_dir), **(more or {})}
 
 
 async def flourish(*args: str, env: Mapping[str, str]) -> tuple[int, Any]:
