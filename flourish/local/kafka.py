@@ -156,6 +156,12 @@ def ensure_kafka(settings: Settings) -> ComponentStatus:
         return _check_external(settings, settings.kafka_bootstrap_servers)
     layout = KafkaLayout.from_settings(settings)
     pid = running_pid(layout)
+    if pid is not None and not layout.sasl_marker.exists():
+        # Started before the broker authenticated clients: stop it; the start below formats its
+        # data again with the SCRAM users (development state).
+        progress("kafka", f"pid {pid} runs without SASL/SCRAM authentication: restarting it")
+        stop_kafka(settings)
+        pid = None
     if pid is not None:
         progress("kafka", f"already running pid {pid} on {layout.bootstrap}")
         wait_ready(settings, layout, pid)
