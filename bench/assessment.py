@@ -26,7 +26,7 @@ import socket
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -47,6 +47,7 @@ from services.consent.app import app as consent_service
 from shared.auth import DevIssuer, Role
 from shared.events.assessment import AssessmentStarted, Level, ObservationRecorded
 from shared.events.envelope import Envelope, encode, topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
 
@@ -70,6 +71,9 @@ async def run() -> list[dict[str, Any]]:
     async with own_database(endpoints.database_url, "assessment") as database_url:
         settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
                             topic_prefix=unique("bench.") + ".", log_level="WARNING")
+        from flourish.kafka_acls import provision
+
+        await provision(settings)  # the prefix's topics and the services' ACLs, as Kafka's admin
         return await _figures(settings)
 
 
@@ -148,7 +152,7 @@ async def bulk_observations(settings: Settings) -> float:
             await _drained(engine, trust)
             elapsed = time.perf_counter() - t0
             ours = timed / elapsed
-            on_kafka = await _records_on(settings.kafka_bootstrap_servers, topic)
+            on_kafka = await _records_on(kafka_options(settings, ADMIN), topic)
             info(f"assessment.bulk (relay batch {settings.relay_batch_size}): {timed} observations in {elapsed:.2f}s "
                  f"= {ours:,.0f}/s into Kafka "
                  f"(the API had committed them all after {api_seconds:.2f}s = {timed / api_seconds:,.0f}/s; "
@@ -158,7 +162,7 @@ async def bulk_observations(settings: Settings) -> float:
             await _complete_one(client, staff, classes[0])
     finally:
         await _forget(settings, trust)
-        await delete_topics(settings.kafka_bootstrap_servers, [topic])
+        await delete_topics(kafka_options(settings, ADMIN), [topic])
     return ours
 
 
@@ -220,8 +224,8 @@ async def _drained(engine: AsyncEngine, trust: uuid.UUID) -> None:
         await asyncio.sleep(0.02)
 
 
-async def _records_on(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap)
+async def _records_on(bootstrap: Mapping[str, Any], topic: str) -> int:
+    consumer = AIOKafkaConsumer(topic, **bootstrap)
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -251,8 +255,8 @@ async def _complete_one(client: httpx.AsyncClient, headers: dict[str, str], pupi
 
 async def _raw_produce(settings: Settings, count: int) -> float:
     topic = unique(settings.topic_prefix + "raw-")
-    await ensure_topics(settings.kafka_bootstrap_servers, [topic])
-    producer = raw_producer(settings.kafka_bootstrap_servers)
+    await ensure_topics(kafka_options(settings, ADMIN), [topic])
+    producer = raw_producer(kafka_options(settings, ADMIN))
     await producer.start()
     try:
         messages = [encode(e) for e in _wire_observations(count)]
@@ -262,7 +266,7 @@ async def _raw_produce(settings: Settings, count: int) -> float:
         raw = count / (time.perf_counter() - t0)
     finally:
         await producer.stop()
-        await delete_topics(settings.kafka_bootstrap_servers, [topic])
+        await delete_topics(kafka_options(settings, ADMIN), [topic])
     info(f"aiokafka.produce: {raw:,.0f} records/s ({count} same-size ObservationRecorded CloudEvents)")
     return raw
 

@@ -75,6 +75,7 @@ from shared.audit import record_audit_query
 from shared.events.consent import AgencyCategory
 from shared.events.envelope import Envelope
 from shared.events.reporting import ReportShared
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.event_store import EventStore
@@ -405,6 +406,9 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
         "jwks_path": state / "dev-issuer" / "jwks.json", "log_level": "WARNING",
     })
     token = DevIssuer(app_settings).issue("dpo-bench", [Role.dpo], TRUST)
+    from flourish.kafka_acls import provision
+
+    await provision(app_settings)  # the prefix's topics and the services' ACLs, as Kafka's admin
 
     @asynccontextmanager
     async def build(runtime: Any) -> AsyncIterator[Any]:
@@ -431,7 +435,7 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
         server.should_exit = True
         await task
         sock.close()
-        await delete_topics_with_prefix(app_settings.kafka_bootstrap_servers, app_settings.topic_prefix)
+        await delete_topics_with_prefix(kafka_options(app_settings, ADMIN), app_settings.topic_prefix)
 
 
 async def query_p95(engine: AsyncEngine, settings: Settings, ledger: Ledger, count: int) -> Figure:

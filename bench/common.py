@@ -8,7 +8,7 @@ import math
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -158,9 +158,9 @@ async def fresh_schema(engine: AsyncEngine, label: str) -> AsyncIterator[KernelT
         info(f"schema {schema} dropped")
 
 
-async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
+async def delete_topics(bootstrap: Mapping[str, Any], topics: Sequence[str]) -> None:
     """Remove a bench's topics (best effort: a broker refusing deletes only leaves litter)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

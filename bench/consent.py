@@ -42,6 +42,7 @@ from shared.auth import DevIssuer, Role
 from shared.datakeys import new_data_key
 from shared.events.assessment import PupilEnrolled
 from shared.events.envelope import Envelope
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.topics import dead_letter_topic, platform_topics
 from shared.settings import Settings
 
@@ -72,6 +73,9 @@ async def decision_latency(settings: Settings) -> list[Figure]:
     state_dir = Path(tempfile.mkdtemp(prefix="flourish-bench-consent-"))
     settings = settings.model_copy(update={"topic_prefix": prefix, "state_dir": state_dir,
                                            "jwks_path": state_dir / "dev-issuer" / "jwks.json", "log_level": "WARNING"})
+    from flourish.kafka_acls import provision
+
+    await provision(settings)  # the prefix's topics and the services' ACLs, as Kafka's admin
     app = consent_service(ConsentServiceSettings(kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
     trust, academy = uuid.uuid4(), uuid.uuid4()
     issuer = DevIssuer(settings)
@@ -135,7 +139,7 @@ async def decision_latency(settings: Settings) -> list[Figure]:
     finally:
         server.should_exit = True
         await serving
-        await delete_topics(settings.kafka_bootstrap_servers,
+        await delete_topics(kafka_options(settings, ADMIN),
                             [*platform_topics(prefix), dead_letter_topic("consent.roster", prefix)])
     return [
         Figure(f"consent.decision.p{p}", percentile(ours, p), "ms", f"asyncpg.decision_query.p{p}",

@@ -25,7 +25,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -38,6 +38,7 @@ import psutil
 from bench.common import LOWER_IS_BETTER, Figure, info, paced, percentile, unique
 from bench.pipeline import make_envelopes, raw_clients, wire_messages
 from shared.auth import DevIssuer, Role
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.settings import Settings
 
 FRAMEWORK = "flourish-sample-1"
@@ -441,10 +442,14 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
     state = Path(tempfile.mkdtemp(prefix="flourish-bench-load-"))
     settings = Settings(database_url=server.set(database=database).render_as_string(hide_password=False),
                         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers, state_dir=state,
+                        kafka_credentials_dir=Settings().kafka_credentials_dir,  # the local broker's passwords
                         topic_prefix=unique("bench.") + ".",
                         **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in BENCH_PORTS.items()})
     figures: list[dict[str, Any]] = []
     try:
+        from flourish.kafka_acls import provision
+
+        await provision(settings)  # the prefix's topics and the services' ACLs, as Kafka's admin
         await asyncio.to_thread(start_services, settings, platform_environment(settings))
         await asyncio.sleep(scale.idle_s)
         idle = rss_mb(service_pids(settings))
@@ -459,7 +464,7 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
             commands = [c for run in [*steps, held] for c in run.commands]
             reconciled = await reconcile(settings.sync_database_url, tenant.trust_id, commands)
         info(f"load: reconciled {reconciled.as_dict()}" + ("" if drained else " (read model not drained in 60 s)"))
-        baseline = await _raw_latency(endpoints.kafka_bootstrap_servers, settings.topic_prefix, rate, min(scale.hold_s, 30))
+        baseline = await _raw_latency(kafka_options(settings, ADMIN), settings.topic_prefix, rate, min(scale.hold_s, 30))
         ours = held.latencies_s()
         info(f"load: held {rate}/s (achieved {held.achieved_per_s:.1f}/s) for {scale.hold_s:.0f}s: "
              f"{len(held.of_kind(OBSERVE))} observations, "
@@ -480,7 +485,7 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
         await asyncio.to_thread(stop_services, settings)
         await drop_database(admin, database)
         from shared.messaging.topics import delete_topics_with_prefix
-        await delete_topics_with_prefix(endpoints.kafka_bootstrap_servers, settings.topic_prefix)
+        await delete_topics_with_prefix(kafka_options(settings, ADMIN), settings.topic_prefix)
     return figures
 
 
@@ -532,7 +537,7 @@ async def _hold(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, sca
     return held, peak
 
 
-async def _raw_latency(bootstrap: str, prefix: str, rate: float, seconds: float) -> list[float]:
+async def _raw_latency(bootstrap: Mapping[str, Any], prefix: str, rate: float, seconds: float) -> list[float]:
     """The baseline: raw aiokafka producer → consumer at the same rate, latency in ms."""
     messages = wire_messages(make_envelopes(max(1, int(rate * seconds))))
     sent: dict[bytes, float] = {}

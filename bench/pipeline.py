@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +42,7 @@ from bench.common import (
 )
 from shared.events.assessment import ObservationRecorded
 from shared.events.envelope import Envelope, Headers, encode, topic_for
+from shared.messaging.clients import ADMIN, faststream_security, kafka_options
 from shared.messaging.consumer import IdempotentConsumer
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.subscription import subscribe
@@ -75,7 +76,7 @@ class PipelineScale:
 class CountingPublisher(KafkaPublisher):
     """The kernel's publisher, counting what the relay got acknowledged (for the progress log)."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: Mapping[str, Any]) -> None:
         super().__init__(bootstrap_servers, client_id="flourish-bench")
         self.sent = 0
         self.target = math.inf
@@ -185,7 +186,7 @@ async def pipeline(
 ) -> AsyncIterator[Pipeline]:
     """A fresh schema with the kernel's tables and a projection table; the kernel's publisher,
     relay and idempotent consumer, the consumer on a real FastStream broker via subscribe()."""
-    bootstrap = settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(settings, ADMIN)
     topic = topic_for("assessment", prefix)
     engine = create_engine(settings)  # the kernel's engine, as a service creates it (pool of 10)
     try:
@@ -206,7 +207,8 @@ async def pipeline(
             await ensure_topics(bootstrap, topics, partitions=partitions)
             # FastStream's default access logger writes two INFO lines per batch to *stdout*, which
             # is reserved for the figures: give the broker a logger that only passes warnings.
-            broker = KafkaBroker(bootstrap, client_id="flourish-bench", logger=BROKER_LOG)
+            broker = KafkaBroker(bootstrap["bootstrap_servers"], client_id="flourish-bench", logger=BROKER_LOG,
+                                 security=faststream_security(bootstrap))
             subscribe(broker, consumer, [topic])
             await publisher.start()
             await broker.start()
@@ -242,25 +244,25 @@ def make_envelopes(count: int, pupils: int = 500, sealed: bool = True) -> list[E
 # --- raw aiokafka: the baselines -------------------------------------------------------------
 
 
-def raw_producer(bootstrap: str) -> AIOKafkaProducer:
+def raw_producer(bootstrap: Mapping[str, Any]) -> AIOKafkaProducer:
     """The same producer settings as the kernel's KafkaPublisher (acks=all, idempotent, linger 2 ms)."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, client_id="bench-raw", enable_idempotence=True, acks="all",
+        **bootstrap, client_id="bench-raw", enable_idempotence=True, acks="all",
         linger_ms=2, max_batch_size=256 * 1024, request_timeout_ms=15_000,
     )
 
 
-def raw_consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+def raw_consumer(bootstrap: Mapping[str, Any], topic: str) -> AIOKafkaConsumer:
     # A consumer group, as the pipeline's consumer has; polled with FastStream's batch defaults.
     return AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, client_id="bench-raw", group_id=unique("bench-raw-"),
+        topic, **bootstrap, client_id="bench-raw", group_id=unique("bench-raw-"),
         auto_offset_reset="earliest",
     )
 
 
 @asynccontextmanager
 async def raw_clients(
-    bootstrap: str, prefix: str, partitions: int
+    bootstrap: Mapping[str, Any], prefix: str, partitions: int
 ) -> AsyncIterator[tuple[str, AIOKafkaProducer, AIOKafkaConsumer]]:
     topic = f"{prefix}raw"
     await ensure_topics(bootstrap, [topic], partitions=partitions)
@@ -328,7 +330,7 @@ async def throughput_sealing(settings: Settings, scale: PipelineScale) -> list[F
 
 
 async def throughput(settings: Settings, scale: PipelineScale) -> list[Figure]:
-    bootstrap = settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(settings, ADMIN)
     prefix = unique("bench.") + "."
     warm = make_envelopes(scale.warmup_events)
     timed = make_envelopes(scale.events)
@@ -401,7 +403,7 @@ def _describe(label: str, latencies_ms: Sequence[float], achieved_rate: float) -
 
 
 async def latency(settings: Settings, scale: PipelineScale) -> list[Figure]:
-    bootstrap = settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(settings, ADMIN)
     prefix = unique("bench.") + "."
     rate = scale.rate_per_s
     warm = make_envelopes(int(rate * scale.warmup_s))

@@ -16,6 +16,7 @@ from bench.common import ACADEMY, LOWER_IS_BETTER, Figure, info, own_database, p
 from bench.pipeline import raw_clients
 from shared.events.assessment import StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.settings import Settings
 
@@ -50,8 +51,11 @@ async def _run(endpoints: Any, database_url: str, prefix: str) -> list[dict[str,
     trust = uuid.uuid4()
     warm, timed = _scores(int(RATE * WARMUP_S), trust), _scores(int(RATE * DURATION_S), trust)
     sent: dict[uuid.UUID, float] = {}
+    from flourish.kafka_acls import provision
+
+    await provision(settings)  # the prefix's topics and the services' ACLs, as Kafka's admin
     app = planning_service(settings)
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="bench-planning")
+    publisher = KafkaPublisher(kafka_options(settings, ADMIN), client_id="bench-planning")
     await publisher.start()
     topic = topic_for("assessment", prefix)
     try:
@@ -99,7 +103,7 @@ async def _raw_latency(settings: Settings, envelopes: list[Envelope]) -> list[fl
     """Raw producer → raw consumer, same records, same rate: what Kafka alone costs."""
     sent: dict[bytes, float] = {}
     received: dict[bytes, float] = {}
-    async with raw_clients(settings.kafka_bootstrap_servers, settings.topic_prefix, 3) as (topic, producer, consumer):
+    async with raw_clients(kafka_options(settings, ADMIN), settings.topic_prefix, 3) as (topic, producer, consumer):
         stop = asyncio.Event()
 
         async def consume() -> None:

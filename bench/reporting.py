@@ -29,8 +29,8 @@ from shared.datakeys import DataKey, new_data_key
 from shared.events.assessment import Level, ObservationRecorded, StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.events.sealing import EventSealing
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
-from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
 
 EVENTS = 60_000  # × --scale
@@ -83,7 +83,7 @@ async def run(scale: float = 1.0) -> list[dict[str, Any]]:
         try:
             figures = await _run(settings, topics, max(1000, int(EVENTS * scale)))
         finally:
-            await delete_topics(settings.kafka_bootstrap_servers, topics)
+            await delete_topics(kafka_options(settings, ADMIN), topics)
     return [json.loads(f.json_line()) for f in figures]
 
 
@@ -92,8 +92,10 @@ async def _run(settings: Settings, topics: list[str], events: int) -> list[Figur
     from shared.store.db import create_engine
 
     engine = create_engine(settings)
-    await ensure_topics(settings.kafka_bootstrap_servers, topics)
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="bench-reporting")
+    from flourish.kafka_acls import provision
+
+    await provision(settings)  # the prefix's topics and reporting's ACLs (the rebuild reads as reporting)
+    publisher = KafkaPublisher(kafka_options(settings, ADMIN), client_id="bench-reporting")
     keys = _Keys()
     sealing = EventSealing(keys)
     await publisher.start()
@@ -127,7 +129,7 @@ async def _run(settings: Settings, topics: list[str], events: int) -> list[Figur
 
 
 async def _raw_read(settings: Settings, topics: list[str]) -> float:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN), enable_auto_commit=False,
                                 group_id=None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024)
     await consumer.start()
     try:

@@ -39,10 +39,11 @@ from shared.events.registry import Event, registered_types
 from shared.events.sealing import EventSealing
 from shared.limits import BodySizeLimit
 from shared.logs import configure_logging
+from shared.messaging.clients import faststream_security, kafka_options
 from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, RetryPolicy
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
-from shared.messaging.topics import ensure_topics, platform_topics, topics_of
+from shared.messaging.topics import audit_fact_topic, require_topics, topics_of
 from shared.openapi import document_problems
 from shared.problems import ServiceUnavailable, install_problem_handlers
 from shared.settings import Settings
@@ -134,7 +135,9 @@ class Runtime:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings)
         self.store = EventStore(spec.tables)
-        self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}")
+        # Every Kafka client of the service logs in as the service (its own ACLs: flourish/kafka_acls.py).
+        self.kafka = kafka_options(settings, spec.name)
+        self.publisher = KafkaPublisher(self.kafka, client_id=f"flourish-{spec.name}")
         self.relay = OutboxRelay(
             self.engine,
             spec.tables,
@@ -150,7 +153,8 @@ class Runtime:
         # route it through the root handler, warnings only.
         broker_log = logging.getLogger(f"flourish.{spec.name}.kafka")
         broker_log.setLevel(logging.WARNING)
-        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}", logger=broker_log)
+        self.broker = KafkaBroker(settings.kafka_bootstrap_servers, client_id=f"flourish-{spec.name}", logger=broker_log,
+                                  security=faststream_security(self.kafka))
         self._retry = RetryPolicy(settings.consumer_max_attempts, settings.consumer_backoff_base_s,
                                   settings.consumer_backoff_max_s)
         self.runs_consumers = settings.role in ("all", "consumers")
@@ -225,11 +229,14 @@ class Runtime:
             self.consumers.append(consumer)
 
     async def _start(self, deps: Any) -> None:
+        # Topics are the admin's to make (flourish/kafka_acls.py); the service only checks they are there.
         prefix = self.settings.topic_prefix
-        await ensure_topics(
-            self.settings.kafka_bootstrap_servers,
-            platform_topics(prefix) + [c.dead_letter_topic for c in self.consumers],
-        )
+        await require_topics(self.kafka, [
+            topic_for(self.spec.name, prefix), audit_fact_topic(self.spec.name, prefix),
+            *(topic for spec in self.spec.consumers if self.runs_consumers
+              for context in spec.contexts for topic in topics_of(context, prefix)),
+            *(c.dead_letter_topic for c in self.consumers),
+        ])
         await self.publisher.start()
         await self.broker.start()
         self._stop.clear()

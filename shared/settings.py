@@ -128,6 +128,8 @@ class Settings(BaseSettings):
     def _dev_issuer_beside_state(self) -> Settings:
         if self.jwks_path is None:
             self.jwks_path = self.state_dir / "dev-issuer" / "jwks.json"
+        if self.kafka_credentials_dir is None:
+            self.kafka_credentials_dir = self.state_dir / "kafka" / "credentials"
         return self
 
     @property

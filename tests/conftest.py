@@ -22,8 +22,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import URL, MetaData, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher
-from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.tables import KernelTables, kernel_tables
@@ -128,7 +128,7 @@ async def engine(stack_settings: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="session")
 async def publisher(stack_settings: Settings) -> AsyncIterator[KafkaPublisher]:
-    publisher = KafkaPublisher(stack_settings.kafka_bootstrap_servers, client_id="flourish-tests")
+    publisher = KafkaPublisher(kafka_options(stack_settings, ADMIN), client_id="flourish-tests")
     await publisher.start()
     yield publisher
     await publisher.stop()
@@ -148,12 +148,21 @@ async def kernel(engine: AsyncEngine) -> AsyncIterator[KernelTables]:
         await conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
+TEST_PARTITIONS = 2
+
+
 @pytest.fixture
 async def topic_prefix(stack_settings: Settings) -> AsyncIterator[str]:
-    """Topics of the test's own; deleted afterwards so the broker does not collect thousands."""
+    """Topics of the test's own, made with the services' ACLs by the admin identity (services
+    may not create topics); topics and ACLs removed afterwards so the broker does not collect thousands."""
+    from flourish.kafka_acls import deprovision, provision
+
     prefix = f"test.{uuid.uuid4().hex[:10]}."
+    # Two partitions, not the platform's six: still more than one (what a partition-ordered consumer
+    # must handle), at a third of what the broker spends making the prefix's 18 topics.
+    await provision(stack_settings, prefix, partitions=TEST_PARTITIONS)
     yield prefix
-    await delete_topics_with_prefix(stack_settings.kafka_bootstrap_servers, prefix)
+    await deprovision(stack_settings, prefix)
 
 
 @pytest.fixture

@@ -11,13 +11,14 @@ import sys
 import typer
 from opentelemetry import trace
 
-from flourish.cli import admin, infra, migrate, platform, tokens
+from flourish.cli import admin, infra, kafka, migrate, platform, tokens
 from services.reporting.audit import cli as audit_cli
 from services.reporting.readmodels import cli as readmodels_cli
 from services.reporting.sharing import cli as sharing_cli
 
 app = typer.Typer(help="Operate Flourish: the local stack, the services, tokens and demo data.", no_args_is_help=True)
 app.add_typer(infra.app, name="infra")
+app.add_typer(kafka.app, name="kafka")
 app.add_typer(platform.app, name="platform")
 app.add_typer(audit_cli.app, name="audit")
 readmodels_cli.app.add_typer(sharing_cli.app, name="sharing")  # flourish reporting sharing ...

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from shared.events.audit import AdminAction
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.settings import Settings
 
 app = typer.Typer(help="Rotate the key-encryption key; put erasures back in force after a restore.",
@@ -188,7 +189,7 @@ async def reapply_all(settings: Settings, *, actor: str, ledger_schema: str = "r
 
     topic = topic_for("consent", settings.topic_prefix)
     try:
-        register = await read_kafka_register(settings.kafka_bootstrap_servers, topic)
+        register = await read_kafka_register(kafka_options(settings, ADMIN), topic)
     except Exception as error:  # noqa: BLE001 - Kafka away: replay nothing half, say why
         raise RegisterUnreadable(f"the consent topic {topic} could not be read ({type(error).__name__})") from None
     engine = create_engine(settings, pool_size=1)

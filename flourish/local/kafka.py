@@ -1,12 +1,18 @@
 """Runs the local single-node KRaft Kafka broker from Maven-fetched jars with the machine's JDK.
 
-Just over 400 lines: the broker's whole life (layout, properties, storage format, start,
-readiness, stop and crash) in the order it happens, like postgres.py beside it."""
+The broker authenticates every client (SASL/SCRAM-SHA-512 on the client listener, one identity
+per service plus `admin`) and authorises it with the standard authorizer: no ACL, no access. The
+controller listener of this combined node speaks SASL/PLAIN with a static `controller` user (KRaft
+cannot use SCRAM there: the SCRAM credentials live in the metadata the controller serves).
+
+The broker's whole life (layout, properties, storage format, start, readiness, stop and crash) in
+the order it happens, like postgres.py beside it."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import shutil
 import signal
 import subprocess
@@ -33,6 +39,15 @@ from flourish.local import (
     tail,
     wait_port_closed,
 )
+from shared.localsecrets import dev_secret, replace_atomically
+from shared.messaging.clients import (
+    ADMIN,
+    IDENTITIES,
+    SCRAM_MECHANISM,
+    KafkaCredentialsMissing,
+    credentials_file,
+    kafka_options,
+)
 from shared.settings import LOCAL_KAFKA_BOOTSTRAP, PROJECT_ROOT, Settings
 
 DEPLOY_DIR = PROJECT_ROOT / "deploy" / "local"
@@ -41,6 +56,7 @@ LIBS_DIR = DEPLOY_DIR / ".cache" / "kafka" / "libs"
 LOG4J_CONFIG = DEPLOY_DIR / "log4j2.properties"
 
 NODE_ID = 1
+CONTROLLER = "controller"  # the broker's login to its own controller listener (SASL/PLAIN, static)
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 # Small heap and upstream's G1 settings: a dev broker on a 2-core machine shares it with
@@ -106,6 +122,17 @@ class KafkaLayout:
     def cluster_id_file(self) -> Path:
         return self.root / "cluster-id"
 
+    @property
+    def sasl_marker(self) -> Path:
+        """Written once the storage is formatted with the SCRAM users: a data directory without it
+        predates authentication (dev state) and is formatted again."""
+        return self.root / "sasl-scram-formatted"
+
+    def password(self, identity: str) -> str:
+        """The identity's password, made once (owner-only, under credentials/)."""
+        return dev_secret(credentials_file(self.root.parent, identity),
+                          lambda: secrets.token_urlsafe(32).encode()).decode()
+
 
 def is_external(settings: Settings) -> bool:
     """KAFKA_BOOTSTRAP_SERVERS names another broker: use it, never start or stop one. Set to the
@@ -126,22 +153,28 @@ def ensure_kafka(settings: Settings) -> ComponentStatus:
     """Start the broker unless it already runs (or an external one is configured); wait until
     it answers."""
     if is_external(settings):
-        return _check_external(settings.kafka_bootstrap_servers)
+        return _check_external(settings, settings.kafka_bootstrap_servers)
     layout = KafkaLayout.from_settings(settings)
     pid = running_pid(layout)
+    if pid is not None and not layout.sasl_marker.exists():
+        # Started before the broker authenticated clients: stop it; the start below formats its
+        # data again with the SCRAM users (development state).
+        progress("kafka", f"pid {pid} runs without SASL/SCRAM authentication: restarting it")
+        stop_kafka(settings)
+        pid = None
     if pid is not None:
         progress("kafka", f"already running pid {pid} on {layout.bootstrap}")
-        wait_ready(layout, pid)
+        wait_ready(settings, layout, pid)
         return _managed_status(layout, pid, healthy=True)
     if port_open(layout.host, layout.port):
         if _explicit(settings):
             # The user asked for this address explicitly and something answers there: use it.
-            return _check_external(layout.bootstrap)
+            return _check_external(settings, layout.bootstrap)
         raise InfraError(
             f"kafka: {layout.bootstrap} is taken by a process this launcher did not start; "
             "stop it, or use it by setting KAFKA_BOOTSTRAP_SERVERS"
         )
-    pid = _start(layout)
+    pid = _start(settings, layout)
     return _managed_status(layout, pid, healthy=True)
 
 
@@ -165,22 +198,22 @@ def kafka_status(settings: Settings) -> ComponentStatus:
     layout = KafkaLayout.from_settings(settings)
     pid = None if is_external(settings) else running_pid(layout)
     if pid is not None:
-        return _managed_status(layout, pid, healthy=probe(layout.bootstrap))
+        return _managed_status(layout, pid, healthy=probe(settings, layout.bootstrap))
     if _explicit(settings):
         address = settings.kafka_bootstrap_servers
-        healthy = probe(address)
+        healthy = probe(settings, address)
         running = healthy or port_open(*split_host_port(address, 9092))
         return ComponentStatus("kafka", address, False, None, running, healthy, "KAFKA_BOOTSTRAP_SERVERS")
     return ComponentStatus("kafka", layout.bootstrap, True, None, False, False, _not_running_detail(layout))
 
 
-def probe(bootstrap: str, timeout: float = 5.0) -> bool:
-    """Whether a broker at `bootstrap` answers a metadata request and lists at least one broker."""
+def probe(settings: Settings, bootstrap: str, timeout: float = 5.0) -> bool:
+    """Whether a broker at `bootstrap` lets the admin identity in and lists at least one broker."""
     host, port = split_host_port(bootstrap, 9092)
     # A plain TCP check first: aiokafka logs an ERROR for every refused connection.
     if not port_open(host, port):
         return False
-    return run_sync(lambda: _probe_async(bootstrap, timeout))
+    return run_sync(lambda: _probe_async(settings, bootstrap, timeout))
 
 
 # --- process management --------------------------------------------------------------------
@@ -213,7 +246,7 @@ def _find_orphan(layout: KafkaLayout) -> int | None:
     return None
 
 
-def _start(layout: KafkaLayout) -> int:
+def _start(settings: Settings, layout: KafkaLayout) -> int:
     java = _require_java()
     _ensure_libs()
     for folder in (layout.root, layout.data_dir, layout.logs_dir):
@@ -222,7 +255,7 @@ def _start(layout: KafkaLayout) -> int:
     _format_storage(layout, java)
     started = time.monotonic()
     pid = _spawn(layout, java)
-    wait_ready(layout, pid)
+    wait_ready(settings, layout, pid)
     progress("kafka", f"started pid {pid} on {layout.bootstrap} ({time.monotonic() - started:.1f}s)")
     return pid
 
@@ -255,14 +288,14 @@ def _spawn(layout: KafkaLayout, java: str) -> int:
     return pid
 
 
-def wait_ready(layout: KafkaLayout, pid: int, timeout: float = READY_TIMEOUT_S) -> None:
+def wait_ready(settings: Settings, layout: KafkaLayout, pid: int, timeout: float = READY_TIMEOUT_S) -> None:
     """Block until the broker answers metadata requests; fail early if its process dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process_alive(pid):
             layout.pid_file.unlink(missing_ok=True)
             raise InfraError(f"kafka: broker pid {pid} exited during startup\n{_logs_tail(layout)}")
-        if probe(layout.bootstrap):
+        if probe(settings, layout.bootstrap):
             return
         time.sleep(0.5)
     raise InfraError(
@@ -279,17 +312,35 @@ def _logs_tail(layout: KafkaLayout) -> str:
 
 
 def write_properties(layout: KafkaLayout) -> None:
-    """Rewritten on every start so that changes here reach an existing data directory."""
+    """Rewritten on every start so that changes here reach an existing data directory. Owner-only:
+    it carries the admin's and the controller's passwords (the broker's own logins)."""
     controller = f"{layout.host}:{layout.controller_port}"
+    admin, controller_password = layout.password(ADMIN), layout.password(CONTROLLER)
     settings = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
         "controller.quorum.bootstrap.servers": controller,
-        "listeners": f"PLAINTEXT://{layout.bootstrap},CONTROLLER://{controller}",
-        "advertised.listeners": f"PLAINTEXT://{layout.bootstrap},CONTROLLER://{controller}",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "listeners": f"CLIENT://{layout.bootstrap},CONTROLLER://{controller}",
+        "advertised.listeners": f"CLIENT://{layout.bootstrap},CONTROLLER://{controller}",
+        "inter.broker.listener.name": "CLIENT",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "listener.security.protocol.map": "CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        # Clients (and the broker to itself) log in with SCRAM; the broker to its controller with
+        # PLAIN and the one static user the controller's JAAS names.
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "listener.name.client.sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        "listener.name.client.scram-sha-512.sasl.jaas.config":
+            f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{admin}";',
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config":
+            "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            f'username="{CONTROLLER}" password="{controller_password}" user_{CONTROLLER}="{controller_password}";',
+        # No ACL, no access; only the admin (and the controller's own login) are above the ACLs.
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": f"User:{ADMIN};User:{CONTROLLER}",
         "log.dirs": layout.data_dir,
         # One node: every internal topic has exactly one replica.
         "offsets.topic.replication.factor": 1,
@@ -300,7 +351,9 @@ def write_properties(layout: KafkaLayout) -> None:
         "default.replication.factor": 1,
         "min.insync.replicas": 1,
         "num.partitions": 3,
-        "auto.create.topics.enable": "true",
+        # Topics are made by the admin identity (the launcher, the tests' fixtures), never by a
+        # client that happens to name one.
+        "auto.create.topics.enable": "false",
         # Consumers in tests join a fresh group; don't make them wait 3s for more members.
         "group.initial.rebalance.delay.ms": 0,
         # Fewer threads than the defaults: two cores, one developer.
@@ -310,10 +363,10 @@ def write_properties(layout: KafkaLayout) -> None:
         "log.retention.hours": 168,
     }
     body = "\n".join(f"{key}={value}" for key, value in settings.items())
-    layout.properties.write_text(
-        "# Written by flourish/local/kafka.py on every `flourish infra up`; edits are overwritten.\n"
-        + body
-        + "\n"
+    replace_atomically(
+        layout.properties,
+        ("# Written by flourish/local/kafka.py on every `flourish infra up`; edits are overwritten.\n"
+         + body + "\n").encode(),
     )
 
 
@@ -331,9 +384,20 @@ def cluster_id(layout: KafkaLayout) -> str:
 
 
 def _format_storage(layout: KafkaLayout, java: str) -> None:
+    """Format the data directory once, with a SCRAM user per identity; a directory formatted before
+    the broker authenticated clients (no marker) is development state: formatted again, empty."""
     if (layout.data_dir / "meta.properties").exists():
-        return
-    progress("kafka", "formatting storage")
+        if layout.sasl_marker.exists():
+            return
+        progress("kafka", "the data directory predates SASL/SCRAM authentication: formatting it again (its topics are dropped)")
+        shutil.rmtree(layout.data_dir)
+        layout.data_dir.mkdir(parents=True)
+    progress("kafka", "formatting storage with a SCRAM user per identity")
+    users = [
+        argument
+        for identity in IDENTITIES
+        for argument in ("--add-scram", f"{SCRAM_MECHANISM}=[name={identity},password={layout.password(identity)}]")
+    ]
     command = [
         java,
         "-Xmx256m",
@@ -348,10 +412,16 @@ def _format_storage(layout: KafkaLayout, java: str) -> None:
         cluster_id(layout),
         "-c",
         str(layout.properties),
+        *users,
     ]
     result = subprocess.run(command, capture_output=True, text=True, cwd=layout.root, check=False)
     if result.returncode != 0:
-        raise InfraError(f"kafka: formatting storage failed:\n{result.stdout}{result.stderr}")
+        # The output may echo the command line; never its passwords.
+        shown = f"{result.stdout}{result.stderr}"
+        for identity in IDENTITIES:
+            shown = shown.replace(layout.password(identity), "***")
+        raise InfraError(f"kafka: formatting storage failed:\n{shown}")
+    layout.sasl_marker.write_text(f"{SCRAM_MECHANISM} users: {', '.join(IDENTITIES)}\n")
 
 
 def _ensure_libs() -> None:
@@ -379,8 +449,8 @@ def _classpath() -> str:
     return str(LIBS_DIR / "*")
 
 
-def _check_external(bootstrap: str) -> ComponentStatus:
-    if not probe(bootstrap):
+def _check_external(settings: Settings, bootstrap: str) -> ComponentStatus:
+    if not probe(settings, bootstrap):
         raise InfraError(f"kafka: KAFKA_BOOTSTRAP_SERVERS={bootstrap} does not answer")
     progress("kafka", f"using external broker at {bootstrap} (KAFKA_BOOTSTRAP_SERVERS)")
     return ComponentStatus("kafka", bootstrap, False, None, True, True, "KAFKA_BOOTSTRAP_SERVERS")
@@ -390,8 +460,12 @@ def _managed_status(layout: KafkaLayout, pid: int, *, healthy: bool) -> Componen
     return ComponentStatus("kafka", layout.bootstrap, True, pid, True, healthy, str(layout.root))
 
 
-async def _probe_async(bootstrap: str, timeout: float) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
+async def _probe_async(settings: Settings, bootstrap: str, timeout: float) -> bool:
+    try:
+        options = {**kafka_options(settings, ADMIN), "bootstrap_servers": bootstrap}
+    except KafkaCredentialsMissing:  # no admin password yet: the broker is not formatted yet
+        return False
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
         cluster = await asyncio.wait_for(admin.describe_cluster(), timeout)

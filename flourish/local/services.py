@@ -80,6 +80,9 @@ def platform_environment(settings: Settings) -> dict[str, str]:
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "FLOURISH_STATE_DIR": str(settings.state_dir),
         "FLOURISH_TOPIC_PREFIX": settings.topic_prefix,
+        # Each service logs in to Kafka as itself, with the password the local broker made for it.
+        "FLOURISH_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,
+        "FLOURISH_KAFKA_CREDENTIALS_DIR": str(settings.kafka_credentials_dir),
         "FLOURISH_JWKS_PATH": str(settings.jwks_path),
         **peer_environment(settings),
         # The consent service's subject-access export gathers the other services' parts.

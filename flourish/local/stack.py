@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import make_url
 
-from flourish.local import ComponentStatus, InfraError, file_lock, kafka, postgres
+from flourish.local import ComponentStatus, InfraError, file_lock, kafka, postgres, run_sync
 from shared.settings import Settings
 
 __all__ = [
@@ -37,10 +37,16 @@ class StackEndpoints:
 
 def ensure_stack(settings: Settings | None = None) -> StackEndpoints:
     """Start whatever is not running yet (both at once: Kafka's JVM boots while PostgreSQL
-    initialises) and return the endpoints once both answer. Safe to call any number of times."""
+    initialises) and return the endpoints once both answer; then, as Kafka's admin, make the
+    platform's topics (settings.topic_prefix) and apply the services' ACLs (flourish/kafka_acls.py).
+    Safe to call any number of times."""
     settings = settings or Settings()
     with file_lock(_lock_path(settings)):
         _in_parallel(lambda: postgres.ensure_postgres(settings), lambda: kafka.ensure_kafka(settings))
+        if not kafka.is_external(settings):  # an external broker's topics and users are its operator's
+            from flourish.kafka_acls import provision
+
+            run_sync(lambda: provision(settings))
     return endpoints(settings)
 
 

@@ -96,7 +96,7 @@ def bootstrap(settings: ConsentServiceSettings, *, kek: KeyEncryptionKey | KekKe
     async def build(runtime: Runtime) -> AsyncIterator[Consent]:
         # Before anything is served: a database restored from a backup older than an erasure
         # would bring the pupil's key back. It refuses to start until reapply-erasures has run.
-        checked = await check_not_restored(runtime.engine, kernel_settings.kafka_bootstrap_servers,
+        checked = await check_not_restored(runtime.engine, runtime.kafka,
                                            topic_for("consent", kernel_settings.topic_prefix),
                                            timeout_s=settings.consent.restore_check_timeout_s)
         log.info("erasure register checked", extra={"count": checked})

@@ -134,14 +134,14 @@ class KafkaRegister:
     undecodable: int = 0
 
 
-async def read_kafka_register(bootstrap: str, topic: str, start: Mapping[int, int] | None = None,
+async def read_kafka_register(kafka: Mapping[str, Any], topic: str, start: Mapping[int, int] | None = None,
                               *, timeout_s: float = 120.0) -> KafkaRegister:
     """Every PupilErased and RetentionExpired on the consent topic from `start` (per partition;
     absent: from the beginning) to the end it had when asked. Records of other types are skipped
     by their ce_type header, without decoding."""
     start = start or {}
     register = KafkaRegister()
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    reader = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None)
     await reader.start()
     try:
         await reader._client.force_metadata_update()  # noqa: SLF001  (no public refresh in aiokafka)
@@ -224,12 +224,12 @@ async def keys_back(conn: AsyncConnection, entries: Iterable[RegisterEntry]) -> 
     return set(erased) - tombstoned
 
 
-async def check_not_restored(engine: AsyncEngine, bootstrap: str, topic: str, *, timeout_s: float = 120.0) -> int:
+async def check_not_restored(engine: AsyncEngine, kafka: Mapping[str, Any], topic: str, *, timeout_s: float = 120.0) -> int:
     """Raise ConsentRestored if an erasure published on the consent topic since the last check
     is not in force here; otherwise advance the mark. Returns how many erasures were checked."""
     async with engine.connect() as conn:
         start = await checked_offsets(conn, topic)
-    register = await read_kafka_register(bootstrap, topic, start, timeout_s=timeout_s)
+    register = await read_kafka_register(kafka, topic, start, timeout_s=timeout_s)
     if register.truncated:
         raise ConsentRestored(
             f"the consent database last checked the erasure register at offsets the topic {topic} no longer holds "

@@ -114,7 +114,7 @@ SPEC = ServiceSpec(
                readmodels.readmodels_consumer(),
                readmodels.erasure_consumer()],
     problems=errors_to_problems.PROBLEMS,
-    background_tasks=[audit.sign_checkpoints, audit.verify_periodically, audit.keep_audit_topic,
+    background_tasks=[audit.sign_checkpoints, audit.verify_periodically,
                       sharing.deliver_webhooks, sharing.send_notices],
     keyring=lambda runtime, reporting: reporting.keyring,
 )

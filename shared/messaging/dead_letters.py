@@ -6,15 +6,19 @@ rebuild never has what the live read model never had, whatever order it reads th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 Source = tuple[str, int, int]
 """A record's topic, partition and offset."""
 
 
-async def dead_lettered_sources(bootstrap_servers: str, dead_letter_topic: str) -> set[Source]:
-    """Where every record on the dead-letter topic (up to its end now) came from."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
+async def dead_lettered_sources(kafka: Mapping[str, Any], dead_letter_topic: str) -> set[Source]:
+    """Where every record on the dead-letter topic (up to its end now) came from. `kafka`: where and
+    as whom (shared.messaging.clients.kafka_options)."""
+    reader = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None,
                               auto_offset_reset="earliest")
     await reader.start()
     try:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -27,9 +28,10 @@ class KafkaPublisher:
     absorbs.
     """
 
-    def __init__(self, bootstrap_servers: str, client_id: str = "flourish") -> None:
+    def __init__(self, kafka: Mapping[str, Any], client_id: str = "flourish") -> None:
+        """`kafka`: where and as whom (shared.messaging.clients.kafka_options)."""
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
+            **kafka,
             client_id=client_id,
             enable_idempotence=True,
             acks="all",

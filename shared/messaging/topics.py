@@ -1,10 +1,12 @@
-"""The Kafka topics the platform uses, and creating them where no operator has (local, tests)."""
+"""The Kafka topics the platform uses; creating and deleting them is the admin identity's (local
+launcher, tests, bench: flourish/kafka_acls.py makes a prefix's topics and ACLs)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
@@ -102,11 +104,12 @@ def platform_topics(prefix: str = TOPIC_PREFIX) -> list[str]:
 
 
 async def ensure_topics(
-    bootstrap_servers: str, topics: Iterable[str], partitions: int = DEFAULT_PARTITIONS
+    kafka: Mapping[str, Any], topics: Iterable[str], partitions: int = DEFAULT_PARTITIONS
 ) -> None:
-    """Create the topics that do not exist yet. In production Strimzi's KafkaTopic resources
-    own them (deploy/k8s); this is for the local stack and tests."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    """Create the topics that do not exist yet, logged in as `kafka` says (the admin identity: no
+    service may create topics). In production Strimzi's KafkaTopic resources own them (deploy/k8s);
+    this is for the local stack, tests and bench."""
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -126,9 +129,9 @@ async def ensure_topics(
         await admin.close()
 
 
-async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str) -> None:
-    """Delete every topic whose name starts with `prefix` (a test run's, a bench's)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def delete_topics_with_prefix(kafka: Mapping[str, Any], prefix: str) -> None:
+    """Delete every topic whose name starts with `prefix` (a test run's, a bench's), as admin."""
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         mine = [topic for topic in await admin.list_topics() if topic.startswith(prefix)]
@@ -136,3 +139,22 @@ async def delete_topics_with_prefix(bootstrap_servers: str, prefix: str) -> None
             await admin.delete_topics(mine)
     finally:
         await admin.close()
+
+
+class MissingTopics(RuntimeError):
+    """Topics a service needs that nobody made (the admin step: `flourish infra up`, Strimzi)."""
+
+
+async def require_topics(kafka: Mapping[str, Any], topics: Iterable[str]) -> None:
+    """Refuse (MissingTopics, naming them) unless every topic exists and this identity may see it.
+    A service never creates a topic: it checks, as itself, that the admin made them."""
+    admin = AIOKafkaAdminClient(**kafka)
+    await admin.start()
+    try:
+        visible = set(await admin.list_topics())
+    finally:
+        await admin.close()
+    missing = [topic for topic in dict.fromkeys(topics) if topic not in visible]
+    if missing:
+        raise MissingTopics(f"Kafka topics missing (or not visible to this service's identity): {', '.join(missing)}; "
+                            "the admin step makes them: `flourish infra up` locally, KafkaTopic resources in a cluster")

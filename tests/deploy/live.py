@@ -17,19 +17,21 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
+from flourish.kafka_acls import deprovision, provision
 from flourish.local.postgres import drop_database
 from flourish.local.services import SERVICES
-from shared.messaging.topics import delete_topics_with_prefix, topics_of
+from shared.messaging.topics import topics_of
 from shared.settings import Settings
 from tests.deploy.manifests import ROOT
 
@@ -145,6 +147,7 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
     database_url = stack.database_url.rsplit("/", 1)[0] + f"/{database}"
     prefix = f"deploytest.{suffix}."
     await _create_database(admin_url, database)
+    await provision(stack, prefix)  # as Kafka's admin, as `flourish infra up` and Strimzi do
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("FLOURISH_", "DATABASE_URL", "KAFKA_"))},
         "PYTHONPATH": str(site),  # the installed wheel, never the checkout
@@ -152,6 +155,8 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers,
         "FLOURISH_TOPIC_PREFIX": prefix,
         "FLOURISH_STATE_DIR": str(work / "state"),
+        # Each service logs in to Kafka as itself, with the local broker's password for it.
+        "FLOURISH_KAFKA_CREDENTIALS_DIR": str(stack.kafka_credentials_dir),
         "FLOURISH_ROLE": "all",
         "FLOURISH_LOG_LEVEL": "WARNING",
     }
@@ -172,7 +177,7 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
         for service in services.values():
             _stop(service)
         await drop_database(admin_url, database)
-        await delete_topics_with_prefix(stack.kafka_bootstrap_servers, prefix)
+        await deprovision(stack, prefix)
 
 
 # --- Making every metric happen ------------------------------------------------------------------
@@ -219,12 +224,12 @@ async def exercise_outbox(platform: LivePlatform) -> Callable[[], object]:
     return remove_oversized
 
 
-async def exercise_consumers(platform: LivePlatform, bootstrap: str) -> list[str]:
+async def exercise_consumers(platform: LivePlatform, bootstrap: Mapping[str, Any]) -> list[str]:
     """An undecodable record on every topic a declared consumer group reads: each group
     dead-letters it. Returns the services that have consumer groups."""
     import importlib
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(**bootstrap)
     await producer.start()
     with_consumers = []
     try:

@@ -15,6 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flourish.local.services import SERVICES
+from shared.messaging.clients import ADMIN, kafka_options
 from tests.deploy import live
 from tests.deploy.conftest import PENDING_REPORT, Tools
 from tests.deploy.promql import TARGET_LABELS, alert_queries, dashboard_queries, pending_metrics, selectors
@@ -28,7 +29,7 @@ async def scrapes(stack_settings, tmp_path_factory) -> AsyncIterator[dict[str, s
     async with live.live_platform(stack_settings, tmp_path_factory.mktemp("live-platform")) as platform:
         await live.exercise_http(platform)
         remove_oversized = await live.exercise_outbox(platform)
-        with_consumers = await live.exercise_consumers(platform, stack_settings.kafka_bootstrap_servers)
+        with_consumers = await live.exercise_consumers(platform, kafka_options(stack_settings, ADMIN))
         conditions = {"assessment": ["flourish_outbox_published_total", "flourish_outbox_publish_failures_total"]}
         for name in with_consumers:
             conditions.setdefault(name, []).append("flourish_dead_lettered_total")

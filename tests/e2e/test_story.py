@@ -35,9 +35,9 @@ from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from standardwebhooks.webhooks import Webhook
 
+from flourish.kafka_acls import deprovision, provision
 from flourish.local.services import platform_environment
 from shared.auth import Role
-from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from tests.conftest import database_of_its_own
 from tests.e2e.conftest import Platform, Receiver, _platform
@@ -168,10 +168,11 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def platform(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
     """The four services, started once for every step (the conftest's `platform` is per test)."""
     prefix = f"test.{uuid.uuid4().hex[:10]}."
+    await provision(stack_settings, prefix)  # the prefix's topics and ACLs, as Kafka's admin
     with database_of_its_own(stack_settings, "e2e") as own:
         async for platform in _platform(own, prefix, tmp_path_factory.mktemp("e2e")):
             yield platform
-    await delete_topics_with_prefix(stack_settings.kafka_bootstrap_servers, prefix)
+    await deprovision(stack_settings, prefix)
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from flourish.kafka_acls import deprovision, provision
 from flourish.local import run_sync
 from flourish.local.services import platform_environment, start_services, stop_services
 from shared.auth import DevIssuer, Role
-from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from shared.store.db import create_engine
 from tests.conftest import database_of_its_own
@@ -66,11 +66,12 @@ def _platform(base: Settings, tmp_path_factory: pytest.TempPathFactory) -> Itera
     })
     issuer = DevIssuer(settings)
     try:
+        run_sync(lambda: provision(settings))  # the prefix's topics and ACLs, as Kafka's admin
         start_services(settings, platform_environment(settings))
         yield _seed(settings, issuer)
     finally:
         stop_services(settings)
-        run_sync(lambda: delete_topics_with_prefix(settings.kafka_bootstrap_servers, settings.topic_prefix))
+        run_sync(lambda: deprovision(settings, settings.topic_prefix))
 
 
 def _seed(settings: Settings, issuer: DevIssuer) -> Platform:

@@ -12,6 +12,9 @@ from typer.testing import CliRunner
 
 from flourish.cli.infra import app
 from flourish.local.stack import StackEndpoints, ensure_stack, stack_status
+from shared.messaging.clients import ADMIN, kafka_options
+from shared.messaging.topics import ensure_topics
+from shared.settings import Settings
 
 # The stack stays up after these tests: the other integration tests reuse it.
 pytestmark = pytest.mark.infra
@@ -31,7 +34,7 @@ def test_ensure_stack_is_idempotent(endpoints: StackEndpoints) -> None:
 
 def test_endpoints_use_the_asyncpg_driver(endpoints: StackEndpoints) -> None:
     assert endpoints.database_url.startswith("postgresql+asyncpg://")
-    assert endpoints.kafka_bootstrap_servers
+    assert kafka_options(Settings(), ADMIN)
 
 
 async def test_ensure_stack_can_be_called_from_inside_an_event_loop(endpoints: StackEndpoints) -> None:
@@ -48,7 +51,8 @@ async def test_postgres_answers_select_1(endpoints: StackEndpoints) -> None:
 
 async def test_kafka_round_trips_a_message(endpoints: StackEndpoints) -> None:
     topic = f"test-infra-{uuid.uuid4().hex}"
-    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap_servers, acks="all")
+    await ensure_topics(kafka_options(Settings(), ADMIN), [topic], partitions=1)  # no client creates topics by naming them
+    producer = AIOKafkaProducer(**kafka_options(Settings(), ADMIN), acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topic, b"hello", key=b"greeting")
@@ -57,7 +61,7 @@ async def test_kafka_round_trips_a_message(endpoints: StackEndpoints) -> None:
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=endpoints.kafka_bootstrap_servers,
+        **kafka_options(Settings(), ADMIN),
         group_id=f"test-infra-{uuid.uuid4().hex}",
         auto_offset_reset="earliest",
     )

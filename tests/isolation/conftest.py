@@ -20,6 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from flourish.kafka_acls import deprovision, provision
 from flourish.local.postgres import ensure_service_logins, service_database_url
 from services.assessment.app import app as assessment_service
 from services.consent.app import ConsentServiceSettings, ConsentSettings
@@ -28,7 +29,6 @@ from services.planning.app import app as planning_service
 from services.reporting.app import ReportingServiceSettings
 from services.reporting.app import app as reporting_service
 from shared.auth import TRUST_ROLES, DevIssuer, Role
-from shared.messaging.topics import delete_topics_with_prefix
 from shared.settings import Settings
 from tests.integration.assessment.helpers import SAMPLE, roster_csv, upn
 from tests.integration.kernel.helpers import eventually
@@ -107,6 +107,7 @@ async def platform(stack_settings, tmp_path_factory) -> AsyncIterator[Platform]:
     # Each service as it runs deployed: connected as its own role, which owns nothing, so the
     # tenant policy binds it as it binds any non-owner (docs/security.md "Database roles").
     ensure_service_logins(settings, ("assessment", "planning", "consent", "reporting"))
+    await provision(settings, prefix)  # as Kafka's admin: the services may not make topics
 
     def as_role(service: str) -> Settings:
         return settings.model_copy(update={"database_url": service_database_url(settings, service)})
@@ -128,7 +129,7 @@ async def platform(stack_settings, tmp_path_factory) -> AsyncIterator[Platform]:
             apps={"assessment": assessment_app, "planning": planning_app, "consent": consent_app, "reporting": reporting_app},
             issuer=DevIssuer(settings), receiver=receiver, settings=settings,
         )
-    await delete_topics_with_prefix(settings.kafka_bootstrap_servers, prefix)
+    await deprovision(settings, prefix)
 
 
 async def _receiving(stack: AsyncExitStack) -> Receiver:

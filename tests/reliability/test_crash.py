@@ -30,6 +30,7 @@ from services.reporting.readmodels.rebuild import partitions_of, rebuild
 from services.reporting.readmodels.tables import NAMES, SCHEMA
 from shared.auth import DevIssuer
 from shared.events.envelope import topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.settings import STATE_DIR, Settings
 
 STATE = STATE_DIR / "reliability"
@@ -148,8 +149,8 @@ async def _recovery(load: Load, fault_at: float, back_at: float) -> dict[str, fl
 
 async def _caught_up(settings: Settings, timeout_s: float = 60) -> None:
     """Wait until every consumer group on the test's stack has committed every record it reads."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_options(settings, ADMIN))
+    consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN))
     await admin.start()
     await consumer.start()
     try:
@@ -174,7 +175,7 @@ async def _caught_up(settings: Settings, timeout_s: float = 60) -> None:
 
 async def _dead_letters(settings: Settings) -> int:
     """Records on the dead-letter topics: an event a consumer gave up on during a fault."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN))
     await consumer.start()
     try:
         topics = [t for t in await consumer.topics() if t.startswith(f"{settings.topic_prefix}dlq.")]
@@ -196,7 +197,7 @@ async def _store_and_topic(settings: Settings, trust_id: uuid.UUID) -> tuple[set
                                                                trust_id)}
     finally:
         await conn.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN), enable_auto_commit=False)
     await consumer.start()
     published: Counter[str] = Counter()
     try:

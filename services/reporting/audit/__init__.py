@@ -8,7 +8,7 @@ checkpoints; and the queries a data-protection officer asks of it (docs/audit.md
     consumers.py    the consumer that records events from Kafka into the ledger
     deps.py         what routes and tasks are handed (ledger, queries, settings), built at start
     checkpoints.py  signing checkpoints (background task, and on demand for proofs)
-    audit_topic.py  keeping the audit topic forever
+    audit_topic.py  Kafka as the ledger's witness and record (the admin keeps the audit topics forever)
     queries.py      the audit queries;  api.py the HTTP API;  proofs.py proofs for a person
     verification.py verifying online and from an export (the CLI's `flourish audit`)
     watch.py        the service re-verifying the whole ledger every few hours
@@ -17,7 +17,6 @@ checkpoints; and the queries a data-protection officer asks of it (docs/audit.md
 from __future__ import annotations
 
 from services.reporting.audit.api import audit_router
-from services.reporting.audit.audit_topic import keep_audit_topic
 from services.reporting.audit.checkpoints import sign_checkpoints
 from services.reporting.audit.consumers import ledger_consumer
 from services.reporting.audit.deps import Audit
@@ -26,6 +25,6 @@ from services.reporting.audit.settings import AuditSettings
 from services.reporting.audit.watch import verify_periodically
 
 __all__ = [
-    "Audit", "AuditSettings", "Ledger", "audit_router", "keep_audit_topic", "ledger_consumer", "sign_checkpoints",
+    "Audit", "AuditSettings", "Ledger", "audit_router", "ledger_consumer", "sign_checkpoints",
     "verify_periodically",
 ]

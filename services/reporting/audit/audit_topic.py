@@ -5,20 +5,20 @@ write, so the topic says who recorded a fact (shared.messaging.provenance). The 
 <prefix>audit topic they all used before is written no more; its history is still read here and
 by recover.py, which take its facts' sources as they claim (they predate the per-producer topics).
 
-In production the topics' KafkaTopic resources say so (Strimzi reconciles them); on the local stack
-and in tests the kernel creates topics with the broker's defaults (seven days), so the reporting
-service sets the audit topics' retention itself when it starts.
+Setting their retention is the admin identity's, never the reporting service's (whose ACLs allow no ALTER_CONFIGS):
+in production the topics' KafkaTopic resources say so (Strimzi reconciles it); on the local stack
+and in tests the admin step that makes the topics sets it (flourish/kafka_acls.py `provision`).
+Kafka is also the ledger's witness (KafkaTopicWitness) and the record of what it should hold.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -28,13 +28,9 @@ from aiokafka.errors import KafkaError
 
 from services.reporting.audit.domain.chain import Checkpoint
 from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable
-from shared.events.envelope import topic_for
 from shared.events.registry import UnknownEventType, model_for
 from shared.messaging.provenance import producer_of, wrong_producer
-from shared.messaging.topics import AUDIT_CONTEXT, AUDIT_WITNESS, audit_fact_topics, legacy_audit_topic, topics_of
-
-if TYPE_CHECKING:
-    from shared.service import Runtime
+from shared.messaging.topics import AUDIT_CONTEXT, AUDIT_WITNESS, legacy_audit_topic, topics_of
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +41,9 @@ class TopicConfigRefused(Exception):
     pass
 
 
-async def keep_topic_forever(bootstrap_servers: str, topic: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def keep_topic_forever(kafka: Mapping[str, Any], topic: str) -> None:
+    """Set the topic's retention to forever, logged in as `kafka` says (only admin may)."""
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         responses = await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=KEEP_FOREVER)])
@@ -58,9 +55,9 @@ async def keep_topic_forever(bootstrap_servers: str, topic: str) -> None:
                 raise TopicConfigRefused(f"{topic}: error {error_code} {error_message or ''}".strip())
 
 
-async def topic_retention(bootstrap_servers: str, topic: str) -> dict[str, str]:
-    """The topic's effective retention settings (for tests and operators)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+async def topic_retention(kafka: Mapping[str, Any], topic: str) -> dict[str, str]:
+    """The topic's effective retention settings (for tests and operators; admin)."""
+    admin = AIOKafkaAdminClient(**kafka)
     await admin.start()
     try:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
@@ -73,30 +70,6 @@ async def topic_retention(bootstrap_servers: str, topic: str) -> dict[str, str]:
         for name, value, *_ in resource[4]
         if name in KEEP_FOREVER
     }
-
-
-async def keep_audit_topic(runtime: Runtime, reporting: Any, stop: asyncio.Event) -> None:
-    """Background task: set the audit topic's retention once, retrying while Kafka is away (unless
-    FLOURISH_AUDIT_KEEP_AUDIT_TOPIC_FOREVER is off: the reporting service's `.audit.settings`)."""
-    if not reporting.audit.settings.keep_audit_topic_forever:
-        return
-    prefix = runtime.settings.topic_prefix
-    # Not the legacy shared audit topic: nothing creates it any more (a deployment that has it
-    # declares it, kept forever, in its KafkaTopic).
-    topics = [*audit_fact_topics(prefix), topic_for(CHECKPOINTS_CONTEXT, prefix)]
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            for topic in topics:
-                await keep_topic_forever(runtime.settings.kafka_bootstrap_servers, topic)
-            return
-        except Exception as error:  # noqa: BLE001 - Kafka away or refusing: logged, and tried again until stopped
-            log.warning("could not set the audit topics' retention yet",
-                        extra={"topics": topics, "error_type": type(error).__name__})
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=delay)
-        except TimeoutError:
-            delay = min(delay * 2, 30.0)
 
 
 # --- Kafka as a witness, and as the record of what the ledger should hold --------------------
@@ -123,10 +96,10 @@ def recorded_source(topic: str, event_type: str, context: str, claimed: str, pre
     return producer_of(topic, prefix)
 
 
-async def read_topics(bootstrap_servers: str, topics: Sequence[str]) -> AsyncIterator[ConsumerRecord[Any, Any]]:
+async def read_topics(kafka: Mapping[str, Any], topics: Sequence[str]) -> AsyncIterator[ConsumerRecord[Any, Any]]:
     """Every record on these topics, from the beginning up to their end when called (topics that
     do not exist yet hold nothing). No consumer group: nothing is committed, nobody is disturbed."""
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None,
+    reader = AIOKafkaConsumer(**kafka, enable_auto_commit=False, group_id=None,
                               auto_offset_reset="earliest")
     await reader.start()
     try:
@@ -154,8 +127,8 @@ class KafkaTopicWitness:
     records every event there, and would chain its own checkpoints. Kafka cannot refuse a second
     record, so a different checkpoint at the same place is found when the topic is read."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, ledger: str) -> None:
-        self.bootstrap_servers, self.topic, self.ledger = bootstrap_servers, topic, ledger
+    def __init__(self, kafka: Mapping[str, Any], topic: str, ledger: str) -> None:
+        self.kafka, self.topic, self.ledger = kafka, topic, ledger
         self.name = f"kafka:{topic}"
         self._producer: AIOKafkaProducer | None = None
         self._read: dict[UUID, dict[int, Checkpoint]] | None = None
@@ -168,7 +141,7 @@ class KafkaTopicWitness:
         document = checkpoint.as_json() | ({"entries": [list(e) for e in entries]} if entries is not None else {})
         try:
             if self._producer is None:
-                producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap_servers, acks="all",
+                producer = AIOKafkaProducer(**self.kafka, acks="all",
                                             enable_idempotence=True, request_timeout_ms=10_000)
                 await producer.start()
                 self._producer = producer
@@ -188,7 +161,7 @@ class KafkaTopicWitness:
             found: dict[UUID, dict[int, Checkpoint]] = {}
             prefix = f"{self.ledger}/".encode()
             try:
-                async for record in read_topics(self.bootstrap_servers, [self.topic]):
+                async for record in read_topics(self.kafka, [self.topic]):
                     if not (record.key or b"").startswith(prefix):
                         continue
                     document = json.loads(record.value)
@@ -225,14 +198,14 @@ class Published:
     published_at: datetime
 
 
-async def ledger_events(bootstrap_servers: str, prefix: str) -> dict[UUID, dict[UUID, Published]]:
+async def ledger_events(kafka: Mapping[str, Any], prefix: str) -> dict[UUID, dict[UUID, Published]]:
     """Every event the ledger records, per trust, from the topics it records from (kept forever):
     headers only, no payload is parsed."""
     from services.reporting.audit.domain.facts import is_recorded
 
     recorded: dict[str, str | None] = {}  # the type's context, if the ledger records it
     found: dict[UUID, dict[UUID, Published]] = {}
-    async for record in read_topics(bootstrap_servers, ledger_topics(prefix)):
+    async for record in read_topics(kafka, ledger_topics(prefix)):
         headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
         event_type = headers.get("ce_type", "")
         if event_type not in recorded:

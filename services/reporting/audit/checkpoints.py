@@ -260,7 +260,7 @@ async def sign_checkpoints(runtime: Runtime, reporting: Any, stop: asyncio.Event
     export_verification_failures()
     also: list[Witness] = []
     if audit.settings.witness_topic:
-        also.append(KafkaTopicWitness(runtime.settings.kafka_bootstrap_servers,
+        also.append(KafkaTopicWitness(runtime.kafka,
                                       topic_for(CHECKPOINTS_CONTEXT, runtime.settings.topic_prefix), name))
     queued: set[UUID] = set()
     unpublished: list[Checkpoint] = []

@@ -23,6 +23,7 @@ from uuid import UUID
 
 import typer
 
+from shared.messaging.clients import kafka_options
 from shared.settings import Settings
 
 app = typer.Typer(help="Verify and export the audit ledger (offline too).", no_args_is_help=True)
@@ -133,13 +134,14 @@ def recover(
     from shared.store.db import create_engine
 
     settings = Settings()
-    topic = KafkaTopicWitness(settings.kafka_bootstrap_servers, topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix),
+    kafka = kafka_options(settings, "reporting")
+    topic = KafkaTopicWitness(kafka, topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix),
                               ledger_name(settings.database_url, schema))
 
     async def run() -> Any:
         engine = create_engine(settings, pool_size=1)
         try:
-            return await recover_chain(engine, Ledger(schema), trust, topic, settings.kafka_bootstrap_servers,
+            return await recover_chain(engine, Ledger(schema), trust, topic, kafka,
                                        settings.topic_prefix)
         finally:
             await engine.dispose()
@@ -196,10 +198,11 @@ async def _witness_check(audit: Any, settings: Settings, schema: str) -> Any:
     name = ledger_name(settings.database_url, schema)
     also, events = [], None
     if audit.witness_topic:
-        also.append(KafkaTopicWitness(settings.kafka_bootstrap_servers,
+        kafka = kafka_options(settings, "reporting")
+        also.append(KafkaTopicWitness(kafka,
                                       topic_for(CHECKPOINTS_CONTEXT, settings.topic_prefix), name))
         try:
-            events = await asyncio.wait_for(ledger_events(settings.kafka_bootstrap_servers, settings.topic_prefix), 120)
+            events = await asyncio.wait_for(ledger_events(kafka, settings.topic_prefix), 120)
         except Exception as error:  # noqa: BLE001 - Kafka away: the cross-check cannot be made, which fails verify
             raise WitnessUnavailable(f"kafka {settings.kafka_bootstrap_servers}: {type(error).__name__}") from None
     return WitnessCheck(configured_witness(audit, name), also=also, events=events,

@@ -12,8 +12,10 @@ witnessed) are then recorded afresh, in the order Kafka has them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from sqlalchemy import text
@@ -39,13 +41,13 @@ class Recovery:
 
 async def recover_chain(
     engine: AsyncEngine, ledger: Ledger, trust_id: UUID, checkpoints_topic: KafkaTopicWitness,
-    bootstrap_servers: str, topic_prefix: str,
+    kafka: Mapping[str, Any], topic_prefix: str,
 ) -> Recovery:
     witnessed = await checkpoints_topic.checkpoints(trust_id)
     recorded = checkpoints_topic.recorded.get(trust_id, {})
     envelopes: dict[UUID, Envelope] = {}
     order: list[tuple[int, UUID]] = []
-    async for record in read_topics(bootstrap_servers, ledger_topics(topic_prefix)):
+    async for record in read_topics(kafka, ledger_topics(topic_prefix)):
         headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
         if headers.get("ce_trustid") != str(trust_id):
             continue

@@ -38,9 +38,6 @@ class AuditSettings(BaseSettings):
     verify_every_s: float = Field(default=6 * 3600.0, gt=0)
     verify_first_after_s: float = Field(default=300.0, ge=0)
 
-    # The local stack's audit topic keeps everything; in production its KafkaTopic says so.
-    keep_audit_topic_forever: bool = True
-
     # Where every signed checkpoint is also kept, out of the database's reach (witness.py): an
     # append-only directory (the default in development, one file per checkpoint) or an S3 bucket
     # with Object Lock (production). The checkpointer will not sign a chain that does not extend

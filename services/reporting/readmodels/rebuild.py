@@ -48,6 +48,7 @@ from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.datakeys import DataKeyClient, DataKeyRefused, PupilKeyring, SealedFieldUnreadable, UnknownDataKey
 from shared.events.envelope import Envelope, InvalidMessage, decode, decode_wire, topic_for
 from shared.events.sealing import EventSealing, is_sealed, open_data
+from shared.messaging.clients import kafka_options
 from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.provenance import wrong_producer
 from shared.messaging.tenancy import TenancyGuard, TenantMismatch
@@ -215,7 +216,7 @@ class _Tombstones:
         self.unpurged: list[tuple[UUID, str]] = []  # found at a swap that has not committed yet
         self.skipped: set[tuple[str, int, int]] = set()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None,
+            **kafka_options(settings, "reporting"), enable_auto_commit=False, group_id=None,
             auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         self.partitions: list[TopicPartition] = []
@@ -223,7 +224,7 @@ class _Tombstones:
     async def start(self) -> None:
         # What the live erasure consumer dead-lettered, the register never had.
         self.skipped = await dead_lettered_sources(
-            self.settings.kafka_bootstrap_servers, dead_letter_topic("reporting.erasure", self.settings.topic_prefix))
+            kafka_options(self.settings, "reporting"), dead_letter_topic("reporting.erasure", self.settings.topic_prefix))
         await self.consumer.start()
         self.partitions = await partitions_of(self.consumer, self.topic)
         self.consumer.assign(self.partitions)
@@ -267,7 +268,7 @@ class _Reader:
         self.settings = settings
         self.skipped: set[tuple[str, int, int]] = set()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False, group_id=None,
+            **kafka_options(settings, "reporting"), enable_auto_commit=False, group_id=None,
             auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
         )
         self.partitions: list[TopicPartition] = []
@@ -278,7 +279,7 @@ class _Reader:
         # What the live consumer dead-lettered, the read model never had (the consumer group is
         # the service's name and the consumer's: reporting.readmodels).
         self.skipped = await dead_lettered_sources(
-            self.settings.kafka_bootstrap_servers, dead_letter_topic("reporting.readmodels", self.settings.topic_prefix))
+            kafka_options(self.settings, "reporting"), dead_letter_topic("reporting.readmodels", self.settings.topic_prefix))
         await self.consumer.start()
         for topic in self.topics:
             self.partitions += await partitions_of(self.consumer, topic)

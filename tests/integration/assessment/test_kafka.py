@@ -8,6 +8,7 @@ import uuid
 
 from shared.events.assessment import StrandScored
 from shared.events.envelope import decode_wire, topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from tests.integration.assessment.helpers import SAMPLE, class_of, now
 from tests.integration.kernel.helpers import eventually, read_topic
 from tests.unit.assessment.report import levels_at
@@ -37,7 +38,7 @@ async def test_strand_scored_arrives_on_kafka_as_a_cloudevent_with_tenancy_and_t
     topic = topic_for("assessment", service_settings.topic_prefix)
 
     async def strand_scored():
-        records = await read_topic(service_settings.kafka_bootstrap_servers, topic, expected=1, timeout=5)
+        records = await read_topic(kafka_options(service_settings, ADMIN), topic, expected=1, timeout=5)
         found = [(r, decode_wire(r.headers, r.value)) for r in records
                  if dict(r.headers).get("ce_type") == StrandScored.event_type.encode()]
         return [(r, w) for r, w in found if w.data["assessment_id"] == assessment_id]

@@ -26,7 +26,9 @@ from services.reporting.audit.audit_topic import ledger_events, read_topics
 from shared.events.audit import PersonalDataRead
 from shared.events.consent import PupilErased
 from shared.events.envelope import Envelope, encode, topic_for
-from shared.messaging.topics import audit_fact_topic, dead_letter_topic
+from shared.messaging.clients import ADMIN, kafka_options
+from shared.messaging.topics import audit_fact_topic, dead_letter_topic, topic_owner
+from shared.settings import Settings
 from tests.integration.audit.test_reporting_ledger import ENTRIES, Reporting, consent_granted, reporting  # noqa: F401
 from tests.integration.kernel.helpers import eventually
 
@@ -39,10 +41,11 @@ def read_of(trust: uuid.UUID, academy: uuid.UUID, pupil: uuid.UUID, source: str,
                     trust_id=trust, academy_id=academy, source=source)
 
 
-async def send_raw(bootstrap: str, topic: str, envelope: Envelope[Any]) -> None:
-    """As an insider with write access to `topic` would: a plain producer, nothing of Flourish's."""
+async def send_raw(settings: Settings, topic: str, envelope: Envelope[Any]) -> None:
+    """As an insider with write access to `topic` would (a compromised pod of the topic's owner, logged
+    in as that service: the broker's ACLs let nobody else write it): a plain producer, nothing of Flourish's."""
     key, headers, value = encode(envelope)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(**kafka_options(settings, topic_owner(topic, settings.topic_prefix) or ADMIN))
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, headers=headers)
@@ -62,28 +65,29 @@ async def test_forged_audit_facts_never_reach_the_ledger_and_its_sources_come_fr
     reporting: Reporting,  # noqa: F811 - the ledger tests' module fixture (the reporting service)
 ) -> None:
     trust, academy, pupil = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    bootstrap, prefix = reporting.settings.kafka_bootstrap_servers, reporting.prefix
+    settings, prefix = reporting.settings, reporting.prefix
+    kafka = kafka_options(settings, ADMIN)
     refused_before = REGISTRY.get_sample_value("flourish_security_refusals_total",
                                                {"kind": "event_from_wrong_producer"}) or 0.0
 
     # What the rightful producers publish: planning's read on planning's audit topic (as its relay
     # sends it), and a consent decision on the consent topic that claims some other source.
     genuine = read_of(trust, academy, pupil, "/flourish/planning", "teacher-1")
-    await send_raw(bootstrap, audit_fact_topic("planning", prefix), genuine)
+    await send_raw(settings, audit_fact_topic("planning", prefix), genuine)
     decision = consent_granted(trust, academy, pupil, "2026-09-10")
     decision = Envelope(data=decision.data, trust_id=trust, academy_id=academy, source="/flourish/assessment")
-    await send_raw(bootstrap, topic_for("consent", prefix), decision)
+    await send_raw(settings, topic_for("consent", prefix), decision)
 
     # The forgeries.
     claims_consent = read_of(trust, academy, pupil, "/flourish/consent", "teacher-2")
-    await send_raw(bootstrap, audit_fact_topic("planning", prefix), claims_consent)
+    await send_raw(settings, audit_fact_topic("planning", prefix), claims_consent)
     on_a_context_topic = read_of(trust, academy, pupil, "/flourish/reporting", "teacher-3")
-    await send_raw(bootstrap, topic_for("reporting", prefix), on_a_context_topic)
+    await send_raw(settings, topic_for("reporting", prefix), on_a_context_topic)
     erasure = Envelope(data=PupilErased(
         pupil_id=pupil, erasure_id=uuid.uuid4(), data_category="all", reason="right_to_erasure",
         requested_by="dpo-1", key_destroyed=True, erased_at=datetime.now(UTC),
     ), trust_id=trust, academy_id=academy, source="/flourish/consent")
-    await send_raw(bootstrap, topic_for("reporting", prefix), erasure)
+    await send_raw(settings, topic_for("reporting", prefix), erasure)
     forged = {claims_consent.id: (
         f"flourish.audit.PersonalDataRead.v1 on {audit_fact_topic('planning', prefix)} claims another service "
         "recorded it, but only planning writes there"),
@@ -94,7 +98,7 @@ async def test_forged_audit_facts_never_reach_the_ledger_and_its_sources_come_fr
 
     async def all_dead_lettered() -> dict[str, str] | None:
         reasons = {}
-        async for record in read_topics(bootstrap, [dead_letter_topic(LEDGER, prefix)]):
+        async for record in read_topics(kafka, [dead_letter_topic(LEDGER, prefix)]):
             headers = dict(record.headers)
             reasons[headers.get("ce_id", b"").decode()] = headers["flourish_dlq_reason"].decode()
         return reasons if {str(i) for i in forged} <= set(reasons) else None
@@ -111,5 +115,5 @@ async def test_forged_audit_facts_never_reach_the_ledger_and_its_sources_come_fr
     assert facts[str(decision.id)]["source"] == "/flourish/consent", "the topic's producer, not the claim"
 
     # The ledger's reconciliation with Kafka (what it should hold) skips the forgeries too.
-    should_hold = (await ledger_events(bootstrap, prefix)).get(trust, {})
+    should_hold = (await ledger_events(kafka, prefix)).get(trust, {})
     assert set(should_hold) == {genuine.id, decision.id}

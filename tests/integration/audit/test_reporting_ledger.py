@@ -18,6 +18,7 @@ import pytest
 from fastapi import APIRouter, Depends
 from sqlalchemy import text
 
+from flourish.kafka_acls import deprovision, provision
 from services.reporting.app import app as reporting_service
 from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness, topic_retention
 from services.reporting.audit.metrics import record_signing_backlog
@@ -31,8 +32,8 @@ from shared.auth import Role
 from shared.events.consent import ConsentGranted, ConsentWithdrawn
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.events.reporting import ReportShared, ShareBlocked
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import OutgoingRecord
-from shared.messaging.topics import delete_topics_with_prefix
 from shared.service import Runtime, runtime_of
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
@@ -120,6 +121,7 @@ async def reporting(stack_settings, engine, publisher, tmp_path_factory) -> Asyn
         "topic_prefix": f"test.{uuid.uuid4().hex[:10]}.", "state_dir": state, "jwks_path": state / "dev-issuer" / "jwks.json",
         "relay_poll_interval_s": 0.1,
     })
+    await provision(settings)  # the prefix's topics and ACLs, as Kafka's admin
     with pytest.MonkeyPatch.context() as env:
         env.setenv("FLOURISH_AUDIT_CHECKPOINT_EVERY_ENTRIES", "3")
         env.setenv("FLOURISH_AUDIT_CHECKPOINT_POLL_S", "0.1")
@@ -128,7 +130,7 @@ async def reporting(stack_settings, engine, publisher, tmp_path_factory) -> Asyn
         app.include_router(reads_router)
         async with serving(app) as client:
             yield Reporting(client, settings, engine, publisher)
-    await delete_topics_with_prefix(settings.kafka_bootstrap_servers, settings.topic_prefix)
+    await deprovision(settings, settings.topic_prefix)
 
 
 def consent_granted(trust_id: uuid.UUID, academy_id: uuid.UUID, pupil_id: uuid.UUID, day: str, **fields: Any) -> Envelope:
@@ -313,7 +315,7 @@ async def test_an_event_that_cannot_be_recorded_is_dead_lettered_and_counted_not
     [entry] = await reporting.until_recorded(trust, 1)
     assert entry.share_id == fine.data.share_id  # type: ignore[attr-defined]
 
-    dead = await read_topic(reporting.settings.kafka_bootstrap_servers, f"{reporting.prefix}dlq.reporting.audit-ledger",
+    dead = await read_topic(kafka_options(reporting.settings, ADMIN), f"{reporting.prefix}dlq.reporting.audit-ledger",
                             expected=1)
     # (Relayed once or twice: the test's own drain may race the service's relay; both copies
     # are the same event, and each is dead-lettered with the same reason.)
@@ -357,7 +359,7 @@ async def test_checkpoints_are_signed_with_the_published_key_and_the_audit_topic
     # checkpoint topic (kept forever too), exactly as signed; and the chain verifies against them.
     name = ledger_name(reporting.settings.database_url, "reporting")
     witness = DirectoryWitness(reporting.witness_dir, name)
-    topic = KafkaTopicWitness(reporting.settings.kafka_bootstrap_servers,
+    topic = KafkaTopicWitness(kafka_options(reporting.settings, ADMIN),
                               topic_for(CHECKPOINTS_CONTEXT, reporting.prefix), name)
 
     async def witnessed() -> list[Any] | None:
@@ -368,14 +370,14 @@ async def test_checkpoints_are_signed_with_the_published_key_and_the_audit_topic
     assert [c.signature for c in held] == [c["signature"] for c in reversed(checkpoints)]
 
     async def on_kafka() -> list[Any] | None:
-        found = await KafkaTopicWitness(topic.bootstrap_servers, topic.topic, name).checkpoints(trust)
+        found = await KafkaTopicWitness(topic.kafka, topic.topic, name).checkpoints(trust)
         return found if found == held else None
 
     await eventually(on_kafka, timeout=30)
     checked = await verify_database(reporting.settings.sync_database_url, "reporting", {published["key_id"]: key},
                                     [trust], witness=WitnessCheck(witness, also=[topic]))
     assert checked.ok and checked.reports[0].witnessed == len(held)
-    kept = await topic_retention(reporting.settings.kafka_bootstrap_servers, topic.topic)
+    kept = await topic_retention(kafka_options(reporting.settings, ADMIN), topic.topic)
     assert kept == {"retention.ms": "-1", "retention.bytes": "-1"}
 
 
@@ -383,6 +385,6 @@ async def _retention(reporting: Reporting) -> dict[str, str] | None:
     """Every producer's audit-fact topic keeps everything (one answer if they all do)."""
     from shared.messaging.topics import audit_fact_topics
 
-    found = [await topic_retention(reporting.settings.kafka_bootstrap_servers, topic)
+    found = [await topic_retention(kafka_options(reporting.settings, ADMIN), topic)
              for topic in audit_fact_topics(reporting.prefix)]
     return found[0] if all(f.get("retention.ms") == "-1" for f in found) and len({*map(str, found)}) == 1 else None

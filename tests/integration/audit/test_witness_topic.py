@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
+from flourish.kafka_acls import deprovision, provision
 from services.reporting.audit.audit_topic import CHECKPOINTS_CONTEXT, KafkaTopicWitness, ledger_events
 from services.reporting.audit.checkpoints import checkpoint_chain, checkpoint_due_chains
 from services.reporting.audit.cli import app as audit_cli
@@ -24,7 +26,7 @@ from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.settings import AuditSettings
 from services.reporting.audit.witness import DirectoryWitness, ledger_name
 from shared.events.envelope import encode, topic_for
-from shared.messaging.topics import delete_topics_with_prefix
+from shared.messaging.clients import ADMIN, kafka_options
 from tests.integration.audit.conftest import share
 
 
@@ -38,17 +40,18 @@ async def configured(witness_dir, ledger, signer, stack_settings, superuser, mon
     pem = signer.private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption())
     monkeypatch.setenv("FLOURISH_AUDIT_SIGNING_KEY", pem.decode())
-    bootstrap, name = stack_settings.kafka_bootstrap_servers, ledger_name(stack_settings.database_url, ledger.schema)
+    bootstrap, name = kafka_options(stack_settings, ADMIN), ledger_name(stack_settings.database_url, ledger.schema)
+    await provision(stack_settings, prefix)  # the prefix's topics and ACLs, as Kafka's admin
     yield prefix, bootstrap, DirectoryWitness(witness_dir, name), \
         KafkaTopicWitness(bootstrap, topic_for(CHECKPOINTS_CONTEXT, prefix), name)
-    await delete_topics_with_prefix(bootstrap, prefix)
+    await deprovision(stack_settings, prefix)
 
 
-async def published_and_recorded(engine, ledger, prefix: str, bootstrap: str, trust_id: uuid.UUID, n: int) -> str:  # type: ignore[no-untyped-def]
+async def published_and_recorded(engine, ledger, prefix: str, bootstrap: Mapping[str, Any], trust_id: uuid.UUID, n: int) -> str:  # type: ignore[no-untyped-def]
     """A share published on the reporting topic, and recorded in the ledger as its consumer does."""
     envelope = share(trust_id, n)
     key, headers, value = encode(envelope)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(**bootstrap, acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(topic_for("reporting", prefix), value, key=key, headers=headers)

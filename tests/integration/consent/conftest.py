@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -23,6 +23,7 @@ from services.consent.tables import kernel, pupils
 from shared.auth import DevIssuer, Role
 from shared.events.assessment import PupilEnrolled, PupilLeft
 from shared.events.envelope import Envelope, encode, topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.messaging.topics import ensure_topics
 from tests.integration.kernel.helpers import eventually, read_topic
@@ -49,7 +50,7 @@ class Consent:
     issuer: DevIssuer
     publisher: KafkaPublisher
     prefix: str
-    bootstrap: str
+    bootstrap: Mapping[str, Any]
     clock: Clock
     trust_id: uuid.UUID = field(default_factory=uuid.uuid4)
     academy_id: uuid.UUID = field(default_factory=uuid.uuid4)
@@ -161,12 +162,12 @@ async def running_consent(stack_settings: Any, prefix: str, state_dir: Any, publ
     })
     clock = clock or Clock()
     app = consent_app(ConsentServiceSettings(kernel=settings, consent=consent_settings), clock=clock)
-    await ensure_topics(settings.kafka_bootstrap_servers, [topic_for(c, prefix) for c in ("assessment", "planning")])
+    await ensure_topics(kafka_options(settings, ADMIN), [topic_for(c, prefix) for c in ("assessment", "planning")])
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://consent") as client:
             yield Consent(app, client, DevIssuer(settings), publisher, prefix,
-                          settings.kafka_bootstrap_servers, clock)
+                          kafka_options(settings, ADMIN), clock)
 
 
 @pytest.fixture
@@ -202,13 +203,14 @@ def raw_bytes(records: list[Any]) -> bytes:
     return b"\n".join(parts)
 
 
-async def read_until(bootstrap: str, topic: str, done: Callable[[list[Any]], bool], timeout: float = 30.0) -> list[Any]:
+async def read_until(bootstrap: Mapping[str, Any], topic: str, done: Callable[[list[Any]], bool],
+                     timeout: float = 30.0) -> list[Any]:
     """Every record on a topic from the beginning, read until `done(records)` holds.
 
     Waits for the records a test is about (by pupil, by type) rather than for a count: the
     consent schema is shared, so the relay may also publish other tests' leftover events here.
     """
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+    reader = AIOKafkaConsumer(topic, **bootstrap, auto_offset_reset="earliest",
                               enable_auto_commit=False)
     await reader.start()
     records: list[Any] = []

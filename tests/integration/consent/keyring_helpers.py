@@ -23,6 +23,7 @@ from services.consent.app import app as consent_app
 from shared.auth import DevIssuer
 from shared.datakeys import KekKeyring
 from shared.events.envelope import topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.topics import ensure_topics
 from shared.settings import Settings
@@ -40,10 +41,10 @@ async def consent_with(settings: Settings, prefix: str, state_dir: Path, publish
     clock = Clock()
     app = consent_app(ConsentServiceSettings(kernel=kernel, consent=ConsentSettings(run_retention_scheduler=False)),
                       kek=keyring, clock=clock)
-    await ensure_topics(kernel.kafka_bootstrap_servers, [topic_for(c, prefix) for c in ("assessment", "planning")])
+    await ensure_topics(kafka_options(kernel, ADMIN), [topic_for(c, prefix) for c in ("assessment", "planning")])
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://consent") as client):
-        yield Consent(app, client, DevIssuer(kernel), publisher, prefix, kernel.kafka_bootstrap_servers, clock)
+        yield Consent(app, client, DevIssuer(kernel), publisher, prefix, kafka_options(kernel, ADMIN), clock)
 
 
 PARENT = "Marguerite Quillfeather"
@@ -103,7 +104,8 @@ async def _run(command: list[str]) -> None:
 
 def cli_env(settings: Settings, prefix: str, state_dir: Path, more: Mapping[str, str] | None = None) -> dict[str, str]:
     return {"DATABASE_URL": settings.database_url, "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "FLOURISH_TOPIC_PREFIX": prefix, "FLOURISH_STATE_DIR": str(state_dir), **(more or {})}
+            "FLOURISH_TOPIC_PREFIX": prefix, "FLOURISH_STATE_DIR": str(state_dir),
+            "FLOURISH_KAFKA_CREDENTIALS_DIR": str(settings.kafka_credentials_dir), **(more or {})}
 
 
 async def flourish(*args: str, env: Mapping[str, str]) -> tuple[int, Any]:

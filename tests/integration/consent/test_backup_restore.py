@@ -28,6 +28,7 @@ from services.reporting.audit.ledger import Ledger
 from shared.datakeys import DataKeyDestroyed, KekKeyring, LocalKek
 from shared.events.consent import DataCategory, ErasureReason, PupilErased, RetentionClock, RetentionExpired
 from shared.events.envelope import Envelope
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher
 from shared.settings import Settings
 from tests.conftest import database_of_its_own
@@ -185,12 +186,12 @@ async def test_a_mark_older_than_the_topics_retention_is_refused(
     from shared.store.db import create_engine
 
     topic = f"{topic_prefix}consent"
-    await ensure_topics(stack_settings.kafka_bootstrap_servers, [topic], partitions=1)
+    await ensure_topics(kafka_options(stack_settings, ADMIN), [topic], partitions=1)
     await publisher.send_all([OutgoingRecord(topic, b"k", b"{}", []) for _ in range(3)])
     engine = create_engine(stack_settings, pool_size=1)
     try:
-        assert await check_not_restored(engine, stack_settings.kafka_bootstrap_servers, topic) == 0  # all there
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack_settings.kafka_bootstrap_servers)
+        assert await check_not_restored(engine, kafka_options(stack_settings, ADMIN), topic) == 0  # all there
+        admin = AIOKafkaAdminClient(**kafka_options(stack_settings, ADMIN))
         await admin.start()
         try:
             await admin.delete_records({TopicPartition(topic, 0): RecordsToDelete(before_offset=2)})
@@ -200,6 +201,6 @@ async def test_a_mark_older_than_the_topics_retention_is_refused(
             await conn.execute(upsert(erasure_register_checks).values(topic=topic, partition=0, next_offset=1)
                                .on_conflict_do_update(index_elements=["topic", "partition"], set_={"next_offset": 1}))
         with pytest.raises(ConsentRestored, match="no longer holds"):
-            await check_not_restored(engine, stack_settings.kafka_bootstrap_servers, topic)
+            await check_not_restored(engine, kafka_options(stack_settings, ADMIN), topic)
     finally:
         await engine.dispose()

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from shared.messaging.clients import ADMIN, kafka_options
+
 
 @pytest.fixture
 def service_settings(stack_settings, topic_prefix, tmp_path):
@@ -19,7 +21,7 @@ def service_settings(stack_settings, topic_prefix, tmp_path):
 @pytest.fixture
 async def raw_producer(stack_settings) -> AsyncIterator[AIOKafkaProducer]:
     # Room for a record as large as the broker takes (its default message.max.bytes, ~1 MiB).
-    producer = AIOKafkaProducer(bootstrap_servers=stack_settings.kafka_bootstrap_servers, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(stack_settings, ADMIN), acks="all",
                                 max_request_size=2 * 1024 * 1024)
     await producer.start()
     yield producer

@@ -21,6 +21,7 @@ from services.consent.app import app as consent_app
 from services.planning.app import app as planning_app
 from services.reporting.app import app as reporting_app
 from services.reporting.readmodels import rebuild as rebuild_read_models
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.topics import dead_letter_topic, topics_of
 from shared.settings import Settings
 from tests.conftest import counter
@@ -93,7 +94,7 @@ async def test_every_consumer_dead_letters_hostile_records_and_applies_the_valid
             # Each hostile record it reads is in its dead-letter topic, with its reason; nothing else is.
             hostile = {(s.topic, s.offset): s.record for s in mine if s.record.kind != "valid"
                        and (not s.record.kind.startswith("wrong-") or s.record.model in handled(consumer))}
-            letters = await read_topic(service_settings.kafka_bootstrap_servers,
+            letters = await read_topic(kafka_options(service_settings, ADMIN),
                                        dead_letter_topic(name, prefix), expected=len(hostile), timeout=60)
             got = {(_header(r, "flourish_dlq_source_topic"), int(_header(r, "flourish_dlq_source_offset"))): r
                    for r in letters}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +18,7 @@ from shared.datakeys import DataKey, DataKeyDestroyed, DataKeyUnavailable, new_d
 from shared.events.assessment import ObservationRecorded
 from shared.events.envelope import Envelope
 from shared.events.sealing import EventSealing
+from shared.messaging.clients import faststream_security
 from shared.messaging.consumer import IdempotentConsumer, RetryPolicy
 from shared.messaging.producer import KafkaPublisher
 from shared.messaging.subscription import subscribe
@@ -117,10 +118,10 @@ def consumer_for(
 
 
 @asynccontextmanager
-async def running(bootstrap: str, consumer: IdempotentConsumer, topic: str) -> AsyncIterator[KafkaBroker]:
+async def running(bootstrap: Mapping[str, Any], consumer: IdempotentConsumer, topic: str) -> AsyncIterator[KafkaBroker]:
     """A real FastStream broker running the consumer, as a service runs it."""
     await ensure_topics(bootstrap, [topic, consumer.dead_letter_topic], partitions=3)
-    broker = KafkaBroker(bootstrap)
+    broker = KafkaBroker(bootstrap["bootstrap_servers"], security=faststream_security(bootstrap))
     subscribe(broker, consumer, [topic])
     await broker.start()
     try:
@@ -141,9 +142,9 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0, interval: 
         await asyncio.sleep(interval)
 
 
-async def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
+async def read_topic(bootstrap: Mapping[str, Any], topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
     """Every record on a topic from the beginning, waiting until at least `expected` arrived."""
-    reader = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
+    reader = AIOKafkaConsumer(topic, **bootstrap, auto_offset_reset="earliest", enable_auto_commit=False)
     await reader.start()
     records: list[Any] = []
     try:

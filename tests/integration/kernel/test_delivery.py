@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from sqlalchemy import text
 
 from shared.events.envelope import encode, topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
@@ -45,7 +48,7 @@ class CrashAfterSend(KafkaPublisher):
 async def test_an_event_committed_before_the_relay_crashed_still_arrives_with_its_effect_once(
     engine, kernel, publisher, stack_settings, topic_prefix
 ):
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
     store = EventStore(kernel, sealing=SEALING)
@@ -74,7 +77,7 @@ async def test_an_event_committed_before_the_relay_crashed_still_arrives_with_it
 
 
 async def test_a_redelivered_event_has_its_effect_once(engine, kernel, publisher, stack_settings, topic_prefix):
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
     event = observation()
@@ -100,14 +103,14 @@ async def test_a_redelivered_event_has_its_effect_once(engine, kernel, publisher
 async def test_poison_messages_go_to_the_dead_letter_topic_while_the_partition_keeps_flowing(
     engine, kernel, publisher, stack_settings, topic_prefix
 ):
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
     pupil = uuid.uuid4()  # one key: every record below lands in the same partition, in this order
     before, failing, after = observation(pupil), observation(pupil, statement_id="boom"), observation(pupil)
     key = str(pupil).encode()
 
-    raw = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    raw = AIOKafkaProducer(**bootstrap)
     await raw.start()
     try:
         for record in [
@@ -148,10 +151,10 @@ async def _inbox_count(engine, kernel, expected: int) -> bool:
         return await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".inbox')) == expected
 
 
-async def _committed(bootstrap: str, group: str, topic: str) -> int:
+async def _committed(bootstrap: Mapping[str, Any], group: str, topic: str) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**bootstrap)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -170,7 +173,7 @@ async def _wait_until_committed(engine, kernel, bootstrap, group, topic, count) 
 async def test_a_batch_that_meets_an_outage_comes_again_and_is_neither_lost_nor_dead_lettered(
     engine, kernel, publisher, stack_settings, topic_prefix
 ):
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
     first, second = observation(), observation()
@@ -206,7 +209,7 @@ async def test_a_batch_handler_applies_runs_of_one_type_in_order_and_each_event_
     from shared.messaging.consumer import IdempotentConsumer
     from tests.integration.kernel.helpers import ACADEMY, TRUST
 
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     pupil = uuid.uuid4()
     enrolled = Envelope(data=PupilEnrolled(pupil_id=pupil, enrolled_on=date(2026, 9, 3)), trust_id=TRUST,
@@ -242,7 +245,7 @@ async def test_a_batch_handler_applies_runs_of_one_type_in_order_and_each_event_
 async def test_the_running_relay_is_woken_by_the_commit_not_by_its_poll(engine, kernel, publisher, stack_settings, topic_prefix):
     import asyncio
 
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     store = EventStore(kernel, sealing=SEALING)
     # A poll interval far longer than the wait below: only NOTIFY can deliver in time.

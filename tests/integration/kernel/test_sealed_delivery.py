@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from shared.events.assessment import ObservationRecorded
 from shared.events.envelope import encode, topic_for
 from shared.events.sealing import SEALED_KEY, EventSealing
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.consumer import IdempotentConsumer, RetryPolicy
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
@@ -36,7 +37,7 @@ def sealed_consumer(name, engine, kernel, publisher, prefix, keys):  # type: ign
 async def test_a_consumer_whose_key_service_is_down_retries_and_skips_nothing(
     engine, kernel, publisher, stack_settings, topic_prefix
 ):
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
     keys = MemoryKeyring()
@@ -69,7 +70,7 @@ async def test_a_consumer_whose_key_service_is_down_retries_and_skips_nothing(
 async def test_an_erased_childs_event_is_skipped_and_a_tampered_one_dead_lettered(
     engine, kernel, publisher, stack_settings, topic_prefix
 ):
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
     keys = MemoryKeyring()
@@ -85,7 +86,7 @@ async def test_an_erased_childs_event_is_skipped_and_a_tampered_one_dead_lettere
     copy = value[SEALED_KEY]["by_pupil"][str(tampered.data.pupil_id)]
     value[SEALED_KEY]["by_pupil"][str(tampered.data.pupil_id)] = copy[:-2] + ("A" if copy[-2] != "A" else "B") + copy[-1]
     key, headers, _ = encode(tampered)
-    raw = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    raw = AIOKafkaProducer(**bootstrap)
     await raw.start()
     try:
         await raw.send_and_wait(topic, key=key, value=orjson.dumps(value), headers=headers)

@@ -9,6 +9,7 @@ from opentelemetry.trace import SpanKind
 
 from shared.events.assessment import ObservationRecorded
 from shared.events.envelope import encode, topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.consumer import IdempotentConsumer
 from shared.store.event_store import EventStore
 from shared.store.outbox import OutboxRelay
@@ -25,7 +26,7 @@ from tests.integration.kernel.helpers import (
 
 
 async def test_a_trace_continues_across_a_kafka_hop(engine, kernel, publisher, stack_settings, topic_prefix, spans):
-    bootstrap = stack_settings.kafka_bootstrap_servers
+    bootstrap = kafka_options(stack_settings, ADMIN)
     topic = topic_for("assessment", topic_prefix)
     await create_effects_table(engine, kernel)
     store = EventStore(kernel, sealing=SEALING)

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from shared.auth import Role
 from shared.events.consent import ConsentMethod, ConsentWithdrawn, DataCategory, ErasureReason, PupilErased, Purpose
 from shared.events.envelope import topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from tests.integration.assessment.helpers import SAMPLE, class_of, now
 from tests.integration.consent.conftest import of_pupils, read_until, types_of
 from tests.integration.kernel.helpers import eventually
@@ -71,7 +72,7 @@ async def test_an_assessment_becomes_a_suggestion_a_practitioner_issues_logs_ses
     assert issued.status_code == 200, issued.text
     assert issued.json()["status"] == "issued" and issued.json()["percents_at_issue"] == {str(pupil): 36.3}
 
-    records = await read_until(p.app.state.runtime.settings.kafka_bootstrap_servers, topic_for("planning", p.prefix),
+    records = await read_until(kafka_options(p.app.state.runtime.settings, ADMIN), topic_for("planning", p.prefix),
                                lambda rs: "flourish.planning.PlanIssued.v1" in types_of(of_pupils(rs, pupil)))
     assert types_of(of_pupils(records, pupil)) == ["flourish.planning.PlanIssued.v1"]
 

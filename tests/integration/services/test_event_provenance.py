@@ -26,7 +26,8 @@ from services.reporting.audit.audit_topic import read_topics
 from shared.auth import DevIssuer, Role
 from shared.events.consent import PupilErased
 from shared.events.envelope import Envelope, encode, topic_for
-from shared.messaging.topics import dead_letter_topic
+from shared.messaging.clients import ADMIN, kafka_options
+from shared.messaging.topics import dead_letter_topic, topic_owner
 from tests.integration.assessment.helpers import Tenant, class_of
 from tests.integration.kernel.helpers import eventually
 from tests.integration.services.in_process import four_services, settings_for
@@ -52,12 +53,13 @@ def refusals() -> float:
 async def dead_letters(p: Platform, consumer: str) -> list[Any]:
     """Every record on the consumer's dead-letter topic so far."""
     topic = dead_letter_topic(consumer, p.prefix)
-    return [record async for record in read_topics(p.settings.kafka_bootstrap_servers, [topic])]
+    return [record async for record in read_topics(kafka_options(p.settings, ADMIN), [topic])]
 
 
 async def send_raw(p: Platform, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-    """As an insider with write access to `topic` would: a plain producer, nothing of Flourish's."""
-    producer = AIOKafkaProducer(bootstrap_servers=p.settings.kafka_bootstrap_servers)
+    """As an insider with write access to `topic` would (a compromised pod of the topic's owner, logged
+    in as that service: the broker's ACLs let nobody else write it): a plain producer, nothing of Flourish's."""
+    producer = AIOKafkaProducer(**kafka_options(p.settings, topic_owner(topic, p.prefix) or ADMIN))
     await producer.start()
     try:
         await producer.send_and_wait(topic, value, key=key, headers=headers)

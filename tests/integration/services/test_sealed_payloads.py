@@ -33,6 +33,7 @@ from shared.auth import DevIssuer, Role
 from shared.datakeys import DataKeyClient, DataKeyDestroyed, PupilKeyring
 from shared.events.registry import model_for
 from shared.events.sealing import SEALED_KEY, EventSealing
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.peers import ServiceTokens
 from tests.integration.assessment.helpers import SAMPLE, Tenant, class_of
 from tests.integration.kernel.helpers import eventually
@@ -122,7 +123,7 @@ async def scored_in_planning(p: Platform, pupil: uuid.UUID) -> None:
 
 async def every_record(p: Platform) -> list[Any]:
     """Every record of every topic of this run (dead letters included), from the beginning."""
-    reader = AIOKafkaConsumer(bootstrap_servers=p.settings.kafka_bootstrap_servers, enable_auto_commit=False,
+    reader = AIOKafkaConsumer(**kafka_options(p.settings, ADMIN), enable_auto_commit=False,
                               group_id=None, auto_offset_reset="earliest")
     await reader.start()
     try:

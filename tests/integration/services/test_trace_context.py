@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -32,6 +32,7 @@ from services.reporting.tables import kernel as reporting_kernel
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import DevIssuer, Role
 from shared.events.registry import Event, registered_types
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.topics import topics_of
 from shared.store.emission import trace_id_of
 from shared.store.event_store import EventStore
@@ -152,7 +153,7 @@ async def test_every_event_type_carries_the_trace_of_the_request_or_event_that_c
                             headers=p.traced(Role.senco, "withdraw consent", *types("ConsentWithdrawn")),
                             json=parent_says({"withdrawn_at": now()})), 201)
 
-    events = await everything_on_kafka(stack_settings.kafka_bootstrap_servers, topic_prefix, p.trust_id)
+    events = await everything_on_kafka(kafka_options(stack_settings, ADMIN), topic_prefix, p.trust_id)
     wrong = []
     for event_type, traceparent in events:
         cause = p.causes.get(trace_id_of(traceparent)) if traceparent else None
@@ -344,11 +345,11 @@ async def the_ledger_is_queried_and_exported(p: Platform, engine: Any) -> None:
                                       trust_id=p.trust_id, target_kind="audit_ledger", target_id=str(p.trust_id))
 
 
-async def everything_on_kafka(bootstrap: str, prefix: str, trust_id: uuid.UUID) -> list[tuple[str, str | None]]:
+async def everything_on_kafka(bootstrap: Mapping[str, Any], prefix: str, trust_id: uuid.UUID) -> list[tuple[str, str | None]]:
     """(type, traceparent) of every event of the trust on the test's topics, once every type the
     registry knows has arrived (or the wait is over: the assertions then say what is missing)."""
     contexts = {model.context for model in registered_types().values()}
-    consumer = AIOKafkaConsumer(*(t for c in contexts for t in topics_of(c, prefix)), bootstrap_servers=bootstrap,
+    consumer = AIOKafkaConsumer(*(t for c in contexts for t in topics_of(c, prefix)), **bootstrap,
                                 auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
     await consumer.start()
     events: list[tuple[str, str | None]] = []

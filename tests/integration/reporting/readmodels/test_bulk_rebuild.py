@@ -34,8 +34,8 @@ from shared.events.consent import DataCategory, ErasureReason, PupilErased, Rete
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.events.planning import PlanClosed, PlanIssued, PlanKind, PlanReviewed, SessionLogged
 from shared.events.sealing import EventSealing
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.messaging.producer import KafkaPublisher, OutgoingRecord
-from shared.messaging.topics import ensure_topics
 from shared.store.db import create_engine
 from tests.conftest import database_of_its_own
 from tests.integration.kernel.helpers import MemoryKeyring
@@ -175,9 +175,8 @@ async def test_bulk_rebuild_equals_the_projections_one_event_at_a_time(stack_set
     with database_of_its_own(stack_settings, "rebuild") as own:
         settings = own.model_copy(update={"topic_prefix": topic_prefix})
         await migrate(settings, ("reporting",))
-        await ensure_topics(settings.kafka_bootstrap_servers,
-                            [topic_for(c, topic_prefix) for c in ("assessment", "planning", "consent")])
-        publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="test-bulk-rebuild")
+        # The topics and ACLs of the test's prefix are the topic_prefix fixture's (as admin).
+        publisher = KafkaPublisher(kafka_options(settings, ADMIN), client_id="test-bulk-rebuild")
         await publisher.start()
         try:
             await publisher.send_all(records)

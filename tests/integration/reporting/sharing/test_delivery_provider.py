@@ -29,6 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from typer.testing import CliRunner
 
 from flourish.cli import app as cli
+from flourish.kafka_acls import deprovision, provision
 from services.reporting.app import ReportingServiceSettings
 from services.reporting.app import app as reporting_service
 from services.reporting.sharing import SharingSettings
@@ -119,11 +120,17 @@ async def platform(stack_settings: Any, topic_prefix: str, tmp_path: Any, publis
             "topic_prefix": topic_prefix if hears_consent else f"{topic_prefix}deaf.",
             "state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json", "relay_poll_interval_s": 0.1,
         })
+        if not hears_consent:
+            await provision(settings)  # the deaf prefix's topics and ACLs, as Kafka's admin
         line = ConsentLine(httpx.ASGITransport(app=consent.app))
         app = reporting_service(ReportingServiceSettings(kernel=settings, sharing=QUICK), consent_transport=line)
-        async with (app.router.lifespan_context(app),
-                    httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client):
-            yield Stack(consent, client, engine, DevIssuer(settings)), line
+        try:
+            async with (app.router.lifespan_context(app),
+                        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://reporting") as client):
+                yield Stack(consent, client, engine, DevIssuer(settings)), line
+        finally:
+            if not hears_consent:
+                await deprovision(settings, settings.topic_prefix)
 
 
 @pytest.fixture
