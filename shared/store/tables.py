@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
 from sqlalchemy.types import UserDefinedType
 
 from shared.store import privileges
@@ -38,6 +39,10 @@ class Xid8(UserDefinedType[int]):
 
     def get_col_spec(self, **kw: Any) -> str:
         return "xid8"
+
+
+# Reflection (alembic's comparison of tables.py with the database) knows the type by its name.
+ischema_names.setdefault("xid8", Xid8)
 
 
 @dataclass(frozen=True)
