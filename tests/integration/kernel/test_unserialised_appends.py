@@ -21,10 +21,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.events.envelope import topic_for
 from shared.store.db import create_engine
 from shared.store.event_store import ORIGIN, Checkpoint, EventStore, RecordedEvent, StreamVersionConflict
+from shared.store.outbox import OutboxRelay
 from shared.store.tables import KernelTables
-from tests.integration.kernel.helpers import SEALING, observation
+from tests.integration.kernel.helpers import SEALING, observation, read_topic
 
 
 class CatchUpReader:
@@ -254,3 +256,52 @@ async def test_two_appends_expecting_the_same_version_still_conflict(engine, ker
 
 def test_checkpoints_order_by_transaction_then_position() -> None:
     assert Checkpoint(1, 900) < Checkpoint(2, 5) < Checkpoint(2, 6) and Checkpoint(0, 1) > ORIGIN
+
+
+async def test_the_relay_running_beside_concurrent_appends_publishes_each_stream_in_version_order(
+    engine, kernel, publisher, stack_settings, topic_prefix
+):
+    """Eight writers append to four streams (any version, and expected versions that may lose),
+    while the relay publishes all along; on Kafka every stream's events are there once, in their
+    version order (a stream's events share a partition key, so one partition holds them)."""
+    store = EventStore(kernel, sealing=SEALING)
+    relay = OutboxRelay(engine, kernel, publisher, topic_prefix=topic_prefix)
+    pupils = {f"pupil-{n}": uuid.uuid4() for n in range(4)}
+    done = asyncio.Event()
+    rng = random.Random(81)
+
+    async def writer(n: int) -> None:
+        for i in range(30):
+            stream = rng.choice(list(pupils))
+            try:
+                async with engine.begin() as conn:
+                    expected = await store.stream_version(conn, stream) if i % 4 == 0 else None
+                    await asyncio.sleep(rng.random() * 0.005)
+                    await store.append(conn, stream, [observation(pupils[stream]) for _ in range(1 + i % 2)],
+                                       expected_version=expected)
+                    await asyncio.sleep(rng.random() * 0.005)
+            except StreamVersionConflict:
+                pass
+
+    async def relay_all_along() -> None:
+        while not done.is_set():
+            if not await relay.publish_pending():
+                await asyncio.sleep(0.005)
+
+    relaying = asyncio.create_task(relay_all_along())
+    await asyncio.gather(*[writer(n) for n in range(8)])
+    done.set()
+    await relaying
+    await relay.drain()
+    async with engine.connect() as conn:
+        stored = {str(event_id): (stream_id, version) for event_id, stream_id, version in (await conn.execute(text(
+            f'SELECT event_id, stream_id, stream_version FROM "{kernel.schema}".events'))).all()}
+    records = await read_topic(stack_settings.kafka_bootstrap_servers, topic_for("assessment", topic_prefix),
+                               expected=len(stored))
+    published: dict[str, list[int]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        stream_id, version = stored[dict(record.headers)["ce_id"].decode()]
+        published.setdefault(stream_id, []).append(version)
+    assert sum(map(len, published.values())) == len(stored)
+    for stream_id, versions in published.items():
+        assert versions == list(range(1, len(versions) + 1)), stream_id
