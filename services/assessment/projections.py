@@ -12,7 +12,7 @@ from itertools import groupby
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,7 +37,7 @@ from shared.events.assessment import (
 from shared.events.envelope import Envelope
 from shared.events.registry import Event
 from shared.events.sealing import EventSealing
-from shared.store.event_store import open_row
+from shared.store.event_store import ORIGIN, Checkpoint, EventStore, open_row, select_after
 
 Projection = Callable[[AsyncConnection, Sequence[Envelope]], Awaitable[Any]]
 
@@ -172,9 +172,11 @@ async def rebuild(conn: AsyncConnection, trust_id: UUID | None = None, page: int
     for table in DERIVED:
         await conn.execute(table.delete().where(table.c.trust_id == trust_id) if trust_id else table.delete())
     events = kernel.events
-    replayed, after = 0, 0
+    # Every event committed when the replay starts (one snapshot, paged through in (transaction
+    # id, position) order: no event of that moment is skipped, whatever order it committed in).
+    replayed, after, moment = 0, ORIGIN, await EventStore.snapshot(conn)
     while True:
-        query = select(events).where(events.c.global_position > after).order_by(events.c.global_position).limit(page)
+        query = select_after(events, after, page, within=moment)
         if trust_id is not None:
             query = query.where(events.c.trust_id == trust_id)
         rows = (await conn.execute(query)).mappings().all()
@@ -184,4 +186,4 @@ async def rebuild(conn: AsyncConnection, trust_id: UUID | None = None, page: int
                                  r["metadata"]) for r in rows]
         await project(conn, [envelope for envelope in opened if envelope is not None])
         replayed += len(rows)
-        after = rows[-1]["global_position"]
+        after = Checkpoint(rows[-1]["transaction_id"], rows[-1]["global_position"])

@@ -32,7 +32,7 @@ from shared.events.consent import (
     Purpose,
 )
 from shared.events.envelope import Envelope
-from shared.store.event_store import EventStore
+from shared.store.event_store import ORIGIN, EventStore
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,18 @@ async def rebuild(conn: AsyncConnection, store: EventStore) -> int:
     """Drop the consent records and decisions list and replay them from the event store."""
     await conn.execute(delete(consent_records))
     await conn.execute(delete(consent_decisions))
-    applied, position = 0, 0
-    while batch := await store.read_all(conn, after_position=position):
+    # Every event committed when the replay starts (one snapshot, paged through in (transaction
+    # id, position) order: no event of that moment is skipped, whatever order it committed in).
+    applied, after, moment = 0, ORIGIN, await store.snapshot(conn)
+    while True:
+        batch, last = await store.read_page(conn, after, within=moment)
+        if last is None:
+            break
         for recorded in batch:
             if isinstance(recorded.envelope.data, CONSENT_EVENTS):
                 await on_consent_event(conn, recorded.envelope)
                 applied += 1
-        position = batch[-1].position
+        after = last
     # Erasure redacted the sealed fields; a rebuild keeps them redacted.
     erased = select(erasures.c.pupil_id)
     await conn.execute(update(consent_decisions).where(consent_decisions.c.pupil_id.in_(erased))

@@ -1,10 +1,16 @@
 """The event store: streams of events with versions, optimistic concurrency and a global position.
 
 Appending writes the events and their outbox rows in the caller's transaction, so an event is
-published if and only if it was committed. Appends in one schema take a transaction-scoped
-advisory lock: global positions then follow commit order, and a reader that has seen position N
-can never later find an event below N (the trade-off: appends to one service's store are
-serialised, which a school's write rates allow many times over; see bench/).
+published if and only if it was committed. Appends to different streams do not wait for each
+other: an append locks only its own streams (transaction-scoped advisory locks, taken in one
+order), which numbers an any-version append after the stream's last committed version and keeps
+a stream's versions in its positions' order. So global positions are insert order, not commit
+order: a transaction that appends first and commits last leaves an event below positions already
+committed. Readers of the whole store (read_all, the rebuilds) therefore read in (transaction id,
+position) order and stop below the oldest transaction still running, the snapshot's horizon
+(eugene-khyst/postgresql-event-sourcing; Marten's high-water mark): every transaction below it has
+ended, so nothing can appear behind a reader's checkpoint later. The outbox relay deletes what it
+sends and needs no horizon (shared/store/outbox.py).
 
 What an event says about a child (its model's `personal` fields) is sealed with the child's data
 key before the row is written (shared.events.sealing), so the events table, the outbox and the
@@ -23,14 +29,15 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import Select, Table, Text, cast, func, literal, literal_column, select, text, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.types import UserDefinedType
 
 from shared.events.envelope import Envelope
 from shared.events.registry import Event, model_for
 from shared.events.sealing import EventSealing, SealingUnavailable, open_data
-from shared.store.tables import KernelTables
+from shared.store.tables import KernelTables, Xid8
 from shared.telemetry import events_appended
 
 ANY_VERSION: int | None = None
@@ -61,6 +68,18 @@ class StreamVersionConflict(Exception):
         self.actual = actual
 
 
+@dataclass(frozen=True, order=True)
+class Checkpoint:
+    """Where a reader of the whole store is: the last event it read, as (the id of the
+    transaction that appended it, its global position) - the order read_all reads in."""
+
+    transaction_id: int = 0
+    position: int = 0
+
+
+ORIGIN = Checkpoint()
+
+
 @dataclass(frozen=True)
 class RecordedEvent:
     position: int
@@ -68,6 +87,11 @@ class RecordedEvent:
     stream_version: int
     envelope: Envelope[Event]
     recorded_at: datetime
+    transaction_id: int = 0
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(self.transaction_id, self.position)
 
 
 @dataclass(frozen=True)
@@ -89,18 +113,35 @@ class EventStore:
         # Kafka's default message limit is 1 MiB; leave room for headers and batch framing.
         self.max_event_bytes = max_event_bytes
         schema = _identifier(tables.schema)
-        self._lock_key = f"flourish.append.{tables.schema}"
         self._insert_sql = text(self._insert(schema, "0"))
         # Appends that take any version (audit facts, most consumers' effects) number their events
-        # in the insert itself, after the stream's last version: one round trip fewer. The append
-        # lock is held by then, and the statement's snapshot, taken after it was granted, sees
-        # every append committed before.
+        # in the insert itself, after the stream's last version: one round trip fewer. Their
+        # streams' locks are held by then, and the statement's snapshot, taken after they were
+        # granted, sees every append to those streams committed before.
         self._insert_any_version_sql = text(self._insert(schema, f"""coalesce((
             SELECT max(v.stream_version) FROM "{schema}".events v WHERE v.stream_id = e.stream_id), 0)"""))
+        # The streams' locks: (the schema, the stream) in the two-key space of advisory locks
+        # (apart from the relay's one-key election lock), taken in key order so two appends
+        # that share streams cannot deadlock on them. Held until the transaction ends: a stream
+        # has one appender at a time, and the next one sees its events committed.
+        streams_locked = f"""(SELECT count(pg_advisory_xact_lock(hashtext('{schema}'), k.key))
+              FROM (SELECT DISTINCT hashtext(s) AS key FROM unnest(CAST(:stream_ids AS text[])) s ORDER BY 1) k)"""
+        self._lock_sql = text(f"SELECT {streams_locked}")
         self._versions_sql = text(
             f"""
             SELECT stream_id, max(stream_version) FROM "{schema}".events
             WHERE stream_id = ANY(CAST(:stream_ids AS text[])) GROUP BY stream_id
+            """
+        )
+        # Locks and versions in one statement, for appends that all name their expected version:
+        # the versions are read in a snapshot taken before the locks were granted, so a writer
+        # that waited may read a version already passed; its insert then meets the unique
+        # (stream_id, stream_version) and fails as StreamVersionConflict, which it is.
+        self._lock_and_versions_sql = text(
+            f"""
+            SELECT v.stream_id, v.version FROM {streams_locked} AS l(n)
+            LEFT JOIN (SELECT stream_id, max(stream_version) AS version FROM "{schema}".events
+                       WHERE stream_id = ANY(CAST(:stream_ids AS text[])) GROUP BY stream_id) v ON true
             """
         )
 
@@ -154,11 +195,20 @@ class EventStore:
         appends = [a for a in appends if a.envelopes]
         if not appends:
             return {}
-        # Sealed before the lock: fetching a key may take a round trip to the consent service.
+        # Sealed before the locks: fetching a key may take a round trip to the consent service.
         datas = [await self.serialise(envelope) for pending in appends for envelope in pending.envelopes]
-        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": self._lock_key})
+        streams = sorted({a.stream_id for a in appends})
         any_version = all(a.expected_version is None for a in appends)
-        current = {} if any_version else await self._current_versions(conn, {a.stream_id for a in appends})
+        if any_version:
+            await conn.execute(self._lock_sql, {"stream_ids": streams})
+            current: dict[str, int] = {}
+        elif all(a.expected_version is not None for a in appends):
+            result = await conn.execute(self._lock_and_versions_sql, {"stream_ids": streams})
+            current = {stream_id: version for stream_id, version in result if stream_id is not None}
+        else:
+            # Some streams take any version: their versions must be read after the locks.
+            await conn.execute(self._lock_sql, {"stream_ids": streams})
+            current = await self._current_versions(conn, streams)
         rows = _Rows(self.max_event_bytes)
         new_versions: dict[str, int] = {}
         serialised = iter(datas)
@@ -204,17 +254,35 @@ class EventStore:
         return await self._opened(result.mappings())
 
     async def read_all(
-        self, conn: AsyncConnection, after_position: int = 0, limit: int = 1000
+        self, conn: AsyncConnection, after: Checkpoint = ORIGIN, limit: int = 1000, *, within: str | None = None
     ) -> list[RecordedEvent]:
-        """Everything committed after a position, in order: the source for rebuilding read models."""
-        events = self.tables.events
-        result = await conn.execute(
-            select(events)
-            .where(events.c.global_position > after_position)
-            .order_by(events.c.global_position)
-            .limit(limit)
-        )
-        return await self._opened(result.mappings())
+        """The events after a checkpoint, in (transaction id, position) order, at most `limit` rows:
+        what a catch-up reader reads next (see read_page; an erased pupil's events are left out)."""
+        return (await self.read_page(conn, after, limit, within=within))[0]
+
+    async def read_page(
+        self, conn: AsyncConnection, after: Checkpoint = ORIGIN, limit: int = 1000, *, within: str | None = None
+    ) -> tuple[list[RecordedEvent], Checkpoint | None]:
+        """The events after `after`, in (transaction id, position) order, and the checkpoint of
+        the last row read (None when there was none; a page of erased events is empty but moves
+        the checkpoint on).
+
+        Without `within`: only events of transactions below the horizon (every transaction older
+        than the oldest one still running, see `horizon`), so an event that commits later can
+        never fall behind the checkpoint: a reader that polls with the last checkpoint reads
+        every committed event once, in one order. An event whose transaction is still open, or
+        committed behind an older one still open, waits for the next poll.
+        With `within` (a snapshot from `snapshot`): the events visible in that snapshot, for a
+        one-shot reader (a rebuild) that pages through one moment of the store."""
+        result = await conn.execute(select_after(self.tables.events, after, limit, within=within))
+        rows = result.mappings().all()
+        last = Checkpoint(rows[-1]["transaction_id"], rows[-1]["global_position"]) if rows else None
+        return await self._opened(rows), last
+
+    @staticmethod
+    async def snapshot(conn: AsyncConnection) -> str:
+        """The current snapshot (PostgreSQL's pg_snapshot, as text), for read_page(within=...)."""
+        return str(await conn.scalar(text("SELECT CAST(pg_current_snapshot() AS text)")))
 
     async def _opened(self, rows: Iterable[Any]) -> list[RecordedEvent]:
         """The rows as events, opened; an event whose every subject pupil was erased is left out."""
@@ -225,7 +293,7 @@ class EventStore:
             if envelope is not None:
                 recorded.append(RecordedEvent(position=row["global_position"], stream_id=row["stream_id"],
                                               stream_version=row["stream_version"], envelope=envelope,
-                                              recorded_at=row["recorded_at"]))
+                                              recorded_at=row["recorded_at"], transaction_id=row["transaction_id"]))
         return recorded
 
     async def stream_version(self, conn: AsyncConnection, stream_id: str) -> int:
@@ -234,6 +302,30 @@ class EventStore:
     async def _current_versions(self, conn: AsyncConnection, stream_ids: Iterable[str]) -> dict[str, int]:
         result = await conn.execute(self._versions_sql, {"stream_ids": list(stream_ids)})
         return dict(result.all())
+
+
+# The horizon: the oldest transaction still running but the reader's own (every transaction below
+# it has committed or rolled back), else the snapshot's xmax. pg_snapshot_xmin would count the
+# reader's own transaction, so a rebuild that wrote before it read would never pass itself.
+HORIZON = literal_column("""(SELECT coalesce((SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) x),
+                                          pg_snapshot_xmax(pg_current_snapshot())))""", Xid8())
+
+
+class _Snapshot(UserDefinedType[str]):
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "pg_snapshot"
+
+
+def select_after(events: Table, after: Checkpoint, limit: int, *, within: str | None = None) -> Select[Any]:
+    """The events table's rows after a checkpoint in (transaction id, position) order: below the
+    horizon, or visible in the snapshot `within` (see EventStore.read_page)."""
+    transaction_id, position = events.c.transaction_id, events.c.global_position
+    later = tuple_(transaction_id, position) > tuple_(literal(after.transaction_id, Xid8()), literal(after.position))
+    settled = (func.pg_visible_in_snapshot(transaction_id, cast(literal(within, Text()), _Snapshot()))
+               if within is not None else transaction_id < HORIZON)
+    return select(events).where(later, settled).order_by(transaction_id, position).limit(limit)
 
 
 class _Rows:

@@ -4,8 +4,15 @@ It reads the oldest outbox rows, sends them with the idempotent producer, waits 
 acknowledgement, and only then deletes the rows. A crash before the delete sends the same events
 again on restart (consumers' inboxes drop the copies); a crash before the acknowledgement leaves
 the rows in place. Nothing committed is lost. One relay per schema publishes at a time (a
-PostgreSQL advisory lock elects it), so a pupil's events reach Kafka in the order they were
-committed even when the service runs many replicas.
+PostgreSQL advisory lock elects it), so a stream's events reach Kafka in their version order even
+when the service runs many replicas.
+
+Appends take no schema-wide lock (shared/store/event_store.py), so an event that commits late may
+hold a position below one already published; the relay still skips nothing, because it deletes
+what it sent and reads whatever is left. Within a stream, positions follow versions: an append
+holds its streams' locks until its transaction ends, so the next append to that stream inserts
+(and takes its position) only after the previous one committed; and a batch that holds a later
+version also holds, or follows the deletion of, every earlier one, sent first in position order.
 """
 
 from __future__ import annotations

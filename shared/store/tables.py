@@ -7,12 +7,14 @@ with a new revision there (tests/integration/schema compares the two)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
     Identity,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -23,9 +25,24 @@ from sqlalchemy import (
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql.base import ischema_names
+from sqlalchemy.types import UserDefinedType
 
 from shared.store import privileges
 from shared.tenancy import per_trust, read_across_trusts
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (asyncpg reads and writes it as an int)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
+
+
+# Reflection (alembic's comparison of tables.py with the database) knows the type by its name.
+ischema_names.setdefault("xid8", Xid8)
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,10 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
     events = Table(
         "events",
         metadata,
-        # The global position: commit order, because appends take the schema's append lock.
+        # The global position: insert order. Appends take no schema-wide lock, so a transaction
+        # that commits late may hold a position below one already read: readers of the whole
+        # store go by (transaction_id, global_position) and stop below the oldest transaction
+        # still running (shared/store/event_store.py, read_all).
         Column("global_position", BigInteger, Identity(always=True), primary_key=True),
         Column("event_id", Uuid, nullable=False),
         Column("stream_id", Text, nullable=False),
@@ -60,12 +80,16 @@ def kernel_tables(metadata: MetaData) -> KernelTables:
         Column("data", JSONB, nullable=False),
         Column("metadata", JSONB, nullable=False),
         Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        # The appending transaction's id (events migrated from before it existed have 0).
+        Column("transaction_id", Xid8, nullable=False, server_default=func.pg_current_xact_id()),
         UniqueConstraint("event_id", name="events_event_id_key"),
         # Optimistic concurrency: two writers at the same version cannot both commit.
         UniqueConstraint("stream_id", "stream_version", name="events_stream_version_key"),
+        # The order readers of the whole store read in (read_all, the rebuilds).
+        Index("events_transaction_order", "transaction_id", "global_position"),
         # No tenant index: the store is read by stream and by position; queries by tenant go to
         # read models, and every index here slows every append.
-        info=read_across_trusts("read by stream and by global position (the relay, replays, the append lock), "
+        info=read_across_trusts("read by stream and by global position (the relay, replays, the append locks), "
                                 "never by tenant; aggregates check their trust (docs/security.md)"),
     )
     outbox = Table(

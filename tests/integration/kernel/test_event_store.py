@@ -103,8 +103,8 @@ async def test_read_stream_and_read_all_return_what_was_appended_in_order(engine
         )
     async with engine.connect() as conn:
         stream_a = await store.read_stream(conn, "a")
-        everything = await store.read_all(conn)
-        after_first = await store.read_all(conn, after_position=everything[0].position)
+        everything = await store.read_all(conn, within=await store.snapshot(conn))
+        after_first = await store.read_all(conn, everything[0].checkpoint, within=await store.snapshot(conn))
 
     assert [e.envelope for e in stream_a] == [first, second]
     assert [e.envelope for e in everything] == [first, second, third]
@@ -123,7 +123,7 @@ async def test_a_rolled_back_append_leaves_no_event_and_no_outbox_row(engine, ke
     with pytest.raises(RuntimeError, match="the command failed after appending"):
         await append_then_fail()
     async with engine.connect() as conn:
-        assert await store.read_all(conn) == []
+        assert await store.read_all(conn, within=await store.snapshot(conn)) == []
         assert await conn.scalar(text(f'SELECT count(*) FROM "{kernel.schema}".outbox')) == 0
 
 
@@ -156,7 +156,7 @@ async def test_an_event_kafka_could_not_carry_is_refused_at_append_and_nothing_i
                 conn, [PendingAppend("a", [observation()]), PendingAppend("b", [observation(statement_id="x" * 3_000)])]
             )
     async with engine.connect() as conn:
-        assert await store.read_all(conn) == []
+        assert await store.read_all(conn, within=await store.snapshot(conn)) == []
 
 
 async def test_appends_are_counted_by_event_type(engine, kernel):

@@ -50,10 +50,14 @@ TODAYS_HEADS = {
     "reporting": {"reporting_0005_idempotency_rls"},
 }
 # What revisions after the freeze added (each names its objects here): the snapshot predates them.
+# The kernel's events.transaction_id (kernel_0002, issue 18) is in every service's schema.
+_KERNEL_AFTER_FREEZE = {"transaction_id", "events_transaction_order", "events_transaction_id_not_null"}
 AFTER_FREEZE: dict[str, set[str]] = {
+    "assessment": _KERNEL_AFTER_FREEZE,
+    "planning": _KERNEL_AFTER_FREEZE,
     "consent": {"erasure_register_checks", "erasure_register_checks_pkey", "data_keys_kek_id_names_the_wrapping",
-                "family_contacts"},
-    "reporting": {"sharing_family_notices"},
+                "family_contacts"} | _KERNEL_AFTER_FREEZE,
+    "reporting": {"sharing_family_notices"} | _KERNEL_AFTER_FREEZE,
 }
 # Tables that revisions after the freeze changed on purpose: the freeze's own comparison (the
 # snapshot against a fresh install) leaves them out; the upgrade comparison above still covers them.
