@@ -25,33 +25,15 @@ from urllib.parse import unquote
 import pytest
 
 from flourish.local.services import SERVICES
+from shared.internal import INTERNAL_ROUTES as INTERNAL
 from tests.deploy.manifests import Manifest
 from tests.deploy.test_manifests import of_kind
 
-# Routes a service calls on another, never a person through the ingress. The code's one list is
-# shared/internal.py's INTERNAL_ROUTES (IDENTITIES: per service, (method, path template)) when it
-# is there; this copy stands until then. The ingress cannot route by method, so a path with any
-# internal method is not routed at all (consent's family contact: staff's PUT and DELETE too).
-FALLBACK_INTERNAL_ROUTES: dict[str, set[str]] = {
-    "consent": {"/pupils/{pupil_id}/data-key", "/pupils/{pupil_id}/family-contact", "/sharing-decisions",
-                "/pupils/{pupil_id}/retention-clock"},
-    # A pupil's part of a subject-access export: gathered by the consent service, whose own
-    # /pupils/{pupil_id}/subject-access is the DPO's public route.
-    "assessment": {"/pupils/{pupil_id}/subject-access"},
-    "planning": {"/pupils/{pupil_id}/subject-access"},
-    "reporting": {"/pupils/{pupil_id}/subject-access"},
-}
-
-
-def internal_routes() -> dict[str, set[str]]:
-    try:
-        from shared.internal import INTERNAL_ROUTES  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return FALLBACK_INTERNAL_ROUTES
-    return {service: {path for _method, path in routes} for service, routes in INTERNAL_ROUTES.items()}
-
-
-INTERNAL_ROUTES = internal_routes()
+# Routes a service calls on another, never a person through the ingress: shared/internal.py's one
+# list (per service, (method, path template)). The ingress cannot route by method, so a path with
+# any internal method is not routed at all (consent's family contact: staff's PUT and DELETE too).
+INTERNAL_ROUTES: dict[str, set[str]] = {service: {path for _method, path in routes}
+                                        for service, routes in INTERNAL.items()}
 # For operators and the cluster only: probes, metrics, the ops page, the API's docs.
 OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/ops", "/ops.json", "/docs", "/docs/oauth2-redirect", "/redoc",
                "/openapi.json", "/asyncapi", "/asyncapi.json", "/health/live", "/health/ready"}

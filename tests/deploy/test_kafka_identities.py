@@ -120,6 +120,19 @@ def test_each_service_is_a_kafka_user_allowed_exactly_what_its_spec_does(overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_cluster_grants_each_service_what_the_local_broker_grants_it(overlays, overlay):
+    """The KafkaUsers and flourish/kafka_acls.py (what `flourish infra up` and every test run apply
+    to the local broker) are one table: a grant added to one and not the other fails here."""
+    from flourish.kafka_acls import kafka_acls
+
+    local = {identity: {(b.resource_type.name, b.name, b.pattern_type.name, b.operation.name) for b in bindings}
+             for identity, bindings in kafka_acls(PREFIX).items()}
+    cluster = {user: acls for user, acls in in_kafka_terms(kafka_user_acls(overlays[overlay])).items()
+               if user != ADMIN.removeprefix("flourish-")}
+    assert cluster == local
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_no_service_may_create_delete_or_reconfigure_a_topic_or_write_another_services(overlays, overlay):
     table = kafka_user_acls(overlays[overlay])
     users = by_name(overlays[overlay], "KafkaUser")
