@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import logging
 import platform
 import sys
@@ -48,6 +49,10 @@ def _scaled(scale: object, factor: float) -> object:
 
 async def main(args: argparse.Namespace) -> int:
     from flourish.local.stack import ensure_stack
+
+    # The benchmarks run the local stack, and platforms of their own in state folders of their own,
+    # with dev secrets: development (production is the default), unless FLOURISH_ENVIRONMENT says.
+    os.environ.setdefault("FLOURISH_ENVIRONMENT", "development")
 
     endpoints = ensure_stack()
     settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)

@@ -5,9 +5,9 @@ sections, each read from its own environment variables), built once when a servi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +15,26 @@ STATE_DIR = PROJECT_ROOT / ".flourish"
 
 LOCAL_DATABASE_URL = "postgresql+asyncpg://flourish:flourish@127.0.0.1:15432/flourish"
 LOCAL_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
+
+# The file in a state directory that marks it as a development checkout's: the local launcher
+# (`flourish infra up`, `flourish platform up`, which `make up` and `make test` run) writes it.
+ENVIRONMENT_FILE = "environment"
+
+
+def marked_environment(state_dir: Path) -> Literal["development", "production"]:
+    """What the state directory says: development only if the launcher marked it so; anything
+    else (no file, another word, an unreadable file) is production."""
+    try:
+        word = (state_dir / ENVIRONMENT_FILE).read_text().strip()
+    except OSError:
+        return "production"
+    return "development" if word == "development" else "production"
+
+
+def mark_development(state_dir: Path) -> None:
+    """Mark a local checkout's state directory as development (the launcher only)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / ENVIRONMENT_FILE).write_text("development\n")
 
 
 class Settings(BaseSettings):
@@ -58,9 +78,11 @@ class Settings(BaseSettings):
     # takes a prefix of its own.
     topic_prefix: str = "flourish."
 
-    # "production" refuses every development convenience: the dev token issuer's keys and a
-    # generated key-encryption key. Kubernetes overlays set it; a laptop never needs to.
-    environment: Literal["development", "production"] = "development"
+    # "production" refuses every development convenience (the dev token issuer's keys, generated
+    # keys, plain http) and validates every required setting at start (shared/production.py). It is
+    # the default: FLOURISH_ENVIRONMENT when set, else what `<state_dir>/environment` says (the local
+    # launcher writes "development" there), else production.
+    environment: Literal["development", "production"] = "production"
 
     # What this process runs: "all" (API, consumers, background tasks), "api" (the HTTP API and
     # the outbox relay), or "consumers" (consumers and background tasks; health and metrics only
@@ -86,6 +108,21 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     trace_file: Path | None = None  # spans as JSON lines (local runs, end-to-end tests)
     log_level: str = "INFO"
+
+    # Kafka clients' security (the KAFKAAUTH part defines these same fields).
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
+    kafka_ca_file: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_from_state_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("environment") is None:
+            state_dir = data.get("state_dir") or STATE_DIR
+            data = {**data, "environment": marked_environment(Path(state_dir))}
+        return data
 
     @model_validator(mode="after")
     def _dev_issuer_beside_state(self) -> Settings:
