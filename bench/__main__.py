@@ -15,8 +15,8 @@ import argparse
 import asyncio
 import importlib
 import json
-import os
 import logging
+import os
 import platform
 import sys
 import time

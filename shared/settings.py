@@ -146,6 +146,11 @@ class ServiceSettings(BaseModel):
 
     kernel: Settings = Field(default_factory=Settings)
 
+    def production_problems(self) -> list[str]:
+        """What this service's own sections need in production and lack (its KEK, its keys): each
+        service's tree names its own; the kernel's are shared.production's. Never a value."""
+        return []
+
     @classmethod
     def of(cls, settings: ServiceSettings | Settings | None) -> Self:
         """The tree given; or, from the kernel's Settings alone (or nothing), a tree whose sections
