@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import SecretStr
@@ -87,6 +88,8 @@ def database_problems(settings: Settings) -> list[str]:
                         "host name verified)")
     if not query.get("sslrootcert"):
         problems.append("DATABASE_URL must name the CA that signed the server's certificate (sslrootcert=<file>)")
+    elif not Path(query["sslrootcert"]).is_file():
+        problems.append("DATABASE_URL's sslrootcert names no readable file")
     if url.password is None and not query.get("sslcert"):
         problems.append("DATABASE_URL has no credentials (a password or a client certificate, sslcert/sslkey)")
     return problems
