@@ -268,7 +268,7 @@ class Runtime:
             reason = "cancelled" if done.cancelled() else type(error).__name__ if error else "returned"
             self.dead_tasks[name] = reason
             background_task_failures.add(1, {"service": self.spec.name, "task": name})
-            log.error("background task ended while the service runs", extra={"task": name, "reason": reason})
+            log.error("background task %s ended while the service runs", name, extra={"error_type": reason})
 
         task.add_done_callback(ended)
         self._tasks.append(task)

@@ -133,6 +133,7 @@ class TlsFront:
         self._context.load_cert_chain(tls.cert_file, tls.key_file)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self.handshakes = 0  # TLS sessions established (the tests count them)
 
     async def __aenter__(self) -> TlsFront:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -165,6 +166,7 @@ class TlsFront:
             writer.write(b"S")
             await writer.drain()
             await writer.start_tls(self._context)
+            self.handshakes += 1
             up_reader, upstream = await asyncio.open_connection(*self.backend)
             await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
         except (OSError, EOFError, asyncio.IncompleteReadError, ssl.SSLError):

@@ -35,30 +35,27 @@ def tls_url(settings: Settings, front: TlsFront, *, host: str = "localhost", ca:
     return url.render_as_string(hide_password=False)
 
 
-async def _tls_in_use(database_url: str) -> bool:
-    """Connect through the service's own engine (shared/store/db.py) and say whether the
-    connection is TLS (the client's side: the server behind the front sees a local socket)."""
+async def _connects(database_url: str) -> bool:
+    """Connect through the service's own engine (shared/store/db.py) and run a query."""
     engine = create_engine(Settings(database_url=database_url, environment="development"), pool_size=1)
     try:
         async with engine.connect() as conn:
-            assert (await conn.execute(text("SELECT 1"))).scalar() == 1
-            raw = await conn.get_raw_connection()
-            transport = raw.driver_connection._transport  # type: ignore[union-attr]
-            return transport.get_extra_info("ssl_object") is not None
+            return bool((await conn.execute(text("SELECT 1"))).scalar() == 1)
     finally:
         await engine.dispose()
 
 
 async def test_verify_full_with_the_local_ca_connects_over_tls(stack_settings: Settings, front: TlsFront) -> None:
-    assert await _tls_in_use(tls_url(stack_settings, front))
+    assert await _connects(tls_url(stack_settings, front))
+    assert front.handshakes == 1  # over TLS: the front takes nothing else
     # The same URL in libpq's form, as tools and the consent service's raw pool take it.
     conn = await asyncpg.connect(Settings(database_url=tls_url(stack_settings, front),
                                           environment="development").sync_database_url)
     try:
         assert await conn.fetchval("SELECT 1") == 1
-        assert conn._transport.get_extra_info("ssl_object") is not None  # type: ignore[attr-defined]
     finally:
         await conn.close()
+    assert front.handshakes == 2
 
 
 async def test_another_ca_is_refused(stack_settings: Settings, front: TlsFront, tmp_path: Path) -> None:
@@ -66,7 +63,8 @@ async def test_another_ca_is_refused(stack_settings: Settings, front: TlsFront, 
     other_ca = tmp_path / "other-ca.crt"
     other_ca.write_bytes(stranger.public_bytes(serialization.Encoding.PEM))
     with pytest.raises(Exception, match="certificate verify failed"):
-        await _tls_in_use(tls_url(stack_settings, front, ca=other_ca))
+        await _connects(tls_url(stack_settings, front, ca=other_ca))
+    assert front.handshakes == 0  # the client gave up in the handshake: no password was sent
     with pytest.raises(Exception, match="certificate verify failed"):
         await asyncpg.connect(make_url(tls_url(stack_settings, front, ca=other_ca)).set(drivername="postgresql")
                               .render_as_string(hide_password=False))
@@ -75,16 +73,17 @@ async def test_another_ca_is_refused(stack_settings: Settings, front: TlsFront, 
 async def test_a_host_name_the_certificate_does_not_name_is_refused(stack_settings: Settings, front: TlsFront) -> None:
     # The front listens on 127.0.0.1; its certificate names localhost only.
     with pytest.raises(Exception, match="certificate verify failed"):
-        await _tls_in_use(tls_url(stack_settings, front, host="127.0.0.1"))
+        await _connects(tls_url(stack_settings, front, host="127.0.0.1"))
     # verify-ca checks the CA only: the same address is accepted (which is why production wants verify-full).
-    assert await _tls_in_use(tls_url(stack_settings, front, host="127.0.0.1", mode="verify-ca"))
+    assert await _connects(tls_url(stack_settings, front, host="127.0.0.1", mode="verify-ca"))
 
 
 async def test_a_client_in_clear_is_refused_by_the_front(stack_settings: Settings, front: TlsFront) -> None:
     plain = make_url(stack_settings.database_url).set(host="localhost", port=front.port).update_query_dict(
         {"sslmode": "disable"})
     with pytest.raises((DBAPIError, OSError)):
-        await _tls_in_use(plain.render_as_string(hide_password=False))
+        await _connects(plain.render_as_string(hide_password=False))
+    assert front.handshakes == 0
 
 
 def test_the_ca_is_made_once(stack_settings: Settings) -> None:
