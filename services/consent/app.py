@@ -126,6 +126,8 @@ async def retention_scheduler(runtime: Runtime, consent: Consent, stop: asyncio.
     (FLOURISH_CONSENT_RUN_RETENTION_SCHEDULER=false: the API pods of a split deployment)."""
     if consent.settings.consent.run_retention_scheduler:
         await consent.retention.run(stop)
+    else:
+        await stop.wait()  # a background task runs until the service stops (one that ends fails liveness)
 
 
 SPEC = ServiceSpec(

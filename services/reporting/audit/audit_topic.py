@@ -72,6 +72,7 @@ async def keep_audit_topic(runtime: Runtime, reporting: Any, stop: asyncio.Event
     """Background task: set the audit topic's retention once, retrying while Kafka is away (unless
     FLOURISH_AUDIT_KEEP_AUDIT_TOPIC_FOREVER is off: the reporting service's `.audit.settings`)."""
     if not reporting.audit.settings.keep_audit_topic_forever:
+        await stop.wait()  # a background task runs until the service stops (one that ends fails liveness)
         return
     topics = [topic_for("audit", runtime.settings.topic_prefix), topic_for(CHECKPOINTS_CONTEXT, runtime.settings.topic_prefix)]
     delay = 0.5
@@ -79,6 +80,7 @@ async def keep_audit_topic(runtime: Runtime, reporting: Any, stop: asyncio.Event
         try:
             for topic in topics:
                 await keep_topic_forever(runtime.settings.kafka_bootstrap_servers, topic)
+            await stop.wait()  # done once; a background task that ended would fail liveness
             return
         except Exception as error:  # noqa: BLE001 - Kafka away or refusing: logged, and tried again until stopped
             log.warning("could not set the audit topics' retention yet",
