@@ -84,7 +84,8 @@ them, and closes them (clients, pools) when it stops."""
 
 BackgroundTask = Callable[["Runtime", Any, asyncio.Event], Coroutine[Any, Any, None]]
 """Long-running work of a service besides its consumers (a scheduler, say), handed the runtime and
-the service's dependencies: runs until the event is set."""
+the service's dependencies: runs until the event is set. One that ends before (raising or returning)
+fails liveness and readiness, so the process is restarted."""
 
 StartupStep = Callable[["Runtime", Any], Awaitable[None]]
 """Work after the dependencies are built and before the service takes traffic (loading reference data)."""
@@ -167,7 +168,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         # Tasks that ended while the service ran (name → why): liveness and readiness fail on any.
         self.dead_tasks: dict[str, str] = {}
-        self._subscribers: list[tuple[str, Any]] = []  # (consumer's name, FastStream subscriber)
+        self.subscribers: list[tuple[str, Any]] = []  # (consumer's name, FastStream subscriber)
 
     @property
     def deps(self) -> Any:
@@ -236,7 +237,7 @@ class Runtime:
             subscriber = subscribe(self.broker, consumer,
                                    [topic_for(context, settings.topic_prefix) for context in spec.contexts])
             self.consumers.append(consumer)
-            self._subscribers.append((consumer.name, subscriber))
+            self.subscribers.append((consumer.name, subscriber))
 
     async def _start(self, deps: Any) -> None:
         prefix = self.settings.topic_prefix
@@ -278,7 +279,7 @@ class Runtime:
         dead = dict(self.dead_tasks)
         if self._deps is _NOT_RUNNING or self._stop.is_set():
             return dead
-        for name, subscriber in self._subscribers:  # FastStream's consume loop of each consumer
+        for name, subscriber in self.subscribers:  # FastStream's consume loop of each consumer
             if any(task.done() for task in getattr(subscriber, "tasks", ())):
                 dead[f"consumer {name}"] = "stopped"
         return dead

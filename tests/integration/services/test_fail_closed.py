@@ -196,3 +196,21 @@ async def test_a_background_task_that_returns_while_the_service_runs_fails_liven
         await asyncio.sleep(0.1)
         live = await client.get("/healthz")
     assert live.status_code == 503 and live.json()["dead_tasks"] == {"scheduler": "returned"}
+
+
+async def test_a_consumer_whose_loop_ends_fails_liveness(stack_settings: Settings, topic_prefix: str,
+                                                         tmp_path: Any) -> None:
+    settings = stack_settings.model_copy(update={"topic_prefix": topic_prefix, "state_dir": tmp_path,
+                                                  "jwks_path": tmp_path / "dev-issuer" / "jwks.json"})
+    app = planning.app(settings)
+    async with serving(app) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        runtime = app.state.runtime
+        name, subscriber = runtime.subscribers[0]
+        for task in subscriber.tasks:  # the consume loop FastStream runs for the consumer, gone
+            task.cancel()
+        await asyncio.sleep(0.1)
+        live = await client.get("/healthz")
+        ready = await client.get("/readyz")
+    assert live.status_code == 503 and live.json()["dead_tasks"] == {f"consumer {name}": "stopped"}
+    assert ready.status_code == 503

@@ -158,3 +158,17 @@ def test_assessment_needs_its_lookup_key(tmp_path: Path) -> None:
                                      ).production_problems() == []
     assert AssessmentServiceSettings(kernel=kernel, privacy=AssessmentPrivacySettings(lookup_key=None)
                                      ).production_problems() == ["FLOURISH_LOOKUP_KEY is missing"]
+
+
+def test_flourish_migrate_refuses_a_database_url_without_verified_tls(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from flourish.cli import app as cli
+
+    monkeypatch.setenv("FLOURISH_ENVIRONMENT", "production")
+    monkeypatch.setenv("FLOURISH_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("DATABASE_URL", "postgresql+asyncpg://owner:pw@127.0.0.1:1/flourish")  # nothing listens
+    refused = CliRunner().invoke(cli, ["migrate"])
+    assert refused.exit_code == 2
+    assert "sslmode=verify-full" in refused.output and "sslrootcert" in refused.output
