@@ -45,7 +45,7 @@ from shared.messaging.subscription import subscribe
 from shared.messaging.topics import CONTEXTS, ensure_topics
 from shared.openapi import document_problems
 from shared.problems import ServiceUnavailable, install_problem_handlers
-from shared.production import schema_owner_problems, validate_production
+from shared.production import ProductionMisconfigured, schema_owner_problems, validate_production
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.event_store import EventStore
@@ -188,7 +188,10 @@ class Runtime:
             schema = self.spec.metadata.schema
             assert schema, "a service's MetaData names its schema"
             if self.settings.environment == "production":
-                validate_production(self.settings, await schema_owner_problems(self.engine, schema))
+                # The first connection: the role it logs in as must not own the schema.
+                owned = await schema_owner_problems(self.engine, schema)
+                if owned:
+                    raise ProductionMisconfigured(owned)
             await check_at_head(self.engine, self.spec.migrations, schema, self.settings)
             async with self.spec.bootstrap(self) as deps:
                 self._seal_with(deps)
