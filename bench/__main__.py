@@ -17,6 +17,7 @@ import importlib
 import inspect
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -49,6 +50,10 @@ def _scaled(scale: object, factor: float) -> object:
 
 async def main(args: argparse.Namespace) -> int:
     from flourish.local.stack import ensure_stack
+
+    # The benchmarks run the local stack, and platforms of their own in state folders of their own,
+    # with dev secrets: development (production is the default), unless FLOURISH_ENVIRONMENT says.
+    os.environ.setdefault("FLOURISH_ENVIRONMENT", "development")
 
     endpoints = ensure_stack()
     settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)

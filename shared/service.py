@@ -46,13 +46,14 @@ from shared.messaging.subscription import subscribe
 from shared.messaging.topics import audit_fact_topic, require_topics, topics_of
 from shared.openapi import document_problems
 from shared.problems import ServiceUnavailable, install_problem_handlers
+from shared.production import ProductionMisconfigured, schema_owner_problems, validate_production
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.event_store import EventStore
 from shared.store.migrations import check_at_head
 from shared.store.outbox import OutboxRelay
 from shared.store.tables import KernelTables
-from shared.telemetry import TracingMiddleware, configure_metrics, configure_tracing
+from shared.telemetry import TracingMiddleware, background_task_failures, configure_metrics, configure_tracing
 from shared.tenancy import TenantScopeMiddleware
 from shared.verified_tokens import VerifiedTokens
 
@@ -84,10 +85,16 @@ them, and closes them (clients, pools) when it stops."""
 
 BackgroundTask = Callable[["Runtime", Any, asyncio.Event], Coroutine[Any, Any, None]]
 """Long-running work of a service besides its consumers (a scheduler, say), handed the runtime and
-the service's dependencies: runs until the event is set."""
+the service's dependencies: runs until the event is set. One that ends before (raising or returning)
+fails liveness and readiness, so the process is restarted."""
 
 StartupStep = Callable[["Runtime", Any], Awaitable[None]]
 """Work after the dependencies are built and before the service takes traffic (loading reference data)."""
+
+
+def no_production_checks() -> list[str]:
+    """The checks of a service whose own settings need nothing in production beyond the kernel's."""
+    return []
 
 
 @asynccontextmanager
@@ -118,6 +125,9 @@ class ServiceSpec:
     # seals the personal fields of the events it appends with it, and every consumer opens sealed
     # events with it. A service that publishes or consumes such events without one refuses to start.
     keyring: Callable[[Runtime, Any], PupilKeyring] | None = None
+    # What the service's own settings lack in production (its settings tree's production_problems,
+    # bound by its app()): added to the kernel's in the one start-up validation (shared/production.py).
+    production_checks: Callable[[], Sequence[str]] = no_production_checks
 
 
 _NOT_RUNNING = object()
@@ -128,9 +138,6 @@ class Runtime:
     it runs) the dependencies its bootstrap built."""
 
     def __init__(self, spec: ServiceSpec, settings: Settings) -> None:
-        if settings.environment == "production" and not settings.jwks_url:
-            # Without it the service would trust the local dev issuer's keys.
-            raise ValueError("FLOURISH_JWKS_URL (the trust's identity provider) is required in production")
         self.spec = spec
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings)
@@ -164,6 +171,9 @@ class Runtime:
         self._deps: Any = _NOT_RUNNING
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Tasks that ended while the service ran (name → why): liveness and readiness fail on any.
+        self.dead_tasks: dict[str, str] = {}
+        self.subscribers: list[tuple[str, Any]] = []  # (consumer's name, FastStream subscriber)
 
     @property
     def deps(self) -> Any:
@@ -178,8 +188,15 @@ class Runtime:
         spec's bootstrap), start consumers, the relay and background tasks; on the way out stop
         them and close everything, in reverse."""
         try:
+            # Before anything connects: every required setting, all missing ones named at once.
+            validate_production(self.settings, self.spec.production_checks())
             schema = self.spec.metadata.schema
             assert schema, "a service's MetaData names its schema"
+            if self.settings.environment == "production":
+                # The first connection: the role it logs in as must not own the schema.
+                owned = await schema_owner_problems(self.engine, schema)
+                if owned:
+                    raise ProductionMisconfigured(owned)
             await check_at_head(self.engine, self.spec.migrations, schema, self.settings)
             async with self.spec.bootstrap(self) as deps:
                 self._seal_with(deps)
@@ -225,8 +242,10 @@ class Runtime:
                 retry=self._retry, topic_prefix=settings.topic_prefix, batch_handlers=spec.batch_handlers,
                 roster=spec.roster, max_record_bytes=settings.consumer_max_record_bytes, sealing=self.sealing,
             )
-            subscribe(self.broker, consumer, [t for context in spec.contexts for t in topics_of(context, settings.topic_prefix)])
+            subscriber = subscribe(self.broker, consumer,
+                                   [t for context in spec.contexts for t in topics_of(context, settings.topic_prefix)])
             self.consumers.append(consumer)
+            self.subscribers.append((consumer.name, subscriber))
 
     async def _start(self, deps: Any) -> None:
         # Topics are the admin's to make (flourish/kafka_acls.py); the service only checks they are there.
@@ -240,12 +259,41 @@ class Runtime:
         await self.publisher.start()
         await self.broker.start()
         self._stop.clear()
-        self._tasks.append(asyncio.create_task(self.relay.run(self._stop), name=f"{self.spec.name}-outbox-relay"))
-        self._tasks.append(asyncio.create_task(
-            forget_old_stored_answers(self.engine, self.spec.tables.idempotency, self.settings.idempotency_retention_s,
-                                      self._stop), name=f"{self.spec.name}-stored-answers"))
+        self.dead_tasks.clear()
+        self._supervise(self.relay.run(self._stop), "outbox-relay")
+        self._supervise(forget_old_stored_answers(self.engine, self.spec.tables.idempotency,
+                                                  self.settings.idempotency_retention_s, self._stop), "stored-answers")
         for task in self.spec.background_tasks if self.runs_consumers else ():
-            self._tasks.append(asyncio.create_task(task(self, deps, self._stop), name=f"{self.spec.name}-{task.__name__}"))
+            self._supervise(task(self, deps, self._stop), task.__name__)
+
+    def _supervise(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run a background task; if it ends while the service runs (an exception, or returning
+        before stop), the service is no longer live: /healthz and /readyz answer 503 naming it,
+        and it is logged and counted. Kubernetes then restarts the pod."""
+        task = asyncio.create_task(work, name=f"{self.spec.name}-{name}")
+
+        def ended(done: asyncio.Task[None]) -> None:
+            if self._stop.is_set():
+                return
+            # The exception's type only: its message may carry a row's data.
+            error = None if done.cancelled() else done.exception()
+            reason = "cancelled" if done.cancelled() else type(error).__name__ if error else "returned"
+            self.dead_tasks[name] = reason
+            background_task_failures.add(1, {"service": self.spec.name, "task": name})
+            log.error("background task %s ended while the service runs", name, extra={"error_type": reason})
+
+        task.add_done_callback(ended)
+        self._tasks.append(task)
+
+    def dead(self) -> dict[str, str]:
+        """The tasks (and consumers) that ended while the service ran, with why."""
+        dead = dict(self.dead_tasks)
+        if self._deps is _NOT_RUNNING or self._stop.is_set():
+            return dead
+        for name, subscriber in self.subscribers:  # FastStream's consume loop of each consumer
+            if any(task.done() for task in getattr(subscriber, "tasks", ())):
+                dead[f"consumer {name}"] = "stopped"
+        return dead
 
     async def _stop_all(self) -> None:
         self._stop.set()
@@ -265,6 +313,8 @@ class Runtime:
             checks["database"] = type(error).__name__
         checks["kafka"] = "ok" if await self.broker.ping(timeout=2) else "unreachable"
         checks["relay"] = "leader" if self.relay.is_leader else "standby"
+        dead = self.dead()
+        checks["tasks"] = "ok" if not dead else "dead: " + ", ".join(sorted(dead))
         return checks
 
     def _document_published_events(self) -> None:
@@ -325,14 +375,19 @@ def dependencies_of(request: Request) -> Any:
 def _operations_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz", summary="Liveness: the process answers")
+    @router.get("/healthz", summary="Liveness: the process answers and none of its background tasks has died",
+                responses={503: {"description": "A background task ended: restart the process"}})
     async def healthz() -> dict[str, str]:
+        dead = runtime.dead()
+        if dead:
+            raise ServiceUnavailable("a background task ended", extras={"dead_tasks": dead})
         return {"status": "ok", "service": runtime.spec.name}
 
-    @router.get("/readyz", summary="Readiness: PostgreSQL and Kafka answer", responses={503: {"description": "Not ready"}})
+    @router.get("/readyz", summary="Readiness: PostgreSQL and Kafka answer, every background task runs",
+                responses={503: {"description": "Not ready"}})
     async def readyz() -> dict[str, Any]:
         checks = await runtime.readiness()
-        if checks["database"] != "ok" or checks["kafka"] != "ok":
+        if checks["database"] != "ok" or checks["kafka"] != "ok" or checks["tasks"] != "ok":
             raise ServiceUnavailable("not ready", extras={"checks": checks})
         return {"status": "ready", "checks": checks}
 

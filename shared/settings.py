@@ -5,7 +5,7 @@ sections, each read from its own environment variables), built once when a servi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +18,26 @@ LOCAL_KAFKA_BOOTSTRAP = "127.0.0.1:19092"
 
 # The Flourish services: the only names a `service` token's client may map to.
 SERVICE_NAMES: tuple[str, ...] = ("assessment", "consent", "planning", "reporting")
+
+# The file in a state directory that marks it as a development checkout's: the local launcher
+# (`flourish infra up`, `flourish platform up`, which `make up` and `make test` run) writes it.
+ENVIRONMENT_FILE = "environment"
+
+
+def marked_environment(state_dir: Path) -> Literal["development", "production"]:
+    """What the state directory says: development only if the launcher marked it so; anything
+    else (no file, another word, an unreadable file) is production."""
+    try:
+        word = (state_dir / ENVIRONMENT_FILE).read_text().strip()
+    except OSError:
+        return "production"
+    return "development" if word == "development" else "production"
+
+
+def mark_development(state_dir: Path) -> None:
+    """Mark a local checkout's state directory as development (the launcher only)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / ENVIRONMENT_FILE).write_text("development\n")
 
 
 class Settings(BaseSettings):
@@ -80,9 +100,11 @@ class Settings(BaseSettings):
     # takes a prefix of its own.
     topic_prefix: str = "flourish."
 
-    # "production" refuses every development convenience: the dev token issuer's keys and a
-    # generated key-encryption key. Kubernetes overlays set it; a laptop never needs to.
-    environment: Literal["development", "production"] = "development"
+    # "production" refuses every development convenience (the dev token issuer's keys, generated
+    # keys, plain http) and validates every required setting at start (shared/production.py). It is
+    # the default: FLOURISH_ENVIRONMENT when set, else what `<state_dir>/environment` says (the local
+    # launcher writes "development" there), else production.
+    environment: Literal["development", "production"] = "production"
 
     # What this process runs: "all" (API, consumers, background tasks), "api" (the HTTP API and
     # the outbox relay), or "consumers" (consumers and background tasks; health and metrics only
@@ -124,6 +146,14 @@ class Settings(BaseSettings):
         own = {} if self.environment == "production" else {name: name for name in SERVICE_NAMES}
         return {**own, **self.service_clients}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_from_state_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("environment") is None:
+            state_dir = data.get("state_dir") or STATE_DIR
+            data = {**data, "environment": marked_environment(Path(state_dir))}
+        return data
+
     @model_validator(mode="after")
     def _dev_issuer_beside_state(self) -> Settings:
         if self.jwks_path is None:
@@ -147,6 +177,11 @@ class ServiceSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     kernel: Settings = Field(default_factory=Settings)
+
+    def production_problems(self) -> list[str]:
+        """What this service's own sections need in production and lack (its KEK, its keys): each
+        service's tree names its own; the kernel's are shared.production's. Never a value."""
+        return []
 
     @classmethod
     def of(cls, settings: ServiceSettings | Settings | None) -> Self:

@@ -34,6 +34,10 @@ outbox_published = meter.create_counter(
 outbox_publish_failures = meter.create_counter(
     "flourish_outbox_publish_failures", description="Relay batches that Kafka did not acknowledge"
 )
+background_task_failures = meter.create_counter(
+    "flourish_background_task_failures",
+    description="A service's background tasks (relay, consumers' workers, schedulers) that ended while it ran, by task",
+)
 # Outbox rows waiting per schema, as the relay leader last counted them.
 _backlog: dict[str, int] = {}
 

@@ -5,6 +5,7 @@ its own schema and its own topics, so tests never see each other's data."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,12 @@ from shared.store.tables import KernelTables, kernel_tables
 
 if TYPE_CHECKING:
     from flourish.local.selection import StackForTests
+
+# The tests run the local stack with the dev issuer and dev secrets: development, as `make test`'s
+# `flourish infra up` marks the checkout; FLOURISH_ENVIRONMENT, when set, wins. Stacks of a test's
+# own (a state_dir of their own, unmarked) and the processes tests spawn inherit it. The tests of
+# production's refusals ask for production explicitly.
+os.environ.setdefault("FLOURISH_ENVIRONMENT", "development")
 
 # Spans from every test land here, so a test can follow a trace across a Kafka hop; metrics go
 # both to Prometheus' registry (what /metrics serves) and to a reader tests can inspect.

@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 
 from flourish.local import ComponentStatus, InfraError, postgres
 from flourish.local.stack import ensure_stack, stack_status, stop_stack
-from shared.settings import Settings
+from shared.settings import Settings, mark_development
 
 app = typer.Typer(
     help="Run the local Kafka broker and PostgreSQL server that the services and tests use.",
@@ -19,7 +19,9 @@ app = typer.Typer(
 
 @app.command()
 def up() -> None:
-    """Start whatever is not running yet and wait until it answers; print the endpoints."""
+    """Start whatever is not running yet and wait until it answers; print the endpoints. Marks the
+    state directory as a development checkout's (FLOURISH_ENVIRONMENT, when set, still wins)."""
+    mark_development(Settings().state_dir)
     settings = Settings()
     try:
         endpoints = ensure_stack(settings)

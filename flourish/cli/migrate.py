@@ -11,6 +11,7 @@ import typer
 
 from flourish.local.migrate import SERVICE_NAMES
 from flourish.local.migrate import migrate as migrate_services
+from shared.production import ProductionMisconfigured, validate_production
 from shared.settings import Settings
 
 
@@ -22,5 +23,11 @@ def migrate(service: Annotated[list[str] | None, typer.Option(help="Only this se
     if unknown:
         typer.echo(f"unknown service(s): {', '.join(unknown)}", err=True)
         raise typer.Exit(2)
-    asyncio.run(migrate_services(Settings(), tuple(service)))
+    settings = Settings()
+    try:
+        validate_production(settings, migration=True)  # DATABASE_URL's TLS, before connecting
+    except ProductionMisconfigured as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from None
+    asyncio.run(migrate_services(settings, tuple(service)))
     typer.echo(f"migrated: {', '.join(service)}")

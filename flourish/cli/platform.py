@@ -9,14 +9,16 @@ import typer
 from flourish.local import InfraError
 from flourish.local.services import services_status, start_services, stop_services
 from flourish.local.stack import ensure_stack, stack_status, stop_stack
-from shared.settings import Settings
+from shared.settings import Settings, mark_development
 
 app = typer.Typer(help="Start, inspect and stop the four services on top of the local stack.", no_args_is_help=True)
 
 
 @app.command()
 def up(demo: bool = typer.Option(True, help="Load the demo trust.")) -> None:
-    """Start Kafka and PostgreSQL, migrate and start the services, load the demo trust, print URLs."""
+    """Start Kafka and PostgreSQL, migrate and start the services, load the demo trust, print URLs.
+    Marks the state directory as a development checkout's (FLOURISH_ENVIRONMENT, when set, still wins)."""
+    mark_development(Settings().state_dir)
     settings = Settings()
     try:
         endpoints = ensure_stack(settings)

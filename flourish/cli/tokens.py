@@ -37,6 +37,11 @@ def dev_token(
     Only the token goes to stdout, so `TOKEN=$(flourish dev-token ...)` works.
     """
     settings = Settings()
+    if settings.environment == "production":
+        typer.echo("flourish dev-token refuses in production: tokens come from the trust's identity provider. "
+                   "A local checkout is development once `flourish infra up` (make up, make test) has marked "
+                   f"{settings.state_dir}, or with FLOURISH_ENVIRONMENT=development.", err=True)
+        raise typer.Exit(2)
     if settings.jwks_url:
         # Services verify against the identity provider then, which will not know this key.
         typer.echo("warning: jwks_url is set; services will not accept dev-issuer tokens", err=True)

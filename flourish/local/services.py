@@ -79,6 +79,8 @@ def platform_environment(settings: Settings) -> dict[str, str]:
         "DATABASE_URL": settings.database_url,
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "FLOURISH_STATE_DIR": str(settings.state_dir),
+        # The launcher's own (its checkout is marked development); never looser than it.
+        "FLOURISH_ENVIRONMENT": settings.environment,
         "FLOURISH_TOPIC_PREFIX": settings.topic_prefix,
         # Each service logs in to Kafka as itself, with the password the local broker made for it.
         "FLOURISH_KAFKA_SECURITY_PROTOCOL": settings.kafka_security_protocol,

@@ -35,6 +35,7 @@ from services.assessment.subject_access import router as subject_access_router
 from services.assessment.tables import kernel, metadata, pupils
 from shared.datakeys import DataKeySettings
 from shared.events.consent import RetentionExpired
+from shared.production import key_problems
 from shared.service import Bootstrap, ConsumerSpec, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
 
@@ -48,6 +49,10 @@ class AssessmentServiceSettings(ServiceSettings):
     privacy: AssessmentPrivacySettings = Field(default_factory=AssessmentPrivacySettings)
     data_keys: DataKeySettings = Field(default_factory=DataKeySettings)
     opt_out: OptOutSettings = Field(default_factory=OptOutSettings)
+
+    def production_problems(self) -> list[str]:
+        """The master key of the UPN blind index (never a generated one)."""
+        return key_problems("FLOURISH_LOOKUP_KEY", self.privacy.lookup_key)
 
 
 @dataclass(frozen=True)
@@ -123,4 +128,5 @@ def app(settings: AssessmentServiceSettings | Settings | None = None, *,
 
     `settings`: the settings tree, or the kernel's `Settings` alone; `consent_http` is for tests."""
     tree = AssessmentServiceSettings.of(settings)
-    return create_app(replace(SPEC, bootstrap=bootstrap(tree, consent_http=consent_http)), tree.kernel)
+    return create_app(replace(SPEC, bootstrap=bootstrap(tree, consent_http=consent_http),
+                              production_checks=tree.production_problems), tree.kernel)

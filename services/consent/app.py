@@ -32,6 +32,7 @@ from services.consent.scheduler import RetentionScheduler
 from services.consent.tables import data_keys, kernel, metadata
 from shared.datakeys import DataKeySettings, DataKeyVault, KekKeyring, KeyEncryptionKey, VaultKeyring
 from shared.events.envelope import topic_for
+from shared.production import https_problems, key_problems
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
 
@@ -67,6 +68,13 @@ class ConsentServiceSettings(ServiceSettings):
 
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
     data_keys: DataKeySettings = Field(default_factory=DataKeySettings)
+
+    def production_problems(self) -> list[str]:
+        """The KEK that wraps every pupil's data key, and the subject-access peers (personal data
+        travels from them) over https."""
+        return [*key_problems("FLOURISH_DATA_KEK", self.data_keys.data_kek),
+                *https_problems("FLOURISH_CONSENT_SUBJECT_ACCESS_PEERS", self.consent.subject_access_peers.values(),
+                                self.kernel)]
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,8 @@ async def retention_scheduler(runtime: Runtime, consent: Consent, stop: asyncio.
     (FLOURISH_CONSENT_RUN_RETENTION_SCHEDULER=false: the API pods of a split deployment)."""
     if consent.settings.consent.run_retention_scheduler:
         await consent.retention.run(stop)
+    else:
+        await stop.wait()  # a background task runs until the service stops (one that ends fails liveness)
 
 
 SPEC = ServiceSpec(
@@ -152,5 +162,6 @@ def app(settings: ConsentServiceSettings | Settings | None = None, *, kek: KeyEn
     `subject_access_transports` are for tests."""
     tree = ConsentServiceSettings.of(settings)
     return create_app(replace(SPEC, bootstrap=bootstrap(tree, kek=kek, clock=clock,
-                                                        subject_access_transports=subject_access_transports)),
+                                                        subject_access_transports=subject_access_transports),
+                              production_checks=tree.production_problems),
                       tree.kernel)

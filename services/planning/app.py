@@ -75,10 +75,8 @@ def bootstrap(settings: PlanningServiceSettings, *, frameworks: FrameworkSource 
     for it, e.g. on an in-process ASGI transport in tests; by default one of planning's own); data
     keys from the consent service (`consent_http`, likewise)."""
     kernel_settings = settings.kernel
-    if (kernel_settings.environment == "production" and not kernel_settings.mesh_mtls
-            and not kernel_settings.consent_url.startswith("https://")):
-        raise ValueError("in production FLOURISH_CONSENT_URL must be https, or FLOURISH_MESH_MTLS=true "
-                         "where a service mesh encrypts pod-to-pod traffic: data keys travel on it")
+    # In production FLOURISH_CONSENT_URL must be https (or FLOURISH_MESH_MTLS=true): data keys travel
+    # on it. The start-up validation checks it with every other peer (shared/production.py).
 
     @asynccontextmanager
     async def build(runtime: Runtime) -> AsyncIterator[Planning]:

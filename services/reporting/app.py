@@ -21,6 +21,7 @@ from pydantic import Field
 
 from services.reporting import audit, errors_to_problems, readmodels, sharing
 from services.reporting.audit import Audit, AuditSettings
+from services.reporting.audit.signing import SigningKeyUnavailable, load_signer
 from services.reporting.ops import router as ops_router
 from services.reporting.readmodels import Peers
 from services.reporting.readmodels.opt_outs import with_opt_outs
@@ -30,6 +31,7 @@ from services.reporting.subject_access import router as subject_access_router
 from services.reporting.tables import SCHEMA, kernel, metadata
 from shared.datakeys import DataKeyClient, DataKeySettings, KekKeyring
 from shared.peers import ServiceTokens
+from shared.production import key_problems
 from shared.service import Bootstrap, Runtime, ServiceSpec, create_app
 from shared.settings import ServiceSettings, Settings
 
@@ -47,6 +49,22 @@ class ReportingServiceSettings(ServiceSettings):
     sharing: SharingSettings = Field(default_factory=SharingSettings)
     notices: NoticeSettings = Field(default_factory=NoticeSettings)
     data_keys: DataKeySettings = Field(default_factory=DataKeySettings)
+
+    def production_problems(self) -> list[str]:
+        """The KEK that wraps agencies' signing secrets, the key that signs audit checkpoints (never
+        a generated one), and the S3 witness's bucket when it is the witness."""
+        problems = key_problems("FLOURISH_DATA_KEK", self.data_keys.data_kek)
+        if self.audit.signing_key is None and self.audit.signing_key_path is None:
+            problems.append("FLOURISH_AUDIT_SIGNING_KEY (or FLOURISH_AUDIT_SIGNING_KEY_PATH) is missing: the "
+                            "Ed25519 key that signs audit checkpoints")
+        else:
+            try:
+                load_signer(self.audit)
+            except SigningKeyUnavailable:
+                problems.append("FLOURISH_AUDIT_SIGNING_KEY(_PATH) is not a readable Ed25519 private key (PEM)")
+        if self.audit.witness == "s3" and not self.audit.s3_bucket:
+            problems.append("FLOURISH_AUDIT_S3_BUCKET is missing (FLOURISH_AUDIT_WITNESS=s3)")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -127,7 +145,8 @@ def app(settings: ReportingServiceSettings | Settings | None = None, *,
 
     `settings`: the settings tree, or the kernel's `Settings` alone; the rest are for tests."""
     tree = ReportingServiceSettings.of(settings)
-    spec = replace(SPEC, bootstrap=bootstrap(tree, assessment_http=assessment_http, consent_transport=consent_transport))
+    spec = replace(SPEC, bootstrap=bootstrap(tree, assessment_http=assessment_http, consent_transport=consent_transport),
+                   production_checks=tree.production_problems)
     service = create_app(spec, tree.kernel)
     publish_webhooks(service)  # the payloads agencies receive, in /openapi.json's `webhooks`
     return service

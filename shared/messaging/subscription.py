@@ -35,7 +35,7 @@ def subscribe(
         _record_lag(consumer.name, message)
 
     handle.__name__ = f"consume_{consumer.name.replace('.', '_').replace('-', '_')}"
-    return registrar.subscriber(
+    subscriber = registrar.subscriber(
         *topics,
         group_id=consumer.group_id,
         batch=True,
@@ -49,7 +49,9 @@ def subscribe(
         decoder=_raw_decoder,
         title=f"{consumer.name}",
         description=f"Idempotent consumer {consumer.name}; dead letters on {consumer.dead_letter_topic}",
-    )(handle)
+    )
+    subscriber(handle)
+    return subscriber
 
 
 def _record_lag(name: str, message: Any) -> None:

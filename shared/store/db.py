@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import orjson
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.settings import Settings
@@ -15,10 +17,38 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# libpq's TLS parameters, as DATABASE_URL carries them (`?sslmode=verify-full&sslrootcert=/ca.crt`).
+# SQLAlchemy's asyncpg dialect hands a URL's query to asyncpg.connect() as keywords, which has
+# `ssl` but no `sslmode` or `sslrootcert`: they become one SSLContext here.
+_TLS_PARAMETERS = ("sslmode", "ssl", "sslrootcert", "sslcert", "sslkey")
+_VERIFYING = ("verify-ca", "verify-full")
+
+
+def tls_connect_args(database_url: str) -> tuple[URL, dict[str, Any]]:
+    """The URL without libpq's TLS parameters, and asyncpg's `ssl` argument they mean. A mode
+    that verifies (verify-ca, verify-full) with a root certificate: a context that trusts that CA
+    only, and for verify-full checks the server's host name; other modes go to asyncpg as they are."""
+    url = make_url(database_url)
+    query = {key: (value if isinstance(value, str) else value[-1]) for key, value in url.query.items()}
+    if not any(key in query for key in _TLS_PARAMETERS):
+        return url, {}
+    stripped = url.difference_update_query(_TLS_PARAMETERS)
+    mode = query.get("sslmode", query.get("ssl"))
+    if mode in _VERIFYING and query.get("sslrootcert"):
+        context = ssl.create_default_context(cafile=query["sslrootcert"])
+        context.check_hostname = mode == "verify-full"
+        if query.get("sslcert"):
+            context.load_cert_chain(query["sslcert"], query.get("sslkey"))
+        return stripped, {"ssl": context}
+    return stripped, ({"ssl": mode} if mode else {})
+
+
 def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncEngine:
     size = pool_size or settings.db_pool_size
+    url, connect_args = tls_connect_args(settings.database_url)
     engine = create_async_engine(
-        settings.database_url,
+        url,
+        connect_args=connect_args,
         pool_size=size,
         max_overflow=size,
         pool_pre_ping=True,

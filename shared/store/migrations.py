@@ -27,11 +27,12 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, Table, pool, text
 from sqlalchemy.exc import ProgrammingError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_engine_from_config
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared import tenancy
 from shared.settings import Settings
 from shared.store import privileges
+from shared.store.db import tls_connect_args
 
 KERNEL_MIGRATIONS = Path(__file__).parent / "kernel_migrations"
 
@@ -115,11 +116,9 @@ def run_env(metadata: MetaData, *more: MetaData, plain_privileges: privileges.Ma
         return
 
     async def standalone() -> None:
-        engine = async_engine_from_config(
-            context.config.get_section(context.config.config_ini_section, {}),
-            prefix="sqlalchemy.",
-            poolclass=pool.NullPool,
-        )
+        # DATABASE_URL's libpq TLS parameters (sslmode, sslrootcert) become asyncpg's ssl argument.
+        url, connect_args = tls_connect_args(context.config.get_main_option("sqlalchemy.url") or "")
+        engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
         async with engine.begin() as conn:
             await conn.run_sync(migrate)
         await engine.dispose()

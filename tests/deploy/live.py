@@ -159,6 +159,8 @@ async def live_platform(stack: Settings, work: Path) -> AsyncIterator[LivePlatfo
         "FLOURISH_KAFKA_CREDENTIALS_DIR": str(stack.kafka_credentials_dir),
         "FLOURISH_ROLE": "all",
         "FLOURISH_LOG_LEVEL": "WARNING",
+        # A local platform on the dev issuer and dev secrets (production is the default).
+        "FLOURISH_ENVIRONMENT": "development",
     }
     # Before any service runs: nothing else on the loop waits while this blocks.
     where = subprocess.run([sys.executable, "-c", "import services, shared; print(services.__file__, shared.__file__)"],  # noqa: ASYNC221

@@ -47,3 +47,5 @@ async def send_notices(runtime: Runtime, reporting: Any, stop: asyncio.Event) ->
     """Background task (processes of role all or consumers): send the families' notices until stopped."""
     if reporting.sharing.notices is not None:
         await reporting.sharing.notices.worker(runtime, stop)
+    else:
+        await stop.wait()  # a background task runs until the service stops (one that ends fails liveness)
