@@ -22,7 +22,7 @@ from services.assessment import app as assessment
 from services.reporting.audit.audit_topic import topic_retention
 from shared.events.envelope import topic_for
 from shared.messaging.clients import ADMIN, SERVICE_IDENTITIES, kafka_options
-from shared.messaging.topics import MissingTopics, consumer_group
+from shared.messaging.topics import MissingTopics, audit_fact_topic, consumer_group, legacy_audit_topic
 from shared.settings import Settings
 
 AUTHORIZATION_FAILED = 29
@@ -71,10 +71,14 @@ async def test_a_service_is_refused_producing_to_another_contexts_topic(
     # A forged PupilErased on the consent topic, from the assessment service's pod.
     with pytest.raises(TopicAuthorizationFailedError):
         await assessment_producer.send_and_wait(topic_for("consent", topic_prefix), b"forged", key=b"pupil")
+    # Nor an audit fact in another service's name, nor on the shared audit topic of old.
+    for topic in (audit_fact_topic("planning", topic_prefix), legacy_audit_topic(topic_prefix)):
+        with pytest.raises(TopicAuthorizationFailedError):
+            await assessment_producer.send_and_wait(topic, b"forged", key=b"pupil")
 
 
 async def test_a_service_produces_to_its_own_topics(assessment_producer: AIOKafkaProducer, topic_prefix: str) -> None:
-    for topic in (topic_for("assessment", topic_prefix), topic_for("audit", topic_prefix),
+    for topic in (topic_for("assessment", topic_prefix), audit_fact_topic("assessment", topic_prefix),
                   f"{topic_prefix}dlq.assessment.erasure"):
         metadata = await assessment_producer.send_and_wait(topic, b"{}", key=b"k")
         assert metadata.offset >= 0
@@ -130,7 +134,7 @@ async def test_a_service_is_refused_creating_or_deleting_a_topic(
 async def test_no_service_can_shorten_the_audit_topics_retention(
     stack_settings: Settings, topic_prefix: str, identity: str
 ) -> None:
-    audit = topic_for("audit", topic_prefix)
+    audit = audit_fact_topic(identity, topic_prefix)  # the one audit topic it may write
     admin = AIOKafkaAdminClient(**as_(stack_settings, identity))
     await admin.start()
     try:

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.events.envelope import topic_for
+from shared.messaging.clients import ADMIN, kafka_options
 from shared.store.db import create_engine
 from shared.store.event_store import ORIGIN, Checkpoint, EventStore, RecordedEvent, StreamVersionConflict
 from shared.store.outbox import OutboxRelay
@@ -296,7 +297,7 @@ async def test_the_relay_running_beside_concurrent_appends_publishes_each_stream
     async with engine.connect() as conn:
         stored = {str(event_id): (stream_id, version) for event_id, stream_id, version in (await conn.execute(text(
             f'SELECT event_id, stream_id, stream_version FROM "{kernel.schema}".events'))).all()}
-    records = await read_topic(stack_settings.kafka_bootstrap_servers, topic_for("assessment", topic_prefix),
+    records = await read_topic(kafka_options(stack_settings, ADMIN), topic_for("assessment", topic_prefix),
                                expected=len(stored))
     published: dict[str, list[int]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):

@@ -30,6 +30,7 @@ from flourish.local.postgres import service_database_url
 from flourish.local.tls import TlsFront, local_tls
 from services.assessment import app as assessment
 from services.planning import app as planning
+from shared.messaging.clients import credentials
 from shared.production import ProductionMisconfigured
 from shared.service import create_app
 from shared.settings import Settings
@@ -60,7 +61,9 @@ def production(stack_settings: Settings, front: TlsFront, topic_prefix: str, tmp
         "service_client_id": "flourish-planning", "service_client_secret": "a-client-secret",
         "service_token_url": "https://login.trust.example/oauth2/token", "mesh_mtls": True,
         "database_url": over_tls(stack_settings, service_database_url(stack_settings, "planning"), front),
-        "kafka_security_protocol": "SASL_PLAINTEXT", "kafka_username": "planning", "kafka_password": "kafka-secret",
+        # Planning's own login to the local broker (in a cluster, its KafkaUser's secret).
+        "kafka_security_protocol": "SASL_PLAINTEXT", "kafka_username": "planning",
+        "kafka_password": credentials(stack_settings, "planning")[1],
     })
 
 
@@ -113,7 +116,8 @@ async def test_a_services_own_secret_is_checked_too(production: Settings, stack_
                                                     front: TlsFront, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FLOURISH_LOOKUP_KEY", raising=False)
     settings = production.model_copy(update={
-        "database_url": over_tls(stack_settings, service_database_url(stack_settings, "assessment"), front)})
+        "database_url": over_tls(stack_settings, service_database_url(stack_settings, "assessment"), front),
+        "kafka_username": "assessment", "kafka_password": credentials(stack_settings, "assessment")[1]})
     with pytest.raises(ProductionMisconfigured) as refused:
         async with serving(assessment.app(settings)):
             pytest.fail("the service started")
