@@ -37,7 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, own_database, unique
+from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, own_database, own_state, unique
 from bench.pipeline import produce, raw_producer
 from services.assessment.app import app as assessment_app
 from services.assessment.domain.assessment import Assessment, PupilHistory
@@ -69,8 +69,8 @@ async def run() -> list[dict[str, Any]]:
 
     endpoints = ensure_stack()
     async with own_database(endpoints.database_url, "assessment") as database_url:
-        settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
-                            topic_prefix=unique("bench.") + ".", log_level="WARNING")
+        settings = own_state(Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                                      topic_prefix=unique("bench.") + ".", log_level="WARNING"), "assessment")
         from flourish.kafka_acls import provision
 
         await provision(settings)  # the prefix's topics and the services' ACLs, as Kafka's admin

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, fresh_schema, info, percentile, unique
+from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, fresh_schema, info, own_database, percentile, unique
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.ledger import Ledger
 from services.reporting.audit.queries import AuditQueries, EntryFilter, Period
@@ -95,7 +95,12 @@ async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
-    settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    async with own_database(endpoints.database_url, "audit") as database_url:  # never the live database
+        settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+        return await _run(settings, scale)
+
+
+async def _run(settings: Settings, scale: float) -> list[dict[str, Any]]:
     entries = max(10_000, int(ENTRIES_DEFAULT * scale))
     engine = create_engine(settings, pool_size=2)
     figures: list[Figure] = []

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -423,7 +423,17 @@ class LoadScale:
     idle_s: float = 10.0
 
 
-async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
+def scaled_load(factor: float) -> LoadScale:
+    """--scale for the load run: the hold, the ramp's steps and warm-up and the idle wait shrink
+    with it (rates, pupils and the p99 goal stay put); at least 5 s a step, 10 s of hold."""
+    base = LoadScale()
+    if factor >= 1:
+        return base
+    return replace(base, hold_s=max(10.0, base.hold_s * factor), ramp_step_s=max(5.0, base.ramp_step_s * factor),
+                   ramp_warmup_s=max(1.0, base.ramp_warmup_s * factor), idle_s=max(2.0, base.idle_s * factor))
+
+
+async def run(scale: LoadScale | float | None = None) -> list[dict[str, Any]]:
     """The platform as four processes on the local stack (a database and topics of its own): a
     short ramp finds the highest rate whose p99 stays within the goal, then the load is held."""
     from sqlalchemy import make_url
@@ -433,7 +443,7 @@ async def run(scale: LoadScale | None = None) -> list[dict[str, Any]]:
     from flourish.local.services import platform_environment, service_pids, start_services, stop_services
     from flourish.local.stack import ensure_stack
 
-    scale = scale or LoadScale()
+    scale = scaled_load(scale) if isinstance(scale, int | float) else scale or LoadScale()
     endpoints = ensure_stack()
     server = make_url(endpoints.database_url)
     database = unique("bench_load_")
