@@ -75,7 +75,6 @@ from shared.audit import record_audit_query
 from shared.events.consent import AgencyCategory
 from shared.events.envelope import Envelope
 from shared.events.reporting import ReportShared
-from shared.messaging.clients import ADMIN, kafka_options
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.event_store import EventStore
@@ -402,7 +401,6 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
     from services.reporting.app import SPEC
     from services.reporting.audit import Audit, AuditSettings, audit_router
     from shared.auth import DevIssuer, Role
-    from shared.messaging.topics import delete_topics_with_prefix
     from shared.service import create_app
 
     state = Path(tempfile.mkdtemp(prefix="bench-audit-"))
@@ -440,7 +438,9 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
         server.should_exit = True
         await task
         sock.close()
-        await delete_topics_with_prefix(kafka_options(app_settings, ADMIN), app_settings.topic_prefix)
+        from flourish.kafka_acls import deprovision
+
+        await deprovision(app_settings, app_settings.topic_prefix)  # its topics and ACLs
 
 
 async def query_p95(engine: AsyncEngine, settings: Settings, ledger: Ledger, count: int) -> Figure:

@@ -32,7 +32,6 @@ from bench.common import (
     LOWER_IS_BETTER,
     Figure,
     asyncpg_dsn,
-    delete_topics,
     info,
     observation,
     own_database,
@@ -43,8 +42,6 @@ from shared.auth import DevIssuer, Role
 from shared.datakeys import new_data_key
 from shared.events.assessment import PupilEnrolled
 from shared.events.envelope import Envelope
-from shared.messaging.clients import ADMIN, kafka_options
-from shared.messaging.topics import dead_letter_topic, platform_topics
 from shared.settings import Settings
 
 PUPILS = 200
@@ -144,8 +141,9 @@ async def decision_latency(settings: Settings, requests: int = REQUESTS) -> list
     finally:
         server.should_exit = True
         await serving
-        await delete_topics(kafka_options(settings, ADMIN),
-                            [*platform_topics(prefix), dead_letter_topic("consent.roster", prefix)])
+        from flourish.kafka_acls import deprovision
+
+        await deprovision(settings, prefix)  # the prefix's topics and ACLs
     return [
         Figure(f"consent.decision.p{p}", percentile(ours, p), "ms", f"asyncpg.decision_query.p{p}",
                percentile(raw, p), LOWER_IS_BETTER)

@@ -408,6 +408,19 @@ def rss_mb(pids: dict[str, int]) -> dict[str, float]:
     return sizes
 
 
+def cpu_s(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) each service process and its children have used so far."""
+    used = {}
+    for name, pid in pids.items():
+        try:
+            process = psutil.Process(pid)
+            times = [process.cpu_times(), *(child.cpu_times() for child in process.children(recursive=True))]
+        except psutil.Error:
+            continue
+        used[name] = sum(t.user + t.system for t in times)
+    return used
+
+
 # --- the benchmark ---------------------------------------------------------------------------
 
 
@@ -469,7 +482,7 @@ async def run(scale: LoadScale | float | None = None) -> list[dict[str, Any]]:
             tenant = await setup_tenant(client, DevIssuer(settings), scale.pupils)
             async with Watcher(settings.sync_database_url) as watcher:
                 rate, steps = await _ramp(client, tenant, watcher, scale)
-                held, busy = await _hold(client, tenant, watcher, scale, settings, rate)
+                held, busy, cpu_ms = await _hold(client, tenant, watcher, scale, settings, rate)
                 drained = await watcher.drained(60)
             commands = [c for run in [*steps, held] for c in run.commands]
             reconciled = await reconcile(settings.sync_database_url, tenant.trust_id, commands)
@@ -490,12 +503,14 @@ async def run(scale: LoadScale | float | None = None) -> list[dict[str, Any]]:
                         **reconciled.as_dict()})
         for name in BENCH_PORTS:
             figures.append({"name": f"load.rss.{name}", "value": round(busy.get(name, float('nan')), 1), "unit": "MB",
-                            "idle": round(idle.get(name, float('nan')), 1), "goal": 300})
+                            "idle": round(idle.get(name, float('nan')), 1), "goal": 300,
+                            "cpu_ms_per_observation": round(cpu_ms.get(name, float("nan")), 2)})
     finally:
         await asyncio.to_thread(stop_services, settings)
         await drop_database(admin, database)
-        from shared.messaging.topics import delete_topics_with_prefix
-        await delete_topics_with_prefix(kafka_options(settings, ADMIN), settings.topic_prefix)
+        from flourish.kafka_acls import deprovision
+
+        await deprovision(settings, settings.topic_prefix)  # the prefix's topics and ACLs
     return figures
 
 
@@ -525,8 +540,9 @@ async def _ramp(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, sca
 
 
 async def _hold(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, scale: LoadScale, settings: Settings,
-                rate: float) -> tuple[Load, dict[str, float]]:
-    """The rate held for the whole duration; the peak RSS of each service meanwhile."""
+                rate: float) -> tuple[Load, dict[str, float], dict[str, float]]:
+    """The rate held for the whole duration; the peak RSS of each service meanwhile, and the CPU
+    milliseconds each service spent per observation sent while it was held."""
     from flourish.local.services import service_pids
 
     held = Load(client, tenant, watcher=watcher, assessment_every_s=scale.assessment_every_s)
@@ -539,12 +555,17 @@ async def _hold(client: httpx.AsyncClient, tenant: Tenant, watcher: Watcher, sca
                 peak[name] = max(peak.get(name, 0.0), mb)
 
     sampler = asyncio.create_task(sample())
+    cpu_before = cpu_s(service_pids(settings))
     try:
         await held.run(rate, scale.hold_s)
     finally:
         sampler.cancel()
-    info(f"load: peak RSS under load {_mb(peak)}")
-    return held, peak
+    observations = max(1, len(held.of_kind(OBSERVE)))
+    cpu_ms = {name: (used - cpu_before.get(name, 0.0)) * 1000 / observations
+              for name, used in cpu_s(service_pids(settings)).items()}
+    info(f"load: peak RSS under load {_mb(peak)}; CPU ms per observation "
+         + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu_ms.items()))
+    return held, peak, cpu_ms
 
 
 async def _raw_latency(bootstrap: Mapping[str, Any], prefix: str, rate: float, seconds: float) -> list[float]:

@@ -92,6 +92,9 @@ async def _run(endpoints: Any, database_url: str, prefix: str, duration_s: float
         raw = await _raw_latency(settings, timed)
     finally:
         await publisher.stop()
+        from flourish.kafka_acls import deprovision
+
+        await deprovision(settings, prefix)  # the prefix's topics and ACLs
     figures = [Figure(f"planning.strand_scored_to_suggestion.p{p}", percentile(ours, p), "ms",
                       f"aiokafka.produce_consume.latency.p{p}", percentile(raw, p), LOWER_IS_BETTER) for p in (50, 99)]
     import json

@@ -84,6 +84,9 @@ async def run(scale: float = 1.0) -> list[dict[str, Any]]:
             figures = await _run(settings, topics, max(1000, int(EVENTS * scale)))
         finally:
             await delete_topics(kafka_options(settings, ADMIN), topics)
+            from flourish.kafka_acls import deprovision
+
+            await deprovision(settings, prefix)  # the prefix's ACLs and any topic left
     return [json.loads(f.json_line()) for f in figures]
 
 
