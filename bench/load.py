@@ -438,12 +438,13 @@ class LoadScale:
 
 def scaled_load(factor: float) -> LoadScale:
     """--scale for the load run: the hold, the ramp's steps and warm-up and the idle wait shrink
-    with it (rates, pupils and the p99 goal stay put); at least 5 s a step, 10 s of hold."""
+    with it (rates, pupils, the p99 goal and the idle wait for the consumers to join stay put);
+    at least 5 s a step, 10 s of hold."""
     base = LoadScale()
     if factor >= 1:
         return base
     return replace(base, hold_s=max(10.0, base.hold_s * factor), ramp_step_s=max(5.0, base.ramp_step_s * factor),
-                   ramp_warmup_s=max(1.0, base.ramp_warmup_s * factor), idle_s=max(2.0, base.idle_s * factor))
+                   ramp_warmup_s=max(3.0, base.ramp_warmup_s * factor), idle_s=base.idle_s)
 
 
 async def run(scale: LoadScale | float | None = None) -> list[dict[str, Any]]:
