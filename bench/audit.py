@@ -417,7 +417,8 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
     async def build(runtime: Any) -> AsyncIterator[Any]:
         yield type("BenchReporting", (), {"audit": Audit.of(AuditSettings(), schema)})()
 
-    spec = replace(SPEC, tables=kernel, routers=[audit_router()], consumers=(), background_tasks=(), bootstrap=build)
+    spec = replace(SPEC, tables=kernel, routers=[audit_router()], consumers=(), background_tasks=(), bootstrap=build,
+                   keyring=None)  # the audit API seals nothing
     app = create_app(spec, app_settings)
     # IPPROTO_TCP, as uvicorn's own --host/--port socket is: asyncio sets TCP_NODELAY only on such
     # sockets' connections; on a bare socket() each answer would wait out a 40 ms delayed ACK.

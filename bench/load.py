@@ -437,9 +437,9 @@ class LoadScale:
 
 
 def scaled_load(factor: float) -> LoadScale:
-    """--scale for the load run: the hold, the ramp's steps and warm-up and the idle wait shrink
-    with it (rates, pupils, the p99 goal and the idle wait for the consumers to join stay put);
-    at least 5 s a step, 10 s of hold."""
+    """--scale for the load run: the hold and the ramp's steps and warm-up shrink with it (at
+    least 10 s of hold, 5 s a step, 3 s of warm-up); rates, pupils, the p99 goal and the idle wait
+    for the consumers to join stay put."""
     base = LoadScale()
     if factor >= 1:
         return base
@@ -500,7 +500,8 @@ async def run(scale: LoadScale | float | None = None) -> list[dict[str, Any]]:
                                              LOWER_IS_BETTER).json_line()))
         figures.append({"name": "load.rate", "value": rate, "unit": "observations/s", "held_s": scale.hold_s,
                         "achieved": round(held.achieved_per_s, 1),
-                        "p99_goal_ms": scale.p99_goal_s * 1000, "goal_met": percentile(ours, 99) <= scale.p99_goal_s,
+                        "rate_goal": 300, "p99_goal_ms": scale.p99_goal_s * 1000,
+                        "goal_met": percentile(ours, 99) <= scale.p99_goal_s,  # the p99's goal at the held rate
                         **reconciled.as_dict()})
         for name in BENCH_PORTS:
             figures.append({"name": f"load.rss.{name}", "value": round(busy.get(name, float('nan')), 1), "unit": "MB",
