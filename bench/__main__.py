@@ -5,8 +5,14 @@
     python -m bench --only store         # one group: store, pipeline, or a service (assessment, consent,
                                          #   planning, audit, reporting, reporting_sharing)
     python -m bench --only load          # the platform under steady load (FLOURISH_BENCH_LOAD_SECONDS, default 600)
-    python -m bench --scale 0.25         # smaller runs (quick check; figures are noisier)
-    python -m bench --loop asyncio       # the plain asyncio loop instead of uvloop
+    python -m bench --scale 0.25         # smaller runs (quick check; figures are noisier); every group
+                                         #   takes it (the load run's ramp and hold shrink with it)
+    python -m bench --loop uvloop        # uvloop instead of the services' loop (prints a warning)
+
+Every figure runs on the asyncio event loop, the services' loop: they run under uvicorn
+`--loop asyncio` (flourish/local/services.py UVICORN_LOOP says why), so the benchmarks do too, and
+each JSON line carries "loop" in its details. Every group works in a database, topic prefix and
+state folder of its own, never in the live platform's.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import inspect
 import json
 import logging
 import os
@@ -25,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import fields, replace
 
 from bench import pipeline, store
-from bench.common import Figure, emit, info
+from bench.common import Figure, info, own_database
 from shared.settings import Settings
 
 # Each service's benchmarks live in bench/<service>.py as `async def run() -> list[dict]`, one dict
@@ -56,10 +61,25 @@ async def main(args: argparse.Namespace) -> int:
     os.environ.setdefault("FLOURISH_ENVIRONMENT", "development")
 
     endpoints = ensure_stack()
-    settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
-    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    loop = loop_name()
     info(f"python {platform.python_version()}, loop {loop}, postgres {endpoints.database_url.rsplit('@', 1)[-1]}, "
-         f"kafka {endpoints.kafka_bootstrap_servers}, scale {args.scale}")
+         f"kafka {endpoints.kafka_bootstrap_servers}, scale {args.scale}, load {os.getloadavg()}")
+    wanted = [group for group in GROUPS if not args.only or group in args.only]
+    if {"store", "pipeline"} & set(wanted):
+        # store's and pipeline's schemas and topics are their own; the database is too, so that
+        # nothing of a bench lands in the live platform's database.
+        async with own_database(endpoints.database_url, "kernel") as database_url:
+            settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+            return await _run_groups(args, settings, loop)
+    settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    return await _run_groups(args, settings, loop)
+
+
+def loop_name() -> str:
+    return type(asyncio.get_running_loop()).__module__.split(".")[0]
+
+
+async def _run_groups(args: argparse.Namespace, settings: Settings, loop: str) -> int:
 
     store_scale = _scaled(store.StoreScale(), args.scale)
     pipe_scale = _scaled(pipeline.PipelineScale(), args.scale)
@@ -85,10 +105,8 @@ async def main(args: argparse.Namespace) -> int:
             logging.getLogger("bench").exception("a benchmark failed; the others still run")
             continue
         for figure in result if isinstance(result, list) else [result]:
-            if isinstance(figure, dict):
-                print(json.dumps(figure), flush=True)
-            else:
-                emit(figure)
+            line = figure if isinstance(figure, dict) else json.loads(figure.json_line())
+            print(json.dumps({**line, "loop": loop, "scale": args.scale}), flush=True)
     info(f"done in {time.perf_counter() - started:.0f}s" + (f", {failures} benchmark(s) failed" if failures else ""))
     return 1 if failures else 0
 
@@ -102,9 +120,7 @@ def _service_benchmarks(name: str, scale: float) -> Callable[[], Awaitable[list[
                 raise
             info(f"{name}: no benchmarks yet")
             return []
-        if "scale" in inspect.signature(module.run).parameters:  # the groups that take --scale
-            return await module.run(scale=scale)  # type: ignore[no-any-return]
-        return await module.run()  # type: ignore[no-any-return]
+        return await module.run(scale=scale)  # type: ignore[no-any-return]
 
     return run
 
@@ -114,8 +130,9 @@ def cli() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=GROUPS, help="run only this group (repeatable)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply event counts and durations")
-    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop",
-                        help="event loop (services run on uvloop under uvicorn; default uvloop)")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
+                        help="event loop (default asyncio, the services' loop under uvicorn --loop asyncio; "
+                             "uvloop is not the services' loop and its figures do not describe them)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     if args.loop == "uvloop":
@@ -124,6 +141,8 @@ def cli() -> int:
         except ImportError:
             info("uvloop is not installed; using the asyncio loop")
         else:
+            info("WARNING: --loop uvloop is not the services' loop (they run uvicorn --loop asyncio, "
+                 "flourish/local/services.py UVICORN_LOOP): these figures do not describe the services")
             return uvloop.run(main(args))
     return asyncio.run(main(args))
 

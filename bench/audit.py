@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, fresh_schema, info, percentile, unique
+from bench.common import HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, fresh_schema, info, own_database, percentile, unique
 from services.reporting.audit.domain.facts import fact_from
 from services.reporting.audit.ledger import Ledger
 from services.reporting.audit.queries import AuditQueries, EntryFilter, Period
@@ -75,7 +75,6 @@ from shared.audit import record_audit_query
 from shared.events.consent import AgencyCategory
 from shared.events.envelope import Envelope
 from shared.events.reporting import ReportShared
-from shared.messaging.clients import ADMIN, kafka_options
 from shared.settings import Settings
 from shared.store.db import create_engine
 from shared.store.event_store import EventStore
@@ -95,7 +94,12 @@ async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
-    settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+    async with own_database(endpoints.database_url, "audit") as database_url:  # never the live database
+        settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+        return await _run(settings, scale)
+
+
+async def _run(settings: Settings, scale: float) -> list[dict[str, Any]]:
     entries = max(10_000, int(ENTRIES_DEFAULT * scale))
     engine = create_engine(settings, pool_size=2)
     figures: list[Figure] = []
@@ -397,7 +401,6 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
     from services.reporting.app import SPEC
     from services.reporting.audit import Audit, AuditSettings, audit_router
     from shared.auth import DevIssuer, Role
-    from shared.messaging.topics import delete_topics_with_prefix
     from shared.service import create_app
 
     state = Path(tempfile.mkdtemp(prefix="bench-audit-"))
@@ -414,7 +417,8 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
     async def build(runtime: Any) -> AsyncIterator[Any]:
         yield type("BenchReporting", (), {"audit": Audit.of(AuditSettings(), schema)})()
 
-    spec = replace(SPEC, tables=kernel, routers=[audit_router()], consumers=(), background_tasks=(), bootstrap=build)
+    spec = replace(SPEC, tables=kernel, routers=[audit_router()], consumers=(), background_tasks=(), bootstrap=build,
+                   keyring=None)  # the audit API seals nothing
     app = create_app(spec, app_settings)
     # IPPROTO_TCP, as uvicorn's own --host/--port socket is: asyncio sets TCP_NODELAY only on such
     # sockets' connections; on a bare socket() each answer would wait out a 40 ms delayed ACK.
@@ -435,7 +439,9 @@ async def _serving_audit(settings: Settings, schema: str, kernel: Any) -> AsyncI
         server.should_exit = True
         await task
         sock.close()
-        await delete_topics_with_prefix(kafka_options(app_settings, ADMIN), app_settings.topic_prefix)
+        from flourish.kafka_acls import deprovision
+
+        await deprovision(app_settings, app_settings.topic_prefix)  # its topics and ACLs
 
 
 async def query_p95(engine: AsyncEngine, settings: Settings, ledger: Ledger, count: int) -> Figure:

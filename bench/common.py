@@ -243,3 +243,14 @@ async def create_database(admin_dsn: str, name: str) -> None:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+def own_state(settings: Settings, label: str) -> Settings:
+    """The settings with a state folder of the benchmark's own (its dev issuer's keys among them),
+    so that nothing a bench does lands in the live platform's state; the local broker's passwords
+    are still read where the live stack keeps them (resolved when `settings` was made)."""
+    import tempfile
+    from pathlib import Path
+
+    state = Path(tempfile.mkdtemp(prefix=f"flourish-bench-{label}-"))
+    return settings.model_copy(update={"state_dir": state, "jwks_path": state / "dev-issuer" / "jwks.json"})

@@ -32,9 +32,9 @@ from bench.common import (
     LOWER_IS_BETTER,
     Figure,
     asyncpg_dsn,
-    delete_topics,
     info,
     observation,
+    own_database,
     percentile,
     unique,
 )
@@ -42,8 +42,6 @@ from shared.auth import DevIssuer, Role
 from shared.datakeys import new_data_key
 from shared.events.assessment import PupilEnrolled
 from shared.events.envelope import Envelope
-from shared.messaging.clients import ADMIN, kafka_options
-from shared.messaging.topics import dead_letter_topic, platform_topics
 from shared.settings import Settings
 
 PUPILS = 200
@@ -52,16 +50,20 @@ WARMUP = 300
 SEAL_SECONDS = 2.0
 
 
-async def run() -> list[dict[str, Any]]:
+async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
-    settings = Settings(database_url=endpoints.database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
-    figures = [*await decision_latency(settings), seal_open()]
+    # A database of its own: the live database's consent schema has an outbox the live relay
+    # publishes (issue 18 found ~300 bench events on flourish.consent that way).
+    async with own_database(endpoints.database_url, "consent") as database_url:
+        settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers)
+        figures = [*await decision_latency(settings, requests=max(200, int(REQUESTS * scale))),
+                   seal_open(SEAL_SECONDS * min(1.0, max(scale, 0.1)))]
     return [json.loads(figure.json_line()) for figure in figures]
 
 
-async def decision_latency(settings: Settings) -> list[Figure]:
+async def decision_latency(settings: Settings, requests: int = REQUESTS) -> list[Figure]:
     from services.consent.app import ConsentServiceSettings, ConsentSettings
     from services.consent.app import app as consent_service
     from services.consent.projections import on_pupil_enrolled
@@ -79,7 +81,7 @@ async def decision_latency(settings: Settings) -> list[Figure]:
     app = consent_service(ConsentServiceSettings(kernel=settings, consent=ConsentSettings(run_retention_scheduler=False)))
     trust, academy = uuid.uuid4(), uuid.uuid4()
     issuer = DevIssuer(settings)
-    service = {"Authorization": f"Bearer {issuer.issue('svc-reporting', [Role.service], trust)}"}
+    service = {"Authorization": f"Bearer {issuer.issue('service:reporting', [Role.service], trust, client='reporting')}"}
     senco = {"Authorization": f"Bearer {issuer.issue('senco-1', [Role.senco], trust, [academy])}"}
     ids = [uuid.uuid4() for _ in range(PUPILS)]
 
@@ -107,14 +109,14 @@ async def decision_latency(settings: Settings) -> list[Figure]:
                 response.raise_for_status()
         # Let the relay publish the grants first: the figure is the decision, not a concurrent relay.
         await app.state.runtime.relay.drain()
-        info(f"consent.decision: {PUPILS} pupils, {PUPILS // 2} with consent; {REQUESTS} sequential "
+        info(f"consent.decision: {PUPILS} pupils, {PUPILS // 2} with consent; {requests} sequential "
              f"GET /sharing-decisions over loopback (+{WARMUP} warm-up)")
         # A lean keep-alive HTTP/1.1 client, so the figure is the service's time, not a client
         # library's (httpx on the same event loop adds about half a millisecond per request).
         raw_client = await RawHttp.connect("127.0.0.1", port)
         ours = []
         try:
-            for i in range(WARMUP + REQUESTS):
+            for i in range(WARMUP + requests):
                 path = f"/sharing-decisions?pupil_id={ids[i % PUPILS]}&agency_category=camhs&data_kind=report"
                 t0 = time.perf_counter()
                 status, _body = await raw_client.get(path, service)
@@ -128,7 +130,7 @@ async def decision_latency(settings: Settings) -> list[Figure]:
         info(f"consent.decision: p50 {percentile(ours, 50):.2f} ms, p90 {percentile(ours, 90):.2f} ms, "
              f"p99 {percentile(ours, 99):.2f} ms, max {max(ours):.2f} ms")
 
-        raw = await _raw_query_latency(settings, ids)
+        raw = await _raw_query_latency(settings, ids, requests)
         info(f"asyncpg.decision_query: p50 {percentile(raw, 50):.3f} ms, p99 {percentile(raw, 99):.3f} ms")
 
         # Leave nothing readable behind: erase the bench pupils the way a DPO would.
@@ -139,8 +141,9 @@ async def decision_latency(settings: Settings) -> list[Figure]:
     finally:
         server.should_exit = True
         await serving
-        await delete_topics(kafka_options(settings, ADMIN),
-                            [*platform_topics(prefix), dead_letter_topic("consent.roster", prefix)])
+        from flourish.kafka_acls import deprovision
+
+        await deprovision(settings, prefix)  # the prefix's topics and ACLs
     return [
         Figure(f"consent.decision.p{p}", percentile(ours, p), "ms", f"asyncpg.decision_query.p{p}",
                percentile(raw, p), LOWER_IS_BETTER)
@@ -182,7 +185,7 @@ def _free_port() -> int:
         return probe.getsockname()[1]  # type: ignore[no-any-return]
 
 
-async def _raw_query_latency(settings: Settings, ids: list[uuid.UUID]) -> list[float]:
+async def _raw_query_latency(settings: Settings, ids: list[uuid.UUID], requests: int = REQUESTS) -> list[float]:
     conn = await asyncpg.connect(asyncpg_dsn(settings))
     try:
         statement = await conn.prepare(
@@ -191,7 +194,7 @@ async def _raw_query_latency(settings: Settings, ids: list[uuid.UUID]) -> list[f
             "WHERE p.pupil_id = $1"
         )
         latencies = []
-        for i in range(WARMUP + REQUESTS):
+        for i in range(WARMUP + requests):
             t0 = time.perf_counter()
             await statement.fetchrow(ids[i % len(ids)], "share_camhs")
             if i >= WARMUP:
@@ -201,7 +204,7 @@ async def _raw_query_latency(settings: Settings, ids: list[uuid.UUID]) -> list[f
         await conn.close()
 
 
-def seal_open() -> Figure:
+def seal_open(seconds: float = SEAL_SECONDS) -> Figure:
     key = new_data_key(uuid.uuid4(), uuid.uuid4())
     payload = observation(key.pupil_id).data.model_dump(mode="json")
     size = len(orjson.dumps(payload))
@@ -210,7 +213,7 @@ def seal_open() -> Figure:
         for _ in range(1000):
             work()
         count, t0 = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - t0) < SEAL_SECONDS:
+        while (elapsed := time.perf_counter() - t0) < seconds:
             for _ in range(500):
                 work()
             count += 500
@@ -233,11 +236,6 @@ if __name__ == "__main__":
     import sys
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    try:
-        import uvloop  # services run on uvloop under uvicorn; measure on the same loop
-    except ImportError:
-        lines = asyncio.run(run())
-    else:
-        lines = uvloop.run(run())
+    lines = asyncio.run(run())  # the services' loop (uvicorn --loop asyncio)
     for line in lines:
         print(json.dumps(line))

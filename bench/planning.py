@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.common import ACADEMY, LOWER_IS_BETTER, Figure, info, own_database, paced, percentile, unique, wait_until
+from bench.common import ACADEMY, LOWER_IS_BETTER, Figure, info, own_database, own_state, paced, percentile, unique, wait_until
 from bench.pipeline import raw_clients
 from shared.events.assessment import StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
@@ -34,22 +34,22 @@ def _scores(count: int, trust: uuid.UUID) -> list[Envelope]:
     ), trust_id=trust, academy_id=ACADEMY, source="/flourish/bench") for _ in range(count)]
 
 
-async def run() -> list[dict[str, Any]]:
+async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     prefix = unique("bench.") + "."
     async with own_database(endpoints.database_url, "planning") as database_url:
-        return await _run(endpoints, database_url, prefix)
+        return await _run(endpoints, database_url, prefix, max(1.0, DURATION_S * scale))
 
 
-async def _run(endpoints: Any, database_url: str, prefix: str) -> list[dict[str, Any]]:
+async def _run(endpoints: Any, database_url: str, prefix: str, duration_s: float = DURATION_S) -> list[dict[str, Any]]:
     from services.planning.app import app as planning_service
 
-    settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
-                        topic_prefix=prefix, log_level="WARNING")
+    settings = own_state(Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                        topic_prefix=prefix, log_level="WARNING"), "planning")
     trust = uuid.uuid4()
-    warm, timed = _scores(int(RATE * WARMUP_S), trust), _scores(int(RATE * DURATION_S), trust)
+    warm, timed = _scores(int(RATE * WARMUP_S), trust), _scores(int(RATE * duration_s), trust)
     sent: dict[uuid.UUID, float] = {}
     from flourish.kafka_acls import provision
 
@@ -92,6 +92,9 @@ async def _run(endpoints: Any, database_url: str, prefix: str) -> list[dict[str,
         raw = await _raw_latency(settings, timed)
     finally:
         await publisher.stop()
+        from flourish.kafka_acls import deprovision
+
+        await deprovision(settings, prefix)  # the prefix's topics and ACLs
     figures = [Figure(f"planning.strand_scored_to_suggestion.p{p}", percentile(ours, p), "ms",
                       f"aiokafka.produce_consume.latency.p{p}", percentile(raw, p), LOWER_IS_BETTER) for p in (50, 99)]
     import json

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, own_database, unique
+from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, own_database, own_state, unique
 from services.reporting.readmodels.rebuild import partitions_of
 from shared.datakeys import DataKey, new_data_key
 from shared.events.assessment import Level, ObservationRecorded, StrandScored
@@ -78,12 +78,15 @@ async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     prefix = unique("bench.") + "."
     topics = [topic_for(c, prefix) for c in ("assessment", "planning")]
     async with own_database(endpoints.database_url, "reporting") as database_url:
-        settings = Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
-                            topic_prefix=prefix, log_level="WARNING")
+        settings = own_state(Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                            topic_prefix=prefix, log_level="WARNING"), "reporting")
         try:
             figures = await _run(settings, topics, max(1000, int(EVENTS * scale)))
         finally:
             await delete_topics(kafka_options(settings, ADMIN), topics)
+            from flourish.kafka_acls import deprovision
+
+            await deprovision(settings, prefix)  # the prefix's ACLs and any topic left
     return [json.loads(f.json_line()) for f in figures]
 
 

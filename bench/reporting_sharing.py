@@ -63,7 +63,9 @@ async def _receiver(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": b""})
 
 
-async def run() -> list[dict]:  # type: ignore[type-arg]
+async def run(scale: float = 1.0) -> list[dict]:  # type: ignore[type-arg]
+    global DELIVERIES, WORKER_DELIVERIES  # --scale shrinks both counts for this run
+    DELIVERIES = WORKER_DELIVERIES = max(100, int(3000 * scale))
     # The receiver runs in a process of its own, as an agency's server would.
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -133,13 +135,13 @@ class _Token:
 
 
 async def _worker_figure(port: int) -> tuple[float, float]:
-    from bench.common import TRUST, own_database
+    from bench.common import TRUST, own_database, own_state, unique
     from flourish.local.stack import ensure_stack
 
     endpoints = ensure_stack()
     async with own_database(endpoints.database_url, "sharing") as url:
-        settings = Settings(database_url=url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
-                            log_level="WARNING")
+        settings = own_state(Settings(database_url=url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
+                                      topic_prefix=unique("bench.") + ".", log_level="WARNING"), "sharing")
         return await _worker_run(settings, port, TRUST)
 
 
