@@ -85,6 +85,8 @@ def stack_settings(stack_for_tests: StackForTests) -> Iterator[Settings]:
         kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
         consumer_backoff_base_s=0.01,
         consumer_backoff_max_s=0.05,
+        # The containers' broker has logins of its own, made for this run (selection.py).
+        **stack_for_tests.kafka_settings(),
     )
     # The migration step, once for the session, as the owner: services built in-process only check
     # their schema is at head when they start (shared/store/migrations.check_at_head).
