@@ -19,13 +19,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy import Text, cast, delete, select
+from sqlalchemy import Text, cast, delete, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Principal, Role
 from shared.problems import BadRequest, Forbidden, IdempotencyKeyReused
-from shared.tenancy import enter_scope
+from shared.tenancy import CARRIES_SCOPE, enter_scope, scope_carrier
 
 _log = logging.getLogger(__name__)
 
@@ -127,12 +127,21 @@ async def run_command(
         status, body = await command(conn)
         return JSONResponse(status_code=status, content=_jsonable(body))
     request_hash = hashlib.sha256(orjson.dumps(_jsonable(request_body), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    # The claim is the transaction's first statement and carries its tenant scope (one round trip
+    # fewer): the row it inserts is the caller's own, whichever scope checks it.
+    scope = scope_carrier()
+    c = idempotency.c
+    claim = select(
+        literal(principal.trust_id, c.trust_id.type), literal(principal.subject, c.subject.type),
+        literal(key, c.key.type), literal(request_hash, c.request_hash.type), literal(0, c.status_code.type),
+        literal({}, c.response.type),
+    ).select_from(scope).where(scope.c.scope.is_not(None))
     claimed = await conn.execute(
         insert(idempotency)
-        .values(trust_id=principal.trust_id, subject=principal.subject, key=key, request_hash=request_hash,
-                status_code=0, response={})
+        .from_select(["trust_id", "subject", "key", "request_hash", "status_code", "response"], claim)
         .on_conflict_do_nothing()
         .returning(idempotency.c.key)
+        .execution_options(**{CARRIES_SCOPE: True})
     )
     if claimed.first() is None:
         stored = (
