@@ -15,7 +15,6 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 from fastapi import Depends, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -48,20 +47,21 @@ async def caller(
 
     Async so that the scope, a contextvar, is set in the request's own task: a sync dependency
     runs in a worker thread, whose context is thrown away. Not reset here: a streamed body is
-    read after the dependencies have exited; TenantScopeMiddleware ends it with the request. The
-    token check itself may fetch the identity provider's keys, so it still runs in a thread."""
-    principal: Principal = await run_in_threadpool(request.app.state.runtime.auth.principal, credentials)
+    read after the dependencies have exited; TenantScopeMiddleware ends it with the request. A
+    token this service verified before comes from its cache (shared/verified_tokens.py) on the
+    event loop; a new one is verified in a worker thread (it may fetch the identity provider's keys)."""
+    principal: Principal = await request.app.state.runtime.verified_tokens.principal_async(credentials)
     enter_scope(principal.trust_id)
     return principal
 
 
-def requires(*roles: Role) -> Callable[[Principal], Principal]:
+def requires(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency: the caller, if they hold one of the roles (403 otherwise). The caller is
     trust-wide on this route only through a trust role the route accepts: an academy role plus an
     unrelated trust role (practitioner + auditor) keeps them inside their academies."""
     wanted = ", ".join(sorted(roles))
 
-    def with_role(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def with_role(principal: Annotated[Principal, Depends(caller)]) -> Principal:  # async: no thread hop
         if not principal.has_role(*roles):
             raise Forbidden(f"this requires one of the roles: {wanted}")
         return principal.acting_as(roles)
