@@ -70,7 +70,8 @@ async def test_one_observation_costs_at_most_six_statements_and_no_ping(service_
             response = await api.post("/observations", json=one(pupils[1]),
                                       headers={**tenant.headers(), "Idempotency-Key": str(uuid.uuid4())})
         assert response.status_code == 201, response.text
-        print(f"single observation: {len(counted.request)} statements, {counted.checkouts} checkouts\n"
+        print(f"single observation: {len(counted.request)} statements, {counted.checkouts} checkouts "
+              f"(+{len(counted.system)} system-scope statements meanwhile: relay, consumers)\n"
               f"{counted.explain()}")
         assert len(counted.request) <= SINGLE_BUDGET, f"{len(counted.request)} statements:\n{counted.explain()}"
         assert not engine.pool._pre_ping, "a checkout pays no ping: connections are recycled instead"  # noqa: SLF001
@@ -93,6 +94,7 @@ async def test_a_bulk_observation_request_costs_a_handful_of_statements(service_
             response = await api.post("/observations/bulk", json=bulk(),
                                       headers={**tenant.headers(), "Idempotency-Key": str(uuid.uuid4())})
         assert response.status_code == 201 and response.json()["recorded"] == 45, response.text
-        print(f"bulk (45 ratings): {len(counted.request)} statements, {counted.checkouts} checkouts\n"
+        print(f"bulk (45 ratings): {len(counted.request)} statements, {counted.checkouts} checkouts "
+              f"(+{len(counted.system)} system-scope statements meanwhile: relay, consumers)\n"
               f"{counted.explain()}")
         assert len(counted.request) <= BULK_BUDGET, f"{len(counted.request)} statements:\n{counted.explain()}"
