@@ -82,9 +82,11 @@ async def record_observations(conn: AsyncConnection, ctx: Context, principal: Pr
     """Record a request's ratings, all or none: one ObservationRecorded each, one append for all."""
     notes = notes or {}
     pupils = await _pupils_for(conn, principal, ratings)  # their rows locked (KEY SHARE) as they are read
-    # The streams appended to below are locked along with the opt-out check: one round trip.
-    streams = sorted({assessment_stream(r.assessment_id) if r.assessment_id else pupil_stream(r.pupil_id) for r in ratings})
-    await opt_out.ensure_processing_allowed(conn, pupils, locked=True, streams=(ctx.store, streams))
+    # The pupils' streams appended to below are locked along with the opt-out check: one round
+    # trip. Not an assessment's stream: its row is share-locked first (_assessment_slots), as a
+    # completion locks the row before the stream; taking them the other way round could deadlock.
+    streams = sorted({pupil_stream(r.pupil_id) for r in ratings}) if not any(r.assessment_id for r in ratings) else []
+    await opt_out.ensure_processing_allowed(conn, pupils, locked=True, streams=(ctx.store, streams) if streams else None)
     slots = await _assessment_slots(conn, ratings)
     versions = {s.framework_version for s in slots.values()} | {r.framework_version for r in ratings if r.framework_version}
     frameworks = await ctx.frameworks.get_many(conn, principal.trust_id, versions, for_use=True)
