@@ -15,17 +15,16 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 from fastapi import Depends, Header, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy import Text, cast, delete, select
+from sqlalchemy import Text, cast, delete, literal, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from shared.auth import Principal, Role
 from shared.problems import BadRequest, Forbidden, IdempotencyKeyReused
-from shared.tenancy import enter_scope
+from shared.tenancy import CARRIES_SCOPE, enter_scope, scope_carrier
 
 _log = logging.getLogger(__name__)
 
@@ -48,20 +47,21 @@ async def caller(
 
     Async so that the scope, a contextvar, is set in the request's own task: a sync dependency
     runs in a worker thread, whose context is thrown away. Not reset here: a streamed body is
-    read after the dependencies have exited; TenantScopeMiddleware ends it with the request. The
-    token check itself may fetch the identity provider's keys, so it still runs in a thread."""
-    principal: Principal = await run_in_threadpool(request.app.state.runtime.auth.principal, credentials)
+    read after the dependencies have exited; TenantScopeMiddleware ends it with the request. A
+    token this service verified before comes from its cache (shared/verified_tokens.py) on the
+    event loop; a new one is verified in a worker thread (it may fetch the identity provider's keys)."""
+    principal: Principal = await request.app.state.runtime.verified_tokens.principal_async(credentials)
     enter_scope(principal.trust_id)
     return principal
 
 
-def requires(*roles: Role) -> Callable[[Principal], Principal]:
+def requires(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency: the caller, if they hold one of the roles (403 otherwise). The caller is
     trust-wide on this route only through a trust role the route accepts: an academy role plus an
     unrelated trust role (practitioner + auditor) keeps them inside their academies."""
     wanted = ", ".join(sorted(roles))
 
-    def with_role(principal: Annotated[Principal, Depends(caller)]) -> Principal:
+    async def with_role(principal: Annotated[Principal, Depends(caller)]) -> Principal:  # async: no thread hop
         if not principal.has_role(*roles):
             raise Forbidden(f"this requires one of the roles: {wanted}")
         return principal.acting_as(roles)
@@ -127,12 +127,21 @@ async def run_command(
         status, body = await command(conn)
         return JSONResponse(status_code=status, content=_jsonable(body))
     request_hash = hashlib.sha256(orjson.dumps(_jsonable(request_body), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    # The claim is the transaction's first statement and carries its tenant scope (one round trip
+    # fewer): the row it inserts is the caller's own, whichever scope checks it.
+    scope = scope_carrier()
+    c = idempotency.c
+    claim = select(
+        literal(principal.trust_id, c.trust_id.type), literal(principal.subject, c.subject.type),
+        literal(key, c.key.type), literal(request_hash, c.request_hash.type), literal(0, c.status_code.type),
+        literal({}, c.response.type),
+    ).select_from(scope).where(scope.c.scope.is_not(None))
     claimed = await conn.execute(
         insert(idempotency)
-        .values(trust_id=principal.trust_id, subject=principal.subject, key=key, request_hash=request_hash,
-                status_code=0, response={})
+        .from_select(["trust_id", "subject", "key", "request_hash", "status_code", "response"], claim)
         .on_conflict_do_nothing()
         .returning(idempotency.c.key)
+        .execution_options(**{CARRIES_SCOPE: True})
     )
     if claimed.first() is None:
         stored = (

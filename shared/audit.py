@@ -247,7 +247,7 @@ class PersonalDataReads:
         )
 
 
-def audit_reads(
+async def audit_reads(  # async: no thread-pool hop
     request: Request, principal: Annotated[Principal, Depends(caller)], reason: AccessReason = None
 ) -> PersonalDataReads:
     """FastAPI dependency for endpoints that return a pupil's personal data.

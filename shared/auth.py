@@ -138,12 +138,24 @@ class _JwksSource:
     def __init__(self) -> None:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._lock = threading.Lock()
+        # Counts the changes of the key set: a cache of verified tokens drops what it holds when
+        # this moves (shared/verified_tokens.py).
+        self.generation = 0
+
+    def _set(self, keys: dict[str, jwt.PyJWK]) -> None:
+        if _fingerprint(keys) != _fingerprint(self._keys):
+            self.generation += 1
+        self._keys = keys
 
     def key(self, kid: str) -> jwt.PyJWK | None:
         with self._lock:
             if kid not in self._keys or self._stale():
                 self._refresh()
             return self._keys.get(kid)
+
+    def current(self, kid: str) -> bool:
+        """Whether `kid` is among the keys and they need no re-reading: no I/O beyond a stat."""
+        return kid in self._keys and not self._stale()
 
     def _stale(self) -> bool:
         return False
@@ -152,7 +164,7 @@ class _JwksSource:
         raise NotImplementedError
 
     def _load(self, document: Any) -> None:
-        self._keys = parse_jwks(document)
+        self._set(parse_jwks(document))
 
 
 class _JwksFile(_JwksSource):
@@ -163,11 +175,20 @@ class _JwksFile(_JwksSource):
         self.path = path
         self._seen: tuple[int, int] | None = None
 
+    def _stale(self) -> bool:
+        # The file changed (a rotation): re-read it before trusting any kid, a known one too.
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return self._seen is not None
+        return (stat.st_mtime_ns, stat.st_size) != self._seen
+
     def _refresh(self) -> None:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
-            self._keys, self._seen = {}, None
+            self._set({})
+            self._seen = None
             return
         if (stat.st_mtime_ns, stat.st_size) == self._seen:
             return
@@ -176,7 +197,7 @@ class _JwksFile(_JwksSource):
         except (OSError, ValueError) as exc:
             # A hand-edited or truncated file: no keys, so tokens get 401s rather than a crash.
             logger.warning("could not read the JWKS file", extra={"error_type": type(exc).__name__})
-            self._keys = {}
+            self._set({})
         self._seen = (stat.st_mtime_ns, stat.st_size)
 
 
@@ -228,6 +249,10 @@ class _JwksUrl(_JwksSource):
             logger.warning(
                 "could not fetch the token issuer's keys", extra={"error_type": type(exc).__name__}
             )
+
+
+def _fingerprint(keys: Mapping[str, jwt.PyJWK]) -> frozenset[tuple[str, str]]:
+    return frozenset((kid, json.dumps(getattr(key, "_jwk_data", None), sort_keys=True)) for kid, key in keys.items())
 
 
 def parse_jwks(document: Any) -> dict[str, jwt.PyJWK]:
@@ -300,6 +325,16 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the token is not valid") from exc
         return principal_from_claims(claims, self.service_clients)
+
+    @property
+    def keys_generation(self) -> int:
+        """Moves whenever the set of signing keys changes."""
+        return self._keys.generation
+
+    def key_current(self, kid: str) -> bool:
+        """`kid` is a signing key now, and the keys need no re-reading (a cached verification of a
+        token signed with it still stands); False sends the caller to `verify` (which may fetch)."""
+        return self._keys.current(kid)
 
     def _signing_key(self, token: str) -> jwt.PyJWK:
         try:

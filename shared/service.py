@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared import errors_to_problems
-from shared.api import forget_old_stored_answers
+from shared.api import caller, forget_old_stored_answers
 from shared.auth import Auth, Principal, TokenVerifier
 from shared.datakeys import PupilKeyring
 from shared.events.envelope import topic_for
@@ -162,7 +162,8 @@ class Runtime:
             service=spec.name,
         )
         self.auth = Auth(TokenVerifier(settings))
-        self.verified_tokens = VerifiedTokens(self.auth.verifier)  # this service's own (hot read paths)
+        # This service's own cache of verified tokens, behind every route's `requires`/`caller`.
+        self.verified_tokens = VerifiedTokens(self.auth.verifier, max_entries=settings.token_cache_size)
         # FastStream's own logger writes to stdout past our JSON formatter, and a line per batch:
         # route it through the root handler, warnings only.
         broker_log = logging.getLogger(f"flourish.{spec.name}.kafka")
@@ -373,6 +374,11 @@ def runtime_of(request: Request) -> Runtime:
     return request.app.state.runtime  # type: ignore[no-any-return]
 
 
+async def current_runtime(request: Request) -> Runtime:
+    """`runtime_of` as a route's dependency: async, so FastAPI runs it without a thread-pool hop."""
+    return runtime_of(request)
+
+
 def dependencies_of(request: Request) -> Any:
     """FastAPI dependency: the service's dependencies, as its bootstrap built them (503 while the
     service is not running). A service's api modules read their part of it through one accessor each."""
@@ -399,7 +405,7 @@ def _operations_router(runtime: Runtime) -> APIRouter:
         return {"status": "ready", "checks": checks}
 
     @router.get("/whoami", summary="Who the bearer token says the caller is, and their scope")
-    async def whoami(principal: Principal = Depends(runtime.auth.principal)) -> dict[str, Any]:
+    async def whoami(principal: Principal = Depends(caller)) -> dict[str, Any]:
         return {
             "subject": principal.subject,
             "roles": sorted(principal.roles),

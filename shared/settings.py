@@ -113,6 +113,11 @@ class Settings(BaseSettings):
 
     # Kernel behaviour.
     db_pool_size: int = Field(default=10, ge=1)  # per process; as many again may overflow
+    # A pooled connection older than this is closed and replaced at its next checkout (no ping per
+    # checkout: see shared/store/db.py).
+    db_pool_recycle_s: float = Field(default=1800.0, gt=0)
+    # Verified bearer tokens each service process remembers (LRU; see shared/verified_tokens.py).
+    token_cache_size: int = Field(default=4096, ge=1)
     relay_batch_size: int = 1000
     relay_poll_interval_s: float = 0.5
     consumer_max_attempts: int = 5

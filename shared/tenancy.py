@@ -16,7 +16,7 @@ from contextvars import ContextVar, Token
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import MetaData, Table, event, text
+from sqlalchemy import MetaData, Table, event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -53,18 +53,48 @@ def tenant_scope(scope: UUID | str) -> Iterator[None]:
         reset_scope(token)
 
 
+# A statement's execution option: it sets the transaction's scope itself (`scope_carrier`), so the
+# separate `set_config` round trip is not sent before it.
+CARRIES_SCOPE = "flourish_carries_scope"
+_PENDING = "flourish_scope_pending"
+
+
 def scope_transactions(engine: AsyncEngine) -> None:
-    """Make every transaction on `engine` begin by setting its tenant scope."""
-    event.listen(engine.sync_engine, "begin", _set_scope)
+    """Make every transaction on `engine` set its tenant scope before its first statement runs:
+    in a statement of its own, or inside the first statement itself when that one carries it."""
+    event.listen(engine.sync_engine, "begin", _begin)
+    event.listen(engine.sync_engine, "before_cursor_execute", _before_statement)
 
 
-def _set_scope(conn: Connection) -> None:
-    # Runs before the first statement of every transaction (autobegin included); is_local=true,
-    # so the scope ends with the transaction and a pooled connection carries nothing over. The
-    # system scope costs no statement: consumers and the relay pay nothing for this.
+def _begin(conn: Connection) -> None:
+    # The scope is owed to the transaction's first statement. is_local=true, so it ends with the
+    # transaction and a pooled connection carries nothing over. The system scope costs no
+    # statement: consumers and the relay pay nothing for this.
     scope = _scope.get()
-    if scope is not None:
-        conn.execute(text("SELECT set_config(:name, :scope, true)"), {"name": SETTING, "scope": scope})
+    if scope is None:
+        conn.info.pop(_PENDING, None)
+    else:
+        conn.info[_PENDING] = scope
+
+
+def _before_statement(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
+                      executemany: bool) -> None:
+    scope = conn.info.pop(_PENDING, None)
+    if scope is None:
+        return
+    if context is not None and context.execution_options.get(CARRIES_SCOPE):
+        return  # the statement sets the scope itself, before it reads any tenant row
+    conn.execute(text("SELECT set_config(:name, :scope, true)"), {"name": SETTING, "scope": scope})
+
+
+def scope_carrier() -> Any:
+    """A one-row FROM item that sets the transaction's scope to the current one, for the first
+    statement of a transaction to carry (executed with `execution_options(CARRIES_SCOPE=True)`):
+    one round trip fewer. Only for a statement whose own rows do not depend on the scope (the
+    scope may be applied after PostgreSQL read them): an insert of the caller's own row (an
+    Idempotency-Key's claim). Every later statement of the transaction runs in the scope
+    (tests/integration/kernel/test_scope_in_first_statement.py)."""
+    return select(func.set_config(SETTING, current_scope(), True).label("scope")).subquery("_scope")
 
 
 @asynccontextmanager

@@ -72,7 +72,7 @@ from shared.auth import Principal, Role
 from shared.internal import INTERNAL, service_client
 from shared.limits import MIB, body_limit
 from shared.problems import NotFound, UnprocessableEntity
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 
 router = APIRouter()
 
@@ -101,13 +101,13 @@ FrameworkLoader = Annotated[Principal, Depends(requires(*FRAMEWORK_LOADERS))]
 AnyCaller = Annotated[Principal, Depends(caller)]
 
 
-def context_of(request: Request) -> handlers.Context:
+async def context_of(request: Request) -> handlers.Context:
     """The handlers' context, as app.bootstrap built it (with the process's keyring and blind index)."""
     return dependencies_of(request).context  # type: ignore[no-any-return]
 
 
 Ctx = Annotated[handlers.Context, Depends(context_of)]
-Run = Annotated[Runtime, Depends(runtime_of)]
+Run = Annotated[Runtime, Depends(current_runtime)]
 Handler = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
 
 

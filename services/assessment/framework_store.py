@@ -52,6 +52,8 @@ def sample_framework() -> Framework:
 class FrameworkStore:
     def __init__(self) -> None:
         self._parsed: dict[str, Framework] = {}
+        # Versions seen committed as used, by (the trust asking, version): immutable.
+        self._in_use: dict[tuple[UUID, str], Framework] = {}
 
     async def load(self, conn: AsyncConnection, owner: UUID, framework: Framework, loaded_by: str) -> LoadOutcome:
         """Store a version for its owner (PLATFORM or a trust); refuse to change a used one."""
@@ -94,25 +96,37 @@ class FrameworkStore:
     ) -> dict[str, Framework]:
         """The versions this trust can use (unknown ones are left out).
 
-        `for_use`: the caller is about to record against them, so they are locked against change,
-        and a share lock holds off a concurrent replacement until the caller's transaction ends.
+        `for_use`: the caller is about to record against them, so they are locked against change.
+        A version once used never changes (`load` refuses other content for it, and no version is
+        ever deleted), so a used version is read once per process and served from memory after:
+        no statement, and no lock on a row every request would touch. A version not yet used is
+        marked used by the caller's transaction (`first_used_at`), whose row lock holds off a
+        concurrent replacement until it ends; the content it marked is the content returned.
         """
         wanted = sorted(set(versions))
         if not wanted:
             return {}
+        found = {v: self._in_use[(trust_id, v)] for v in wanted if (trust_id, v) in self._in_use}
+        missing = [v for v in wanted if v not in found]
+        if not missing:
+            return found
         query = (
             select(frameworks.c.owner_trust_id, frameworks.c.version, frameworks.c.content_hash, frameworks.c.first_used_at)
-            .where(frameworks.c.version.in_(wanted), frameworks.c.owner_trust_id.in_([trust_id, PLATFORM]))
+            .where(frameworks.c.version.in_(missing), frameworks.c.owner_trust_id.in_([trust_id, PLATFORM]))
         )
         rows = (await conn.execute(query)).all()
+        hashes = {(r.owner_trust_id, r.version): r.content_hash for r in rows}
         if for_use:
-            # Mark first use before taking the share lock: two first users then queue on the
-            # update instead of deadlocking on each other's share locks.
-            await self._lock_first_use(conn, [(r.owner_trust_id, r.version) for r in rows if r.first_used_at is None])
-            rows = (await conn.execute(query.with_for_update(read=True))).all()
-        found: dict[str, Framework] = {}
+            unused = [(r.owner_trust_id, r.version) for r in rows if r.first_used_at is None]
+            marked = await self._lock_first_use(conn, unused)
+            hashes.update(marked)  # what was marked, should a replacement have committed since the read
+            if len(marked) < len(unused):  # a concurrent first use won: read what it committed
+                hashes.update({(r.owner_trust_id, r.version): r.content_hash for r in await conn.execute(query)})
         for row in rows:
-            found[row.version] = await self._parse(conn, row.owner_trust_id, row.version, row.content_hash)
+            framework = await self._parse(conn, row.owner_trust_id, row.version, hashes[(row.owner_trust_id, row.version)])
+            found[row.version] = framework
+            if row.first_used_at is not None:  # committed as used: immutable from here on
+                self._in_use[(trust_id, row.version)] = framework
         return found
 
     async def summaries(self, conn: AsyncConnection, trust_id: UUID, after: str | None, limit: int) -> list[FrameworkSummary]:
@@ -145,12 +159,16 @@ class FrameworkStore:
         )
         return found is not None
 
-    async def _lock_first_use(self, conn: AsyncConnection, keys: list[tuple[UUID, str]]) -> None:
+    async def _lock_first_use(self, conn: AsyncConnection, keys: list[tuple[UUID, str]]) -> dict[tuple[UUID, str], str]:
+        """Mark these versions used (their rows stay locked until the caller's transaction ends);
+        the content hash of each version marked."""
         if not keys:
-            return
-        await conn.execute(
+            return {}
+        marked = await conn.execute(
             update(frameworks)
             .where(or_(*(and_(frameworks.c.owner_trust_id == o, frameworks.c.version == v) for o, v in keys)),
                    frameworks.c.first_used_at.is_(None))
             .values(first_used_at=func.now())
+            .returning(frameworks.c.owner_trust_id, frameworks.c.version, frameworks.c.content_hash)
         )
+        return {(r.owner_trust_id, r.version): r.content_hash for r in marked}

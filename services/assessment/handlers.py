@@ -81,8 +81,12 @@ async def record_observations(conn: AsyncConnection, ctx: Context, principal: Pr
                               notes: dict[int, str] | None = None) -> list[ObservationRecorded]:
     """Record a request's ratings, all or none: one ObservationRecorded each, one append for all."""
     notes = notes or {}
-    pupils = await _pupils_for(conn, principal, ratings)
-    await opt_out.ensure_processing_allowed(conn, pupils)
+    pupils = await _pupils_for(conn, principal, ratings)  # their rows locked (KEY SHARE) as they are read
+    # The pupils' streams appended to below are locked along with the opt-out check: one round
+    # trip. Not an assessment's stream: its row is share-locked first (_assessment_slots), as a
+    # completion locks the row before the stream; taking them the other way round could deadlock.
+    streams = sorted({pupil_stream(r.pupil_id) for r in ratings}) if not any(r.assessment_id for r in ratings) else []
+    await opt_out.ensure_processing_allowed(conn, pupils, locked=True, streams=(ctx.store, streams) if streams else None)
     slots = await _assessment_slots(conn, ratings)
     versions = {s.framework_version for s in slots.values()} | {r.framework_version for r in ratings if r.framework_version}
     frameworks = await ctx.frameworks.get_many(conn, principal.trust_id, versions, for_use=True)
@@ -101,12 +105,12 @@ async def record_observations(conn: AsyncConnection, ctx: Context, principal: Pr
         Note(r.observation_id, r.pupil_id, principal.trust_id, pupils[r.pupil_id].academy_id, notes[r.index])
         for r in ratings if r.index in notes
     ])
-    await emission.append(conn)  # projected above, before the notes
+    await emission.append(conn, locked=streams)  # projected above, before the notes
     return events
 
 
 async def _pupils_for(conn: AsyncConnection, principal: Principal, ratings: Sequence[Rating]) -> dict[UUID, queries.PupilRow]:
-    pupils = await queries.pupil_rows(conn, (r.pupil_id for r in ratings))
+    pupils = await queries.pupil_rows(conn, (r.pupil_id for r in ratings), key_share=True)
     for pupil in pupils.values():
         ensure_scope(principal, pupil.trust_id, pupil.academy_id)
     problems = [RatingProblem(r.index, f"no pupil {r.pupil_id} on the roster") for r in ratings if r.pupil_id not in pupils]

@@ -26,7 +26,7 @@ included (`erase_assessments`). Re-granting `online_processing` lets the child b
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -57,6 +57,7 @@ from shared.events.consent import (
     RetentionExpired,
 )
 from shared.events.envelope import Envelope
+from shared.store.event_store import EventStore
 
 REASON = "online_processing_refused"
 # The events about a child's assessment this service keeps (the roster's stay: the child is on roll).
@@ -78,20 +79,37 @@ class OptOutSettings(BaseSettings):
 # --- Commands -----------------------------------------------------------------------------------
 
 
-async def opted_out(conn: AsyncConnection, pupil_ids: Iterable[UUID]) -> set[UUID]:
+async def opted_out(conn: AsyncConnection, pupil_ids: Iterable[UUID], *, locked: bool = False,
+                    streams: tuple[EventStore, Sequence[str]] | None = None) -> set[UUID]:
     """Of these pupils, those whose family opted out of processing by the online tool. Locks
-    their roster rows (KEY SHARE) first, so an opt-out being applied is waited for and seen."""
+    their roster rows (KEY SHARE) first, so an opt-out being applied is waited for and seen;
+    `locked`: an earlier statement of the transaction took those locks already
+    (queries.pupil_rows(..., key_share=True)). The opt-outs are read in a statement after the
+    locks were granted: its snapshot sees an opt-out that committed while we waited."""
     ids = sorted(set(pupil_ids))
     if not ids:
         return set()
-    await conn.execute(select(pupils.c.pupil_id).where(pupils.c.pupil_id.in_(ids)).with_for_update(key_share=True))
+    if not locked:
+        await conn.execute(select(pupils.c.pupil_id).where(pupils.c.pupil_id.in_(ids)).with_for_update(key_share=True))
+    if streams is not None:
+        # The append's stream locks, taken in the same round trip (after the roster locks, as
+        # before); the append that follows, in a later statement, sees every earlier append.
+        store, stream_ids = streams
+        found = await conn.execute(text(
+            f'SELECT o.pupil_id FROM {store.streams_locked_sql} LEFT JOIN "{processing_opt_outs.schema}".'
+            f'{processing_opt_outs.name} o ON o.pupil_id = ANY(CAST(:pupils AS uuid[])) AND o.opted_out'
+        ), {"stream_ids": sorted(set(stream_ids)), "pupils": ids})
+        return {pupil_id for (pupil_id,) in found if pupil_id is not None}
     rows = await conn.execute(select(processing_opt_outs.c.pupil_id).where(
         processing_opt_outs.c.pupil_id.in_(ids), processing_opt_outs.c.opted_out))
     return set(rows.scalars())
 
 
-async def ensure_processing_allowed(conn: AsyncConnection, pupil_ids: Iterable[UUID]) -> None:
-    refused = await opted_out(conn, pupil_ids)
+async def ensure_processing_allowed(conn: AsyncConnection, pupil_ids: Iterable[UUID], *, locked: bool = False,
+                                    streams: tuple[EventStore, Sequence[str]] | None = None) -> None:
+    """Refuse (ProcessingOptedOut) if any of these pupils' families opted out; `locked` and
+    `streams` as for `opted_out`."""
+    refused = await opted_out(conn, pupil_ids, locked=locked, streams=streams)
     if refused:
         raise ProcessingOptedOut(sorted(refused))
 

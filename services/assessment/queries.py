@@ -51,11 +51,16 @@ class Owned:
     academy_id: UUID
 
 
-async def pupil_rows(conn: AsyncConnection, pupil_ids: Iterable[UUID]) -> dict[UUID, PupilRow]:
-    ids = list(set(pupil_ids))
+async def pupil_rows(conn: AsyncConnection, pupil_ids: Iterable[UUID], *, key_share: bool = False) -> dict[UUID, PupilRow]:
+    """Pupils by id; `key_share` also locks their rows (KEY SHARE, in id order) in the same
+    statement, as opt_out.opted_out(..., locked=True) needs before it reads the opt-outs."""
+    ids = sorted(set(pupil_ids))
     if not ids:
         return {}
-    rows = await conn.execute(select(pupils).where(pupils.c.pupil_id.in_(ids)))
+    query = select(pupils).where(pupils.c.pupil_id.in_(ids))
+    if key_share:
+        query = query.order_by(pupils.c.pupil_id).with_for_update(key_share=True)
+    rows = await conn.execute(query)
     return {row.pupil_id: PupilRow(**row._mapping) for row in rows}
 
 

@@ -25,21 +25,21 @@ from shared.api import requires
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role
 from shared.internal import INTERNAL
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 
 router = APIRouter(tags=["subject access"])
 
 SERVICE = "assessment"
 
 
-def _context(request: Request) -> Context:
+async def _context(request: Request) -> Context:
     return dependencies_of(request).context  # type: ignore[no-any-return]
 
 
 @router.get("/pupils/{pupil_id}/subject-access", dependencies=[INTERNAL],
             summary="This service's part of a pupil's subject-access export (DPO only; consent gathers it)")
 async def subject_access(
-    pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], ctx: Annotated[Context, Depends(_context)],
+    pupil_id: UUID, runtime: Annotated[Runtime, Depends(current_runtime)], ctx: Annotated[Context, Depends(_context)],
     principal: Annotated[Principal, Depends(requires(Role.dpo))],
     read: Annotated[PersonalDataReads, Depends(audit_reads)],
 ) -> JSONResponse:

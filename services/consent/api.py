@@ -45,7 +45,7 @@ from shared.datakeys import ALGORITHM, DataKeyDestroyed, UnknownDataKey
 from shared.events.consent import AgencyCategory, DataCategory, DataKind, ErasureReason, Purpose
 from shared.internal import INTERNAL, service_client
 from shared.problems import BadRequest, Forbidden, Gone
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 from shared.tenancy import across_trusts
 from shared.verified_tokens import requires_cached
 
@@ -62,12 +62,12 @@ DATA_KEY_CLIENT = service_client(lambda request: dependencies_of(request).settin
 FAMILY_CONTACT_CLIENT = service_client(lambda request: dependencies_of(request).settings.consent.family_contact_clients)
 
 
-def deps_of(request: Request) -> ConsentDeps:
+async def deps_of(request: Request) -> ConsentDeps:
     return dependencies_of(request).handlers  # type: ignore[no-any-return]
 
 
 Deps = Annotated[ConsentDeps, Depends(deps_of)]
-RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
                                               description="Retry safely: the first response is returned, nothing happens twice.")]
 
@@ -258,7 +258,7 @@ async def sharing_decision(
     request: Request, principal: Annotated[Principal, Depends(requires_cached(*DECIDERS))],
     pupil_id: UUID, agency_category: AgencyCategory, data_kind: DataKind,
 ) -> Response:
-    now = deps_of(request).clock()
+    now = dependencies_of(request).handlers.clock()
     pupil, decision = await handlers.sharing_decision(dependencies_of(request).decisions, principal, pupil_id,
                                                       agency_category, data_kind, now)
     purpose = Purpose.for_agency(agency_category)

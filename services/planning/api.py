@@ -24,16 +24,16 @@ from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.planning import PlanKind
 from shared.problems import NotFound
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 
 router = APIRouter(tags=["planning"])
 
 Staff = Annotated[Principal, Depends(requires(Role.practitioner, Role.senco))]
 Reader = Annotated[Principal, Depends(requires(Role.practitioner, Role.senco, Role.trust_admin, Role.dpo))]
-Run = Annotated[Runtime, Depends(runtime_of)]
+Run = Annotated[Runtime, Depends(current_runtime)]
 
 
-def deps_of(request: Request) -> PlanningDeps:
+async def deps_of(request: Request) -> PlanningDeps:
     return dependencies_of(request).handlers  # type: ignore[no-any-return]
 
 

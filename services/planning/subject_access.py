@@ -28,7 +28,7 @@ from shared.api import requires
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role
 from shared.internal import INTERNAL
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 
 router = APIRouter(tags=["subject access"])
 
@@ -36,14 +36,14 @@ GROUP_NOTE = ("written about a group session: check it for other pupils' persona
               "released (UK GDPR Art. 15(4))")
 
 
-def _deps(request: Request) -> PlanningDeps:
+async def _deps(request: Request) -> PlanningDeps:
     return dependencies_of(request).handlers  # type: ignore[no-any-return]
 
 
 @router.get("/pupils/{pupil_id}/subject-access", dependencies=[INTERNAL],
             summary="This service's part of a pupil's subject-access export (DPO only; consent gathers it)")
 async def subject_access(
-    pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], deps: Annotated[PlanningDeps, Depends(_deps)],
+    pupil_id: UUID, runtime: Annotated[Runtime, Depends(current_runtime)], deps: Annotated[PlanningDeps, Depends(_deps)],
     principal: Annotated[Principal, Depends(requires(Role.dpo))],
     read: Annotated[PersonalDataReads, Depends(audit_reads)],
 ) -> JSONResponse:

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.reporting.rendering import render as render_template
-from shared.service import Runtime, runtime_of
+from shared.service import Runtime, current_runtime
 
 router = APIRouter(tags=["operations"])
 
@@ -136,12 +136,12 @@ async def _scrape(client: httpx.AsyncClient, base_url: str) -> str | None:
 
 
 @router.get("/ops.json", summary="Lag, dead letters, backlog, webhook failures and audit status of every service")
-async def ops_json(runtime: Annotated[Runtime, Depends(runtime_of)]) -> list[dict[str, Any]]:
+async def ops_json(runtime: Annotated[Runtime, Depends(current_runtime)]) -> list[dict[str, Any]]:
     return [{**health.__dict__, "attention": health.attention} for health in await gather(runtime)]
 
 
 @router.get("/ops", response_class=HTMLResponse, summary="The ops page (HTML)")
-async def ops_page(runtime: Annotated[Runtime, Depends(runtime_of)]) -> HTMLResponse:
+async def ops_page(runtime: Annotated[Runtime, Depends(current_runtime)]) -> HTMLResponse:
     return HTMLResponse(render(await gather(runtime)))
 
 

@@ -39,7 +39,7 @@ from shared.auth import Principal, Role, ensure_scope
 from shared.datakeys import DataKeyDestroyed
 from shared.internal import INTERNAL
 from shared.problems import NotFound
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 
 router = APIRouter(tags=["subject access"])
 
@@ -48,14 +48,14 @@ READS_PAGE = 500
 MAX_READS = 20_000
 
 
-def _audit(request: Request) -> Audit:
+async def _audit(request: Request) -> Audit:
     return dependencies_of(request).audit  # type: ignore[no-any-return]
 
 
 @router.get("/pupils/{pupil_id}/subject-access", dependencies=[INTERNAL],
             summary="This service's part of a pupil's subject-access export (DPO only; consent gathers it)")
 async def subject_access(
-    pupil_id: UUID, runtime: Annotated[Runtime, Depends(runtime_of)], audit: Annotated[Audit, Depends(_audit)],
+    pupil_id: UUID, runtime: Annotated[Runtime, Depends(current_runtime)], audit: Annotated[Audit, Depends(_audit)],
     principal: Annotated[Principal, Depends(requires(Role.dpo))],
     read: Annotated[PersonalDataReads, Depends(audit_reads)],
 ) -> JSONResponse:

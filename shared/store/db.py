@@ -6,7 +6,9 @@ import ssl
 from typing import Any
 
 import orjson
+from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.settings import Settings
@@ -51,16 +53,30 @@ def create_engine(settings: Settings, *, pool_size: int | None = None) -> AsyncE
         connect_args=connect_args,
         pool_size=size,
         max_overflow=size,
-        pool_pre_ping=True,
+        # No ping per checkout (a round trip on every request): connections are recycled, and one
+        # the server closed under us (a restart, a terminated backend) is found closed without a
+        # round trip at checkout and replaced (`_replace_closed`).
+        pool_recycle=settings.db_pool_recycle_s,
         # A failed statement's parameters are pupils' names and notes: keep them out of the
         # exception text, which reaches logs.
         hide_parameters=True,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
     )
+    event.listen(engine.sync_engine.pool, "checkout", _replace_closed)
     # Row-level security: a transaction in an HTTP request sees only its caller's trust.
     scope_transactions(engine)
     return engine
+
+
+def _replace_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection whose socket the server closed (asyncpg saw the EOF) is not handed
+    out: the pool drops it and checks out another, up to three times, then connects afresh.
+    A connection dead without the socket saying so fails its first statement instead, as a
+    transient error (`is_transient`): the pool is invalidated and the caller tries again."""
+    driver = getattr(dbapi_connection, "_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 # Server states that pass: shut down under us (57P01/57P02), starting up after a restart

@@ -23,7 +23,7 @@ So every envelope gets, in one place and the same way:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TypeVar
 from uuid import UUID
 
@@ -95,15 +95,16 @@ class Emission:
     def add_all(self, stream: str, academy_id: UUID, events: Sequence[E]) -> list[Envelope[E]]:
         return [self.add(stream, academy_id, event) for event in events]
 
-    async def append(self, conn: AsyncConnection, expected: Mapping[str, int] | None = None) -> dict[str, int]:
+    async def append(self, conn: AsyncConnection, expected: Mapping[str, int] | None = None, *,
+                     locked: Collection[str] = ()) -> dict[str, int]:
         """Append every stream's events in one statement, in the caller's transaction; `expected`
         holds the version a stream must be at (streams not named take any version). Returns the
-        streams' new versions."""
+        streams' new versions. `locked`: streams an earlier statement locked (EventStore.append_batch)."""
         expected = expected or {}
         return await self.store.append_batch(conn, [
             PendingAppend(stream, envelopes, expected.get(stream, ANY_VERSION))
             for stream, envelopes in self.by_stream.items()
-        ])
+        ], locked=locked)
 
 
 async def emit(

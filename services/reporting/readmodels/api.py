@@ -19,9 +19,9 @@ from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.peers import ServiceTokens
 from shared.problems import Conflict, Gone, NotFound, ServiceUnavailable
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 
-Run = Annotated[Runtime, Depends(runtime_of)]
+Run = Annotated[Runtime, Depends(current_runtime)]
 PupilReader = Annotated[Principal, Depends(requires(Role.senco, Role.practitioner, Role.dpo))]
 AcademyReader = Annotated[Principal, Depends(requires(Role.senco, Role.practitioner, Role.trust_admin, Role.dpo))]
 TrustReader = Annotated[Principal, Depends(requires(Role.trust_admin, Role.dpo))]
@@ -73,7 +73,7 @@ class Peers:
         return record.get("gender"), record.get("year_group")
 
 
-def peers_of(request: Request) -> Peers:
+async def peers_of(request: Request) -> Peers:
     """The reporting service's Peers, as its bootstrap built them."""
     return dependencies_of(request).peers  # type: ignore[no-any-return]
 

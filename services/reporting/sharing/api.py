@@ -21,18 +21,18 @@ from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.consent import AgencyCategory, DataKind
 from shared.problems import BadRequest, Conflict, Forbidden, NotFound
-from shared.service import Runtime, dependencies_of, runtime_of
+from shared.service import Runtime, current_runtime, dependencies_of
 
 SHARERS = (Role.senco, Role.dpo, Role.trust_admin)
 # Who may register, re-point, rotate and deactivate agencies: never a SENCo.
 AGENCY_ADMINS = (Role.dpo, Role.trust_admin)
-RuntimeDep = Annotated[Runtime, Depends(runtime_of)]
+RuntimeDep = Annotated[Runtime, Depends(current_runtime)]
 Sharer = Annotated[Principal, Depends(requires(*SHARERS))]
 AgencyAdmin = Annotated[Principal, Depends(requires(*AGENCY_ADMINS))]
 Officer = Annotated[Principal, Depends(requires(Role.dpo, Role.trust_admin))]
 
 
-def sharing_of(request: Request) -> Sharing:
+async def sharing_of(request: Request) -> Sharing:
     """The reporting service's Sharing, as its bootstrap built it."""
     return dependencies_of(request).sharing  # type: ignore[no-any-return]
 

@@ -28,6 +28,7 @@ from shared.api import (
 from shared.auth import Auth, DevIssuer, Principal, Role, TokenVerifier
 from shared.problems import install_problem_handlers
 from shared.store.event_store import Checkpoint, EventStore
+from shared.verified_tokens import VerifiedTokens
 from tests.integration.kernel.helpers import SEALING, observation
 
 
@@ -39,7 +40,8 @@ class Rating(BaseModel):
 def api(engine, kernel, stack_settings, tmp_path):
     settings = stack_settings.model_copy(update={"state_dir": tmp_path, "jwks_path": tmp_path / "dev-issuer" / "jwks.json"})
     app = FastAPI()
-    app.state.runtime = types.SimpleNamespace(auth=Auth(TokenVerifier(settings)))
+    auth = Auth(TokenVerifier(settings))
+    app.state.runtime = types.SimpleNamespace(auth=auth, verified_tokens=VerifiedTokens(auth.verifier))
     install_problem_handlers(app)
     store = EventStore(kernel, sealing=SEALING)
 
