@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
+from sqlalchemy import text
 
 from services.assessment.app import app as assessment_app
 from services.consent.app import ConsentServiceSettings, ConsentSettings
@@ -21,6 +22,7 @@ from services.reporting.app import ReportingServiceSettings
 from services.reporting.app import app as reporting_app
 from services.reporting.sharing import SharingSettings
 from shared.settings import Settings
+from shared.store.db import create_engine
 
 SUBJECT_ACCESS_PEERS = ("assessment", "planning", "reporting")
 
@@ -39,11 +41,28 @@ def settings_for(stack_settings: Settings, topic_prefix: str, state_dir: Path) -
     })
 
 
+async def forget_earlier_tests_outboxes(settings: Settings) -> None:
+    """The run's database is every test's: an earlier test whose services stopped before their
+    relays had published everything leaves rows in a schema's outbox, sealed with that test's own
+    keyring (its own dev KEK). This platform's relays would publish them onto this test's topics, and
+    its consent service, which cannot unwrap another platform's keys, would (rightly) hold its
+    consumer back until they open, as it does for a key service that is away. Not this test's
+    events: gone before it starts (as the owner, who may)."""
+    engine = create_engine(settings)
+    try:
+        async with engine.begin() as conn:
+            for schema in ("assessment", "planning", "consent", "reporting"):
+                await conn.execute(text(f'DELETE FROM "{schema}".outbox'))
+    finally:
+        await engine.dispose()
+
+
 async def four_services(stack: AsyncExitStack, settings: Settings, sharing: SharingSettings) -> FourServices:
     """Start the four services (stopped when `stack` closes); the retention scheduler is off, so a
     test runs retention when it means to."""
     apps: dict[str, FastAPI] = {}
     clients: dict[str, httpx.AsyncClient] = {}
+    await forget_earlier_tests_outboxes(settings)
 
     async def serve(name: str, app: FastAPI) -> httpx.AsyncClient:
         await stack.enter_async_context(app.router.lifespan_context(app))
