@@ -23,9 +23,19 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from bench.common import ACADEMY, HIGHER_IS_BETTER, LOWER_IS_BETTER, Figure, delete_topics, info, own_database, own_state, unique
+from bench.common import (
+    ACADEMY,
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    BenchKeyring,
+    Figure,
+    delete_topics,
+    info,
+    own_database,
+    own_state,
+    unique,
+)
 from services.reporting.readmodels.rebuild import partitions_of
-from shared.datakeys import DataKey, new_data_key
 from shared.events.assessment import Level, ObservationRecorded, StrandScored
 from shared.events.envelope import Envelope, encode, topic_for
 from shared.events.sealing import EventSealing
@@ -35,19 +45,6 @@ from shared.settings import Settings
 
 EVENTS = 60_000  # × --scale
 RENDERS = 50
-
-
-class _Keys:
-    """The bench's data keys, made on first use (what the consent service's keyring hands out)."""
-
-    def __init__(self) -> None:
-        self.keys: dict[uuid.UUID, DataKey] = {}
-
-    async def key_for(self, trust_id: uuid.UUID, pupil_id: uuid.UUID) -> DataKey:
-        key = self.keys.get(pupil_id)
-        if key is None:
-            key = self.keys[pupil_id] = new_data_key(trust_id, pupil_id)
-        return key
 
 
 def _history(count: int, trust: uuid.UUID) -> list[Envelope]:
@@ -99,7 +96,7 @@ async def _run(settings: Settings, topics: list[str], events: int) -> list[Figur
 
     await provision(settings)  # the prefix's topics and reporting's ACLs (the rebuild reads as reporting)
     publisher = KafkaPublisher(kafka_options(settings, ADMIN), client_id="bench-reporting")
-    keys = _Keys()
+    keys = BenchKeyring()
     sealing = EventSealing(keys)
     await publisher.start()
     try:

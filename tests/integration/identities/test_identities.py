@@ -13,14 +13,11 @@ audit fact that reaches the ledger; nothing is released.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
@@ -30,7 +27,6 @@ from shared.internal import INGRESS_HEADERS, INTERNAL_ROUTES, internal_only
 from shared.tenancy import across_trusts
 from tests.integration.assessment.helpers import upn
 from tests.integration.kernel.helpers import eventually
-from tests.integration.services.in_process import four_services, settings_for
 
 DELIVERY = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=1, poll_interval_s=0.05)
 HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group,Leaving Date"
@@ -52,14 +48,6 @@ class Platform:
 
     def service(self, client: str) -> dict[str, str]:
         return self.as_(Role.service, f"service:{client}", client=client)
-
-
-@pytest.fixture
-async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Platform]:  # type: ignore[no-untyped-def]
-    settings = settings_for(stack_settings, topic_prefix, tmp_path)
-    async with AsyncExitStack() as stack:
-        services = await four_services(stack, settings, DELIVERY)
-        yield Platform(services.clients, services.apps, DevIssuer(settings))
 
 
 def refusals(kind: str) -> float:

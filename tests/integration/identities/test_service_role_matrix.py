@@ -11,33 +11,18 @@ the pupil's attributes, the sharing decision), so the matrix is not vacuously em
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
-from services.reporting.sharing import SharingSettings
-from shared.auth import DevIssuer, Role
+from shared.auth import Role
 from shared.settings import SERVICE_NAMES
 from tests.integration.assessment.helpers import upn
 from tests.integration.identities.test_identities import Platform
 from tests.integration.kernel.helpers import eventually
-from tests.integration.services.in_process import four_services, settings_for
 
-DELIVERY = SharingSettings(allowed_private_networks=["127.0.0.1/32"], max_attempts=1, poll_interval_s=0.05)
 HEADER = "UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group,Leaving Date"
 SURNAME, FORENAME, PARENT, EMAIL = "Quenterbury", "Ximenaya", "Ottoline Parentsworth", "ottoline.home@example.org"
 DOB_FORMS = ("2016-02-29", "29/02/2016", "29 February 2016")
-
-
-@pytest.fixture
-async def platform(stack_settings, topic_prefix, tmp_path) -> AsyncIterator[Platform]:  # type: ignore[no-untyped-def]
-    settings = settings_for(stack_settings, topic_prefix, tmp_path)
-    async with AsyncExitStack() as stack:
-        services = await four_services(stack, settings, DELIVERY)
-        yield Platform(services.clients, services.apps, DevIssuer(settings))
 
 
 async def test_no_route_gives_a_service_token_a_name_a_date_of_birth_or_a_upn(platform: Platform) -> None:
