@@ -29,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from shared.localsecrets import publish_once, replace_atomically
 from shared.problems import Forbidden, ServiceUnavailable, Unauthenticated
-from shared.settings import Settings
+from shared.settings import MAPPABLE_ROLES, ClaimMapping, Settings
 from shared.telemetry import security_refusals
 
 __all__ = [
@@ -290,6 +290,7 @@ class TokenVerifier:
         self.issuer = settings.token_issuer
         self.audience = settings.token_audience
         self.service_clients = settings.known_service_clients()
+        self.claims = settings.auth_claims
         self._keys: _JwksSource
         if settings.jwks_url:
             client = http_client or httpx.Client()
@@ -324,7 +325,7 @@ class TokenVerifier:
             raise Unauthenticated("the token comes from an unexpected issuer") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("the token is not valid") from exc
-        return principal_from_claims(claims, self.service_clients)
+        return principal_from_claims(claims, self.service_clients, self.claims)
 
     @property
     def keys_generation(self) -> int:
@@ -350,26 +351,37 @@ class TokenVerifier:
         return key
 
 
-def principal_from_claims(claims: dict[str, Any], service_clients: Mapping[str, str] | None = None) -> Principal:
+def principal_from_claims(
+    claims: dict[str, Any],
+    service_clients: Mapping[str, str] | None = None,
+    mapping: ClaimMapping | None = None,
+) -> Principal:
     """Build a Principal from verified claims; malformed tenancy claims reject the token.
 
-    Unknown role names are ignored: an identity provider may carry roles for other applications.
+    `mapping` (settings.auth_claims) says which claims hold the roles or groups, the trust and the
+    academies, and maps groups to roles. Unknown role names and unmapped groups are ignored: an
+    identity provider carries roles and groups for other applications too.
     A `service` token must name the client it was issued to (`client_id`, RFC 9068; else `azp`),
     one of `service_clients` (identity-provider client id -> service name): which service calls
     is part of what the token proves, not something the caller says.
     """
+    mapping = mapping or _DEFAULT_MAPPING
     subject = claims.get("sub")
-    raw_roles = claims.get("roles", [])
-    raw_academies = claims.get("academy_ids", [])
+    raw_roles = _claim(claims, mapping.roles_claim, [])
+    raw_academies = _claim(claims, mapping.academies_claim, [])
     if not isinstance(subject, str) or not subject:
         raise Unauthenticated("the token has no subject")
     if not isinstance(raw_roles, list) or not isinstance(raw_academies, list):
         raise Unauthenticated("the token's roles or academy_ids are not lists")
     try:
-        trust_id = UUID(str(claims["trust_id"]))
+        trust_id = UUID(str(_claim(claims, mapping.trust_claim, None) or ""))
         academy_ids = frozenset(UUID(str(academy)) for academy in raw_academies)
-    except (KeyError, ValueError) as exc:
+    except ValueError as exc:
         raise Unauthenticated("the token's trust_id or academy_ids are not valid UUIDs") from exc
+    if mapping.groups_to_roles:
+        # Groups the provider names: only the mapped ones grant anything, and never `service`.
+        raw_roles = [role for group in raw_roles if isinstance(group, str)
+                     for role in mapping.groups_to_roles.get(group, ()) if role in MAPPABLE_ROLES]
     roles = frozenset(
         Role(role) for role in raw_roles if isinstance(role, str) and role in _ROLE_NAMES
     )
@@ -381,6 +393,19 @@ def principal_from_claims(claims: dict[str, Any], service_clients: Mapping[str, 
             security_refusals.labels(kind=UNKNOWN_SERVICE_CLIENT).inc()
             raise Unauthenticated("a service token must be issued to a known Flourish service client")
     return Principal(subject=subject, roles=roles, trust_id=trust_id, academy_ids=academy_ids, client=client)
+
+
+_DEFAULT_MAPPING = ClaimMapping()
+
+
+def _claim(claims: Mapping[str, Any], path: str, default: Any) -> Any:
+    """The claim at a dotted `path` ("realm_access.roles"), or `default` when absent."""
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return default
+        value = value[part]
+    return value
 
 
 # --- FastAPI dependencies -----------------------------------------------------------------------
@@ -481,6 +506,10 @@ class DevIssuer:
         if client is not None:
             claims["client_id"] = client
         return jwt.encode(claims, self._private_key, algorithm="EdDSA", headers={"kid": self.kid})
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """Sign `claims` as they are (the dev OpenID provider's id_token): nothing added."""
+        return jwt.encode(dict(claims), self._private_key, algorithm="EdDSA", headers={"kid": self.kid})
 
     def _load_or_create_key(self) -> Ed25519PrivateKey:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -40,6 +40,37 @@ def mark_development(state_dir: Path) -> None:
     (state_dir / ENVIRONMENT_FILE).write_text("development\n")
 
 
+# Role names a claim mapping may grant: every Flourish role except `service`, which only a known
+# service client's token carries (shared/auth.py `principal_from_claims`).
+MAPPABLE_ROLES: frozenset[str] = frozenset({"practitioner", "senco", "trust_admin", "auditor", "dpo", "admin"})
+
+
+class ClaimMapping(BaseModel):
+    """How an OpenID Connect provider's token claims become a Flourish principal.
+
+    `roles_claim` names the claim holding roles or groups (a dotted path reaches into objects:
+    "realm_access.roles"). With `groups_to_roles` empty its values are Flourish role names; with
+    it set, each value is a group mapped to the roles listed, and a group not listed grants
+    nothing. `trust_claim` holds the trust's id, `academies_claim` the academies' ids (a list). Nothing here can grant `service`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    roles_claim: str = "roles"
+    groups_to_roles: dict[str, list[str]] = Field(default_factory=dict)
+    trust_claim: str = "trust_id"
+    academies_claim: str = "academy_ids"
+
+    @field_validator("groups_to_roles")
+    @classmethod
+    def _known_roles(cls, mapping: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted({role for roles in mapping.values() for role in roles if role not in MAPPABLE_ROLES})
+        if unknown:
+            raise ValueError(f"FLOURISH_AUTH_CLAIMS maps groups to {unknown}: each role must be one of "
+                             f"{sorted(MAPPABLE_ROLES)}")
+        return mapping
+
+
 class Settings(BaseSettings):
     """Kernel settings. Environment variables win; names without a prefix are the ones trust IT
     already expects (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS); the rest carry FLOURISH_."""
@@ -71,6 +102,11 @@ class Settings(BaseSettings):
     jwks_path: Path | None = None  # default: the dev issuer's, under state_dir
     token_issuer: str = "flourish-dev"
     token_audience: str = "flourish"
+    # Which claims of the identity provider's access tokens say who the caller is
+    # (FLOURISH_AUTH_CLAIMS, JSON; shared/auth.py `ClaimMapping`): the claim holding roles or
+    # groups, an optional groups -> roles map, and the trust and academy claims. The default reads
+    # Flourish's own claims (roles, trust_id, academy_ids), as the dev issuer signs them.
+    auth_claims: ClaimMapping = Field(default_factory=lambda: ClaimMapping())
 
     # Service-to-service calls (shared/peers.py): where the other services are, and how this one
     # gets a token for them from the identity provider (client credentials) outside development.
