@@ -1,0 +1,1 @@
+"""The web front end: a backend-for-frontend over the four services' public APIs (docs/web.md)."""
