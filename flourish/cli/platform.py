@@ -7,7 +7,14 @@ import asyncio
 import typer
 
 from flourish.local import InfraError
-from flourish.local.services import services_status, start_services, stop_services
+from flourish.local.services import (
+    front_status,
+    services_status,
+    start_front,
+    start_services,
+    stop_front,
+    stop_services,
+)
 from flourish.local.stack import ensure_stack, stack_status, stop_stack
 from shared.settings import Settings, mark_development
 
@@ -27,6 +34,7 @@ def up(demo: bool = typer.Option(True, help="Load the demo trust.")) -> None:
             "KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
         }
         processes = start_services(settings, environment)
+        front = start_front(settings)
     except InfraError as error:
         typer.echo(str(error), err=True)
         raise typer.Exit(1) from None
@@ -39,6 +47,11 @@ def up(demo: bool = typer.Option(True, help="Load the demo trust.")) -> None:
     for process in processes:
         typer.echo(f"{process.name:<11} {process.url}  "
                    f"(docs {process.url}/docs, events {process.url}/asyncapi, metrics {process.url}/metrics)")
+    for process in front:
+        label = "sign-in" if process.name == "oidc" else process.name
+        extra = "  (the dev OpenID provider: pick a demo user)" if process.name == "oidc" else \
+            "  (sign in as the demo SENCo, Sam Okafor)"
+        typer.echo(f"{label:<11} {process.url}{extra}")
     typer.echo("")
     typer.echo("A token for the demo trust: flourish dev-token --role senco --trust <trust id> --academy <academy id>")
     from services.assessment.demo import DEMO
@@ -52,7 +65,7 @@ def up(demo: bool = typer.Option(True, help="Load the demo trust.")) -> None:
 def down(infra: bool = typer.Option(True, help="Stop Kafka and PostgreSQL too.")) -> None:
     """Stop the services (and the local stack that `up` started)."""
     settings = Settings()
-    for name in stop_services(settings):
+    for name in [*stop_front(settings), *stop_services(settings)]:
         typer.echo(f"{name}: stopped")
     if infra:
         for name in stop_stack(settings):
@@ -63,7 +76,7 @@ def down(infra: bool = typer.Option(True, help="Stop Kafka and PostgreSQL too.")
 def status() -> None:
     """What runs where."""
     settings = Settings()
-    for component in [*stack_status(settings), *services_status(settings)]:
+    for component in [*stack_status(settings), *services_status(settings), *front_status(settings)]:
         state = "healthy" if component.healthy else ("running" if component.running else "stopped")
         typer.echo(f"{component.name:<11} {state:<8} {component.address:<28} "
                    f"pid {component.pid or '-':<8} {component.managed_by}")

@@ -137,6 +137,11 @@ def create_app(
             "token_endpoint_auth_methods_supported": ["none"],
         }
 
+    @app.get("/readyz")
+    @app.get("/healthz")
+    def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.get("/jwks")
     def jwks() -> dict[str, Any]:
         return {"keys": [issuer.public_jwk]}

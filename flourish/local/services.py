@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +37,17 @@ READY_TIMEOUT_S = 90.0
 UVICORN_LOOP = ("--loop", "asyncio")
 
 
+# The web and the dev OpenID provider it signs in with (development only): no database, no Kafka;
+# started after the four services, on these ports unless told others.
+FRONT: dict[str, tuple[str, int]] = {"oidc": ("flourish.local.oidc:app", 8106), "web": ("services.web.app:app", 8105)}
+
+
 @dataclass(frozen=True)
 class ServiceProcess:
     name: str
     port: int
     folder: Path
+    app_module: str | None = None  # what uvicorn runs; default services.<name>.app:app
 
     @property
     def url(self) -> str:
@@ -56,7 +63,7 @@ class ServiceProcess:
 
     @property
     def module(self) -> str:
-        return f"services.{self.name}.app:app"
+        return self.app_module or f"services.{self.name}.app:app"
 
 
 def service_processes(settings: Settings) -> list[ServiceProcess]:
@@ -118,6 +125,63 @@ def start_services(settings: Settings, environment: dict[str, str]) -> list[Serv
     for process in processes:
         _wait_ready(process)
     return processes
+
+
+def front_processes(settings: Settings, ports: Mapping[str, int] | None = None) -> list[ServiceProcess]:
+    """The dev OpenID provider and the web (`ports`: name -> port, for a platform beside `make up`'s)."""
+    folder = settings.state_dir / "services"
+    ports = ports or {}
+    return [ServiceProcess(name, ports.get(name, port), folder, module) for name, (module, port) in FRONT.items()]
+
+
+def front_environment(settings: Settings, ports: Mapping[str, int] | None = None) -> dict[str, str]:
+    """What the web and the dev provider need to find each other and the four services."""
+    urls = {process.name: process.url for process in front_processes(settings, ports)}
+    return {
+        **platform_environment(settings),
+        "FLOURISH_WEB_PUBLIC_URL": urls["web"],
+        "FLOURISH_WEB_OIDC_DISCOVERY_URL": f"{urls['oidc']}/.well-known/openid-configuration",
+        "FLOURISH_DEV_OIDC_URL": urls["oidc"],
+        "FLOURISH_DEV_OIDC_REDIRECT_URIS": json.dumps([f"{urls['web']}/auth/callback"]),
+    }
+
+
+def start_front(settings: Settings, environment: Mapping[str, str] | None = None,
+                ports: Mapping[str, int] | None = None) -> list[ServiceProcess]:
+    """Start the dev OpenID provider and the web (development only) unless running; wait for both."""
+    if settings.environment == "production":
+        raise InfraError("the dev OpenID provider is for development only")
+    processes = front_processes(settings, ports)
+    env = {**front_environment(settings, ports), **(environment or {})}
+    env.pop("DATABASE_URL", None)  # neither holds data: no database address in their environment
+    for process in processes:
+        if _running_pid(process) is None:
+            _spawn(process, env)
+    for process in processes:
+        _wait_ready(process)
+    return processes
+
+
+def stop_front(settings: Settings, ports: Mapping[str, int] | None = None) -> list[str]:
+    stopped = []
+    for process in front_processes(settings, ports):
+        pid = _running_pid(process)
+        if pid is not None:
+            stop_process(pid, timeout=20)
+            stopped.append(process.name)
+        process.pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def front_status(settings: Settings) -> list[ComponentStatus]:
+    statuses = []
+    for process in front_processes(settings):
+        pid = _running_pid(process)
+        healthy = pid is not None and _ready(process)
+        statuses.append(
+            ComponentStatus(process.name, process.url, managed=True, pid=pid, running=pid is not None, healthy=healthy)
+        )
+    return statuses
 
 
 def stop_services(settings: Settings) -> list[str]:

@@ -1,0 +1,84 @@
+"""One platform for the whole browser run: the four services, the dev OpenID provider and the web
+as real processes (as `make up` starts them) on ports of the run's own, a database and topics of
+its own, the demo trust loaded; one headless Chromium (Debian's, through Playwright's
+executable_path), a fresh browser context (no cookies) per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+
+from flourish.local import run_sync
+from flourish.local.services import platform_environment, start_front, start_services, stop_front, stop_services
+from shared.auth import DevIssuer
+from shared.settings import Settings
+from tests.browser.support import BrowserPlatform, chromium_path
+from tests.conftest import TEST_PARTITIONS, database_of_its_own
+
+PORTS = {"assessment": 18301, "planning": 18302, "consent": 18303, "reporting": 18304}
+FRONT_PORTS = {"web": 18305, "oidc": 18306}
+
+
+@pytest.fixture(scope="session")
+def browser_platform(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserPlatform]:
+    from flourish.kafka_acls import deprovision, provision
+
+    state_dir: Path = tmp_path_factory.mktemp("browser-platform")
+    prefix = f"test.{uuid.uuid4().hex[:10]}."
+    run_sync(lambda: provision(stack_settings, prefix, partitions=TEST_PARTITIONS))
+    with database_of_its_own(stack_settings, "browser") as own:
+        settings = own.model_copy(update={
+            "topic_prefix": prefix, "state_dir": state_dir, "jwks_path": state_dir / "dev-issuer" / "jwks.json",
+            **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in PORTS.items()},
+        })
+        DevIssuer(settings)  # the keys exist before the services read the JWKS
+        try:
+            start_services(settings, platform_environment(settings))
+            front = {p.name: p.url for p in start_front(settings, ports=FRONT_PORTS)}
+            run_sync(lambda: _load_demo(settings))
+            yield BrowserPlatform(settings=settings, web=front["web"], oidc=front["oidc"])
+        finally:
+            stop_front(settings, ports=FRONT_PORTS)
+            stop_services(settings)
+            run_sync(lambda: deprovision(stack_settings, prefix))
+
+
+async def _load_demo(settings: Settings) -> None:
+    from services.assessment.demo import load_demo
+    from shared.store.db import create_engine
+
+    engine = create_engine(settings, pool_size=1)
+    try:
+        await load_demo(engine, settings)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), headless=True,
+                                              args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context()
+    yield ctx
+    ctx.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Page:
+    return context.new_page()
+
+
+@pytest.fixture
+def platform(browser_platform: BrowserPlatform) -> BrowserPlatform:
+    return browser_platform
