@@ -10,7 +10,7 @@ any serious or critical accessibility violation.
 
 from __future__ import annotations
 
-import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from playwright.sync_api import Page
 from services.assessment.demo import DEMO
 from shared.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[2]
 VENDOR = Path(__file__).parent / "vendor"
 AXE_SOURCE = (VENDOR / "axe.min.js").read_text()
 # axe's impact levels the tests refuse; "moderate" and "minor" are reported, not failed.
@@ -43,12 +44,12 @@ class BrowserPlatform:
 
 
 def chromium_path() -> str:
-    """Debian's chromium, found as deploy/tools/install-chromium.sh finds it (never a download)."""
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise RuntimeError("no chromium: run deploy/tools/install-chromium.sh")
+    """Debian's chromium through deploy/tools/install-chromium.sh (installs it if missing, or fails;
+    prints its path last): never a browser download."""
+    done = subprocess.run([str(ROOT / "deploy/tools/install-chromium.sh")], capture_output=True, text=True,
+                          timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip().splitlines()[-1]
 
 
 def signed_in(page: Page, platform: BrowserPlatform, user: str = "senco", next_path: str = "/") -> Page:
