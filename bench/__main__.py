@@ -3,7 +3,7 @@
     python -m bench                      # everything (two minutes on two cores, plus the load run:
                                          #   ramp + FLOURISH_BENCH_LOAD_SECONDS)
     python -m bench --only store         # one group: store, pipeline, or a service (assessment, consent,
-                                         #   planning, audit, reporting, reporting_sharing)
+                                         #   planning, audit, reporting, reporting_sharing, web)
     python -m bench --only load          # the platform under steady load (FLOURISH_BENCH_LOAD_SECONDS, default 600)
     python -m bench --scale 0.25         # smaller runs (quick check; figures are noisier); every group
                                          #   takes it (the load run's ramp and hold shrink with it)
@@ -35,7 +35,7 @@ from shared.settings import Settings
 
 # Each service's benchmarks live in bench/<service>.py as `async def run() -> list[dict]`, one dict
 # per JSON line; they start what they need themselves.
-SERVICE_GROUPS = ("assessment", "consent", "planning", "audit", "reporting", "reporting_sharing", "load")
+SERVICE_GROUPS = ("assessment", "consent", "planning", "audit", "reporting", "reporting_sharing", "web", "load")
 GROUPS = ("store", "pipeline", *SERVICE_GROUPS)
 
 
