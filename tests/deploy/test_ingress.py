@@ -140,7 +140,7 @@ def test_the_internal_routes_named_here_exist():
 
 def test_every_public_route_is_routed_on_its_own_services_host(production):
     locations, hosts = ingress_locations(production), hosts_of(production)
-    assert set(hosts) == set(SERVICES)
+    assert set(hosts) == {*SERVICES, "web"}
     for service, paths in openapi_paths().items():
         for template in paths:
             if template in INTERNAL_ROUTES.get(service, set()) or template in OPERATIONAL:
@@ -164,6 +164,17 @@ def test_no_internal_operational_or_docs_route_is_matched_on_any_host(production
                 for host in hosts:
                     assert f"flourish-{service}-api" not in routed(locations, host, uri), (
                         f"{service}'s internal {uri} ({template}) is routed on {host}")
+
+
+def test_the_web_host_routes_every_page_to_the_web_and_nothing_to_an_api(production):
+    """The web (services/web) has its own host: its pages (any path but the operational ones) go to
+    the web only; no API route is reachable through it (the web calls the APIs inside the cluster)."""
+    locations, host = ingress_locations(production), hosts_of(production)["web"]
+    for uri in ("/", "/sign-in", "/auth/callback", "/classes/x/screening", "/static/web.css", "/opsy", "/pupils/1"):
+        assert routed(locations, host, uri) == {"flourish-web"}, uri
+    for service, paths in openapi_paths().items():
+        for template in paths:
+            assert f"flourish-{service}-api" not in routed(locations, host, sample(template))
 
 
 def test_there_is_no_catch_all_and_every_rule_is_anchored(production):

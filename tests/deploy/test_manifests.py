@@ -225,6 +225,7 @@ def known_setting_names() -> set[str]:
     from pydantic_settings import BaseSettings
 
     service_specs()  # imports every service, and so every settings class it defines
+    importlib.import_module("services.web.settings")  # the web's (FLOURISH_WEB_*)
     names = {"FLOURISH_SERVICE"}
     pending: list[type[BaseSettings]] = list(BaseSettings.__subclasses__())
     while pending:
@@ -497,6 +498,35 @@ def test_a_service_reaches_its_own_database_kafka_and_only_the_apis_the_design_c
                     expected = (other == "consent" or service == "consent"
                                 or (other == "assessment" and service in ("planning", "reporting")))
                     assert allowed == expected, f"{service} {role} -> {other} api: {allowed}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_web_reaches_the_four_apis_and_no_database_or_kafka(overlays, overlay):
+    """The web holds no data: it calls the APIs (as the signed-in user) and the identity provider."""
+    objects = overlays[overlay]
+    pods = synthetic_pods(objects)
+    web = pods["Deployment/flourish-web"]
+    for service in SERVICES:
+        assert egress_allowed(objects, web, pods[f"Deployment/flourish-{service}-api"], 8000), service
+        assert ingress_allowed(objects, web, pods[f"Deployment/flourish-{service}-api"], 8000), service
+        assert not egress_allowed(objects, web, pods[f"Deployment/flourish-{service}-consumers"], 8000), service
+        assert not egress_allowed(objects, web, pods[f"postgres/flourish-{service}-db"], 5432), service
+    assert not egress_allowed(objects, web, pods["kafka/broker"], 9093)
+
+
+def ingress_allowed(objects: list[Manifest], source: dict[str, str], destination: dict[str, str], port: int) -> bool:
+    """Whether the destination's ingress policies admit a pod with the source's labels on this port."""
+    for policy in of_kind(objects, "NetworkPolicy"):
+        if "Ingress" not in policy["spec"]["policyTypes"] or not selector_matches(policy["spec"]["podSelector"], destination):
+            continue
+        for rule in policy["spec"].get("ingress", []):
+            ports = {p["port"] for p in rule.get("ports", [])}
+            if ports and port not in ports:
+                continue
+            if any("podSelector" in peer and "namespaceSelector" not in peer
+                   and selector_matches(peer["podSelector"], source) for peer in rule.get("from", [])):
+                return True
+    return False
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -54,7 +54,7 @@ def workloads(objects: list[Manifest]) -> dict[str, tuple[str, str]]:
             continue
         labels = pod_labels(obj)
         component = labels.get("app.kubernetes.io/component")
-        if component in ("api", "consumers"):
+        if component in ("api", "consumers", "web"):
             found[obj["metadata"]["name"]] = (labels["app.kubernetes.io/name"], "service")
         elif component == "migrate":
             found[obj["metadata"]["name"]] = (labels["app.kubernetes.io/name"], "migrate")
@@ -70,7 +70,7 @@ def readers_of(row: Row) -> set[tuple[str, str]]:
             readers |= {(service, "service") for service in SERVICES}
         elif token in ("migration Jobs", "migration Jobs only"):
             readers |= {(service, "migrate") for service in SERVICES}
-        elif token in SERVICES:
+        elif token in SERVICES or token == "web":
             readers.add((token, "service"))
         else:
             return set()
@@ -113,7 +113,7 @@ def actual_uses(obj: Manifest) -> set[Use]:
 def test_each_deployment_and_job_reads_exactly_the_secrets_the_table_names(overlays, overlay):
     objects = overlays[overlay]
     found = workloads(objects)
-    assert len(found) == 3 * len(SERVICES)  # api, consumers and migration Job per service
+    assert len(found) == 3 * len(SERVICES) + 1  # api, consumers and migration Job per service; the web
     for obj in objects:
         if obj["kind"] not in ("Deployment", "Job") or obj["metadata"]["name"] not in found:
             continue
