@@ -141,6 +141,14 @@ SignedIn = Annotated[Session, Depends(signed_in)]
 CheckedForm = Annotated[FormData, Depends(checked_form)]
 
 
+def idempotency_key_for(form: FormData, *parts: str) -> str:
+    """A key derived from the form's Idempotency-Key and `parts` (a grid's cell and its value): one
+    rendered form making several commands (save as you go) gives each its own key, and a double
+    submit of the same command the same key. Pass what makes the command different."""
+    base = uuid.UUID(str(form["idempotency_key"]))
+    return str(uuid.uuid5(base, "/".join(parts)))
+
+
 def _is_uuid(value: str) -> bool:
     try:
         uuid.UUID(value)

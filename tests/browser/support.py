@@ -42,6 +42,16 @@ class BrowserPlatform:
     def api(self, service: str) -> str:
         return str(getattr(self.settings, f"{service}_url"))
 
+    def headers(self, user: str) -> dict[str, str]:
+        """`Authorization` for calling an API directly as a demo user (to set up or check data
+        beside the browser): the token the dev provider would give them."""
+        from flourish.local.oidc import USERS_BY_KEY
+        from shared.auth import DevIssuer
+
+        demo = USERS_BY_KEY[user]
+        token = DevIssuer(self.settings).issue(demo.subject, demo.roles, self.trust_id, demo.academy_ids)
+        return {"Authorization": f"Bearer {token}"}
+
 
 def chromium_path() -> str:
     """Debian's chromium through deploy/tools/install-chromium.sh (installs it if missing, or fails;

@@ -196,3 +196,13 @@ def test_vendored_assets_match_their_recorded_hashes() -> None:
         assert set(recorded) == present
         for name, digest in recorded.items():
             assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_derived_idempotency_keys_differ_per_command_and_repeat_per_double_submit() -> None:
+    from starlette.datastructures import FormData
+
+    from services.web.core import idempotency_key_for
+
+    form = FormData({"idempotency_key": "0f0e8a52-9a61-4a53-8f7e-3a0d1f7e2b11"})
+    assert idempotency_key_for(form, "pupil-1", "s1", "secure") == idempotency_key_for(form, "pupil-1", "s1", "secure")
+    assert idempotency_key_for(form, "pupil-1", "s1", "secure") != idempotency_key_for(form, "pupil-1", "s2", "secure")
