@@ -38,6 +38,18 @@ def test_sign_in_home_sign_out(platform: BrowserPlatform, page: Page) -> None:
     assert violations == []
 
 
+def test_the_api_decides_what_the_user_reaches(platform: BrowserPlatform, page: Page, context: BrowserContext) -> None:
+    """The home page lists the academies the assessment API returns for the user's own token: the
+    Oak Hill teacher sees Oak Hill only, the trust's DPO both (the web never widens the scope)."""
+    signed_in(page, platform, "teacher")
+    text = page.locator("main").inner_text()
+    assert "Oak Hill Primary" in text and "Riverside Junior" not in text
+    context.clear_cookies()
+    signed_in(page, platform, "dpo")
+    text = page.locator("main").inner_text()
+    assert "Oak Hill Primary" in text and "Riverside Junior" in text
+
+
 def test_session_cookie_flags(platform: BrowserPlatform, page: Page, context: BrowserContext) -> None:
     signed_in(page, platform, "teacher")
     cookie = next(c for c in context.cookies() if c["name"] == SESSION_COOKIE)

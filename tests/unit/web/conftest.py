@@ -52,7 +52,9 @@ def form_fields(page: str) -> dict[str, str]:
 
 @pytest.fixture
 def kernel_settings(tmp_path: Path) -> Settings:
-    return Settings(state_dir=tmp_path, environment="development")
+    # No service listens on port 9: pages calling an API get "not available", never a live platform.
+    return Settings(state_dir=tmp_path, environment="development",
+                    **{f"{name}_url": "http://127.0.0.1:9" for name in ("assessment", "planning", "consent", "reporting")})
 
 
 @pytest.fixture
