@@ -96,8 +96,8 @@ async def _measure(settings: Settings, renders: int) -> list[dict[str, Any]]:
                     first = await browser.get(f"{WEB}{path}")
                     assert first.status_code == 200, f"{path} as {user}: {first.status_code}"
                     calls = list(recorded)
-                    rendered = await _time(renders, lambda b=browser, p=path: b.get(f"{WEB}{p}"))
-                    raw = await _time(renders, lambda c=calls: _replay(direct, c)) if calls else [0.0]
+                    rendered, raw = await _time_both(renders, lambda b=browser, p=path: b.get(f"{WEB}{p}"),
+                                                     lambda c=calls: _replay(direct, c))
                 figure = Figure(f"web.render_p95.{page.name}:{path}", percentile(rendered, 95) * 1000, "ms",
                                 f"the same {len(calls)} API call(s) made directly (p95)",
                                 percentile(raw, 95) * 1000, LOWER_IS_BETTER)
@@ -126,13 +126,16 @@ async def _replay(client: httpx.AsyncClient, calls: list[httpx.Request]) -> None
         response.raise_for_status()
 
 
-async def _time(count: int, once: Any) -> list[float]:
-    await once()  # warm
-    times = []
+async def _time_both(count: int, render: Any, raw: Any) -> tuple[list[float], list[float]]:
+    """Alternately, so neither side gets the warmer service or the quieter machine."""
+    await render()
+    await raw()  # warm
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(count):
-        started = time.perf_counter()
-        await once()
-        times.append(time.perf_counter() - started)
+        for side, once in enumerate((render, raw)):
+            started = time.perf_counter()
+            await once()
+            times[side].append(time.perf_counter() - started)
     return times
 
 
