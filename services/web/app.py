@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -123,7 +124,7 @@ def _error_pages(application: FastAPI) -> None:
             return render(request, "errors/not_found.html", status=404)
         return render(request, "errors/error.html", {"title": str(exc.detail)}, status=exc.status_code)
 
-    @application.exception_handler(422)
+    @application.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: Exception) -> Response:
         return render(request, "errors/error.html", {"title": "The request is not valid"}, status=422,
                       errors=["Something in the address or the form is missing or not valid."])

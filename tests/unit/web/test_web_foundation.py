@@ -182,6 +182,13 @@ async def test_api_refusals_become_pages(api_rig: Rig) -> None:
     assert expired.status_code == 303 and expired.headers["location"].startswith("/sign-in")
 
 
+async def test_a_malformed_address_is_a_page_not_json(api_rig: Rig) -> None:
+    await api_rig.sign_in("senco")
+    response = await api_rig.browser.get(f"{WEB}/status/not-a-number")
+    assert response.status_code == 422 and "govuk-error-summary" in response.text
+    assert response.headers["content-type"].startswith("text/html")
+
+
 async def test_links_follow_roles_only_as_a_convenience(api_rig: Rig) -> None:
     senco_home = (await api_rig.sign_in("senco")).text
     assert 'href="/things"' not in senco_home
