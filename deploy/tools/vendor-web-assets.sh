@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Vendors the web's front-end assets from npm, pinned, into the repository (CI and the app never
-# need npm): govuk-frontend's compiled CSS/JS and its images (NOT its GDS Transport font: that
-# licence is for gov.uk only; the CSS falls back to arial), htmx, and axe-core for the browser tests.
+# need npm): govuk-frontend's compiled CSS/JS (MIT; NOT its GDS Transport font nor its images: the
+# font's licence and the crown and crest images are for GOV.UK only; the CSS falls back to arial and
+# the layout uses no crown), htmx, and axe-core for the browser tests.
 # Writes SHA256SUMS beside each vendored folder; tests/unit/web/test_vendored_assets.py checks them.
 #   deploy/tools/vendor-web-assets.sh      re-vendor (needs npm), then commit the files
 set -euo pipefail
@@ -22,14 +23,11 @@ fetch() { # package version -> unpacked folder
 }
 
 rm -rf "$WEB" "$BROWSER"
-mkdir -p "$WEB/govuk-frontend/assets" "$WEB/htmx" "$BROWSER"
+mkdir -p "$WEB/govuk-frontend" "$WEB/htmx" "$BROWSER"
 
 g="$(fetch govuk-frontend "$GOVUK_FRONTEND")"
 cp "$g"/dist/govuk/govuk-frontend.min.css "$WEB/govuk-frontend/"
 cp "$g"/dist/govuk/govuk-frontend.min.js "$WEB/govuk-frontend/"
-cp -r "$g"/dist/govuk/assets/images "$WEB/govuk-frontend/assets/"
-[[ -f "$g"/dist/govuk/assets/manifest.json ]] && cp "$g"/dist/govuk/assets/manifest.json "$WEB/govuk-frontend/assets/"
-cp "$g"/LICENSE.txt "$WEB/govuk-frontend/" 2>/dev/null || true
 
 h="$(fetch htmx.org "$HTMX")"
 cp "$h"/dist/htmx.min.js "$WEB/htmx/"
