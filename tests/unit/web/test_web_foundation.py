@@ -47,10 +47,16 @@ async def test_session_cookie_flags(rig: Rig) -> None:
     assert set_cookie and "HttpOnly" in set_cookie[0] and "SameSite=lax" in set_cookie[0]
 
 
-def test_cookies_are_secure_outside_development(tmp_path: Path) -> None:
+def test_production_needs_its_settings_and_seals_secure_host_cookies(tmp_path: Path) -> None:
     kernel = Settings(state_dir=tmp_path, environment="production")
     with pytest.raises(RuntimeError, match="FLOURISH_WEB_SESSION_KEY"):
         web_app(WebSettings(), kernel)
+    kernel = Settings(state_dir=tmp_path, environment="production", jwks_url="https://idp.example/jwks")
+    settings = WebSettings(session_key="a2V5LWtleS1rZXkta2V5LWtleS1rZXkta2V5LWtleSE=",
+                           public_url="https://web.example", oidc_discovery_url="https://idp.example/.well-known/x")
+    web = web_app(settings, kernel).state.web
+    assert web.secure_cookies and web.session_cookie == "__Host-flourish_session"
+    assert not (tmp_path / "web").exists()  # no dev key made in production
 
 
 async def test_state_mismatch_or_no_sign_in_cookie_is_refused(rig: Rig) -> None:
