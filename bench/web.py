@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from html import unescape
 from typing import Any
@@ -26,7 +27,18 @@ from bench.common import LOWER_IS_BETTER, Figure, info, own_database, own_state,
 from shared.settings import Settings
 
 RENDERS = 200  # × --scale
-PORTS = {"assessment": 18401, "planning": 18402, "consent": 18403, "reporting": 18404}
+SERVICE_NAMES = ("assessment", "planning", "consent", "reporting")
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 WEB = "http://web.bench"
 IDP = "http://idp.bench"
 
@@ -42,7 +54,8 @@ async def run(scale: float = 1.0) -> list[dict[str, Any]]:
     async with own_database(endpoints.database_url, "web") as database_url:
         settings = own_state(Settings(database_url=database_url, kafka_bootstrap_servers=endpoints.kafka_bootstrap_servers,
                                       topic_prefix=prefix, log_level="WARNING",
-                                      **{f"{n}_url": f"http://127.0.0.1:{p}" for n, p in PORTS.items()}), "web")
+                                      **{f"{n}_url": f"http://127.0.0.1:{p}"
+                                         for n, p in zip(SERVICE_NAMES, _free_ports(4), strict=True)}), "web")
         DevIssuer(settings)
         await provision(settings)
         try:

@@ -1,10 +1,11 @@
 """One platform for the whole browser run: the four services, the dev OpenID provider and the web
-as real processes (as `make up` starts them) on ports of the run's own, a database and topics of
+as real processes (as `make up` starts them) on free ports of the run's own, a database and topics of
 its own, the demo trust loaded; one headless Chromium (Debian's, through Playwright's
 executable_path), a fresh browser context (no cookies) per test."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,19 @@ from shared.settings import Settings
 from tests.browser.support import BrowserPlatform, chromium_path
 from tests.conftest import TEST_PARTITIONS, database_of_its_own
 
-PORTS = {"assessment": 18301, "planning": 18302, "consent": 18303, "reporting": 18304}
-FRONT_PORTS = {"web": 18305, "oidc": 18306}
+SERVICE_NAMES = ("assessment", "planning", "consent", "reporting")
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nothing listens on now: several checkouts may run their browser tests at once."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -28,21 +40,24 @@ def browser_platform(stack_settings: Settings, tmp_path_factory: pytest.TempPath
     from flourish.kafka_acls import deprovision, provision
 
     state_dir: Path = tmp_path_factory.mktemp("browser-platform")
+    ports = free_ports(6)
+    service_ports = dict(zip(SERVICE_NAMES, ports[:4], strict=True))
+    front_ports = {"web": ports[4], "oidc": ports[5]}
     prefix = f"test.{uuid.uuid4().hex[:10]}."
     run_sync(lambda: provision(stack_settings, prefix, partitions=TEST_PARTITIONS))
     with database_of_its_own(stack_settings, "browser") as own:
         settings = own.model_copy(update={
             "topic_prefix": prefix, "state_dir": state_dir, "jwks_path": state_dir / "dev-issuer" / "jwks.json",
-            **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in PORTS.items()},
+            **{f"{name}_url": f"http://127.0.0.1:{port}" for name, port in service_ports.items()},
         })
         DevIssuer(settings)  # the keys exist before the services read the JWKS
         try:
             start_services(settings, platform_environment(settings))
-            front = {p.name: p.url for p in start_front(settings, ports=FRONT_PORTS)}
+            front = {p.name: p.url for p in start_front(settings, ports=front_ports)}
             run_sync(lambda: _load_demo(settings))
             yield BrowserPlatform(settings=settings, web=front["web"], oidc=front["oidc"])
         finally:
-            stop_front(settings, ports=FRONT_PORTS)
+            stop_front(settings, ports=front_ports)
             stop_services(settings)
             run_sync(lambda: deprovision(stack_settings, prefix))
 
