@@ -46,6 +46,7 @@ SEALED_KEY = "$sealed"
 SEAL_VERSION = 1
 # Key fetches in flight at once for one batch (a whole class's scores).
 KEY_FETCH_CONCURRENCY = 16
+_ASK = object()  # not known yet: ask the keyring
 
 
 events_sealing = meter.create_counter(
@@ -80,25 +81,37 @@ def _sorted_fields(model: type[Event]) -> list[str]:
 class EventSealing:
     """Seals and opens events' personal fields with a service's keyring (`PupilKeyring`)."""
 
-    def __init__(self, keyring: PupilKeyring) -> None:
+    def __init__(self, keyring: PupilKeyring, *, remember: bool = False) -> None:
+        """`remember`: keep every key asked for (an erased pupil's as None) for this object's life,
+        in memory only — a rebuild's, which asks once per pupil and drops them at its end. Errors
+        (unavailable, refused) are never kept: the next event asks again."""
         self.keyring = keyring
+        self._known: dict[tuple[UUID, UUID], DataKey | None] | None = {} if remember else None
+
+    async def _key(self, trust_id: UUID, pupil_id: UUID) -> DataKey | None:
+        known = self._known
+        if known is not None and (found := known.get((trust_id, pupil_id), _ASK)) is not _ASK:
+            return found  # type: ignore[return-value]
+        try:
+            key: DataKey | None = await self.keyring.key_for(trust_id, pupil_id)
+        except DataKeyDestroyed:
+            key = None
+        if known is not None:
+            known[(trust_id, pupil_id)] = key
+        return key
 
     async def _keys(self, trust_id: UUID, pupil_ids: list[UUID]) -> dict[UUID, DataKey | None]:
         """Each pupil's key, None for an erased pupil; DataKeyUnavailable raises (fail closed)."""
+        if len(pupil_ids) == 1:  # the usual case: no gate, no gather
+            return {pupil_ids[0]: await self._key(trust_id, pupil_ids[0])}
         unique = list(dict.fromkeys(pupil_ids))
-        if len(unique) == 1:  # the usual case: no gate, no gather
-            try:
-                return {unique[0]: await self.keyring.key_for(trust_id, unique[0])}
-            except DataKeyDestroyed:
-                return {unique[0]: None}
+        if len(unique) == 1:
+            return {unique[0]: await self._key(trust_id, unique[0])}
         gate = asyncio.Semaphore(KEY_FETCH_CONCURRENCY)
 
         async def one(pupil_id: UUID) -> DataKey | None:
             async with gate:
-                try:
-                    return await self.keyring.key_for(trust_id, pupil_id)
-                except DataKeyDestroyed:
-                    return None
+                return await self._key(trust_id, pupil_id)
 
         found = await asyncio.gather(*(one(p) for p in unique))
         return dict(zip(unique, found, strict=True))
