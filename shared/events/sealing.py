@@ -87,6 +87,7 @@ class EventSealing:
         (unavailable, refused) are never kept: the next event asks again."""
         self.keyring = keyring
         self._known: dict[tuple[UUID, UUID], DataKey | None] | None = {} if remember else None
+        self._uuids: dict[str, UUID] | None = {} if remember else None
 
     async def _key(self, trust_id: UUID, pupil_id: UUID) -> DataKey | None:
         known = self._known
@@ -150,11 +151,11 @@ class EventSealing:
         field = aad_field(model.event_type, event_id)
         by_pupil: dict[str, Any] = envelope["by_pupil"]
         try:
-            copies = {UUID(pupil): sealed for pupil, sealed in by_pupil.items()}
-            group = [UUID(str(p)) for p in members]
-        except (ValueError, TypeError):
+            copies = {self._uuid(pupil): sealed for pupil, sealed in by_pupil.items()}
+            group = [self._uuid(str(p)) for p in members]
+        except (ValueError, TypeError, AttributeError):
             raise SealedFieldUnreadable("the sealed part names a pupil that is not a UUID") from None
-        keys = await self._keys(trust_id, [*copies, *group])
+        keys = await self._keys(trust_id, [*copies, *group] if group else list(copies))
         personal: Any = None
         for pupil_id, sealed in copies.items():
             key = keys[pupil_id]
@@ -164,12 +165,22 @@ class EventSealing:
         if personal is None:
             events_sealing.add(1, {"event_type": model.event_type, "outcome": "erased"})
             return None
-        if not isinstance(personal, dict) or any(name in body for name in personal):
+        if not isinstance(personal, dict) or not body.keys().isdisjoint(personal):
             raise SealedFieldUnreadable("the sealed part of the event does not hold its personal fields")
         body.update(personal)
         if group and (erased := {pupil for pupil, key in keys.items() if key is None}):
-            body["pupil_ids"] = [p for p in members if UUID(str(p)) not in erased]
-        return model.model_validate(body)
+            body["pupil_ids"] = [p for p in members if self._uuid(str(p)) not in erased]
+        return model.__pydantic_validator__.validate_python(body)  # type: ignore[no-any-return]
+
+    def _uuid(self, text: str) -> UUID:
+        # A remembering sealing (a rebuild's) parses each pupil's id once, as it asks for the key once.
+        uuids = self._uuids
+        if uuids is None:
+            return UUID(text)
+        found = uuids.get(text)
+        if found is None:
+            found = uuids[text] = UUID(text)
+        return found
 
 
 async def open_data(sealing: EventSealing | None, model: type[Event], data: Mapping[str, Any], event_id: UUID,

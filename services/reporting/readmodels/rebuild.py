@@ -48,7 +48,7 @@ from services.reporting.readmodels.projections import Batch, batch_handlers
 from services.reporting.readmodels.tables import NAMES, SCHEMA, SHADOW, tables
 from shared.datakeys import DataKeyClient, DataKeyRefused, PupilKeyring, SealedFieldUnreadable, UnknownDataKey
 from shared.events.envelope import Envelope, InvalidMessage, decode, decode_wire, topic_for
-from shared.events.sealing import EventSealing, is_sealed, open_data
+from shared.events.sealing import EventSealing, is_sealed
 from shared.messaging.clients import kafka_options
 from shared.messaging.dead_letters import dead_lettered_sources
 from shared.messaging.provenance import wrong_producer
@@ -371,8 +371,8 @@ class _Reader:
                     if wire.model not in handlers or wrong_producer(
                             record.topic, wire.type, wire.model.context, wire.source, self.settings.topic_prefix):
                         continue  # not read-model data, or not from the topic's producer (dead-lettered live)
-                    if is_sealed(wire.data):
-                        event = await open_data(self.sealing, wire.model, wire.data, wire.id, wire.trust_id)
+                    if is_sealed(wire.data):  # open_data, with the keyring it always has
+                        event = await self.sealing.open(wire.model, wire.data, wire.id, wire.trust_id)
                     else:  # as open_data reads a payload from before sealing, without the await
                         event = wire.model.model_validate(wire.data)
                 except (InvalidMessage, ValidationError, SealedFieldUnreadable, DataKeyRefused, UnknownDataKey):
