@@ -46,6 +46,7 @@ SEALED_KEY = "$sealed"
 SEAL_VERSION = 1
 # Key fetches in flight at once for one batch (a whole class's scores).
 KEY_FETCH_CONCURRENCY = 16
+_ASK = object()  # not known yet: ask the keyring
 
 
 events_sealing = meter.create_counter(
@@ -80,25 +81,38 @@ def _sorted_fields(model: type[Event]) -> list[str]:
 class EventSealing:
     """Seals and opens events' personal fields with a service's keyring (`PupilKeyring`)."""
 
-    def __init__(self, keyring: PupilKeyring) -> None:
+    def __init__(self, keyring: PupilKeyring, *, remember: bool = False) -> None:
+        """`remember`: keep every key asked for (an erased pupil's as None) for this object's life,
+        in memory only — a rebuild's, which asks once per pupil and drops them at its end. Errors
+        (unavailable, refused) are never kept: the next event asks again."""
         self.keyring = keyring
+        self._known: dict[tuple[UUID, UUID], DataKey | None] | None = {} if remember else None
+        self._uuids: dict[str, UUID] | None = {} if remember else None
+
+    async def _key(self, trust_id: UUID, pupil_id: UUID) -> DataKey | None:
+        known = self._known
+        if known is not None and (found := known.get((trust_id, pupil_id), _ASK)) is not _ASK:
+            return found  # type: ignore[return-value]
+        try:
+            key: DataKey | None = await self.keyring.key_for(trust_id, pupil_id)
+        except DataKeyDestroyed:
+            key = None
+        if known is not None:
+            known[(trust_id, pupil_id)] = key
+        return key
 
     async def _keys(self, trust_id: UUID, pupil_ids: list[UUID]) -> dict[UUID, DataKey | None]:
         """Each pupil's key, None for an erased pupil; DataKeyUnavailable raises (fail closed)."""
+        if len(pupil_ids) == 1:  # the usual case: no gate, no gather
+            return {pupil_ids[0]: await self._key(trust_id, pupil_ids[0])}
         unique = list(dict.fromkeys(pupil_ids))
-        if len(unique) == 1:  # the usual case: no gate, no gather
-            try:
-                return {unique[0]: await self.keyring.key_for(trust_id, unique[0])}
-            except DataKeyDestroyed:
-                return {unique[0]: None}
+        if len(unique) == 1:
+            return {unique[0]: await self._key(trust_id, unique[0])}
         gate = asyncio.Semaphore(KEY_FETCH_CONCURRENCY)
 
         async def one(pupil_id: UUID) -> DataKey | None:
             async with gate:
-                try:
-                    return await self.keyring.key_for(trust_id, pupil_id)
-                except DataKeyDestroyed:
-                    return None
+                return await self._key(trust_id, pupil_id)
 
         found = await asyncio.gather(*(one(p) for p in unique))
         return dict(zip(unique, found, strict=True))
@@ -137,11 +151,11 @@ class EventSealing:
         field = aad_field(model.event_type, event_id)
         by_pupil: dict[str, Any] = envelope["by_pupil"]
         try:
-            copies = {UUID(pupil): sealed for pupil, sealed in by_pupil.items()}
-            group = [UUID(str(p)) for p in members]
-        except (ValueError, TypeError):
+            copies = {self._uuid(pupil): sealed for pupil, sealed in by_pupil.items()}
+            group = [self._uuid(str(p)) for p in members]
+        except (ValueError, TypeError, AttributeError):
             raise SealedFieldUnreadable("the sealed part names a pupil that is not a UUID") from None
-        keys = await self._keys(trust_id, [*copies, *group])
+        keys = await self._keys(trust_id, [*copies, *group] if group else list(copies))
         personal: Any = None
         for pupil_id, sealed in copies.items():
             key = keys[pupil_id]
@@ -151,12 +165,22 @@ class EventSealing:
         if personal is None:
             events_sealing.add(1, {"event_type": model.event_type, "outcome": "erased"})
             return None
-        if not isinstance(personal, dict) or any(name in body for name in personal):
+        if not isinstance(personal, dict) or not body.keys().isdisjoint(personal):
             raise SealedFieldUnreadable("the sealed part of the event does not hold its personal fields")
         body.update(personal)
         if group and (erased := {pupil for pupil, key in keys.items() if key is None}):
-            body["pupil_ids"] = [p for p in members if UUID(str(p)) not in erased]
-        return model.model_validate(body)
+            body["pupil_ids"] = [p for p in members if self._uuid(str(p)) not in erased]
+        return model.__pydantic_validator__.validate_python(body)  # type: ignore[no-any-return]
+
+    def _uuid(self, text: str) -> UUID:
+        # A remembering sealing (a rebuild's) parses each pupil's id once, as it asks for the key once.
+        uuids = self._uuids
+        if uuids is None:
+            return UUID(text)
+        found = uuids.get(text)
+        if found is None:
+            found = uuids[text] = UUID(text)
+        return found
 
 
 async def open_data(sealing: EventSealing | None, model: type[Event], data: Mapping[str, Any], event_id: UUID,

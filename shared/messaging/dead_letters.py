@@ -29,9 +29,11 @@ async def dead_lettered_sources(kafka: Mapping[str, Any], dead_letter_topic: str
                           for p in sorted(reader.partitions_for_topic(dead_letter_topic) or ())]
         if not partitions:
             return set()  # nothing was ever dead-lettered
+        # The end offsets first: asked once fetching has begun, they wait behind a fetch the broker
+        # holds (fetch_max_wait_ms, 500 ms) when the topic has nothing to read.
+        ends = await reader.end_offsets(partitions)
         reader.assign(partitions)
         await reader.seek_to_beginning(*partitions)
-        ends = await reader.end_offsets(partitions)
         sources: set[Source] = set()
         pending = {tp for tp in partitions if ends[tp] > 0}
         while pending:

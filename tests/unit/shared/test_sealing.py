@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 import orjson
 import pytest
 
-from shared.datakeys import SealedFieldUnreadable
+from shared.datakeys import DataKeyUnavailable, SealedFieldUnreadable
 from shared.events.planning import PlanIssued, PlanKind
 from shared.events.registry import registered_types
 from shared.events.sealing import SEALED_KEY, EventSealing, SealingUnavailable, open_data
@@ -74,3 +74,35 @@ def test_the_events_the_audit_ledger_and_erasure_read_have_nothing_sealed_and_ev
     pupils = {t for t, m in registered_types().items() if m.personal}
     assert {"flourish.assessment.ObservationRecorded.v1", "flourish.assessment.StrandScored.v1",
             "flourish.planning.PlanIssued.v1", "flourish.planning.SessionLogged.v1"} <= pupils
+
+
+async def test_a_remembering_sealing_asks_once_per_pupil_keeps_an_erasure_and_never_an_outage() -> None:
+    """A rebuild's sealing (remember=True): each pupil's key asked for once, an erased pupil's events
+    skipped every time without asking again, a key service that is down not remembered (the next
+    event asks again, and fails closed meanwhile), and what opens is what a plain sealing opens."""
+    keys = MemoryKeyring()
+    writer = EventSealing(keys)
+    erased, kept = uuid.uuid4(), uuid.uuid4()
+    events = [observation(pupil_id=pupil) for pupil in (erased, kept, erased, kept)]
+    sealed = [await writer.seal(e.data, e.id, TRUST) for e in events]
+    keys.destroy(erased)
+    keys.asked = 0
+    rebuild = EventSealing(keys, remember=True)
+    opened = [await rebuild.open(type(e.data), s, e.id, TRUST) for e, s in zip(events, sealed, strict=True)]
+    assert opened == [None, events[1].data, None, events[3].data]
+    assert keys.asked == 2  # once per pupil, the erased one included
+    assert opened == [await EventSealing(keys).open(type(e.data), s, e.id, TRUST)
+                      for e, s in zip(events, sealed, strict=True)]
+    keys.asked = 0
+    assert await rebuild.open(type(events[1].data), sealed[1], events[1].id, TRUST) == events[1].data
+    assert keys.asked == 0  # remembered
+    keys.down = True
+    outage = EventSealing(keys, remember=True)
+    for _ in range(2):
+        with pytest.raises(DataKeyUnavailable):
+            await outage.open(type(events[1].data), sealed[1], events[1].id, TRUST)
+    keys.down = False
+    assert await outage.open(type(events[1].data), sealed[1], events[1].id, TRUST) == events[1].data
+    # A sealed part moved to another event still does not open with a remembered key.
+    with pytest.raises(SealedFieldUnreadable):
+        await rebuild.open(type(events[1].data), sealed[1], uuid.uuid4(), TRUST)
