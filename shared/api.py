@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Generic, TypeVar
@@ -20,7 +21,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy import Text, cast, delete, literal, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.auth import Principal, Role
 from shared.problems import BadRequest, Forbidden, IdempotencyKeyReused
@@ -106,6 +108,61 @@ async def forget_old_stored_answers(engine: Any, idempotency: Any, retention_s: 
             _log.warning("could not forget old stored answers yet", exc_info=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=min(every_s, retention_s))
+
+
+# A deadlock (40P01) or a serialisation failure (40001): the server rolled the transaction back
+# and says trying again will do; a few tries, a little apart, so two transactions that deadlocked do
+# not meet again in the same order.
+RETRY_SQLSTATES = frozenset({"40P01", "40001"})
+RETRIES_ON_CONFLICT = 3
+
+
+def _sqlstate(error: BaseException) -> str:
+    orig = getattr(error, "orig", None)
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+
+
+async def transact(
+    engine: AsyncEngine,
+    idempotency: Any,
+    principal: Principal,
+    key: str | None,
+    request_body: Any,
+    command: Command,
+) -> JSONResponse:
+    """`run_command` in a transaction of its own, tried again where the database says it may be:
+
+    * **a connection found dead** (the pool hands out no connection the server has visibly
+      closed, but one can die without its socket saying so yet): the transaction is tried once
+      more on a fresh connection — when it failed before its COMMIT was sent, for nothing was
+      committed then; at the COMMIT only with an Idempotency-Key, whose claim row makes the second
+      try answer with the first one's stored response if that one did commit (without a key the
+      outcome is unknown, and the error stands rather than apply the command twice);
+    * **a deadlock or serialisation failure**: the server rolled everything back; up to
+      `RETRIES_ON_CONFLICT` more tries.
+
+    A command's effects are its transaction's (the outbox included), so a retried command runs
+    afresh on nothing of the failed try's."""
+    dead_retries, conflict_retries = 1, RETRIES_ON_CONFLICT
+    while True:
+        committing = False
+        try:
+            async with engine.connect() as conn:
+                async with conn.begin():
+                    response = await run_command(conn, idempotency, principal, key, request_body, command)
+                    committing = True
+                return response
+        except DBAPIError as error:
+            if _sqlstate(error) in RETRY_SQLSTATES and conflict_retries > 0:
+                conflict_retries -= 1
+                _log.info("transaction rolled back by a %s; trying again", _sqlstate(error))
+                await asyncio.sleep(random.uniform(0.005, 0.05))  # noqa: S311 - jitter, not a secret
+                continue
+            if error.connection_invalidated and dead_retries > 0 and (not committing or key is not None):
+                dead_retries -= 1
+                _log.warning("a pooled connection was found dead; trying the transaction once more")
+                continue
+            raise
 
 
 async def run_command(

@@ -66,7 +66,7 @@ from services.assessment.scope import (
     pupil_in_scope,
     screening_in_scope,
 )
-from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, cursor_position, page_of, requires, run_command
+from shared.api import Cursor, IdempotencyKey, Page, PageSize, caller, cursor_position, page_of, requires, transact
 from shared.audit import AdminAction, PersonalDataReads, ReadCategory, audit_reads, record_admin_action
 from shared.auth import Principal, Role
 from shared.internal import INTERNAL, service_client
@@ -113,8 +113,7 @@ Handler = Callable[[AsyncConnection], Awaitable[tuple[int, Any]]]
 
 async def command(runtime: Runtime, principal: Principal, key: str | None, body: Any, handle: Handler) -> JSONResponse:
     """Run a command in its own transaction, once per Idempotency-Key."""
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, runtime.spec.tables.idempotency, principal, key, body, handle)
+    return await transact(runtime.engine, runtime.spec.tables.idempotency, principal, key, body, handle)
 
 
 # --- Frameworks ---------------------------------------------------------------------------------

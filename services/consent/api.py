@@ -38,7 +38,7 @@ from services.consent.schemas import (
     purpose_status,
 )
 from services.consent.tables import kernel
-from shared.api import Cursor, PageSize, decode_cursor, encode_cursor, requires, run_command
+from shared.api import Cursor, PageSize, decode_cursor, encode_cursor, requires, transact
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role
 from shared.datakeys import ALGORITHM, DataKeyDestroyed, UnknownDataKey
@@ -89,9 +89,8 @@ async def record_consent(
         )
         return 201, result.body()
 
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, kernel.idempotency, principal, idempotency_key,
-                                 {"pupil_id": str(pupil_id), **body.model_dump(mode="json")}, command)
+    return await transact(runtime.engine, kernel.idempotency, principal, idempotency_key,
+                          {"pupil_id": str(pupil_id), **body.model_dump(mode="json")}, command)
 
 
 @router.post("/pupils/{pupil_id}/consents/{purpose}/withdrawal", status_code=201,
@@ -108,10 +107,9 @@ async def withdraw_consent(
         )
         return 201, result.body()
 
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, kernel.idempotency, principal, idempotency_key,
-                                 {"pupil_id": str(pupil_id), "purpose": purpose.value,
-                                  **body.model_dump(mode="json")}, command)
+    return await transact(runtime.engine, kernel.idempotency, principal, idempotency_key,
+                          {"pupil_id": str(pupil_id), "purpose": purpose.value,
+                           **body.model_dump(mode="json")}, command)
 
 
 @router.post("/pupils/{pupil_id}/lawful-bases", status_code=201,
@@ -128,9 +126,8 @@ async def record_lawful_basis(
         )
         return 201, result.body()
 
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, kernel.idempotency, principal, idempotency_key,
-                                 {"pupil_id": str(pupil_id), **body.model_dump(mode="json")}, command)
+    return await transact(runtime.engine, kernel.idempotency, principal, idempotency_key,
+                          {"pupil_id": str(pupil_id), **body.model_dump(mode="json")}, command)
 
 
 @router.get("/pupils/{pupil_id}/consents", summary="Where each purpose stands for a pupil now")
@@ -231,9 +228,8 @@ async def keep_opted_out_data(
         return 201, await opt_out.keep_held_data(conn, deps, principal, pupil_id, basis=body.retention_basis,
                                                  explanation=body.explanation, grace_days=grace_days)
 
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, kernel.idempotency, principal, idempotency_key,
-                                 {"pupil_id": str(pupil_id), **body.model_dump(mode="json")}, command)
+    return await transact(runtime.engine, kernel.idempotency, principal, idempotency_key,
+                          {"pupil_id": str(pupil_id), **body.model_dump(mode="json")}, command)
 
 
 @router.get("/pupils/{pupil_id}/opt-out", summary="The opt-out of the online tool in force: when what was held goes")
@@ -297,10 +293,9 @@ async def set_retention_policy(
                                                      counted_from=body.counted_from, period=period)
         return 200, policy
 
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, kernel.idempotency, principal, idempotency_key,
-                                 {"academy_id": str(academy_id), "data_category": data_category.value,
-                                  **body.model_dump(mode="json")}, command)
+    return await transact(runtime.engine, kernel.idempotency, principal, idempotency_key,
+                          {"academy_id": str(academy_id), "data_category": data_category.value,
+                           **body.model_dump(mode="json")}, command)
 
 
 @router.get("/academies/{academy_id}/retention-policies",
@@ -412,9 +407,8 @@ async def erase_pupil(
     async def command(conn: Any) -> tuple[int, Any]:
         return 201, await handlers.request_erasure(conn, deps, principal, pupil_id, reason)
 
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, kernel.idempotency, principal, idempotency_key,
-                                 {"pupil_id": str(pupil_id), "reason": reason.value}, command)
+    return await transact(runtime.engine, kernel.idempotency, principal, idempotency_key,
+                          {"pupil_id": str(pupil_id), "reason": reason.value}, command)
 
 
 @router.get("/pupils/{pupil_id}/erasure", summary="The non-personal record that a pupil was erased")

@@ -19,7 +19,7 @@ from services.planning.domain.plans import PlanContent
 from services.planning.handlers import PlanningDeps, SessionIn
 from services.planning.notes import open_texts, plan_field, session_field
 from services.planning.tables import plans, sessions
-from shared.api import Cursor, IdempotencyKey, Page, PageSize, cursor_position, page_of, requires, run_command
+from shared.api import Cursor, IdempotencyKey, Page, PageSize, cursor_position, page_of, requires, transact
 from shared.audit import PersonalDataReads, ReadCategory, audit_reads
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.planning import PlanKind
@@ -118,8 +118,7 @@ def _plan_fields(row: Any, activities: list[str]) -> dict[str, Any]:
 
 
 async def command(runtime: Runtime, principal: Principal, key: str | None, body: Any, handle: Any) -> JSONResponse:
-    async with runtime.engine.begin() as conn:
-        return await run_command(conn, runtime.spec.tables.idempotency, principal, key, body, handle)
+    return await transact(runtime.engine, runtime.spec.tables.idempotency, principal, key, body, handle)
 
 
 # --- Suggestions ----------------------------------------------------------------------------------

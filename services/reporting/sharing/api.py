@@ -16,7 +16,7 @@ from services.reporting.sharing.core import Sharing, _agency_body
 from services.reporting.sharing.notices import Status, Withhold, WithholdReason, view
 from services.reporting.sharing.tables import agencies, attempts, deliveries
 from services.reporting.tables import kernel
-from shared.api import Cursor, IdempotencyKey, Page, PageSize, decode_cursor, page_of, requires, run_command
+from shared.api import Cursor, IdempotencyKey, Page, PageSize, decode_cursor, page_of, requires, transact
 from shared.audit import AdminAction, record_admin_action
 from shared.auth import Principal, Role, ensure_scope
 from shared.events.consent import AgencyCategory, DataKind
@@ -170,9 +170,8 @@ def sharing_router() -> APIRouter:
             return await sharing.share(conn, runtime, principal, body.agency_id, body.pupil_id,
                                        body.document_kind.value, body.document_id, withhold)
 
-        async with runtime.engine.begin() as conn:
-            return await run_command(conn, kernel.idempotency, principal, idempotency_key,
-                                     body.model_dump(mode="json"), command)
+        return await transact(runtime.engine, kernel.idempotency, principal, idempotency_key,
+                              body.model_dump(mode="json"), command)
 
     @router.get("/shares/{share_id}/notice",
                 summary="The family's notice of a share (what, to whom, why, on which basis): a printable letter")
