@@ -12,7 +12,7 @@ from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
 from faststream import AckPolicy
-from faststream.kafka import KafkaBroker, KafkaRouter
+from faststream.kafka import KafkaBroker, KafkaRouter, Topic
 from faststream.kafka.annotations import KafkaMessage
 
 from shared.messaging.consumer import IdempotentConsumer
@@ -36,7 +36,9 @@ def subscribe(
 
     handle.__name__ = f"consume_{consumer.name.replace('.', '_').replace('-', '_')}"
     subscriber = registrar.subscriber(
-        *topics,
+        # Provisioned by admin (flourish kafka provision, Strimzi's KafkaTopics): never created here,
+        # which the service's identity may not do (the broker would refuse, and FastStream warn).
+        *(Topic(topic, declare=False) for topic in topics),
         group_id=consumer.group_id,
         batch=True,
         max_records=max_records,
