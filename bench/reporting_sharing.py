@@ -74,7 +74,10 @@ async def run(scale: float = 1.0) -> list[dict]:  # type: ignore[type-arg]
     url = f"http://127.0.0.1:{port}/hooks"
     # Popen returns once the process is spawned; nothing else runs on the loop yet.
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.reporting_sharing:_receiver", "--port", str(port),  # noqa: ASYNC220
-                               "--log-level", "warning", "--no-access-log", "--lifespan", "off"])
+                               "--log-level", "warning", "--no-access-log", "--lifespan", "off",
+                               # Keep-alive longer than any pause between batches: a connection the
+                               # server closes as the client reuses it is a ReadError, not a figure.
+                               "--timeout-keep-alive", "120"])
     async with httpx.AsyncClient() as probe:
         for _ in range(200):
             try:
