@@ -9,6 +9,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -56,6 +57,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         selection.check_selection()
     except selection.StackSelectionError as error:
         pytest.exit(str(error), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The browser tests run last. Playwright's sync API drives its own event loop in the main
+    thread while a browser is open, and pytest-asyncio cannot run a test's loop beside it: an
+    asynchronous test after them would fail with "Runner.run() cannot be called from a running
+    event loop". (Their `browser` fixture also closes the browser after each module.)"""
+    browser = Path(__file__).parent / "browser"
+    items.sort(key=lambda item: Path(str(item.path)).is_relative_to(browser))
 
 
 @pytest.fixture(scope="session")

@@ -73,8 +73,10 @@ async def _load_demo(settings: Settings) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """A browser per module: between modules Playwright's event loop is stopped (see
+    tests/conftest.py, which runs these tests last)."""
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=chromium_path(), headless=True,
                                               args=["--no-sandbox", "--disable-dev-shm-usage"])
