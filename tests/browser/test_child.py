@@ -208,3 +208,32 @@ def test_the_api_decides_who_sees_a_child(platform: BrowserPlatform, page: Page)
     signed_in(page, platform, "senco", next_path=f"/pupils/{child.pupil_id}")
     assert "No completed assessment yet." in page.locator("main").inner_text()
     axe(page)
+
+
+def test_consent_and_opt_outs_show_where_they_matter(platform: BrowserPlatform, page: Page) -> None:
+    """A CAMHS grant shows that the report may be shared with CAMHS; the family's opt-out of the
+    online tool shows at the top, and each section the APIs now refuse says why in its place."""
+    child = a_child(platform)
+    decided = {"given_by": {"name": "A Parent", "relationship": "mother"}, "method": "paper",
+               "decided_at": datetime.now(UTC).isoformat()}
+    call(platform, "senco", "POST", "consent", f"/pupils/{child.pupil_id}/consents",
+         json={"purpose": "share_camhs", "decision": "granted", **decided})
+    signed_in(page, platform, "senco", next_path=f"/pupils/{child.pupil_id}")
+    camhs = page.get_by_role("row", name="Sharing with CAMHS")
+    assert "Yes, consent allows it" in camhs.inner_text()
+    assert "No, consent does not allow it" in page.get_by_role("row", name="Sharing with social care").inner_text()
+
+    call(platform, "senco", "POST", "consent", f"/pupils/{child.pupil_id}/consents",
+         json={"purpose": "online_processing", "decision": "refused", **decided})
+
+    def refused_in_place() -> bool:  # planning learns of the opt-out from consent's event, on Kafka
+        page.reload()
+        return page.locator("#suggestion + .govuk-inset-text").count() == 1
+
+    eventually(refused_in_place, what="the suggestion section says the planning API refuses")
+    assert page.get_by_role("button", name="Draft plan").count() == 0
+    assert "The family opted out of the online tool: nothing new" in page.locator(".govuk-warning-text").inner_text()
+    assert "no report is made" in page.locator("#report + .govuk-inset-text").inner_text()
+    assert page.get_by_role("link", name="Read the intervention report").count() == 0
+    assert "The family opted out" in page.get_by_role("row", name="Processing by the online tool").inner_text()
+    axe(page)
