@@ -175,6 +175,12 @@ def test_bad_input_shows_the_error_summary_and_changes_nothing(platform: Browser
         "activities": [a["activity"] for a in suggested["activities"]],
         "frequency": {k: suggested["frequency"][k] for k in ("sessions_per_week", "minutes", "setting")},
         "review_on": str(date.today() + timedelta(weeks=6))})
+    page.goto(f"{platform.web}/pupils/{child.pupil_id}")
+    section = page.locator(f"#plan-{draft['plan_id']}")
+    section.get_by_label("Issue as (the named practitioner)").fill("   ")
+    section.get_by_role("button", name="Issue plan").click()
+    assert page.locator(".govuk-error-summary").is_visible()
+    assert plans_of(platform, child)[0]["status"] == "draft"  # not issued
     call(platform, "senco", "POST", "planning", f"/plans/{draft['plan_id']}/issue", json={"practitioner_id": "Priya Shah"})
     page.goto(f"{platform.web}/pupils/{child.pupil_id}")
     block = page.locator(f"#sessions-{draft['plan_id']}")
@@ -204,6 +210,8 @@ def test_the_api_decides_who_sees_a_child(platform: BrowserPlatform, page: Page)
     response = page.goto(f"{platform.web}/pupils?academy_id={child.academy_id}&class_id={child.class_id}")
     assert response is not None and response.status == 403
     axe(page)
+    response = page.goto(f"{platform.web}/pupils/{child.pupil_id}")  # the assessment API lets the DPO read it
+    assert response is not None and response.status == 200 and page.locator("h1").inner_text() == child.name
     page.context.clear_cookies()
     signed_in(page, platform, "senco", next_path=f"/pupils/{child.pupil_id}")
     assert "No completed assessment yet." in page.locator("main").inner_text()
