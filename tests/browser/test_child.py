@@ -140,6 +140,9 @@ def test_a_child_from_the_list_to_a_plan_a_session_and_the_report(platform: Brow
     page.get_by_role("button", name="Review plan").click()
     assert plans_of(platform, child)[0]["status"] == "reviewed"
     assert "Reviewed on" in page.locator(f"#plan-{plan['plan_id']}").inner_text()
+    page.get_by_role("button", name="Close plan").click()
+    assert plans_of(platform, child)[0]["status"] == "closed"
+    assert page.get_by_role("button", name="Log session").count() == 0  # no more sessions
 
     # The intervention report: HTML, then the PDF download.
     page.get_by_role("link", name="Read the intervention report").click()
