@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page
 
 from tests.browser.support import BrowserPlatform, axe, signed_in
 from tests.integration.assessment.helpers import upn
@@ -106,6 +106,7 @@ def test_a_child_from_the_list_to_a_plan_a_session_and_the_report(platform: Brow
     assert page.get_by_role("table", name="being: % over time (table)").is_visible()
     assert page.get_by_role("table", name="being: needs at the latest assessment (table)").is_visible()
     assert page.locator("#why li").count() >= 1  # the suggestion says why
+    assert page.get_by_role("table", name="The latest 20 observations").is_visible()
     assert "Yes, consent allows it" not in page.locator("main").inner_text()  # nothing granted yet
     axe(page)
 
@@ -193,6 +194,36 @@ def test_bad_input_shows_the_error_summary_and_changes_nothing(platform: Browser
     assert "The session was not logged" in page.locator(f"#sessions-{draft['plan_id']}").inner_text()
     axe(page)
     assert call(platform, "senco", "GET", "planning", f"/plans/{draft['plan_id']}/sessions")["items"] == []
+
+
+def issued_plan(platform: BrowserPlatform, child: Child) -> str:
+    suggested = call(platform, "senco", "GET", "planning", f"/pupils/{child.pupil_id}/suggestion")
+    draft = call(platform, "senco", "POST", "planning", "/plans", json={
+        "kind": "individual", "pupil_ids": [child.pupil_id], "strand": suggested["strand"],
+        "targets": [t["statement_id"] for t in suggested["targets"]][:4],
+        "activities": [a["activity"] for a in suggested["activities"]],
+        "frequency": {k: suggested["frequency"][k] for k in ("sessions_per_week", "minutes", "setting")},
+        "review_on": str(date.today() + timedelta(weeks=6))})
+    call(platform, "senco", "POST", "planning", f"/plans/{draft['plan_id']}/issue", json={"practitioner_id": "Priya Shah"})
+    return str(draft["plan_id"])
+
+
+def test_a_session_is_logged_without_javascript(platform: BrowserPlatform, browser: Browser) -> None:
+    child = a_child(platform)
+    plan_id = issued_plan(platform, child)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        signed_in(page, platform, "senco", next_path=f"/pupils/{child.pupil_id}")
+        block = page.locator(f"#sessions-{plan_id}")
+        block.get_by_label("Minutes").fill("15")
+        block.get_by_role("button", name="Log session").click()
+        page.wait_for_url(f"{platform.web}/pupils/{child.pupil_id}#plan-{plan_id}")
+        assert "Sessions: 1, 15 minutes" in page.locator(f"#totals-{plan_id}").inner_text()
+    finally:
+        context.close()
+    logged = call(platform, "senco", "GET", "planning", f"/plans/{plan_id}/sessions")
+    assert [s["minutes"] for s in logged["items"]] == [15]
 
 
 def test_the_api_decides_who_sees_a_child(platform: BrowserPlatform, page: Page) -> None:
