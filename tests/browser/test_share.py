@@ -279,7 +279,8 @@ def test_a_double_submit_is_applied_once(platform: BrowserPlatform, page: Page, 
     signed_in(page, platform, "senco", next_path=f"/pupils/{pupil_id}/consent")
     form = page.locator("#record-form")
     fields = {name: form.locator(f'input[name="{name}"]').get_attribute("value") or ""
-              for name in ("csrf_token", "idempotency_key", "decided_day", "decided_month", "decided_year")}
+              for name in ("csrf_token", "idempotency_key", "rendered_at", "decided_day", "decided_month",
+                                                     "decided_year")}
     sent = {**fields, "purpose": "share_camhs", "decision": "granted", "given_by_name": PARENT,
             "given_by_relationship": "mother", "method": "email"}
     first = context.request.post(f"{platform.web}/pupils/{pupil_id}/consent", form=sent, max_redirects=0)

@@ -104,7 +104,7 @@ async def consent_context(request: Request, session: Session, pupil_id: UUID) ->
             "history": list(reversed(history["items"])),
             "purpose_text": PURPOSES, "status_text": STATUS_TEXT, "methods": METHODS, "decisions": DECISIONS,
             "may_record": session.has_role(*RECORDERS), "may_share": session.has_role(*SHARERS),
-            "today": date.today()}
+            "today": date.today(), "rendered_at": datetime.now(UTC).isoformat()}
 
 
 @router.get("/pupils/{pupil_id}/consent", response_class=HTMLResponse)
@@ -114,7 +114,9 @@ async def consent_page(request: Request, session: SignedIn, pupil_id: UUID) -> H
 
 
 def _decided_at(form: FormData) -> tuple[datetime | None, str | None]:
-    """The date the family told the school (day, month, year): today means now; another day, noon UTC."""
+    """The date the family told the school (day, month, year). Today: the moment the form was
+    rendered (its hidden `rendered_at`), so a double submit sends the API the same command under
+    the same Idempotency-Key; another day: noon UTC."""
     try:
         day = date(int(str(form.get("decided_year", ""))), int(str(form.get("decided_month", ""))),
                    int(str(form.get("decided_day", ""))))
@@ -123,7 +125,14 @@ def _decided_at(form: FormData) -> tuple[datetime | None, str | None]:
     if day > date.today():
         return None, "Date of the decision: it must be today or in the past"
     if day == date.today():
-        return datetime.now(UTC), None
+        now = datetime.now(UTC)
+        try:
+            rendered = datetime.fromisoformat(str(form.get("rendered_at", "")))
+        except ValueError:
+            return now, None
+        if rendered.tzinfo is None or rendered > now or rendered.date() != day:
+            return now, None
+        return rendered, None
     return datetime.combine(day, time(12, 0), tzinfo=UTC), None
 
 
