@@ -36,9 +36,11 @@ class Hooks(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
-        if b'"endpoint.verification"' not in body:
+        verification = b'"endpoint.verification"' in body
+        if not verification:
             Hooks.received.append(json.loads(body))
-        self.send_response(204)
+        # An endpoint under /failing answers its verification, then fails every delivery.
+        self.send_response(500 if self.path.startswith("/failing") and not verification else 204)
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
@@ -50,21 +52,24 @@ def receiver() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Hooks)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def agency(browser_platform: BrowserPlatform, receiver: str) -> dict[str, Any]:
+def register(platform: BrowserPlatform, name: str, endpoint_url: str) -> dict[str, Any]:
     """A CAMHS team registered by the trust's central team; its endpoint answers the verification."""
-    response = httpx.post(browser_platform.api("reporting") + "/sharing/agencies",
-                          headers=browser_platform.headers("trust-admin"),
-                          json={"category": "camhs", "organisation": f"North CAMHS {uuid.uuid4().hex[:6]}",
-                                "endpoint_url": receiver}, timeout=30)
+    response = httpx.post(platform.api("reporting") + "/sharing/agencies", headers=platform.headers("trust-admin"),
+                          json={"category": "camhs", "organisation": f"{name} {uuid.uuid4().hex[:6]}",
+                                "endpoint_url": endpoint_url}, timeout=30)
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     assert body["verified"], body
     return body
+
+
+@pytest.fixture(scope="module")
+def agency(browser_platform: BrowserPlatform, receiver: str) -> dict[str, Any]:
+    return register(browser_platform, "North CAMHS", receiver + "/hooks")
 
 
 def eventually(check: Callable[[], Any], timeout: float = 90) -> Any:
@@ -138,8 +143,8 @@ def deliveries_of(platform: BrowserPlatform, agency: dict[str, Any], pupil_id: u
     response = get(platform, "reporting", f"/sharing/agencies/{agency['agency_id']}/deliveries", limit=200)
     assert response.status_code == 200, response.text
     ours = []
-    for attempt in response.json()["items"]:
-        delivery = get(platform, "reporting", f"/sharing/deliveries/{attempt['delivery_id']}").json()
+    for delivery_id in dict.fromkeys(attempt["delivery_id"] for attempt in response.json()["items"]):
+        delivery = get(platform, "reporting", f"/sharing/deliveries/{delivery_id}").json()
         if delivery.get("pupil_id") == str(pupil_id):
             ours.append(delivery)
     return ours
@@ -196,6 +201,33 @@ def test_record_consent_then_share_and_follow_the_delivery(platform: BrowserPlat
     notice = page.locator("#notice").inner_text()
     assert agency["organisation"] in notice and "Dear parent or carer" in notice
     axe(page)
+
+
+def test_a_failing_endpoint_shows_retrying_then_dead_lettered(platform: BrowserPlatform, page: Page,
+                                                               receiver: str) -> None:
+    failing = register(platform, "South CAMHS", receiver + "/failing")
+    pupil_id, assessment_id = new_child(platform, assessed=True)
+    post(platform, "consent", f"/pupils/{pupil_id}/consents", consent_body("share_camhs"))
+    signed_in(page, platform, "senco", next_path=f"/pupils/{pupil_id}/consent")
+    page.goto(f"{platform.web}/pupils/{pupil_id}/share?agency_id={failing['agency_id']}&document=report:{assessment_id}")
+    page.get_by_role("button", name=f"Send to {failing['organisation']}").click()
+    page.wait_for_url(re.compile(rf".*/pupils/{pupil_id}/shares/.*"))
+    seen: set[str] = set()
+
+    def settled() -> bool:
+        page.reload()
+        status = page.locator("#delivery-status").get_attribute("data-status") or ""
+        seen.add(status)
+        if status == "retrying":
+            assert "500" in page.locator("#delivery").inner_text()  # the endpoint's last answer
+            axe(page)
+        return status == "failed"
+
+    eventually(settled, timeout=60)
+    assert "retrying" in seen
+    assert page.locator("#delivery-status").inner_text() == "Not delivered (dead-lettered)"
+    axe(page)
+    assert [d["status"] for d in deliveries_of(platform, failing, pupil_id)] == ["failed"]
 
 
 def test_a_withdrawal_refuses_a_share_already_on_screen(platform: BrowserPlatform, page: Page,
@@ -314,6 +346,12 @@ def test_bad_input_is_shown_and_changes_nothing(platform: BrowserPlatform, page:
     page.locator("#decided_month").fill("2")
     record_in_browser(page, "share_camhs", "granted")
     assert "enter a real date" in page.locator(".govuk-error-summary").inner_text()
+    page.locator("#decided_day").fill("1")
+    page.locator("#decided_month").fill("1")
+    page.locator("#decided_year").fill(str(datetime.now(UTC).year + 1))
+    record_in_browser(page, "share_camhs", "granted")
+    assert "today or in the past" in page.locator(".govuk-error-summary").inner_text()
+    page.locator("#decided_year").fill(str(datetime.now(UTC).year))
     # A withdrawal of consent never given: the consent service's own refusal.
     page.locator("#decided_day").fill(str(datetime.now(UTC).day))
     page.locator("#decided_month").fill(str(datetime.now(UTC).month))
