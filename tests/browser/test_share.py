@@ -102,28 +102,44 @@ def post(platform: BrowserPlatform, service: str, path: str, body: Any = None, u
     return response.json()
 
 
-def new_child(platform: BrowserPlatform, *, assessed: bool = False) -> tuple[uuid.UUID, str | None]:
-    """A child of our own in Oak Hill (class 4S), known to the consent service; `assessed`: with a
-    completed assessment the reporting service's read models hold (a report to share)."""
-    academy = platform.academies[OAK_HILL]
-    upn = f"S{random.randrange(10**10, 10**11)}7"
-    csv = ("UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group\r\n"
-           f"{upn},Sharewell,Tamsin,04/05/2017,F,4,4S\r\n").encode()
-    imported = post(platform, "assessment", f"/academies/{academy}/roster-imports", content=csv,
-                    headers={"Content-Type": "text/csv"})
-    pupil_id = uuid.UUID(str(imported["enrolled"][0]["pupil_id"]))
-    eventually(lambda: get(platform, "consent", f"/pupils/{pupil_id}/consents").status_code == 200)
-    if not assessed:
-        return pupil_id, None
-    started = post(platform, "assessment", "/assessments", {
-        "pupil_id": str(pupil_id), "strands": ["being"], "framework_version": "flourish-sample-1"})
-    assessment_id = started["assessments"][0]["assessment_id"]
-    post(platform, "assessment", "/observations/bulk", {"observed_at": datetime.now(UTC).isoformat(), "ratings": [
-        {"pupil_id": str(pupil_id), "statement_id": s, "level": level.value, "assessment_id": assessment_id}
-        for s, level in levels_at(1).items()]})
-    post(platform, "assessment", f"/assessments/{assessment_id}/complete")
-    eventually(lambda: assessment_id in get(platform, "reporting", f"/pupils/{pupil_id}/profile").text)
-    return pupil_id, assessment_id
+class Children:
+    """The module's children, made at once (one roster import, then one wait for Kafka to carry
+    them to the consent and reporting services); each test takes its own and changes only it."""
+
+    def __init__(self, platform: BrowserPlatform, *, assessed: int, plain: int) -> None:
+        academy = platform.academies[OAK_HILL]
+        rows = [f"S{random.randrange(10**10, 10**11)}7,Sharewell,Tamsin,04/05/2017,F,4,4S"
+                for _ in range(assessed + plain)]
+        csv = ("UPN,Legal Surname,Legal Forename,DOB,Gender,Year,Reg Group\r\n" + "\r\n".join(rows) + "\r\n").encode()
+        imported = post(platform, "assessment", f"/academies/{academy}/roster-imports", content=csv,
+                        headers={"Content-Type": "text/csv"})
+        pupils = [uuid.UUID(str(entry["pupil_id"])) for entry in imported["enrolled"]]
+        self.plain: list[tuple[uuid.UUID, str | None]] = [(pupil_id, None) for pupil_id in pupils[assessed:]]
+        self.assessed: list[tuple[uuid.UUID, str | None]] = []
+        for pupil_id in pupils[:assessed]:
+            started = post(platform, "assessment", "/assessments", {
+                "pupil_id": str(pupil_id), "strands": ["being"], "framework_version": "flourish-sample-1"})
+            assessment_id = started["assessments"][0]["assessment_id"]
+            post(platform, "assessment", "/observations/bulk", {"observed_at": datetime.now(UTC).isoformat(), "ratings": [
+                {"pupil_id": str(pupil_id), "statement_id": s, "level": level.value, "assessment_id": assessment_id}
+                for s, level in levels_at(1).items()]})
+            post(platform, "assessment", f"/assessments/{assessment_id}/complete")
+            self.assessed.append((pupil_id, assessment_id))
+        for pupil_id in pupils:
+            eventually(lambda p=pupil_id: get(platform, "consent", f"/pupils/{p}/consents").status_code == 200)
+        for pupil_id, assessment_id in self.assessed:
+            eventually(lambda p=pupil_id, a=assessment_id: a in get(platform, "reporting", f"/pupils/{p}/profile").text)
+
+
+@pytest.fixture(scope="module")
+def children(browser_platform: BrowserPlatform) -> Children:
+    return Children(browser_platform, assessed=4, plain=3)
+
+
+def new_child(children: Children, *, assessed: bool = False) -> tuple[uuid.UUID, str | None]:
+    """A child no other test touches: in Oak Hill (class 4S), known to the consent service;
+    `assessed`: with a completed assessment the reporting service's read models hold."""
+    return (children.assessed if assessed else children.plain).pop()
 
 
 def consent_body(purpose: str, decision: str = "granted") -> dict[str, Any]:
@@ -161,9 +177,9 @@ def record_in_browser(page: Page, purpose: str, decision: str, name: str = PAREN
     form.get_by_role("button", name="Record the decision").click()
 
 
-def test_record_consent_then_share_and_follow_the_delivery(platform: BrowserPlatform, page: Page,
+def test_record_consent_then_share_and_follow_the_delivery(platform: BrowserPlatform, children: Children, page: Page,
                                                            agency: dict[str, Any]) -> None:
-    pupil_id, assessment_id = new_child(platform, assessed=True)
+    pupil_id, assessment_id = new_child(children, assessed=True)
     signed_in(page, platform, "senco", next_path=f"/pupils/{pupil_id}/consent")
     assert page.locator("h1").inner_text() == "Consent for Tamsin Sharewell"
     axe(page)
@@ -203,10 +219,10 @@ def test_record_consent_then_share_and_follow_the_delivery(platform: BrowserPlat
     axe(page)
 
 
-def test_a_failing_endpoint_shows_retrying_then_dead_lettered(platform: BrowserPlatform, page: Page,
+def test_a_failing_endpoint_shows_retrying_then_dead_lettered(platform: BrowserPlatform, children: Children, page: Page,
                                                                receiver: str) -> None:
     failing = register(platform, "South CAMHS", receiver + "/failing")
-    pupil_id, assessment_id = new_child(platform, assessed=True)
+    pupil_id, assessment_id = new_child(children, assessed=True)
     post(platform, "consent", f"/pupils/{pupil_id}/consents", consent_body("share_camhs"))
     signed_in(page, platform, "senco", next_path=f"/pupils/{pupil_id}/consent")
     page.goto(f"{platform.web}/pupils/{pupil_id}/share?agency_id={failing['agency_id']}&document=report:{assessment_id}")
@@ -230,9 +246,9 @@ def test_a_failing_endpoint_shows_retrying_then_dead_lettered(platform: BrowserP
     assert [d["status"] for d in deliveries_of(platform, failing, pupil_id)] == ["failed"]
 
 
-def test_a_withdrawal_refuses_a_share_already_on_screen(platform: BrowserPlatform, page: Page,
+def test_a_withdrawal_refuses_a_share_already_on_screen(platform: BrowserPlatform, children: Children, page: Page,
                                                         context: BrowserContext, agency: dict[str, Any]) -> None:
-    pupil_id, assessment_id = new_child(platform, assessed=True)
+    pupil_id, assessment_id = new_child(children, assessed=True)
     post(platform, "consent", f"/pupils/{pupil_id}/consents", consent_body("share_camhs"))
     check = f"/pupils/{pupil_id}/share?agency_id={agency['agency_id']}&document=report:{assessment_id}"
     signed_in(page, platform, "senco", next_path=f"/pupils/{pupil_id}/consent")
@@ -264,8 +280,8 @@ def test_a_withdrawal_refuses_a_share_already_on_screen(platform: BrowserPlatfor
     axe(page)
 
 
-def test_the_receipt_prints_alone(platform: BrowserPlatform, page: Page) -> None:
-    pupil_id, _ = new_child(platform)
+def test_the_receipt_prints_alone(platform: BrowserPlatform, children: Children, page: Page) -> None:
+    pupil_id, _ = new_child(children)
     recorded = post(platform, "consent", f"/pupils/{pupil_id}/consents", consent_body("interventions", "refused"))
     signed_in(page, platform, "senco", next_path=f"/consent-decisions/{recorded['decision_id']}/receipt")
     assert PARENT in page.locator("#receipt").inner_text()
@@ -278,9 +294,9 @@ def test_the_receipt_prints_alone(platform: BrowserPlatform, page: Page) -> None
     assert len(page.pdf()) > 1000  # Chromium prints it
 
 
-def test_a_teacher_may_neither_record_nor_share(platform: BrowserPlatform, page: Page, context: BrowserContext,
-                                                agency: dict[str, Any]) -> None:
-    pupil_id, _ = new_child(platform)
+def test_a_teacher_may_neither_record_nor_share(platform: BrowserPlatform, children: Children, page: Page,
+                                                context: BrowserContext, agency: dict[str, Any]) -> None:
+    pupil_id, _ = new_child(children)
     signed_in(page, platform, "teacher", next_path=f"/pupils/{pupil_id}/consent")
     assert page.locator("#consent-status").is_visible()  # a practitioner may read where consent stands
     assert page.locator("#record-form").count() == 0 and page.locator("#share-link").count() == 0
@@ -305,9 +321,9 @@ def test_a_teacher_may_neither_record_nor_share(platform: BrowserPlatform, page:
     assert history(platform, pupil_id) == [] and deliveries_of(platform, agency, pupil_id) == []
 
 
-def test_a_double_submit_is_applied_once(platform: BrowserPlatform, page: Page, context: BrowserContext,
+def test_a_double_submit_is_applied_once(platform: BrowserPlatform, children: Children, page: Page, context: BrowserContext,
                                          agency: dict[str, Any]) -> None:
-    pupil_id, assessment_id = new_child(platform, assessed=True)
+    pupil_id, assessment_id = new_child(children, assessed=True)
     signed_in(page, platform, "senco", next_path=f"/pupils/{pupil_id}/consent")
     form = page.locator("#record-form")
     fields = {name: form.locator(f'input[name="{name}"]').get_attribute("value") or ""
@@ -334,8 +350,8 @@ def test_a_double_submit_is_applied_once(platform: BrowserPlatform, page: Page, 
     assert len(deliveries_of(platform, agency, pupil_id)) == 1
 
 
-def test_bad_input_is_shown_and_changes_nothing(platform: BrowserPlatform, page: Page) -> None:
-    pupil_id, _ = new_child(platform)
+def test_bad_input_is_shown_and_changes_nothing(platform: BrowserPlatform, children: Children, page: Page) -> None:
+    pupil_id, _ = new_child(children)
     signed_in(page, platform, "senco", next_path=f"/pupils/{pupil_id}/consent")
     record_in_browser(page, "share_camhs", "granted", name="")  # the API refuses an empty name
     summary = page.locator(".govuk-error-summary").inner_text()
