@@ -21,6 +21,14 @@ from tests.browser.support import BrowserPlatform, chromium_path
 from tests.conftest import TEST_PARTITIONS, database_of_its_own
 
 SERVICE_NAMES = ("assessment", "planning", "consent", "reporting")
+# The sharing screens' tests register agencies whose webhook endpoint is a receiver on 127.0.0.1
+# (refused outside an allow-list, as in production), and see deliveries settle in seconds: three
+# tries, 2 s and 4 s apart, then a dead letter.
+SERVICES_ENVIRONMENT = {
+    "FLOURISH_SHARING_ALLOWED_PRIVATE_NETWORKS": '["127.0.0.1/32"]',
+    "FLOURISH_SHARING_RETRY_SCHEDULE_S": "[0, 2, 4]",
+    "FLOURISH_SHARING_POLL_INTERVAL_S": "0.1",
+}
 
 
 def free_ports(count: int) -> list[int]:
@@ -52,7 +60,7 @@ def browser_platform(stack_settings: Settings, tmp_path_factory: pytest.TempPath
         })
         DevIssuer(settings)  # the keys exist before the services read the JWKS
         try:
-            start_services(settings, platform_environment(settings))
+            start_services(settings, {**platform_environment(settings), **SERVICES_ENVIRONMENT})
             front = {p.name: p.url for p in start_front(settings, ports=front_ports)}
             run_sync(lambda: _load_demo(settings))
             yield BrowserPlatform(settings=settings, web=front["web"], oidc=front["oidc"])

@@ -11,6 +11,7 @@ from services.web.core import Page
 PAGE_MODULES: tuple[str, ...] = (
     "home",
     "child",
+    "share",
 )
 
 

@@ -4,3 +4,10 @@ import { initAll } from "/static/vendor/govuk-frontend/govuk-frontend.min.js";
 
 document.body.classList.add("js-enabled", "govuk-frontend-supported");
 initAll();
+
+// SHARE: a receipt's or notice's "Print" button (shown only with JavaScript; without it the
+// browser's own print command prints the same page, with the print stylesheet).
+for (const button of document.querySelectorAll(".flourish-print-button")) {
+  button.hidden = false;
+  button.addEventListener("click", () => window.print());
+}
