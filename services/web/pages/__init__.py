@@ -10,6 +10,8 @@ from services.web.core import Page
 
 PAGE_MODULES: tuple[str, ...] = (
     "home",
+    "admin",
+    "operations",
 )
 
 
