@@ -52,10 +52,8 @@ def new_academy(platform: BrowserPlatform, page: Page, name: str) -> str:
 
 
 class _Hook(BaseHTTPRequestHandler):
-    received: list[bytes] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-        self.received.append(self.rfile.read(int(self.headers.get("content-length", "0"))))
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
         self.send_response(204)
         self.end_headers()
 
