@@ -345,17 +345,24 @@ async def deactivate(request: Request, session: SignedIn, form: CheckedForm, age
 @router.post("/deliveries/{delivery_id}/replay", response_class=HTMLResponse)
 async def replay(request: Request, session: SignedIn, form: CheckedForm, delivery_id: UUID) -> Response:
     admin_only(session)
-    back = str(form.get("agency_id", ""))
+    back = _uuid_or_none(form.get("agency_id"))
     try:
         await web_of(request).api.post(session, "reporting", f"/sharing/deliveries/{delivery_id}/replay",
                                        idempotency_key=str(form["idempotency_key"]))
     except ApiError as exc:
         if exc.status in (401, 403, 404) or not back:
             raise
-        return await _agency_page(request, session, UUID(back), errors=exc.messages, status=exc.status)
+        return await _agency_page(request, session, back, errors=exc.messages, status=exc.status)
     if back:
-        return await _agency_page(request, session, UUID(back), notice="Queued to be sent again (consent is asked again)")
+        return await _agency_page(request, session, back, notice="Queued to be sent again (consent is asked again)")
     return RedirectResponse("/admin/agencies", status_code=303)
+
+
+def _uuid_or_none(value: object) -> UUID | None:
+    try:
+        return UUID(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 page = Page(
