@@ -29,6 +29,8 @@ class WebSettings(BaseSettings):
     # under state_dir/web/; production must set it (the same on every replica).
     session_key: str | None = Field(default=None, repr=False)
     api_timeout_s: float = Field(default=15.0, gt=0)
+    # The trust's Grafana (the operations page links its dashboards there; unset: named, not linked).
+    grafana_url: str | None = None
 
     @property
     def redirect_uri(self) -> str:

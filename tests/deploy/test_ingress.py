@@ -170,7 +170,8 @@ def test_the_web_host_routes_every_page_to_the_web_and_nothing_to_an_api(product
     """The web (services/web) has its own host: its pages (any path but the operational ones) go to
     the web only; no API route is reachable through it (the web calls the APIs inside the cluster)."""
     locations, host = ingress_locations(production), hosts_of(production)["web"]
-    for uri in ("/", "/sign-in", "/auth/callback", "/classes/x/screening", "/static/web.css", "/opsy", "/pupils/1"):
+    for uri in ("/", "/sign-in", "/auth/callback", "/classes/x/screening", "/static/web.css", "/opsy", "/pupils/1",
+                "/admin/agencies", "/operations"):
         assert routed(locations, host, uri) == {"flourish-web"}, uri
     for service, paths in openapi_paths().items():
         for template in paths:

@@ -12,6 +12,8 @@ PAGE_MODULES: tuple[str, ...] = (
     "home",
     "child",
     "share",
+    "admin",
+    "operations",
 )
 
 

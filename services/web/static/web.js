@@ -11,3 +11,17 @@ for (const button of document.querySelectorAll(".flourish-print-button")) {
   button.hidden = false;
   button.addEventListener("click", () => window.print());
 }
+// ADMIN (issue 20): a file upload (roster import, framework load) shows its progress while the
+// API checks and applies the file; the upload's own progress when the browser reports it.
+document.querySelectorAll("form.flourish-admin-upload").forEach((form) => {
+  form.addEventListener("submit", () => {
+    const status = form.querySelector(".flourish-admin-progress");
+    if (status) {
+      status.hidden = false;
+    }
+    const button = form.querySelector("button[type=submit]");
+    if (button) {
+      button.setAttribute("aria-disabled", "true");
+    }
+  });
+});
