@@ -20,6 +20,8 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.reporting.rendering import render as render_template
+from shared.api import requires
+from shared.auth import Principal, Role
 from shared.service import Runtime, current_runtime
 
 router = APIRouter(tags=["operations"])
@@ -138,6 +140,13 @@ async def _scrape(client: httpx.AsyncClient, base_url: str) -> str | None:
 @router.get("/ops.json", summary="Lag, dead letters, backlog, webhook failures and audit status of every service")
 async def ops_json(runtime: Annotated[Runtime, Depends(current_runtime)]) -> list[dict[str, Any]]:
     return [{**health.__dict__, "attention": health.attention} for health in await gather(runtime)]
+
+
+@router.get("/ops/summary", summary="The same figures for a signed-in operator (the web's operations page): "
+            "the token decides, admin only")
+async def ops_summary(runtime: Annotated[Runtime, Depends(current_runtime)],
+                      principal: Annotated[Principal, Depends(requires(Role.admin))]) -> list[dict[str, Any]]:
+    return await ops_json(runtime)
 
 
 @router.get("/ops", response_class=HTMLResponse, summary="The ops page (HTML)")

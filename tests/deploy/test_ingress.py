@@ -35,7 +35,7 @@ from tests.deploy.test_manifests import of_kind
 INTERNAL_ROUTES: dict[str, set[str]] = {service: {path for _method, path in routes}
                                         for service, routes in INTERNAL.items()}
 # For operators and the cluster only: probes, metrics, the ops page, the API's docs.
-OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/ops", "/ops.json", "/docs", "/docs/oauth2-redirect", "/redoc",
+OPERATIONAL = {"/healthz", "/readyz", "/metrics", "/ops", "/ops.json", "/ops/summary", "/docs", "/docs/oauth2-redirect", "/redoc",
                "/openapi.json", "/asyncapi", "/asyncapi.json", "/health/live", "/health/ready"}
 
 

@@ -79,6 +79,7 @@ NOTHING_PERSONAL_IN_CLEAR: dict[tuple[str, str], str] = {
        for path in ("/healthz", "/readyz", "/metrics", "/whoami")},
     ("reporting", "/ops"): "the ops page: counts",
     ("reporting", "/ops.json"): "lag, dead letters, backlog and failures: counts",
+    ("reporting", "/ops/summary"): "the same counts, for a signed-in operator",
     ("assessment", "/framework-schema"): "a JSON Schema",
     ("assessment", "/frameworks"): "framework versions",
     ("assessment", "/frameworks/{version}"): "a framework's statements",
