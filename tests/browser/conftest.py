@@ -52,7 +52,10 @@ def browser_platform(stack_settings: Settings, tmp_path_factory: pytest.TempPath
         })
         DevIssuer(settings)  # the keys exist before the services read the JWKS
         try:
-            start_services(settings, platform_environment(settings))
+            # Agencies' webhook endpoints in these tests listen on 127.0.0.1 (allow-listed, as in the
+            # other tests): the SSRF rule refuses loopback otherwise.
+            start_services(settings, {**platform_environment(settings),
+                                      "FLOURISH_SHARING_ALLOWED_PRIVATE_NETWORKS": '["127.0.0.1/32"]'})
             front = {p.name: p.url for p in start_front(settings, ports=front_ports)}
             run_sync(lambda: _load_demo(settings))
             yield BrowserPlatform(settings=settings, web=front["web"], oidc=front["oidc"])
