@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,7 +32,7 @@ OAK_HILL = "Oak Hill Primary"
 class _Agency(BaseHTTPRequestHandler):
     """An agency's webhook endpoint on 127.0.0.1 that accepts every delivery."""
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length") or 0))
         self.send_response(204)
         self.end_headers()
@@ -143,14 +144,14 @@ def test_who_shared_what_with_which_agency(platform: BrowserPlatform, page: Page
     axe(page)
     with page.expect_download() as download:
         page.locator("#csv-download").click()
-    table = list(csv.DictReader(io.StringIO(open(download.value.path(), encoding="utf-8").read())))
+    table = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
     assert [r["share_id"] for r in table] == [data.shares[0]]  # the CSV is the same rows
     assert table[0]["agency_name"] == data.agency_names[0] and len(table[0]["document_sha256"]) == 64
     assert table[0]["document_sha256"][:16] in text  # what was sent, by its hash
     # Without the agency filter both shares are there; a day before the shares, none.
     page.goto(f"{platform.web}/dpo/shares?pupil_id={data.shared}")
-    assert {data.shares[0], data.shares[1]} <= {r for r in page.locator("#shares tbody tr").evaluate_all(
-        "rows => rows.map(r => r.dataset.shareId)")}
+    assert {data.shares[0], data.shares[1]} <= set(page.locator("#shares tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.shareId)"))
     page.goto(f"{platform.web}/dpo/shares?pupil_id={data.shared}&to=2020-01-01")
     assert page.locator("#no-shares").is_visible()
     # The proof of one share: the chain to a signed checkpoint.
@@ -200,7 +201,7 @@ def test_subject_access_export(platform: BrowserPlatform, page: Page, data: Data
     axe(page)
     with page.expect_download() as download:
         page.get_by_role("link", name="Download this export (JSON)").click()
-    document = json.loads(open(download.value.path(), encoding="utf-8").read())
+    document = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
     assert data.forename in json.dumps(document) and data.shared in json.dumps(document)
     # Reading the export was an audited read, the same as the API's: the child's reads list it.
     page.goto(f"{platform.web}/dpo/pupils/{data.shared}")
