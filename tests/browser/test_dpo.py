@@ -70,10 +70,11 @@ class Data:
                                  content=roster_csv(rows), headers={"Content-Type": "text/csv"}))
         self.shared, self.erased, self.spare = (str(e["pupil_id"]) for e in imported["enrolled"])
         self.forename = f"Dpoforename{mark}0"
+        # The second agency's name is what a spreadsheet would run as a formula (CSV injection).
+        self.agency_names = [f"North CAMHS {mark}", f"=South CAMHS {mark}"]
         self.agencies = [str(_ok(self.post("reporting", "/sharing/agencies", "dpo", json={
-            "category": "camhs", "organisation": f"{name} CAMHS {mark}", "endpoint_url": endpoint}))["agency_id"])
-            for name in ("North", "South")]
-        self.agency_names = [f"North CAMHS {mark}", f"South CAMHS {mark}"]
+            "category": "camhs", "organisation": name, "endpoint_url": endpoint}))["agency_id"])
+            for name in self.agency_names]
         self.shares = [self._share(agency) for agency in self.agencies]
 
     def post(self, service: str, path: str, user: str, **kwargs: Any) -> httpx.Response:
@@ -175,12 +176,16 @@ def test_bad_filters_show_the_apis_problem_and_list_nothing(platform: BrowserPla
 
 def test_the_web_is_the_same_audited_api_call(platform: BrowserPlatform, page: Page, data: Data) -> None:
     """The CSV downloaded from the web is recorded in the ledger as the API's own `shares.csv` query,
-    with the DPO as the actor and the filters the DPO chose."""
+    with the DPO as the actor and the filters the DPO chose; a cell a spreadsheet would run as a
+    formula is prefixed with an apostrophe."""
     signed_in(page, platform, "dpo")
     before = len(_audit_queries(data, "shares.csv"))
     page.goto(f"{platform.web}/dpo/shares?agency_id={data.agencies[1]}")
-    with page.expect_download():
+    assert data.agency_names[1] in page.locator("#shares").inner_text()  # shown as text, never run
+    with page.expect_download() as download:
         page.locator("#csv-download").click()
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    assert [r["agency_name"] for r in rows] == ["'" + data.agency_names[1]]  # the formula is defused
     after = _until(lambda: (found := _audit_queries(data, "shares.csv")) and len(found) > before and found)
     newest = max(after, key=lambda e: e["seq"])
     assert newest["details"].get("filter.agency_id") == data.agencies[1]

@@ -12,6 +12,7 @@ typing a URL gets the API's 403 as the "no access" page.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 from fastapi import APIRouter, Request
@@ -104,7 +105,7 @@ async def shares(request: Request, session: SignedIn) -> HTMLResponse:
     return render(request, "dpo/shares.html", {
         "filters": filters, "shares": page["items"], "next_cursor": page.get("next_cursor"),
         "academies": academies, "agencies": agencies, "academy_names": names, "categories": AGENCY_CATEGORIES,
-        "query": str(request.url.query), "csv_query": "&".join(f"{k}={v}" for k, v in filters.items()),
+        "csv_query": urlencode(filters),
         "searched": bool(request.query_params),
     }, errors=errors, status=400 if errors else 200)
 
