@@ -8,6 +8,7 @@ answer nobody could audit is an answer nobody gets).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
@@ -48,7 +49,7 @@ from shared.audit import record_audit_query
 from shared.auth import Principal, Role
 from shared.events.audit import CODE_PATTERN, IDENTIFIER_PATTERN
 from shared.events.consent import LawfulBasis
-from shared.problems import BadRequest, Forbidden, NotFound
+from shared.problems import BadRequest, Conflict, Forbidden, NotFound
 from shared.service import Runtime, dependencies_of, runtime_of
 
 # The audit routes' dependencies are coroutines: FastAPI runs a plain function in a worker thread,
@@ -119,6 +120,9 @@ class CheckpointRecord(BaseModel):
 
 def audit_router() -> APIRouter:
     router = APIRouter(prefix="/audit", tags=["audit"])
+    # One verification at a time per process: it reads and hashes the whole chain (a long one takes
+    # a while), so a second click waits for nothing and a burst cannot pile reads on the database.
+    verifying = asyncio.Lock()
 
     @router.get("/public-key", summary="The public key that checks the ledger's signed checkpoints")
     async def public_key(audit: AuditDep) -> PublicKey:
@@ -255,6 +259,12 @@ def audit_router() -> APIRouter:
                                           "signature, against the witness (as `flourish audit verify --trust`, "
                                           "without the Kafka topic's cross-check)")
     async def verify_now(principal: Auditor, runtime: RuntimeDep, audit: AuditDep) -> dict[str, Any]:
+        if verifying.locked():
+            raise Conflict("a verification is running now: ask again when it has finished")
+        async with verifying:
+            return await _verify_now(principal, runtime, audit)
+
+    async def _verify_now(principal: Principal, runtime: Runtime, audit: Audit) -> dict[str, Any]:
         name = ledger_name(runtime.settings.database_url, audit.ledger.schema)
         check = WitnessCheck(configured_witness(audit.settings, name, create=True),
                              unwitnessed_limit_s=audit.settings.checkpoint_every_s + audit.settings.unwitnessed_grace_s)
