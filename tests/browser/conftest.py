@@ -21,7 +21,7 @@ from tests.browser.support import BrowserPlatform, chromium_path
 from tests.conftest import TEST_PARTITIONS, database_of_its_own
 
 SERVICE_NAMES = ("assessment", "planning", "consent", "reporting")
-# The sharing and agency screens' tests (test_share.py, test_admin.py) register agencies whose
+# The sharing, agency and DPO screens' tests (test_share.py, test_admin.py, test_dpo.py) register agencies whose
 # webhook endpoint is a receiver on 127.0.0.1 (refused outside an allow-list, as in production),
 # and see deliveries settle in seconds: three tries, 2 s and 4 s apart, then a dead letter.
 SERVICES_ENVIRONMENT = {

@@ -104,6 +104,7 @@ COMMANDS: dict[tuple[str, str], Request] = {
     ("DELETE", "/pupils/{pupil_id}/family-contact"): lambda ids: {},
     ("PUT", "/pupils/{pupil_id}/retention-clock"): lambda ids: {"json": {"last_activity_on": str(date.today())}},
     ("POST", "/retention/runs"): lambda ids: {},
+    ("POST", "/audit/verification"): lambda ids: {},  # verifies the caller's own trust's chain only
     ("POST", "/pupils/{pupil_id}/erasure"): lambda ids: {"json": {"reason": "recorded_in_error"}},
     ("POST", "/sharing/agencies"): lambda ids: {"json": {
         "category": "camhs", "organisation": "Intruders' agency", "endpoint_url": ids["endpoint_url"]}},

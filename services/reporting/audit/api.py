@@ -8,11 +8,12 @@ answer nobody could audit is an answer nobody gets).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -40,13 +41,15 @@ from services.reporting.audit.queries import (
     share_record,
 )
 from services.reporting.audit.signing import CheckpointSigner, load_signer
-from services.reporting.audit.witness import configured_witness, ledger_name
+from services.reporting.audit.verification import WitnessCheck, report_json, verify_database
+from services.reporting.audit.watch import trusted_keys, verification_outcome
+from services.reporting.audit.witness import WitnessConflict, WitnessUnavailable, configured_witness, ledger_name
 from shared.api import Cursor, Page, PageSize, caller, decode_cursor, encode_cursor
 from shared.audit import record_audit_query
 from shared.auth import Principal, Role
 from shared.events.audit import CODE_PATTERN, IDENTIFIER_PATTERN
 from shared.events.consent import LawfulBasis
-from shared.problems import BadRequest, Forbidden, NotFound
+from shared.problems import BadRequest, Conflict, Forbidden, NotFound
 from shared.service import Runtime, dependencies_of, runtime_of
 
 # The audit routes' dependencies are coroutines: FastAPI runs a plain function in a worker thread,
@@ -117,6 +120,9 @@ class CheckpointRecord(BaseModel):
 
 def audit_router() -> APIRouter:
     router = APIRouter(prefix="/audit", tags=["audit"])
+    # One verification at a time per process: it reads and hashes the whole chain (a long one takes
+    # a while), so a second click waits for nothing and a burst cannot pile reads on the database.
+    verifying = asyncio.Lock()
 
     @router.get("/public-key", summary="The public key that checks the ledger's signed checkpoints")
     async def public_key(audit: AuditDep) -> PublicKey:
@@ -221,6 +227,57 @@ def audit_router() -> APIRouter:
             items = items[:limit]
             return Page(items=items, next_cursor=encode_cursor({"before": items[-1].seq}))
         return Page(items=items)
+
+    @router.get("/status", summary="Your trust's ledger now: its newest checkpoint and its age, whether the "
+                                   "witness can be read, the last verification")
+    async def status(principal: Auditor, runtime: RuntimeDep, audit: AuditDep) -> dict[str, Any]:
+        async with runtime.engine.begin() as conn:
+            newest = await audit.ledger.checkpoints_page(conn, principal.trust_id, None, 1)
+            await record_audit_query(conn, runtime.store, principal, "status", trust_id=principal.trust_id,
+                                     result_count=len(newest))
+        witness = configured_witness(audit.settings, ledger_name(runtime.settings.database_url, audit.ledger.schema),
+                                     create=True)
+        try:
+            witnessed = await witness.checkpoints(principal.trust_id)
+            reachable, witness_problem = True, None
+        except (WitnessUnavailable, WitnessConflict) as error:
+            witnessed, reachable, witness_problem = [], False, type(error).__name__
+        checkpoint = newest[0] if newest else None
+        now = datetime.now(UTC)
+        return {
+            "trust_id": str(principal.trust_id),
+            "last_checkpoint": None if checkpoint is None else {
+                "seq": checkpoint.seq, "signed_at": instant(checkpoint.signed_at),
+                "age_s": round((now - checkpoint.signed_at).total_seconds(), 1)},
+            "checkpoint_every_s": audit.settings.checkpoint_every_s,
+            "witness": {"name": witness.name, "reachable": reachable, "problem": witness_problem,
+                        "last_witnessed_seq": max((c.seq for c in witnessed), default=None)},
+            "last_verification": audit.verifications.get(principal.trust_id),
+        }
+
+    @router.post("/verification", summary="Verify your trust's chain now: every hash and link, every checkpoint's "
+                                          "signature, against the witness (as `flourish audit verify --trust`, "
+                                          "without the Kafka topic's cross-check)")
+    async def verify_now(principal: Auditor, runtime: RuntimeDep, audit: AuditDep) -> dict[str, Any]:
+        if verifying.locked():
+            raise Conflict("a verification is running now: ask again when it has finished")
+        async with verifying:
+            return await _verify_now(principal, runtime, audit)
+
+    async def _verify_now(principal: Principal, runtime: Runtime, audit: Audit) -> dict[str, Any]:
+        name = ledger_name(runtime.settings.database_url, audit.ledger.schema)
+        check = WitnessCheck(configured_witness(audit.settings, name, create=True),
+                             unwitnessed_limit_s=audit.settings.checkpoint_every_s + audit.settings.unwitnessed_grace_s)
+        result = await verify_database(runtime.settings.sync_database_url, audit.ledger.schema,
+                                       trusted_keys(audit.settings), [principal.trust_id], witness=check,
+                                       processes=False)
+        outcome = verification_outcome(result, principal.trust_id, "asked")
+        audit.verifications[principal.trust_id] = outcome
+        async with runtime.engine.begin() as conn:
+            await record_audit_query(conn, runtime.store, principal, "verification", trust_id=principal.trust_id,
+                                     filters={"outcome": "intact" if outcome["ok"] else "failed"},
+                                     result_count=outcome["entries"])
+        return {**outcome, "chain": report_json(result.reports[0]) if result.reports else None}
 
     async def _proof(runtime: Runtime, audit: Audit, principal: Principal, seq: int, filters: dict[str, str]) -> dict[str, Any]:
         witness = configured_witness(audit.settings, ledger_name(runtime.settings.database_url, audit.ledger.schema),

@@ -3,7 +3,9 @@ service's bootstrap (services.reporting.app), whose dependencies hold it as `.au
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
 
 from services.reporting.audit.ledger import Ledger
 from services.reporting.audit.queries import AuditQueries
@@ -15,6 +17,9 @@ class Audit:
     settings: AuditSettings
     ledger: Ledger
     queries: AuditQueries
+    # The last verification of each trust's chain by this process (periodic or asked for through
+    # POST /audit/verification): what GET /audit/status reports. Ids and counts only.
+    verifications: dict[UUID, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, settings: AuditSettings, schema: str) -> Audit:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -49,6 +50,16 @@ async def verify_ledger(dsn: str, ledger: Ledger, keys: dict[str, Ed25519PublicK
     return result
 
 
+def verification_outcome(result: Verification, trust_id: Any, how: str) -> dict[str, Any]:
+    """One trust's verification as GET /audit/status reports it: when, how asked, intact or not,
+    the entries checked, the problems (ids and reasons, never an entry's content)."""
+    reports = [r for r in result.reports if r.trust_id == trust_id]
+    problems = list(result.defences)
+    problems += [f"entry {r.mismatch.seq}: {r.mismatch.reason}" for r in reports if r.mismatch is not None]
+    return {"verified_at": datetime.now(UTC).isoformat(), "how": how, "ok": not problems,
+            "entries": sum(r.entries for r in reports), "problems": problems}
+
+
 async def verify_periodically(runtime: Runtime, reporting: Any, stop: asyncio.Event) -> None:
     """The reporting service's background task that re-verifies the whole ledger (its dependencies
     hold the ledger and the audit settings as `.audit`)."""
@@ -61,7 +72,9 @@ async def verify_periodically(runtime: Runtime, reporting: Any, stop: asyncio.Ev
         except TimeoutError:
             pass
         try:
-            await verify_ledger(runtime.settings.sync_database_url, audit.ledger, trusted_keys(audit.settings))
+            result = await verify_ledger(runtime.settings.sync_database_url, audit.ledger, trusted_keys(audit.settings))
+            for report in result.reports:
+                audit.verifications[report.trust_id] = verification_outcome(result, report.trust_id, "periodic")
         except Exception as error:  # noqa: BLE001 - PostgreSQL away: logged, and tried again next round
             log.warning("audit verification paused", extra={"error_type": type(error).__name__})
         wait = audit.settings.verify_every_s

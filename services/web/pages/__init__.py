@@ -14,6 +14,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "share",
     "admin",
     "operations",
+    "dpo",
 )
 
 

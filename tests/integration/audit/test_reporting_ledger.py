@@ -388,3 +388,50 @@ async def _retention(reporting: Reporting) -> dict[str, str] | None:
     found = [await topic_retention(kafka_options(reporting.settings, ADMIN), topic)
              for topic in audit_fact_topics(reporting.prefix)]
     return found[0] if all(f.get("retention.ms") == "-1" for f in found) and len({*map(str, found)}) == 1 else None
+
+
+async def test_a_dpo_sees_the_ledgers_status_and_verifies_it_now(reporting, superuser):  # type: ignore[no-untyped-def]
+    """GET /audit/status and POST /audit/verification (the DPO console's "verify now"): the newest
+    checkpoint and its age, the witness reachable, an intact chain verified — and once a superuser
+    rewrites an entry behind the triggers, verify now names it and the status says so. Both are
+    audited questions; a SENCo gets neither."""
+    trust, academy, pupil = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    await reporting.publish_from_reporting(*(shared(trust, academy, pupil, None, "2026-10-0" + str(n), uuid.uuid4())
+                                             for n in range(1, 5)))
+    await reporting.until_recorded(trust, 4)
+    dpo = reporting.dpo(trust)
+
+    async def checkpointed() -> Any:
+        body = (await reporting.client.get("/audit/status", headers=dpo)).json()
+        return body if body["last_checkpoint"] else None
+
+    status = await eventually(checkpointed, timeout=30)
+    assert status["witness"]["reachable"] is True and status["last_checkpoint"]["age_s"] >= 0
+    assert status["last_verification"] is None
+    verified = await reporting.client.post("/audit/verification", headers=dpo)
+    assert verified.status_code == 200 and verified.json()["ok"] is True, verified.text
+    assert verified.json()["entries"] >= 4
+    status = (await reporting.client.get("/audit/status", headers=dpo)).json()
+    assert status["last_verification"]["ok"] is True and status["last_verification"]["how"] == "asked"
+
+    seq = (await reporting.entries(trust))[1].seq
+    original = await superuser.fetchval(f"SELECT body FROM {ENTRIES} WHERE trust_id = $1 AND seq = $2", trust, seq)
+
+    async def rewrite(body: str) -> None:
+        async with superuser.transaction():
+            await superuser.execute("SET LOCAL session_replication_role = replica")
+            await superuser.execute(f"UPDATE {ENTRIES} SET body = $3 WHERE trust_id = $1 AND seq = $2", trust, seq, body)
+
+    await rewrite(original.replace('"camhs"', '"social_care"'))
+    try:
+        failed = (await reporting.client.post("/audit/verification", headers=dpo)).json()
+        assert failed["ok"] is False and any(p.startswith(f"entry {seq}:") for p in failed["problems"]), failed
+        assert (await reporting.client.get("/audit/status", headers=dpo)).json()["last_verification"]["ok"] is False
+    finally:
+        await rewrite(original)  # the chain as it was: no other test meets a tampered trust
+    # Each question is in the ledger (recorded through the outbox and the topic, so soon, not at once):
+    # the status asked three times or more, the verification twice.
+    await reporting.until_recorded(trust, 3 + 2, "audit_queried")
+    senco = bearer(reporting.settings, trust, Role.senco)
+    assert (await reporting.client.get("/audit/status", headers=senco)).status_code == 403
+    assert (await reporting.client.post("/audit/verification", headers=senco)).status_code == 403
