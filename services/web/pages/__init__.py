@@ -10,6 +10,7 @@ from services.web.core import Page
 
 PAGE_MODULES: tuple[str, ...] = (
     "home",
+    "screening",
 )
 
 
