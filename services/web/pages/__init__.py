@@ -15,6 +15,7 @@ PAGE_MODULES: tuple[str, ...] = (
     "admin",
     "operations",
     "dpo",
+    "screening",
 )
 
 

@@ -24,4 +24,18 @@ document.querySelectorAll("form.flourish-admin-upload").forEach((form) => {
       button.setAttribute("aria-disabled", "true");
     }
   });
+// Screening grid (services/web/pages/screening.py): a cell's save-as-you-go request sends that cell
+// only (htmx would send the whole grid's form) and this page's edit counter, so the server's Idempotency-Key (form key, cell, level, edit) tells a resent
+// request (applied once) from changing a cell back to an earlier level (a new rating).
+const screeningPage = Math.random().toString(36).slice(2);
+let screeningEdits = 0;
+document.body.addEventListener("htmx:configRequest", (event) => {
+  if (event.detail.elt.closest && event.detail.elt.closest(".flourish-grid")) {
+    const own = event.detail.elt.name;
+    for (const key of [...event.detail.formData.keys()]) {
+      if (key.includes("|") && key !== own) event.detail.formData.delete(key);
+    }
+    screeningEdits += 1;
+    event.detail.parameters["edit"] = `${screeningPage}-${screeningEdits}`;
+  }
 });
