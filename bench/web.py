@@ -13,6 +13,8 @@ raw calls' p95 (ratio < 1: what the web adds on top of the APIs).
 
 A path naming `{pupil_id}` (the child's page) gets the first Oak Hill demo pupil, first given what a
 child's page shows: a completed Being assessment, an issued plan and a logged session (`_a_child`).
+A path naming `{screening_id}` (the screening grid) gets a class of 30 pupils imported through the
+roster API, screened on the Being strand (45 statements) and rated in every cell (`_a_screening`).
 """
 
 from __future__ import annotations
@@ -105,9 +107,11 @@ async def _measure(settings: Settings, renders: int) -> list[dict[str, Any]]:
     try:
         needs_child = any("{pupil_id}" in path for page in pages for _, path in page.bench)
         pupil_id = await _a_child(settings, direct) if needs_child else ""
+        needs_screening = any("{screening_id}" in path for page in pages for _, path in page.bench)
+        screening_id = await _a_screening(settings, direct) if needs_screening else ""
         for page in pages:
             for user, template in page.bench:
-                path = template.replace("{pupil_id}", pupil_id)
+                path = template.replace("{pupil_id}", pupil_id).replace("{screening_id}", screening_id)
                 async with httpx.AsyncClient(mounts={IDP: httpx.ASGITransport(provider),
                                                      WEB: httpx.ASGITransport(app)}) as browser:
                     await _sign_in(browser, user)
@@ -183,6 +187,50 @@ async def _a_child(settings: Settings, client: httpx.AsyncClient) -> str:
     await call("POST", "planning", f"/plans/{plan['plan_id']}/sessions",
                json={"held_on": str(date.today()), "minutes": 20})
     return pupil_id
+
+
+CLASS_SIZE = 30
+
+
+async def _a_screening(settings: Settings, client: httpx.AsyncClient) -> str:
+    """A Year 4 class of 30 (imported through the roster API into Oak Hill), screened on the Being
+    strand with every one of its statements rated for every child: the grid at its fullest."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from services.assessment.demo import DEMO, HEADER
+    from services.assessment.framework_store import sample_framework
+    from shared.auth import DevIssuer, Role
+
+    academy_id = DEMO.academies["Oak Hill Primary"]
+    token = DevIssuer(settings).issue("bench-senco", (Role.senco, Role.trust_admin), DEMO.trust_id, (academy_id,))
+    url = str(settings.assessment_url)
+
+    async def call(method: str, path: str, **kwargs: Any) -> Any:
+        response = await client.request(method, url + path, headers={
+            "Authorization": f"Bearer {token}", "Idempotency-Key": str(uuid.uuid4()), **kwargs.pop("headers", {})},
+            **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    rows = [f"Z09{n:09d}A,Bench{n:02d},Pupil{n:02d},{1 + n % 28:02d}/{1 + n % 12:02d}/2017,{'FM'[n % 2]},4,4Z"
+            for n in range(CLASS_SIZE)]
+    roster = ("\r\n".join([HEADER, *rows]) + "\r\n").encode()
+    await call("POST", f"/academies/{academy_id}/roster-imports", content=roster, headers={"Content-Type": "text/csv"})
+    classes = await call("GET", f"/academies/{academy_id}/classes", params={"limit": 200})
+    class_id = next(c["class_id"] for c in classes["items"] if c["name"] == "4Z")
+    framework = sample_framework()
+    statements = framework.statement_ids(["being"])
+    started = await call("POST", "/assessments", json={"class_id": class_id, "strands": ["being"],
+                                                       "framework_version": framework.version})
+    levels = ("rarely", "emerging", "developing", "secure")
+    await call("POST", "/observations/bulk", json={
+        "observed_at": datetime.now(UTC).isoformat(),
+        "ratings": [{"pupil_id": a["pupil_id"], "statement_id": s, "level": levels[(i + j) % 4],
+                     "assessment_id": a["assessment_id"]}
+                    for i, a in enumerate(started["assessments"]) for j, s in enumerate(statements)]})
+    info(f"web: a screening of {len(started['assessments'])} pupils x {len(statements)} statements, every cell rated")
+    return str(started["screening_id"])
 
 
 async def _sign_in(browser: httpx.AsyncClient, user: str) -> None:

@@ -313,4 +313,5 @@ page = Page(
     nav=(NavLink("Screening", "/screening", "Screen a class against a framework and read its class profile",
                  roles=SCREENERS),),
     demo=(("senco", "/screening"),),
+    bench=(("senco", "/screening/{screening_id}"),),  # bench/web.py: a class of 30 × 45 statements, all rated
 )
