@@ -100,8 +100,14 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
-def page(context: BrowserContext) -> Page:
-    return context.new_page()
+def page(context: BrowserContext) -> Iterator[Page]:
+    """A tab that fails its test on any uncaught script error: a page whose script does not even
+    parse (a bad merge of static/web.js did this once) would otherwise only lose its enhancements."""
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    assert not errors, f"script errors on the page: {errors}"
 
 
 @pytest.fixture

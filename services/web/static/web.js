@@ -24,6 +24,8 @@ document.querySelectorAll("form.flourish-admin-upload").forEach((form) => {
       button.setAttribute("aria-disabled", "true");
     }
   });
+});
+
 // Screening grid (services/web/pages/screening.py): a cell's save-as-you-go request sends that cell
 // only (htmx would send the whole grid's form) and this page's edit counter, so the server's Idempotency-Key (form key, cell, level, edit) tells a resent
 // request (applied once) from changing a cell back to an earlier level (a new rating).
